@@ -1,0 +1,354 @@
+# Grove's public API: the whole of it, so that clients in any language can code
+# against it now. Operations that are not built yet fail with a Cap'n Proto
+# exception of type `unimplemented` whose reason starts with "[notImplemented]".
+#
+# Errors. Every failure is a Cap'n Proto exception. Its reason starts with a
+# bracketed code from `ErrorCode` below, then a human-readable message, e.g.
+#   "[containerNotFound] unknown handle: web-1"
+#   "[invalidSpec] spec.handle: '/' is not allowed (use A-Z a-z 0-9 . _ -)"
+# Clients match on the code, never on the message text.
+#
+# Byte streams are push-based: the producer calls `write` as data arrives and
+# `done` once at the end. `write` is a Cap'n Proto streaming call, so the
+# producer is held back (flow control) when the consumer is slow.
+
+@0xc38d92d1282175b9;
+
+enum ErrorCode {
+  internal @0;            # a bug or an unexpected host failure
+  containerNotFound @1;   # "unknown handle: X"
+  handleTaken @2;         # create: the handle is in use
+  processNotFound @3;     # "unknown process: X"
+  executableNotFound @4;  # run: the path does not name an executable
+  invalidSpec @5;         # a field is malformed; the message names it
+  limitExceeded @6;       # max containers, pool exhausted, ...
+  policyRefused @7;       # grove-helper's policy forbids the request
+  serviceUnavailable @8;  # grove-helper or wshd cannot be reached
+  notImplemented @9;      # an operation a later release builds
+  alreadyDestroying @10;  # destroy while a destroy of that handle runs
+  invalidState @11;       # the container's state forbids the operation
+}
+
+# ---------------------------------------------------------------------------
+# Server
+
+interface Grove {
+  ping @0 () -> ();
+  capacity @1 () -> (capacity :Capacity);
+  create @2 (spec :ContainerSpec) -> (container :Container);
+  lookup @3 (handle :Text) -> (container :Container);
+  # Handles of the containers whose properties include every given pair (AND).
+  list @4 (properties :List(Property)) -> (handles :List(Text));
+  destroy @5 (handle :Text) -> ();
+  bulkInfo @6 (handles :List(Text)) -> (results :List(InfoResult));
+  bulkMetrics @7 (handles :List(Text)) -> (results :List(MetricsResult));
+}
+
+struct Capacity {
+  memoryInBytes @0 :UInt64;
+  diskInBytes @1 :UInt64;
+  schedulableDiskInBytes @2 :UInt64;
+  maxContainers @3 :UInt64;
+}
+
+struct InfoResult {
+  handle @0 :Text;
+  union {
+    info @1 :ContainerInfo;
+    error @2 :Text;       # "[code] message", as for exceptions
+  }
+}
+
+struct MetricsResult {
+  handle @0 :Text;
+  union {
+    metrics @1 :Metrics;
+    error @2 :Text;
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Container
+
+interface Container {
+  handle @0 () -> (handle :Text);
+  info @1 () -> (info :ContainerInfo);
+  run @2 (spec :ProcessSpec, io :ProcessIO) -> (process :Process);
+  attach @3 (processId :Text, io :ProcessIO) -> (process :Process);
+  # kill=false: SIGTERM to every process, SIGKILL after 10 s; kill=true: SIGKILL.
+  # The container stays (state "stopped"); files can still be streamed.
+  stop @4 (kill :Bool) -> ();
+
+  # Unpack the tar written to `sink` at `path`, as `user`.
+  streamIn @5 (path :Text, user :Text) -> (sink :ByteStream);
+  # Write a tar of `path`, read as `user`, to `sink`.
+  streamOut @6 (path :Text, user :Text, sink :ByteStream) -> ();
+
+  limitBandwidth @7 (limits :BandwidthLimits) -> ();
+  currentBandwidthLimits @8 () -> (limits :BandwidthLimits);
+  limitCpu @9 (limits :CpuLimits) -> ();
+  currentCpuLimits @10 () -> (limits :CpuLimits);
+  limitDisk @11 (limits :DiskLimits) -> ();
+  currentDiskLimits @12 () -> (limits :DiskLimits);
+  limitMemory @13 (limits :MemoryLimits) -> ();
+  currentMemoryLimits @14 () -> (limits :MemoryLimits);
+  limitPids @15 (limits :PidLimits) -> ();
+  currentPidLimits @16 () -> (limits :PidLimits);
+
+  # hostPort 0 takes one from the pool; containerPort 0 means "same as hostPort".
+  netIn @17 (hostPort :UInt32, containerPort :UInt32) -> (hostPort :UInt32, containerPort :UInt32);
+  netOut @18 (rule :NetOutRule) -> ();
+  bulkNetOut @19 (rules :List(NetOutRule)) -> ();
+
+  metrics @20 () -> (metrics :Metrics);
+
+  properties @21 () -> (properties :List(Property));
+  property @22 (name :Text) -> (value :Text);
+  setProperty @23 (name :Text, value :Text) -> ();
+  removeProperty @24 (name :Text) -> ();
+
+  # Restart the idle countdown with this grace time; 0 = never expire.
+  setGraceTime @25 (graceTimeSeconds :UInt64) -> ();
+}
+
+struct ContainerSpec {
+  handle @0 :Text;              # empty: the server generates one
+  rootfs @1 :Text;              # empty: the default rootfs
+  image @2 :ImageRef;           # an image instead of a rootfs directory
+  env @3 :List(Text);           # "NAME=value", the base of every process's env
+  bindMounts @4 :List(BindMount);
+  network @5 :Text;             # "a.b.c.d" or "a.b.c.d/n"; empty: from the pool
+  properties @6 :List(Property);
+  graceTimeSeconds @7 :UInt64;  # 0: the server default
+  privileged @8 :Bool;          # no user namespace (policy permitting)
+  limits @9 :Limits;
+  netOut @10 :List(NetOutRule);
+  netIn @11 :List(PortMapping);
+}
+
+struct ImageRef {
+  uri @0 :Text;                 # oci:PATH[:TAG], docker-archive:PATH, docker://HOST/REPO[:TAG]
+  username @1 :Text;
+  password @2 :Text;
+}
+
+struct BindMount {
+  srcPath @0 :Text;
+  dstPath @1 :Text;             # created if missing
+  mode @2 :Mode;
+  origin @3 :Origin;
+  enum Mode { ro @0; rw @1; }
+  enum Origin { host @0; container @1; }
+}
+
+struct Property {
+  name @0 :Text;
+  value @1 :Text;
+}
+
+struct PortMapping {
+  hostPort @0 :UInt32;
+  containerPort @1 :UInt32;
+}
+
+struct Limits {
+  bandwidth @0 :BandwidthLimits;
+  cpu @1 :CpuLimits;
+  disk @2 :DiskLimits;
+  memory @3 :MemoryLimits;
+  pid @4 :PidLimits;
+}
+
+struct BandwidthLimits {
+  rateInBytesPerSecond @0 :UInt64;
+  burstRateInBytesPerSecond @1 :UInt64;
+}
+
+struct CpuLimits {
+  weight @0 :UInt64;            # relative share (cpu.shares on v1)
+  quotaPeriodMicros @1 :UInt64; # optional hard quota: CFS period ...
+  quotaMicros @2 :UInt64;       # ... and quota per period; 0 = none
+  cpuset @3 :Text;              # optional CPU list, e.g. "0-1"
+}
+
+struct DiskLimits {
+  inodeSoft @0 :UInt64;
+  inodeHard @1 :UInt64;
+  byteSoft @2 :UInt64;
+  byteHard @3 :UInt64;
+  scope @4 :Scope;
+  enum Scope { total @0; exclusive @1; }
+}
+
+struct MemoryLimits {
+  limitInBytes @0 :UInt64;
+}
+
+struct PidLimits {
+  max @0 :UInt64;
+}
+
+struct NetOutRule {
+  protocol @0 :Protocol;
+  networks @1 :List(IpRange);   # empty: every address
+  ports @2 :List(PortRange);    # empty: every port; ignored for ICMP
+  icmps @3 :IcmpControl;
+  hasIcmps @4 :Bool;
+  log @5 :Bool;                 # tcp and all only
+  enum Protocol { all @0; tcp @1; udp @2; icmp @3; icmpv6 @4; }
+}
+
+struct IpRange {
+  start @0 :Text;
+  end @1 :Text;
+}
+
+struct PortRange {
+  start @0 :UInt16;
+  end @1 :UInt16;
+}
+
+struct IcmpControl {
+  type @0 :UInt8;
+  code @1 :UInt8;
+  hasCode @2 :Bool;
+}
+
+struct ContainerInfo {
+  state @0 :Text;               # "active" or "stopped"
+  events @1 :List(Text);        # e.g. "Out of memory"
+  hostIp @2 :Text;
+  containerIp @3 :Text;
+  externalIp @4 :Text;
+  containerPath @5 :Text;
+  processIds @6 :List(Text);    # processes that are still running
+  properties @7 :List(Property);
+  mappedPorts @8 :List(PortMapping);
+}
+
+struct Metrics {
+  memory @0 :MemoryStat;
+  cpu @1 :CpuStat;
+  disk @2 :DiskStat;
+  network @3 :NetworkStat;
+  pid @4 :PidStat;
+  ageSeconds @5 :Float64;
+  cpuEntitlement @6 :UInt64;
+}
+
+struct MemoryStat {
+  usage @0 :UInt64;
+  cache @1 :UInt64;
+  rss @2 :UInt64;
+  totalUsageTowardLimit @3 :UInt64;
+  stat @4 :List(Stat);          # every field of the cgroup's memory.stat
+}
+
+struct Stat {
+  name @0 :Text;
+  value @1 :UInt64;
+}
+
+struct CpuStat {
+  usageNanos @0 :UInt64;
+  userNanos @1 :UInt64;
+  systemNanos @2 :UInt64;
+}
+
+struct DiskStat {
+  totalBytesUsed @0 :UInt64;
+  totalInodesUsed @1 :UInt64;
+  exclusiveBytesUsed @2 :UInt64;
+  exclusiveInodesUsed @3 :UInt64;
+}
+
+struct NetworkStat {
+  rxBytes @0 :UInt64;
+  txBytes @1 :UInt64;
+  rxPackets @2 :UInt64;
+  txPackets @3 :UInt64;
+}
+
+struct PidStat {
+  current @0 :UInt64;
+  max @1 :UInt64;
+}
+
+# ---------------------------------------------------------------------------
+# Processes
+
+struct ProcessSpec {
+  path @0 :Text;                # absolute, or looked up in the process's PATH
+  args @1 :List(Text);          # argv[1..]
+  env @2 :List(Text);           # "NAME=value", after the container's env
+  dir @3 :Text;                 # empty: the user's home directory
+  user @4 :Text;                # name or uid[:gid]; empty: root
+  rlimits @5 :ResourceLimits;
+  tty @6 :TtySpec;
+  hasTty @7 :Bool;
+  id @8 :Text;                  # empty: the server generates one
+}
+
+struct ResourceLimits {
+  # Each limit applies only when its `has*` bit is set; soft = hard = value.
+  as @0 :UInt64;  hasAs @1 :Bool;
+  core @2 :UInt64;  hasCore @3 :Bool;
+  cpu @4 :UInt64;  hasCpu @5 :Bool;
+  data @6 :UInt64;  hasData @7 :Bool;
+  fsize @8 :UInt64;  hasFsize @9 :Bool;
+  locks @10 :UInt64;  hasLocks @11 :Bool;
+  memlock @12 :UInt64;  hasMemlock @13 :Bool;
+  msgqueue @14 :UInt64;  hasMsgqueue @15 :Bool;
+  nice @16 :UInt64;  hasNice @17 :Bool;
+  nofile @18 :UInt64;  hasNofile @19 :Bool;
+  nproc @20 :UInt64;  hasNproc @21 :Bool;
+  rss @22 :UInt64;  hasRss @23 :Bool;
+  rtprio @24 :UInt64;  hasRtprio @25 :Bool;
+  sigpending @26 :UInt64;  hasSigpending @27 :Bool;
+  stack @28 :UInt64;  hasStack @29 :Bool;
+}
+
+struct TtySpec {
+  windowSize @0 :WindowSize;
+}
+
+struct WindowSize {
+  columns @0 :UInt16;
+  rows @1 :UInt16;
+}
+
+struct ProcessIO {
+  stdout @0 :ByteStream;        # null: the output is kept for a later attach
+  stderr @1 :ByteStream;
+  # false: the process's stdin is at end-of-file from the start.
+  # true: Process.stdin gives a ByteStream; its `done` closes the stdin.
+  openStdin @2 :Bool;
+}
+
+enum Signal {
+  terminate @0;
+  kill @1;
+  interrupt @2;
+  hangup @3;
+  quit @4;
+  user1 @5;
+  user2 @6;
+  windowChange @7;
+}
+
+interface Process {
+  id @0 () -> (id :Text);
+  # exitStatus >= 0: the process exited with that code (0..255).
+  # exitStatus < 0: a signal killed it; the signal number is -exitStatus.
+  # Resolves once the process has exited and the output it wrote before
+  # exiting has been delivered to this caller's streams.
+  wait @1 () -> (exitStatus :Int32);
+  signal @2 (signal :Signal) -> ();
+  setTty @3 (windowSize :WindowSize) -> ();
+  stdin @4 () -> (stream :ByteStream);
+}
+
+interface ByteStream {
+  write @0 (data :Data) -> stream;
+  done @1 ();
+}

@@ -1,0 +1,283 @@
+//! The groved → grove-helper protocol: a closed, versioned set of requests.
+//!
+//! One request per SOCK_SEQPACKET datagram of at most [`MAX_DATAGRAM`] bytes,
+//! postcard-encoded as an [`Envelope`]. `decode_request` is the only way the
+//! helper turns bytes into a request; it refuses trailing bytes, unknown
+//! versions and every malformed field (handles validate while decoding). What
+//! depends on the helper's policy (which directories may be a rootfs, ...) is
+//! checked by the helper after decoding, before anything happens.
+
+use crate::Handle;
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest datagram either side sends or accepts.
+pub const MAX_DATAGRAM: usize = 4096;
+/// Most file descriptors one datagram may carry.
+pub const MAX_FDS: usize = 4;
+/// Longest path the protocol carries.
+pub const MAX_PATH: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub version: u16,
+    pub body: T,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness and version check.
+    Ping,
+    /// Build and start a container: namespaces, rootfs, cgroup, wshd as PID 1.
+    CreateContainer { handle: Handle, rootfs: RootfsSource },
+    /// Kill every process of the container and remove all it owns.
+    DestroyContainer { handle: Handle },
+    /// The containers the helper knows, with their state.
+    ListContainers,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RootfsSource {
+    /// The default rootfs named in the helper's policy.
+    Default,
+    /// A host directory; the helper's policy must allow it.
+    HostDir(HostPath),
+}
+
+/// An absolute host path with no "." or ".." components, no NUL and no
+/// empty components, at most [`MAX_PATH`] bytes. Syntax only: the helper still
+/// resolves it without following symlinks and checks its allowlist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostPath(String);
+
+impl HostPath {
+    pub fn new(s: impl Into<String>) -> Result<HostPath, String> {
+        let s = s.into();
+        if s.len() > MAX_PATH {
+            return Err(format!("path is {} bytes long; at most {MAX_PATH} are allowed", s.len()));
+        }
+        if !s.starts_with('/') {
+            return Err(format!("path {s:?} is not absolute"));
+        }
+        if s.contains('\0') {
+            return Err(format!("path {s:?} contains NUL"));
+        }
+        let rest = s.strip_prefix('/').unwrap_or(&s);
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if !rest.is_empty() && rest.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(format!("path {s:?} has an empty, '.' or '..' component"));
+        }
+        Ok(HostPath(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path's components, in order ("/a/b/" gives ["a", "b"]).
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').filter(|c| !c.is_empty())
+    }
+}
+
+impl TryFrom<String> for HostPath {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        HostPath::new(s)
+    }
+}
+
+impl From<HostPath> for String {
+    fn from(p: HostPath) -> String {
+        p.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    Creating,
+    Running,
+    Stopped,
+    Destroying,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSummary {
+    pub handle: Handle,
+    pub state: ContainerState,
+    /// wshd's pid in the host's PID namespace (0 when it is not running).
+    pub wshd_pid: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Pong { version: u16 },
+    Created { wshd_pid: i32 },
+    Destroyed,
+    Containers(Vec<ContainerSummary>),
+    Error(HelperError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The datagram could not be decoded (truncated, garbage, bad field).
+    Malformed,
+    /// The envelope names a protocol version this helper does not speak.
+    UnsupportedVersion,
+    /// The request is well-formed but the helper's policy forbids it.
+    PolicyRefused,
+    /// No container has that handle.
+    NotFound,
+    /// A container with that handle exists already.
+    AlreadyExists,
+    /// The container's state does not allow the operation.
+    InvalidState,
+    /// A configured limit (e.g. the number of containers) is reached.
+    LimitExceeded,
+    /// The kernel refused a step; the message says which.
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct HelperError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl HelperError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> HelperError {
+        HelperError { kind, message: message.into() }
+    }
+}
+
+/// Decode one request datagram. Every way the bytes can be wrong is an
+/// error of kind `Malformed` or `UnsupportedVersion`, never a panic.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, HelperError> {
+    decode(bytes)
+}
+
+pub fn decode_response(bytes: &[u8]) -> Result<Response, HelperError> {
+    decode(bytes)
+}
+
+pub fn encode_request(request: &Request) -> Vec<u8> {
+    encode(request)
+}
+
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    encode(response)
+}
+
+fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    let envelope = Envelope { version: PROTOCOL_VERSION, body };
+    postcard::to_allocvec(&envelope).expect("postcard encoding into a Vec cannot fail")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, HelperError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(HelperError::new(
+            ErrorKind::Malformed,
+            format!("datagram is {} bytes; at most {MAX_DATAGRAM} are allowed", bytes.len()),
+        ));
+    }
+    // The version comes first so that a peer speaking another version gets a
+    // precise answer rather than "malformed".
+    let (version, _) = postcard::take_from_bytes::<u16>(bytes)
+        .map_err(|e| HelperError::new(ErrorKind::Malformed, format!("no version header: {e}")))?;
+    if version != PROTOCOL_VERSION {
+        return Err(HelperError::new(
+            ErrorKind::UnsupportedVersion,
+            format!("protocol version {version}; this side speaks {PROTOCOL_VERSION}"),
+        ));
+    }
+    let (envelope, rest) = postcard::take_from_bytes::<Envelope<T>>(bytes)
+        .map_err(|e| HelperError::new(ErrorKind::Malformed, format!("undecodable message: {e}")))?;
+    if !rest.is_empty() {
+        return Err(HelperError::new(
+            ErrorKind::Malformed,
+            format!("{} trailing bytes after the message", rest.len()),
+        ));
+    }
+    Ok(envelope.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(handle: &str) -> Request {
+        Request::CreateContainer {
+            handle: Handle::new(handle).unwrap(),
+            rootfs: RootfsSource::HostDir(HostPath::new("/var/lib/grove/rootfs").unwrap()),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        for r in [Request::Ping, Request::ListContainers, create("c1")] {
+            assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_refused() {
+        let bytes = encode_request(&create("truncate-me"));
+        for n in 0..bytes.len() {
+            let err = decode_request(&bytes[..n]).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Malformed, "prefix of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode_request(&Request::Ping);
+        bytes.push(0);
+        assert!(decode_request(&bytes).unwrap_err().message.contains("trailing"));
+    }
+
+    #[test]
+    fn unknown_variant_and_version_are_refused() {
+        let mut bytes = encode_request(&Request::Ping);
+        *bytes.last_mut().unwrap() = 200; // no such request
+        assert_eq!(decode_request(&bytes).unwrap_err().kind, ErrorKind::Malformed);
+        let other = postcard::to_allocvec(&Envelope { version: 9, body: Request::Ping }).unwrap();
+        assert_eq!(decode_request(&other).unwrap_err().kind, ErrorKind::UnsupportedVersion);
+    }
+
+    #[test]
+    fn bad_handles_and_paths_are_refused_while_decoding() {
+        #[derive(Serialize)]
+        enum Raw {
+            #[allow(dead_code)]
+            Ping,
+            CreateContainer { handle: String, rootfs: RawRootfs },
+        }
+        #[derive(Serialize)]
+        enum RawRootfs {
+            #[allow(dead_code)]
+            Default,
+            HostDir(String),
+        }
+        let raw = |h: &str, p: &str| {
+            postcard::to_allocvec(&Envelope {
+                version: PROTOCOL_VERSION,
+                body: Raw::CreateContainer {
+                    handle: h.into(),
+                    rootfs: RawRootfs::HostDir(p.into()),
+                },
+            })
+            .unwrap()
+        };
+        assert!(decode_request(&raw("ok", "/srv/rootfs")).is_ok());
+        for (h, p) in [("../x", "/srv"), ("a/b", "/srv"), ("ok", "srv"), ("ok", "/srv/../etc")] {
+            assert_eq!(decode_request(&raw(h, p)).unwrap_err().kind, ErrorKind::Malformed, "{h} {p}");
+        }
+    }
+
+    #[test]
+    fn oversized_datagrams_are_refused() {
+        assert_eq!(decode_request(&vec![0; MAX_DATAGRAM + 1]).unwrap_err().kind, ErrorKind::Malformed);
+    }
+}

@@ -1,0 +1,17 @@
+//! Grove's wire formats, with no I/O and no syscalls:
+//! - `api_capnp`: the public Cap'n Proto API (schema/api.capnp);
+//! - `helper`: the closed request enum that groved sends to grove-helper;
+//! - `wshd`: the protocol between groved and wshd, PID 1 of each container;
+//! - `handle`: the one definition of a valid container handle.
+//!
+//! The helper and wshd protocols are postcard-encoded serde enums: a small,
+//! well-fuzzed parser on the root side instead of a general-purpose one.
+
+capnp::generated_code!(pub mod api_capnp);
+
+pub mod conf;
+pub mod handle;
+pub mod helper;
+pub mod wshd;
+
+pub use handle::{Handle, HandleError};

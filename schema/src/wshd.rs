@@ -1,0 +1,188 @@
+//! The groved ↔ wshd protocol. wshd (PID 1 of a container) listens on a
+//! SOCK_SEQPACKET unix socket that grove-helper bound for it; groved connects
+//! once per operation. One postcard-encoded message per datagram.
+//!
+//! `Spawn` answers `Spawned` with the parent ends of the process's pipes
+//! attached (SCM_RIGHTS), in this order: stdout (read end), stderr (read
+//! end), then stdin (write end) when `open_stdin` was asked for. wshd keeps
+//! its own copies, so the process neither sees EOF on stdin nor dies of
+//! SIGPIPE if groved goes away; `CloseStdin` and `Release` drop them.
+//! `Wait` is answered once the process has exited; the connection stays
+//! open until then.
+
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest datagram either side sends or accepts (args and env included).
+pub const MAX_DATAGRAM: usize = 128 * 1024;
+/// Most file descriptors one datagram carries.
+pub const MAX_FDS: usize = 3;
+/// Longest process id.
+pub const MAX_PROCESS_ID: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub version: u16,
+    pub body: T,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    Spawn(SpawnSpec),
+    /// Answered with `Exited` once the process has exited.
+    Wait { id: String },
+    /// Deliver a signal to one process.
+    Signal { id: String, signal: i32 },
+    /// Deliver a signal to every process in the container but wshd.
+    SignalAll { signal: i32 },
+    /// Close wshd's copy of the process's stdin, so it sees end-of-file.
+    CloseStdin { id: String },
+    /// Forget a process that has exited, and drop wshd's copies of its fds.
+    Release { id: String },
+    /// Every process wshd knows.
+    List,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    /// Unique among this container's processes.
+    pub id: String,
+    /// Absolute, or looked up in PATH from `env` (or the default PATH).
+    pub path: String,
+    pub args: Vec<String>,
+    /// "NAME=value"; wshd adds HOME, USER and PATH when they are missing.
+    pub env: Vec<String>,
+    /// Working directory; `None`: the user's home directory.
+    pub dir: Option<String>,
+    /// A user name or uid[:gid], resolved with the container's /etc/passwd
+    /// and /etc/group; `None`: root.
+    pub user: Option<String>,
+    /// Whether the process gets a stdin pipe (else it reads /dev/null).
+    pub open_stdin: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The API's encoding: the exit code, or minus the signal number.
+    pub fn to_api(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => -s,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSummary {
+    pub id: String,
+    pub pid: i32,
+    /// `None` while the process runs.
+    pub exit: Option<ExitStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Pong,
+    Spawned { pid: i32 },
+    Exited(ExitStatus),
+    Ok,
+    Processes(Vec<ProcessSummary>),
+    Error(WshdError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    Malformed,
+    UnsupportedVersion,
+    /// A process with that id exists already (Spawn).
+    DuplicateId,
+    /// No process has that id.
+    ProcessNotFound,
+    /// `path` does not name an executable file.
+    ExecutableNotFound,
+    /// The user or group is not in the container's /etc/passwd or /etc/group.
+    UnknownUser,
+    /// The spec is malformed (a bad env entry, a bad signal, ...).
+    InvalidSpec,
+    /// A system call failed; the message says which.
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct WshdError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl WshdError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> WshdError {
+        WshdError { kind, message: message.into() }
+    }
+}
+
+pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    postcard::to_allocvec(&Envelope { version: PROTOCOL_VERSION, body })
+        .expect("postcard encoding into a Vec cannot fail")
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, WshdError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(WshdError::new(
+            ErrorKind::Malformed,
+            format!("datagram is {} bytes; at most {MAX_DATAGRAM} are allowed", bytes.len()),
+        ));
+    }
+    let (version, _) = postcard::take_from_bytes::<u16>(bytes)
+        .map_err(|e| WshdError::new(ErrorKind::Malformed, format!("no version header: {e}")))?;
+    if version != PROTOCOL_VERSION {
+        return Err(WshdError::new(
+            ErrorKind::UnsupportedVersion,
+            format!("protocol version {version}; this side speaks {PROTOCOL_VERSION}"),
+        ));
+    }
+    let (envelope, rest) = postcard::take_from_bytes::<Envelope<T>>(bytes)
+        .map_err(|e| WshdError::new(ErrorKind::Malformed, format!("undecodable message: {e}")))?;
+    if !rest.is_empty() {
+        return Err(WshdError::new(
+            ErrorKind::Malformed,
+            format!("{} trailing bytes after the message", rest.len()),
+        ));
+    }
+    Ok(envelope.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_truncation() {
+        let r = Request::Spawn(SpawnSpec {
+            id: "p1".into(),
+            path: "/bin/echo".into(),
+            args: vec!["hi".into()],
+            env: vec!["A=b".into()],
+            dir: None,
+            user: Some("nobody".into()),
+            open_stdin: true,
+        });
+        let bytes = encode(&r);
+        assert_eq!(decode::<Request>(&bytes).unwrap(), r);
+        for n in 0..bytes.len() {
+            assert!(decode::<Request>(&bytes[..n]).is_err(), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn exit_status_encoding_is_distinct() {
+        assert_eq!(ExitStatus::Code(137).to_api(), 137);
+        assert_eq!(ExitStatus::Signal(9).to_api(), -9);
+    }
+}
