@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Largest datagram either side sends or accepts.
 pub const MAX_DATAGRAM: usize = 4096;
+/// Largest response datagram (a container list can exceed a request's size).
+pub const MAX_RESPONSE: usize = 192 * 1024;
 /// Most file descriptors one datagram may carry.
 pub const MAX_FDS: usize = 4;
 /// Longest path the protocol carries.
@@ -155,11 +157,11 @@ impl HelperError {
 /// Decode one request datagram. Every way the bytes can be wrong is an
 /// error of kind `Malformed` or `UnsupportedVersion`, never a panic.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, HelperError> {
-    decode(bytes)
+    decode(bytes, MAX_DATAGRAM)
 }
 
 pub fn decode_response(bytes: &[u8]) -> Result<Response, HelperError> {
-    decode(bytes)
+    decode(bytes, MAX_RESPONSE)
 }
 
 pub fn encode_request(request: &Request) -> Vec<u8> {
@@ -175,11 +177,11 @@ fn encode<T: Serialize>(body: &T) -> Vec<u8> {
     postcard::to_allocvec(&envelope).expect("postcard encoding into a Vec cannot fail")
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, HelperError> {
-    if bytes.len() > MAX_DATAGRAM {
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], max: usize) -> Result<T, HelperError> {
+    if bytes.len() > max {
         return Err(HelperError::new(
             ErrorKind::Malformed,
-            format!("datagram is {} bytes; at most {MAX_DATAGRAM} are allowed", bytes.len()),
+            format!("datagram is {} bytes; at most {max} are allowed", bytes.len()),
         ));
     }
     // The version comes first so that a peer speaking another version gets a
