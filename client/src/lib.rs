@@ -1,1 +1,266 @@
+//! Grove's Rust client: connect to groved, typed errors, and ByteStream
+//! sinks for process output. The generated API is re-exported as `api`.
+//!
+//! capnp-rpc objects are not `Send`: use the client inside a tokio
+//! `LocalSet` (or a current-thread runtime with `LocalSet::block_on`).
 
+pub use grove_schema::api_capnp as api;
+
+use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
+use futures::AsyncReadExt;
+use std::cell::RefCell;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use tokio::sync::mpsc;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+pub const DEFAULT_SOCKET: &str = "/run/grove/grove.sock";
+
+/// The socket to use: the explicit one, else $GROVE_SOCKET, else the default.
+pub fn socket_path(explicit: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or_else(|| std::env::var_os("GROVE_SOCKET").filter(|s| !s.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// An error from groved, split into its code (schema/api.capnp `ErrorCode`)
+/// and message. Transport failures have the code "disconnected".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub code: String,
+    pub message: String,
+}
+
+impl Error {
+    pub fn is(&self, code: &str) -> bool {
+        self.code == code
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<capnp::Error> for Error {
+    fn from(e: capnp::Error) -> Error {
+        let reason = e.extra.strip_prefix("remote exception: ").unwrap_or(&e.extra);
+        if let Some((code, message)) = reason.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+            return Error { code: code.to_string(), message: message.to_string() };
+        }
+        let code = match e.kind {
+            capnp::ErrorKind::Disconnected => "disconnected",
+            capnp::ErrorKind::Unimplemented => "notImplemented",
+            _ => "internal",
+        };
+        Error { code: code.to_string(), message: reason.to_string() }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A connection to groved. Dropping it closes the connection.
+pub struct Client {
+    pub grove: api::grove::Client,
+    disconnector: Option<capnp_rpc::Disconnector<rpc_twoparty_capnp::Side>>,
+}
+
+impl Client {
+    /// Connect to groved's unix socket. Must be called inside a `LocalSet`.
+    pub async fn connect(path: &Path) -> Result<Client> {
+        let stream = tokio::net::UnixStream::connect(path).await.map_err(|e| Error {
+            code: "serviceUnavailable".into(),
+            message: format!("cannot connect to groved at {}: {e}", path.display()),
+        })?;
+        let (reader, writer) = stream.compat().split();
+        let network = twoparty::VatNetwork::new(reader, writer, rpc_twoparty_capnp::Side::Client, Default::default());
+        let mut system = RpcSystem::new(Box::new(network), None);
+        let grove: api::grove::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
+        let disconnector = system.get_disconnector();
+        tokio::task::spawn_local(system);
+        Ok(Client { grove, disconnector: Some(disconnector) })
+    }
+
+    /// Close the connection and wait until it is closed.
+    pub async fn close(mut self) {
+        if let Some(d) = self.disconnector.take() {
+            let _ = d.await;
+        }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.grove.ping_request().send().promise.await?;
+        Ok(())
+    }
+
+    pub async fn lookup(&self, handle: &str) -> Result<api::container::Client> {
+        let mut request = self.grove.lookup_request();
+        request.get().set_handle(handle);
+        Ok(request.send().promise.await?.get()?.get_container()?)
+    }
+
+    pub async fn destroy(&self, handle: &str) -> Result<()> {
+        let mut request = self.grove.destroy_request();
+        request.get().set_handle(handle);
+        request.send().promise.await?;
+        Ok(())
+    }
+
+    /// Handles whose properties include all of `filter`.
+    pub async fn list(&self, filter: &[(String, String)]) -> Result<Vec<String>> {
+        let mut request = self.grove.list_request();
+        let mut list = request.get().init_properties(filter.len() as u32);
+        for (i, (k, v)) in filter.iter().enumerate() {
+            let mut p = list.reborrow().get(i as u32);
+            p.set_name(k);
+            p.set_value(v);
+        }
+        let response = request.send().promise.await?;
+        let handles = response.get()?.get_handles()?;
+        handles
+            .iter()
+            .map(|h| Ok(h?.to_string().map_err(capnp::Error::from)?))
+            .collect()
+    }
+}
+
+/// What a process's command looks like, for `fill_process_spec`.
+#[derive(Debug, Clone, Default)]
+pub struct Command {
+    pub path: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub dir: String,
+    pub user: String,
+    pub id: String,
+}
+
+impl Command {
+    pub fn new(path: &str, args: &[&str]) -> Command {
+        Command { path: path.into(), args: args.iter().map(|a| a.to_string()).collect(), ..Command::default() }
+    }
+
+    pub fn fill(&self, mut spec: api::process_spec::Builder<'_>) {
+        spec.set_path(&self.path);
+        fill_text_list(spec.reborrow().init_args(self.args.len() as u32), &self.args);
+        fill_text_list(spec.reborrow().init_env(self.env.len() as u32), &self.env);
+        spec.set_dir(&self.dir);
+        spec.set_user(&self.user);
+        spec.set_id(&self.id);
+    }
+}
+
+pub fn fill_text_list(mut list: capnp::text_list::Builder<'_>, items: &[String]) {
+    for (i, item) in items.iter().enumerate() {
+        list.set(i as u32, item);
+    }
+}
+
+/// What a channel sink reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    Data(Vec<u8>),
+    Done,
+}
+
+/// A ByteStream that forwards what it receives to a channel.
+pub struct ChannelSink {
+    sender: mpsc::UnboundedSender<Chunk>,
+}
+
+/// A ByteStream capability and the receiving end of its channel.
+pub fn channel_sink() -> (api::byte_stream::Client, mpsc::UnboundedReceiver<Chunk>) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    (capnp_rpc::new_client(ChannelSink { sender }), receiver)
+}
+
+impl api::byte_stream::Server for ChannelSink {
+    async fn write(self: Rc<Self>, params: api::byte_stream::WriteParams) -> std::result::Result<(), capnp::Error> {
+        let data = params.get()?.get_data()?.to_vec();
+        let _ = self.sender.send(Chunk::Data(data));
+        Ok(())
+    }
+
+    async fn done(
+        self: Rc<Self>,
+        _: api::byte_stream::DoneParams,
+        _: api::byte_stream::DoneResults,
+    ) -> std::result::Result<(), capnp::Error> {
+        let _ = self.sender.send(Chunk::Done);
+        Ok(())
+    }
+}
+
+/// A ByteStream that copies what it receives to a writer (stdout, stderr)
+/// as it arrives, and reports `done` through a oneshot.
+pub struct WriterSink<W: Write> {
+    writer: RefCell<W>,
+    done: RefCell<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+pub fn writer_sink<W: Write + 'static>(writer: W) -> (api::byte_stream::Client, tokio::sync::oneshot::Receiver<()>) {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let sink = WriterSink { writer: RefCell::new(writer), done: RefCell::new(Some(sender)) };
+    (capnp_rpc::new_client(sink), receiver)
+}
+
+impl<W: Write + 'static> api::byte_stream::Server for WriterSink<W> {
+    async fn write(self: Rc<Self>, params: api::byte_stream::WriteParams) -> std::result::Result<(), capnp::Error> {
+        let data = params.get()?.get_data()?;
+        let mut writer = self.writer.borrow_mut();
+        writer
+            .write_all(data)
+            .and_then(|_| writer.flush())
+            .map_err(|e| capnp::Error::failed(format!("writing output: {e}")))
+    }
+
+    async fn done(
+        self: Rc<Self>,
+        _: api::byte_stream::DoneParams,
+        _: api::byte_stream::DoneResults,
+    ) -> std::result::Result<(), capnp::Error> {
+        if let Some(sender) = self.done.borrow_mut().take() {
+            let _ = sender.send(());
+        }
+        Ok(())
+    }
+}
+
+/// A process's exit status (the API's encoding) as a shell would report it:
+/// the exit code, or 128 + the signal that killed it.
+pub fn shell_exit_code(status: i32) -> i32 {
+    if status >= 0 {
+        status
+    } else {
+        128 + (-status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_split_into_code_and_message() {
+        let e = Error::from(capnp::Error::failed("remote exception: [containerNotFound] unknown handle: x".into()));
+        assert_eq!(e, Error { code: "containerNotFound".into(), message: "unknown handle: x".into() });
+        let e = Error::from(capnp::Error::disconnected("Peer disconnected.".into()));
+        assert_eq!(e.code, "disconnected");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        assert_eq!(shell_exit_code(3), 3);
+        assert_eq!(shell_exit_code(-9), 137);
+    }
+
+    #[test]
+    fn socket_path_prefers_the_flag() {
+        assert_eq!(socket_path(Some("/x.sock".into())), PathBuf::from("/x.sock"));
+    }
+}

@@ -1,1 +1,145 @@
-fn main() {}
+//! groved: Grove's API server. It runs as the unprivileged `grove` user,
+//! serves Cap'n Proto RPC on a unix socket, asks grove-helper for every
+//! privileged step and wshd for every process, and keeps container records
+//! on disk. It never makes a privileged system call itself.
+
+mod config;
+mod containers;
+mod error;
+mod helper_client;
+mod process;
+mod rpc;
+mod store;
+mod wshd_client;
+
+use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
+use config::Config;
+use futures::AsyncReadExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+const USAGE: &str = "usage: groved [--config PATH] [--allow-root]
+
+Serves Grove's Cap'n Proto API. Without --config it uses its embedded
+defaults (API socket /run/grove/grove.sock, helper /run/grove/helper.sock,
+state in /var/lib/grove/server). Run it as the unprivileged `grove` user.";
+
+struct Args {
+    config: Option<PathBuf>,
+    allow_root: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { config: None, allow_root: false };
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        match arg.as_str() {
+            "--config" => args.config = Some(argv.next().ok_or("--config needs a path")?.into()),
+            "--allow-root" => args.allow_root = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GROVED_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("groved: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    if nix::unistd::geteuid().is_root() && !args.allow_root {
+        return Err("refusing to run as root: start groved as the unprivileged `grove` user \
+                    (privileged steps belong to grove-helper)"
+            .into());
+    }
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, serve(config))
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let listen = config.listen.clone();
+    let grove = containers::Grove::open(config)
+        .map_err(|e| format!("opening the state dir: {e}"))?;
+    match std::fs::remove_file(&listen) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("removing the stale socket {}: {e}", listen.display()))
+        }
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(&listen).map_err(|e| format!("binding {}: {e}", listen.display()))?;
+    // Group-accessible: members of groved's group may use the API.
+    std::fs::set_permissions(&listen, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| format!("chmod {}: {e}", listen.display()))?;
+    if let Err(e) = grove.ping_helper().await {
+        tracing::warn!(error = %e, "grove-helper does not answer yet; requests will retry it");
+    }
+    tracing::info!(socket = %listen.display(), "groved listening");
+    let bootstrap: grove_schema::api_capnp::grove::Client =
+        capnp_rpc::new_client(rpc::grove::GroveServer { grove: grove.clone() });
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("SIGINT handler: {e}"))?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept");
+                        continue;
+                    }
+                };
+                let (reader, writer) = stream.compat().split();
+                let network = twoparty::VatNetwork::new(
+                    reader,
+                    writer,
+                    rpc_twoparty_capnp::Side::Server,
+                    Default::default(),
+                );
+                let system = RpcSystem::new(Box::new(network), Some(bootstrap.clone().client));
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = system.await {
+                        tracing::debug!(error = %e, "client connection ended");
+                    }
+                });
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&listen);
+    tracing::info!("groved stopped; containers keep running");
+    Ok(())
+}

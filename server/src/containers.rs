@@ -1,0 +1,399 @@
+//! The containers groved knows: their records, their lifecycle, and the
+//! multi-step operations on them (create, destroy, stop, run), each of which
+//! completes or is rolled back.
+
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::helper_client::HelperClient;
+use crate::process::ProcessEntry;
+use crate::store::{Record, Store};
+use crate::wshd_client;
+use grove_schema::api_capnp::byte_stream;
+use grove_schema::helper::{self, HostPath, RootfsSource};
+use grove_schema::wshd::{self, SpawnSpec};
+use grove_schema::Handle;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long stop(kill=false) waits after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Creating,
+    Active,
+    Stopping,
+    Stopped,
+    Destroying,
+}
+
+pub struct Container {
+    pub handle: Handle,
+    record: RefCell<Record>,
+    phase: Cell<Phase>,
+    processes: RefCell<BTreeMap<String, Rc<ProcessEntry>>>,
+    pub wshd_socket: PathBuf,
+}
+
+pub struct CreateSpec {
+    /// Empty: generate one.
+    pub handle: String,
+    pub rootfs: String,
+    pub env: Vec<String>,
+    pub properties: BTreeMap<String, String>,
+}
+
+pub struct RunSpec {
+    pub id: String,
+    pub path: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub dir: String,
+    pub user: String,
+    pub open_stdin: bool,
+    pub stdout: Option<byte_stream::Client>,
+    pub stderr: Option<byte_stream::Client>,
+}
+
+pub struct Grove {
+    pub config: Config,
+    helper: HelperClient,
+    store: Store,
+    containers: RefCell<BTreeMap<String, Rc<Container>>>,
+}
+
+impl Grove {
+    /// Load the records kept on disk. Their processes are not restored (the
+    /// restart issue does that); the containers themselves are listed again.
+    pub fn open(config: Config) -> std::io::Result<Rc<Grove>> {
+        let store = Store::open(&config.state_dir)?;
+        let (records, problems) = store.load_all()?;
+        for problem in problems {
+            tracing::warn!(%problem, "unreadable container record skipped");
+        }
+        let mut containers = BTreeMap::new();
+        for record in records {
+            let Ok(handle) = Handle::new(record.handle.clone()) else {
+                tracing::warn!(handle = %record.handle, "record with an invalid handle skipped");
+                continue;
+            };
+            let phase = if record.state == "stopped" { Phase::Stopped } else { Phase::Active };
+            let container = Container::new(handle, record, phase, &config);
+            containers.insert(container.handle.to_string(), Rc::new(container));
+        }
+        tracing::info!(containers = containers.len(), "container records loaded");
+        Ok(Rc::new(Grove {
+            helper: HelperClient::new(config.helper_socket.clone()),
+            config,
+            store,
+            containers: RefCell::new(containers),
+        }))
+    }
+
+    pub async fn ping_helper(&self) -> ApiResult<()> {
+        match self.helper.call(&helper::Request::Ping).await? {
+            helper::Response::Pong { .. } => Ok(()),
+            other => Err(ApiError::internal(format!("unexpected answer to ping: {other:?}"))),
+        }
+    }
+
+    pub fn get(&self, handle: &str) -> ApiResult<Rc<Container>> {
+        let container = self.containers.borrow().get(handle).cloned();
+        match container {
+            Some(c) if c.phase() != Phase::Creating => Ok(c),
+            _ => Err(ApiError::not_found(handle)),
+        }
+    }
+
+    pub fn handles(&self) -> Vec<Rc<Container>> {
+        self.containers
+            .borrow()
+            .values()
+            .filter(|c| c.phase() != Phase::Creating)
+            .cloned()
+            .collect()
+    }
+
+    /// Create a container. Runs to completion (or rollback) even if the
+    /// client goes away meanwhile.
+    pub async fn create(self: &Rc<Self>, spec: CreateSpec) -> ApiResult<Rc<Container>> {
+        let this = self.clone();
+        tokio::task::spawn_local(async move { this.create_inner(spec).await })
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    async fn create_inner(self: Rc<Self>, spec: CreateSpec) -> ApiResult<Rc<Container>> {
+        let handle = if spec.handle.is_empty() {
+            generate_handle()
+        } else {
+            Handle::new(spec.handle).map_err(|e| ApiError::invalid("spec.handle", e))?
+        };
+        let rootfs = if spec.rootfs.is_empty() {
+            RootfsSource::Default
+        } else {
+            RootfsSource::HostDir(HostPath::new(spec.rootfs.clone()).map_err(|e| ApiError::invalid("spec.rootfs", e))?)
+        };
+        for (i, entry) in spec.env.iter().enumerate() {
+            check_env_entry(entry).map_err(|e| ApiError::invalid(&format!("spec.env[{i}]"), e))?;
+        }
+        let record = Record {
+            handle: handle.to_string(),
+            rootfs: spec.rootfs,
+            env: spec.env,
+            properties: spec.properties,
+            created_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            state: "active".into(),
+            wshd_pid: 0,
+        };
+        // Reserve the handle first, so that a concurrent create of the same
+        // handle fails at once.
+        let container = {
+            let mut containers = self.containers.borrow_mut();
+            if containers.contains_key(handle.as_str()) {
+                return Err(ApiError::new(Code::HandleTaken, format!("handle already exists: {handle}")));
+            }
+            if containers.len() as u64 >= self.config.max_containers {
+                return Err(ApiError::new(
+                    Code::LimitExceeded,
+                    format!("the server holds its maximum of {} containers", self.config.max_containers),
+                ));
+            }
+            let container = Rc::new(Container::new(handle.clone(), record, Phase::Creating, &self.config));
+            containers.insert(handle.to_string(), container.clone());
+            container
+        };
+        match self.build(&container, rootfs).await {
+            Ok(()) => {
+                container.phase.set(Phase::Active);
+                tracing::info!(%handle, "container created");
+                Ok(container)
+            }
+            Err(e) => {
+                self.containers.borrow_mut().remove(handle.as_str());
+                tracing::warn!(%handle, error = %e, "create failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(&self, container: &Container, rootfs: RootfsSource) -> ApiResult<()> {
+        let request = helper::Request::CreateContainer { handle: container.handle.clone(), rootfs };
+        let wshd_pid = match self.helper.call(&request).await? {
+            helper::Response::Created { wshd_pid } => wshd_pid,
+            other => return Err(ApiError::internal(format!("unexpected answer to create: {other:?}"))),
+        };
+        container.record.borrow_mut().wshd_pid = wshd_pid;
+        if let Err(e) = self.store.save(&container.record.borrow()) {
+            self.rollback(&container.handle).await;
+            return Err(ApiError::internal(format!("saving the container record: {e}")));
+        }
+        Ok(())
+    }
+
+    async fn rollback(&self, handle: &Handle) {
+        let request = helper::Request::DestroyContainer { handle: handle.clone() };
+        if let Err(e) = self.helper.call(&request).await {
+            tracing::error!(%handle, error = %e, "rollback of a failed create failed");
+        }
+    }
+
+    pub async fn destroy(self: &Rc<Self>, handle: &str) -> ApiResult<()> {
+        let this = self.clone();
+        let handle = handle.to_string();
+        tokio::task::spawn_local(async move { this.destroy_inner(&handle).await })
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    async fn destroy_inner(&self, handle: &str) -> ApiResult<()> {
+        let container = self.get(handle)?;
+        let before = container.phase();
+        if before == Phase::Destroying {
+            return Err(ApiError::new(
+                Code::AlreadyDestroying,
+                format!("container {handle} is already being destroyed"),
+            ));
+        }
+        container.phase.set(Phase::Destroying);
+        let request = helper::Request::DestroyContainer { handle: container.handle.clone() };
+        match self.helper.call(&request).await {
+            Ok(_) => {}
+            // The helper has no such container: its kernel objects are gone.
+            Err(e) if e.code == Code::ContainerNotFound => {
+                tracing::warn!(%handle, "the helper did not know the container; dropping the record")
+            }
+            Err(e) => {
+                container.phase.set(before);
+                return Err(e);
+            }
+        }
+        for process in container.processes.borrow().values() {
+            process.mark_lost("the container was destroyed");
+        }
+        self.containers.borrow_mut().remove(handle);
+        self.store
+            .remove(handle)
+            .map_err(|e| ApiError::internal(format!("removing the record of {handle}: {e}")))?;
+        tracing::info!(%handle, "container destroyed");
+        Ok(())
+    }
+
+    pub async fn stop(&self, container: &Rc<Container>, kill: bool) -> ApiResult<()> {
+        match container.phase() {
+            Phase::Active | Phase::Stopped => {}
+            Phase::Stopping => {
+                return Err(ApiError::new(Code::InvalidState, format!("container {} is stopping", container.handle)))
+            }
+            _ => return Err(ApiError::not_found(container.handle.as_str())),
+        }
+        container.phase.set(Phase::Stopping);
+        let result = self.stop_processes(container, kill).await;
+        container.phase.set(if result.is_ok() { Phase::Stopped } else { Phase::Active });
+        if result.is_ok() {
+            container.record.borrow_mut().state = "stopped".into();
+            self.store
+                .save(&container.record.borrow())
+                .map_err(|e| ApiError::internal(format!("saving the record: {e}")))?;
+        }
+        result
+    }
+
+    async fn stop_processes(&self, container: &Container, kill: bool) -> ApiResult<()> {
+        let signal_all = |signal: i32| async move {
+            wshd_client::call(&container.wshd_socket, &wshd::Request::SignalAll { signal }).await
+        };
+        if !kill {
+            signal_all(libc::SIGTERM).await?;
+            let deadline = tokio::time::Instant::now() + STOP_GRACE;
+            while container.has_running_processes() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        signal_all(libc::SIGKILL).await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, container: &Rc<Container>, spec: RunSpec) -> ApiResult<Rc<ProcessEntry>> {
+        match container.phase() {
+            Phase::Active => {}
+            Phase::Stopped | Phase::Stopping => {
+                return Err(ApiError::new(Code::InvalidState, format!("container {} is stopped", container.handle)))
+            }
+            _ => return Err(ApiError::not_found(container.handle.as_str())),
+        }
+        if spec.path.is_empty() {
+            return Err(ApiError::invalid("spec.path", "empty"));
+        }
+        let id = if spec.id.is_empty() { generate_process_id() } else { spec.id };
+        if id.len() > wshd::MAX_PROCESS_ID || id.contains('/') || id.chars().any(|c| c.is_control()) {
+            return Err(ApiError::invalid("spec.id", format!("{id:?} must be 1 to 128 characters, without '/' or control characters")));
+        }
+        if container.processes.borrow().contains_key(&id) {
+            return Err(ApiError::invalid("spec.id", format!("process id {id} is already in use")));
+        }
+        let mut env = container.record.borrow().env.clone();
+        for (i, entry) in spec.env.iter().enumerate() {
+            check_env_entry(entry).map_err(|e| ApiError::invalid(&format!("spec.env[{i}]"), e))?;
+        }
+        env.extend(spec.env);
+        let request = wshd::Request::Spawn(SpawnSpec {
+            id: id.clone(),
+            path: spec.path,
+            args: spec.args,
+            env,
+            dir: Some(spec.dir).filter(|d| !d.is_empty()),
+            user: Some(spec.user).filter(|u| !u.is_empty()),
+            open_stdin: spec.open_stdin,
+        });
+        let (response, fds) = wshd_client::call(&container.wshd_socket, &request).await?;
+        let wshd::Response::Spawned { pid } = response else {
+            return Err(ApiError::internal(format!("unexpected answer to spawn: {response:?}")));
+        };
+        let entry = ProcessEntry::start(
+            id.clone(),
+            container.wshd_socket.clone(),
+            fds,
+            spec.open_stdin,
+            spec.stdout,
+            spec.stderr,
+        )?;
+        tracing::info!(handle = %container.handle, process = %id, pid, "process started");
+        container.processes.borrow_mut().insert(id, entry.clone());
+        Ok(entry)
+    }
+
+    pub fn save(&self, container: &Container) -> ApiResult<()> {
+        self.store
+            .save(&container.record.borrow())
+            .map_err(|e| ApiError::internal(format!("saving the record of {}: {e}", container.handle)))
+    }
+}
+
+impl Container {
+    fn new(handle: Handle, record: Record, phase: Phase, config: &Config) -> Container {
+        let wshd_socket = config.wshd_socket_dir.join(format!("{handle}.sock"));
+        Container {
+            handle,
+            record: RefCell::new(record),
+            phase: Cell::new(phase),
+            processes: RefCell::new(BTreeMap::new()),
+            wshd_socket,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.get()
+    }
+
+    /// The API's state name.
+    pub fn state_name(&self) -> &'static str {
+        match self.phase() {
+            Phase::Stopped | Phase::Stopping => "stopped",
+            _ => "active",
+        }
+    }
+
+    pub fn running_process_ids(&self) -> Vec<String> {
+        self.processes.borrow().values().filter(|p| p.is_running()).map(|p| p.id.clone()).collect()
+    }
+
+    fn has_running_processes(&self) -> bool {
+        self.processes.borrow().values().any(|p| p.is_running())
+    }
+
+    pub fn properties(&self) -> BTreeMap<String, String> {
+        self.record.borrow().properties.clone()
+    }
+
+    pub fn set_property(&self, name: String, value: String) {
+        self.record.borrow_mut().properties.insert(name, value);
+    }
+
+    pub fn remove_property(&self, name: &str) -> Option<String> {
+        self.record.borrow_mut().properties.remove(name)
+    }
+
+}
+
+fn check_env_entry(entry: &str) -> Result<(), String> {
+    match entry.split_once('=') {
+        Some((name, _)) if !name.is_empty() && !entry.contains('\0') => Ok(()),
+        _ => Err(format!("{entry:?} is not NAME=value")),
+    }
+}
+
+fn random_hex() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn generate_handle() -> Handle {
+    Handle::new(random_hex()).expect("hex digits form a valid handle")
+}
+
+fn generate_process_id() -> String {
+    random_hex()
+}

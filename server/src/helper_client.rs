@@ -1,0 +1,60 @@
+//! groved's side of the grove-helper protocol: one SOCK_SEQPACKET connection,
+//! one request in flight at a time (the helper is single-threaded anyway).
+
+use crate::error::{ApiError, ApiResult, Code};
+use grove_schema::helper::{self, ErrorKind, HelperError, Request, Response};
+use std::path::PathBuf;
+use tokio::sync::Mutex;
+use tokio_seqpacket::UnixSeqpacket;
+
+pub struct HelperClient {
+    path: PathBuf,
+    /// `None` until the first call, and after any failure: a call whose
+    /// future is dropped midway takes the connection with it, so an answer
+    /// can never be read by the wrong caller.
+    connection: Mutex<Option<UnixSeqpacket>>,
+}
+
+impl HelperClient {
+    pub fn new(path: PathBuf) -> HelperClient {
+        HelperClient { path, connection: Mutex::new(None) }
+    }
+
+    pub async fn call(&self, request: &Request) -> ApiResult<Response> {
+        let mut slot = self.connection.lock().await;
+        let socket = match slot.take() {
+            Some(socket) => socket,
+            None => UnixSeqpacket::connect(&self.path).await.map_err(|e| self.unavailable(e))?,
+        };
+        socket.send(&helper::encode_request(request)).await.map_err(|e| self.unavailable(e))?;
+        let mut buffer = vec![0u8; helper::MAX_RESPONSE + 1];
+        let info = socket.recv(&mut buffer).await.map_err(|e| self.unavailable(e))?;
+        if info.bytes_read() == 0 {
+            return Err(self.unavailable("the helper closed the connection"));
+        }
+        let response = helper::decode_response(&buffer[..info.bytes_read()])
+            .map_err(|e| ApiError::internal(format!("undecodable answer from grove-helper: {e}")))?;
+        *slot = Some(socket);
+        match response {
+            Response::Error(e) => Err(from_helper_error(e)),
+            other => Ok(other),
+        }
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(Code::ServiceUnavailable, format!("grove-helper at {}: {e}", self.path.display()))
+    }
+}
+
+fn from_helper_error(e: HelperError) -> ApiError {
+    let code = match e.kind {
+        ErrorKind::PolicyRefused => Code::PolicyRefused,
+        ErrorKind::NotFound => Code::ContainerNotFound,
+        ErrorKind::AlreadyExists => Code::HandleTaken,
+        ErrorKind::InvalidState => Code::InvalidState,
+        ErrorKind::LimitExceeded => Code::LimitExceeded,
+        ErrorKind::Malformed | ErrorKind::UnsupportedVersion => Code::Internal,
+        ErrorKind::System => Code::Internal,
+    };
+    ApiError::new(code, format!("grove-helper: {}", e.message))
+}

@@ -1,0 +1,136 @@
+//! The root interface, `Grove`.
+
+use super::{properties, text, text_list};
+use crate::containers::{CreateSpec, Grove};
+use crate::error::{ApiError, ApiResult};
+use crate::rpc::container::{fill_info, ContainerServer};
+use grove_schema::api_capnp::grove as api;
+use std::rc::Rc;
+
+pub struct GroveServer {
+    pub grove: Rc<Grove>,
+}
+
+impl api::Server for GroveServer {
+    async fn ping(self: Rc<Self>, _: api::PingParams, _: api::PingResults) -> Result<(), capnp::Error> {
+        // The server answers only when the helper behind it does.
+        self.grove.ping_helper().await?;
+        Ok(())
+    }
+
+    async fn capacity(
+        self: Rc<Self>,
+        _: api::CapacityParams,
+        mut results: api::CapacityResults,
+    ) -> Result<(), capnp::Error> {
+        let memory = host_memory_bytes().map_err(ApiError::internal)?;
+        let stat = nix::sys::statvfs::statvfs(&self.grove.config.state_dir)
+            .map_err(|e| ApiError::internal(format!("statvfs of the state dir: {e}")))?;
+        let disk = stat.blocks() * stat.fragment_size();
+        let mut capacity = results.get().init_capacity();
+        capacity.set_memory_in_bytes(memory);
+        capacity.set_disk_in_bytes(disk);
+        capacity.set_schedulable_disk_in_bytes(disk);
+        capacity.set_max_containers(self.grove.config.max_containers);
+        Ok(())
+    }
+
+    async fn create(self: Rc<Self>, params: api::CreateParams, mut results: api::CreateResults) -> Result<(), capnp::Error> {
+        let spec = create_spec(params.get()?.get_spec()?)?;
+        let container = self.grove.create(spec).await?;
+        results.get().set_container(ContainerServer::client(&self.grove, container.handle.as_str()));
+        Ok(())
+    }
+
+    async fn lookup(self: Rc<Self>, params: api::LookupParams, mut results: api::LookupResults) -> Result<(), capnp::Error> {
+        let handle = text("handle", params.get()?.get_handle())?;
+        let container = self.grove.get(&handle)?;
+        results.get().set_container(ContainerServer::client(&self.grove, container.handle.as_str()));
+        Ok(())
+    }
+
+    async fn list(self: Rc<Self>, params: api::ListParams, mut results: api::ListResults) -> Result<(), capnp::Error> {
+        let filter = properties("properties", params.get()?.get_properties())?;
+        let handles: Vec<String> = self
+            .grove
+            .handles()
+            .into_iter()
+            .filter(|c| {
+                let props = c.properties();
+                filter.iter().all(|(k, v)| props.get(k) == Some(v))
+            })
+            .map(|c| c.handle.to_string())
+            .collect();
+        let mut list = results.get().init_handles(handles.len() as u32);
+        for (i, h) in handles.iter().enumerate() {
+            list.set(i as u32, h);
+        }
+        Ok(())
+    }
+
+    async fn destroy(self: Rc<Self>, params: api::DestroyParams, _: api::DestroyResults) -> Result<(), capnp::Error> {
+        let handle = text("handle", params.get()?.get_handle())?;
+        self.grove.destroy(&handle).await?;
+        Ok(())
+    }
+
+    async fn bulk_info(
+        self: Rc<Self>,
+        params: api::BulkInfoParams,
+        mut results: api::BulkInfoResults,
+    ) -> Result<(), capnp::Error> {
+        let handles = text_list("handles", params.get()?.get_handles())?;
+        let mut list = results.get().init_results(handles.len() as u32);
+        for (i, handle) in handles.iter().enumerate() {
+            let mut entry = list.reborrow().get(i as u32);
+            entry.set_handle(handle);
+            match self.grove.get(handle) {
+                Ok(container) => fill_info(&container, entry.init_info()),
+                Err(e) => entry.set_error(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    crate::not_implemented! {
+        bulk_metrics: BulkMetricsParams, BulkMetricsResults => "bulkMetrics", "the limits and metrics issue";
+    }
+}
+
+use api::{BulkMetricsParams, BulkMetricsResults};
+
+fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> ApiResult<CreateSpec> {
+    let unsupported = |present: bool, field: &str, issue: &str| -> ApiResult<()> {
+        if present {
+            Err(ApiError::not_implemented(&format!("spec.{field}"), issue))
+        } else {
+            Ok(())
+        }
+    };
+    let image = spec.get_image()?;
+    unsupported(!text("spec.image.uri", image.get_uri())?.is_empty(), "image", "the images issue")?;
+    unsupported(spec.get_bind_mounts()?.len() > 0, "bindMounts", "the images issue")?;
+    unsupported(!text("spec.network", spec.get_network())?.is_empty(), "network", "the networking issue")?;
+    unsupported(spec.get_grace_time_seconds() != 0, "graceTimeSeconds", "the systemd and restart issue")?;
+    unsupported(spec.get_privileged(), "privileged", "the security issue")?;
+    unsupported(spec.has_limits(), "limits", "the limits issue")?;
+    unsupported(spec.get_net_out()?.len() > 0, "netOut", "the networking issue")?;
+    unsupported(spec.get_net_in()?.len() > 0, "netIn", "the networking issue")?;
+    Ok(CreateSpec {
+        handle: text("spec.handle", spec.get_handle())?,
+        rootfs: text("spec.rootfs", spec.get_rootfs())?,
+        env: text_list("spec.env", spec.get_env())?,
+        properties: properties("spec.properties", spec.get_properties())?,
+    })
+}
+
+fn host_memory_bytes() -> Result<u64, String> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "no MemTotal in /proc/meminfo".to_string())
+}

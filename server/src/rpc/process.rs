@@ -1,0 +1,86 @@
+//! The `Process` interface, and the `ByteStream` that feeds a process's stdin.
+
+use crate::error::{ApiError, Code};
+use crate::process::ProcessEntry;
+use crate::wshd_client;
+use grove_schema::api_capnp::{byte_stream, process as api, Signal};
+use grove_schema::wshd::Request;
+use std::rc::Rc;
+
+pub struct ProcessServer {
+    process: Rc<ProcessEntry>,
+}
+
+impl ProcessServer {
+    pub fn new(process: Rc<ProcessEntry>) -> ProcessServer {
+        ProcessServer { process }
+    }
+}
+
+use api::*;
+
+impl api::Server for ProcessServer {
+    async fn id(self: Rc<Self>, _: IdParams, mut results: IdResults) -> Result<(), capnp::Error> {
+        results.get().set_id(&self.process.id);
+        Ok(())
+    }
+
+    async fn wait(self: Rc<Self>, _: WaitParams, mut results: WaitResults) -> Result<(), capnp::Error> {
+        let status = self.process.wait().await?;
+        results.get().set_exit_status(status.to_api());
+        Ok(())
+    }
+
+    async fn signal(self: Rc<Self>, params: SignalParams, _: SignalResults) -> Result<(), capnp::Error> {
+        let signal = match params.get()?.get_signal() {
+            Ok(Signal::Terminate) => libc::SIGTERM,
+            Ok(Signal::Kill) => libc::SIGKILL,
+            Ok(Signal::Interrupt) => libc::SIGINT,
+            Ok(Signal::Hangup) => libc::SIGHUP,
+            Ok(Signal::Quit) => libc::SIGQUIT,
+            Ok(Signal::User1) => libc::SIGUSR1,
+            Ok(Signal::User2) => libc::SIGUSR2,
+            Ok(Signal::WindowChange) => libc::SIGWINCH,
+            Err(e) => return Err(ApiError::invalid("signal", format!("unknown signal {}", e.0)).into()),
+        };
+        if !self.process.is_running() {
+            return Err(ApiError::new(Code::InvalidState, format!("process {} has exited", self.process.id)).into());
+        }
+        let request = Request::Signal { id: self.process.id.clone(), signal };
+        wshd_client::call(&self.process.wshd_socket, &request).await?;
+        Ok(())
+    }
+
+    async fn stdin(self: Rc<Self>, _: StdinParams, mut results: StdinResults) -> Result<(), capnp::Error> {
+        if !self.process.has_stdin {
+            return Err(ApiError::new(
+                Code::InvalidState,
+                format!("process {} was started without openStdin", self.process.id),
+            )
+            .into());
+        }
+        results.get().set_stream(capnp_rpc::new_client(StdinSink { process: self.process.clone() }));
+        Ok(())
+    }
+
+    crate::not_implemented! {
+        set_tty: SetTtyParams, SetTtyResults => "setTty", "the processes issue";
+    }
+}
+
+struct StdinSink {
+    process: Rc<ProcessEntry>,
+}
+
+impl byte_stream::Server for StdinSink {
+    async fn write(self: Rc<Self>, params: byte_stream::WriteParams) -> Result<(), capnp::Error> {
+        let data = params.get()?.get_data()?;
+        self.process.write_stdin(data).await?;
+        Ok(())
+    }
+
+    async fn done(self: Rc<Self>, _: byte_stream::DoneParams, _: byte_stream::DoneResults) -> Result<(), capnp::Error> {
+        self.process.close_stdin().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! Container records on disk: one JSON file per container in
+//! `<state_dir>/containers/`, written atomically (temp file, fsync, rename,
+//! fsync of the directory), so a crash leaves the old or the new record.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub handle: String,
+    /// The rootfs as the spec named it ("" = the default).
+    pub rootfs: String,
+    pub env: Vec<String>,
+    pub properties: BTreeMap<String, String>,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// "active" or "stopped".
+    pub state: String,
+    pub wshd_pid: i32,
+}
+
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn open(state_dir: &std::path::Path) -> std::io::Result<Store> {
+        let dir = state_dir.join("containers");
+        fs::create_dir_all(&dir)?;
+        Ok(Store { dir })
+    }
+
+    pub fn save(&self, record: &Record) -> std::io::Result<()> {
+        let final_path = self.dir.join(format!("{}.json", record.handle));
+        let temp_path = self.dir.join(format!(".{}.json.tmp", record.handle));
+        let mut file = File::create(&temp_path)?;
+        file.write_all(&serde_json::to_vec_pretty(record)?)?;
+        file.sync_all()?;
+        fs::rename(&temp_path, &final_path)?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    pub fn remove(&self, handle: &str) -> std::io::Result<()> {
+        match fs::remove_file(self.dir.join(format!("{handle}.json"))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => File::open(&self.dir)?.sync_all(),
+        }
+    }
+
+    /// Every record, and a description of each file that could not be read.
+    pub fn load_all(&self) -> std::io::Result<(Vec<Record>, Vec<String>)> {
+        let mut records = Vec::new();
+        let mut problems = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
+                serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string())
+            }) {
+                Ok(record) => records.push(record),
+                Err(e) => problems.push(format!("{}: {e}", path.display())),
+            }
+        }
+        records.sort_by(|a, b| a.handle.cmp(&b.handle));
+        Ok((records, problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("grove-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn saves_loads_replaces_and_removes() {
+        let dir = temp_dir("roundtrip");
+        let store = Store::open(&dir).unwrap();
+        let mut record = Record {
+            handle: "c1".into(),
+            rootfs: String::new(),
+            env: vec!["A=1".into()],
+            properties: BTreeMap::from([("k".into(), "v".into())]),
+            created_at: 1,
+            state: "active".into(),
+            wshd_pid: 42,
+        };
+        store.save(&record).unwrap();
+        record.state = "stopped".into();
+        store.save(&record).unwrap();
+        fs::write(dir.join("containers/broken.json"), b"{").unwrap();
+        let (records, problems) = store.load_all().unwrap();
+        assert_eq!(records, vec![record]);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("broken.json"));
+        store.remove("c1").unwrap();
+        store.remove("c1").unwrap();
+        assert!(store.load_all().unwrap().0.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
