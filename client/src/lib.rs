@@ -78,12 +78,21 @@ impl Client {
             message: format!("cannot connect to groved at {}: {e}", path.display()),
         })?;
         let (reader, writer) = stream.compat().split();
+        Ok(Client::over(reader, writer))
+    }
+
+    /// Speak the API over any byte stream (a proxy, a test recorder, ...).
+    /// Must be called inside a `LocalSet`.
+    pub fn over(
+        reader: impl futures::AsyncRead + Unpin + 'static,
+        writer: impl futures::AsyncWrite + Unpin + 'static,
+    ) -> Client {
         let network = twoparty::VatNetwork::new(reader, writer, rpc_twoparty_capnp::Side::Client, Default::default());
         let mut system = RpcSystem::new(Box::new(network), None);
         let grove: api::grove::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
         let disconnector = system.get_disconnector();
         tokio::task::spawn_local(system);
-        Ok(Client { grove, disconnector: Some(disconnector) })
+        Client { grove, disconnector: Some(disconnector) }
     }
 
     /// Close the connection and wait until it is closed.

@@ -1,1 +1,415 @@
+//! The integration-test harness: a real grove-helper (as root) and a real
+//! groved (as the `grove` user) per test, each with its own sockets, depot,
+//! state dir and cgroup parent, so tests can run in parallel and never touch
+//! an instance started by `./dev up`.
+//!
+//! Tests must run as root (the helper needs it); `./dev test` does that.
+//! Dropping a `TestEnv` destroys whatever containers the test left, stops
+//! both daemons (by pid) and removes every file and cgroup the test made,
+//! even when the test failed.
 
+use grove_client::{api, channel_sink, Chunk, Client, Command};
+use std::fs;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub use grove_client;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// The cgroup v1 controllers the helper puts each container in.
+pub const CONTROLLERS: &[&str] = &["cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio"];
+
+pub struct TestEnv {
+    /// Unique per test: names the cgroup parent and the directories.
+    pub name: String,
+    pub root: PathBuf,
+    pub run_dir: PathBuf,
+    pub socket: PathBuf,
+    pub helper_socket: PathBuf,
+    pub depot: PathBuf,
+    pub wshd_dir: PathBuf,
+    pub rootfs: PathBuf,
+    helper: Option<Child>,
+    groved: Option<Child>,
+}
+
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("GROVE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
+}
+
+pub fn default_rootfs() -> PathBuf {
+    std::env::var_os("GROVE_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/grove/rootfs/busybox"))
+}
+
+/// uid and gid of the `grove` user, from /etc/passwd.
+pub fn grove_user() -> (u32, u32) {
+    let passwd = fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    passwd
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.len() > 3 && f[0] == "grove").then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+        })
+        .expect("the `grove` user exists (./dev setup creates it)")
+}
+
+impl TestEnv {
+    pub fn start() -> TestEnv {
+        assert!(nix::unistd::geteuid().is_root(), "integration tests run as root (use ./dev test)");
+        let name = format!("gt{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let root = PathBuf::from("/var/lib/grove-test").join(&name);
+        let run_dir = PathBuf::from("/run/grove-test").join(&name);
+        let (uid, gid) = grove_user();
+        let bins = bin_dir();
+        let rootfs = default_rootfs();
+        assert!(rootfs.join("bin/busybox").exists(), "no default rootfs at {} (./dev setup builds it)", rootfs.display());
+        assert!(bins.join("wshd").exists(), "no wshd in {} (./dev setup builds it)", bins.display());
+
+        fs::create_dir_all(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir_all(&run_dir).unwrap();
+        chown(&run_dir, Some(0), Some(gid)).unwrap();
+        fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o1770)).unwrap();
+        let state_dir = root.join("server");
+        fs::create_dir_all(&state_dir).unwrap();
+        chown(&state_dir, Some(uid), Some(gid)).unwrap();
+        fs::set_permissions(&state_dir, fs::Permissions::from_mode(0o700)).unwrap();
+
+        let mut env = TestEnv {
+            socket: run_dir.join("grove.sock"),
+            helper_socket: run_dir.join("helper.sock"),
+            depot: root.join("depot"),
+            wshd_dir: run_dir.join("wshd"),
+            name,
+            root,
+            run_dir,
+            rootfs,
+            helper: None,
+            groved: None,
+        };
+        let policy = env.root.join("helper-policy.conf");
+        fs::write(
+            &policy,
+            format!(
+                "server_user = grove\nsocket = {}\ndepot = {}\nruntime_dir = {}\ndefault_rootfs = {}\n\
+                 rootfs_allow = {}\nwshd = {}\ncgroup_parent = {}\nmax_containers = 100\n",
+                env.helper_socket.display(),
+                env.depot.display(),
+                env.wshd_dir.display(),
+                env.rootfs.display(),
+                env.rootfs.parent().unwrap().display(),
+                bins.join("wshd").display(),
+                env.name,
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
+        let config = env.root.join("groved.conf");
+        fs::write(
+            &config,
+            format!(
+                "listen = {}\nhelper_socket = {}\nwshd_socket_dir = {}\nstate_dir = {}\nmax_containers = 100\n",
+                env.socket.display(),
+                env.helper_socket.display(),
+                env.wshd_dir.display(),
+                state_dir.display(),
+            ),
+        )
+        .unwrap();
+
+        let log = |name: &str| fs::File::create(env.root.join(name)).unwrap();
+        env.helper = Some(
+            std::process::Command::new(bins.join("grove-helper"))
+                .arg("--policy")
+                .arg(&policy)
+                .stdin(Stdio::null())
+                .stdout(log("helper.log"))
+                .stderr(log("helper.log"))
+                .spawn()
+                .expect("starting grove-helper"),
+        );
+        env.wait_for(|| env.helper_socket.exists(), "the helper's socket");
+        let mut groved = std::process::Command::new(bins.join("groved"));
+        groved
+            .arg("--config")
+            .arg(&config)
+            .env("GROVED_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log("groved.log"))
+            .stderr(log("groved.log"))
+            .uid(uid)
+            .gid(gid);
+        // SAFETY: setgroups is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            groved.pre_exec(move || {
+                nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)]).map_err(std::io::Error::from)
+            });
+        }
+        env.groved = Some(groved.spawn().expect("starting groved"));
+        env.wait_for(|| env.socket.exists(), "groved's socket");
+        env
+    }
+
+    fn wait_for(&self, ready: impl Fn() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready() {
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let read = |name: &str| fs::read_to_string(self.root.join(name)).unwrap_or_default();
+        format!("--- helper.log\n{}--- groved.log\n{}", read("helper.log"), read("groved.log"))
+    }
+
+    pub fn helper_pid(&self) -> u32 {
+        self.helper.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn groved_pid(&self) -> u32 {
+        self.groved.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Run an async test body with a connected client.
+    pub fn run<F, Fut>(&self, body: F)
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        block_on(async {
+            let client = self.connect().await;
+            body(client).await;
+        });
+    }
+
+    pub async fn connect(&self) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(client) = Client::connect(&self.socket).await {
+                if client.ping().await.is_ok() {
+                    return client;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("groved did not answer ping\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The directory of this test's cgroup parent in one controller.
+    pub fn cgroup_dir(&self, controller: &str) -> PathBuf {
+        Path::new("/sys/fs/cgroup").join(controller).join(&self.name)
+    }
+
+    /// Host pids in a container's cgroup (pids controller).
+    pub fn container_pids(&self, handle: &str) -> Vec<i32> {
+        fs::read_to_string(self.cgroup_dir("pids").join(handle).join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    fn stop_daemons(&mut self) {
+        for child in [self.groved.take(), self.helper.take()].into_iter().flatten() {
+            stop_child(child);
+        }
+    }
+
+    /// Remove what a failed test may have left: processes in our cgroups
+    /// (killed by pid), cgroup dirs, files.
+    fn remove_leftovers(&self) {
+        for controller in CONTROLLERS {
+            let parent = self.cgroup_dir(controller);
+            let Ok(entries) = fs::read_dir(&parent) else { continue };
+            for entry in entries.flatten() {
+                if entry.path().is_dir() {
+                    kill_cgroup(&entry.path());
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+            let _ = fs::remove_dir(&parent);
+        }
+        let _ = fs::remove_dir_all(&self.run_dir);
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if self.groved.is_some() {
+            let socket = self.socket.clone();
+            // Destroy what the test left, through the API, as a user would.
+            let _ = std::panic::catch_unwind(|| {
+                block_on(async {
+                    let Ok(client) = Client::connect(&socket).await else { return };
+                    if let Ok(handles) = client.list(&[]).await {
+                        for handle in handles {
+                            let _ = client.destroy(&handle).await;
+                        }
+                    }
+                })
+            });
+        }
+        self.stop_daemons();
+        self.remove_leftovers();
+    }
+}
+
+fn stop_child(mut child: Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn kill_cgroup(dir: &Path) {
+    for _ in 0..100 {
+        let pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run a future on a current-thread runtime inside a LocalSet (capnp-rpc
+/// objects are not Send).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tokio::task::LocalSet::new().block_on(&runtime, future)
+}
+
+/// Create a container with the given handle ("" = generated) and rootfs
+/// ("" = default); returns the capability and its handle.
+pub async fn create(client: &Client, handle: &str, rootfs: &str) -> Result<(api::container::Client, String), grove_client::Error> {
+    let mut request = client.grove.create_request();
+    let mut spec = request.get().init_spec();
+    spec.set_handle(handle);
+    spec.set_rootfs(rootfs);
+    let response = request.send().promise.await?;
+    let container = response.get()?.get_container()?;
+    let handle = container.handle_request().send().promise.await?.get()?.get_handle()?.to_string().unwrap();
+    Ok((container, handle))
+}
+
+/// A started process and the channels its output arrives on.
+pub struct Started {
+    pub process: api::process::Client,
+    pub stdout: UnboundedReceiver<Chunk>,
+    pub stderr: UnboundedReceiver<Chunk>,
+}
+
+pub async fn start(container: &api::container::Client, command: &Command) -> Result<Started, grove_client::Error> {
+    start_with(container, command, false).await
+}
+
+pub async fn start_with(
+    container: &api::container::Client,
+    command: &Command,
+    open_stdin: bool,
+) -> Result<Started, grove_client::Error> {
+    let (stdout_sink, stdout) = channel_sink();
+    let (stderr_sink, stderr) = channel_sink();
+    let mut request = container.run_request();
+    command.fill(request.get().init_spec());
+    let mut io = request.get().init_io();
+    io.set_stdout(stdout_sink);
+    io.set_stderr(stderr_sink);
+    io.set_open_stdin(open_stdin);
+    let response = request.send().promise.await?;
+    Ok(Started { process: response.get()?.get_process()?, stdout, stderr })
+}
+
+pub async fn wait(process: &api::process::Client) -> Result<i32, grove_client::Error> {
+    Ok(process.wait_request().send().promise.await?.get()?.get_exit_status())
+}
+
+/// Everything received so far on a channel, without waiting.
+pub fn drain(receiver: &mut UnboundedReceiver<Chunk>) -> (Vec<u8>, bool) {
+    let mut data = Vec::new();
+    let mut done = false;
+    while let Ok(chunk) = receiver.try_recv() {
+        match chunk {
+            Chunk::Data(d) => data.extend(d),
+            Chunk::Done => done = true,
+        }
+    }
+    (data, done)
+}
+
+/// Run a command to completion: (exit status, stdout, stderr).
+pub async fn exec(container: &api::container::Client, path: &str, args: &[&str]) -> (i32, String, String) {
+    exec_command(container, &Command::new(path, args)).await
+}
+
+pub async fn exec_command(container: &api::container::Client, command: &Command) -> (i32, String, String) {
+    let mut started = start(container, command).await.expect("run");
+    let status = wait(&started.process).await.expect("wait");
+    let (out, out_done) = drain(&mut started.stdout);
+    let (err, err_done) = drain(&mut started.stderr);
+    assert!(out_done && err_done, "both streams are done when wait answers");
+    (status, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+}
+
+/// The namespaces of a host process: (kind, inode) pairs.
+pub fn namespaces_of(pid: i32) -> Vec<(String, String)> {
+    ["mnt", "pid", "uts", "ipc", "net", "cgroup"]
+        .iter()
+        .filter_map(|kind| {
+            fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+                .ok()
+                .map(|link| (kind.to_string(), link.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+/// Every namespace any host process is in.
+pub fn all_host_namespaces() -> std::collections::HashSet<String> {
+    let mut found = std::collections::HashSet::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        for (_, ns) in namespaces_of(pid) {
+            found.insert(ns);
+        }
+    }
+    found
+}
+
+/// The host's mount table, as mount points (our own mount namespace).
+pub fn host_mount_points() -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .collect()
+}

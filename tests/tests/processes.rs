@@ -1,0 +1,184 @@
+//! Running processes: live streaming, exit codes and signals, stdin, users,
+//! and a client that goes away mid-stream.
+
+use grove_client::{api, Chunk, Command};
+use grove_tests::*;
+use std::time::Duration;
+
+#[test]
+fn output_arrives_while_the_process_runs() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let (container, _) = create(&client, "live", "").await.unwrap();
+        let script = "echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo finished";
+        let mut started = start(&container, &Command::new("sh", &["-c", script])).await.unwrap();
+        // The first line arrives although the process cannot exit until we
+        // let it: output is streamed, not collected at exit.
+        assert_eq!(started.stdout.recv().await, Some(Chunk::Data(b"ready\n".to_vec())));
+        let info = container.info_request().send().promise.await.unwrap();
+        assert_eq!(info.get().unwrap().get_info().unwrap().get_process_ids().unwrap().len(), 1);
+        let (status, _, _) = exec(&container, "touch", &["/tmp/go"]).await;
+        assert_eq!(status, 0);
+        assert_eq!(wait(&started.process).await.unwrap(), 0);
+        let (rest, done) = drain(&mut started.stdout);
+        assert_eq!((rest.as_slice(), done), (&b"finished\n"[..], true));
+    });
+}
+
+#[test]
+fn exit_codes_and_signals() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let (container, _) = create(&client, "codes", "").await.unwrap();
+        for code in [0, 1, 3, 42, 255] {
+            let (status, _, _) = exec(&container, "sh", &["-c", &format!("exit {code}")]).await;
+            assert_eq!(status, code);
+        }
+        // Killed by a signal: minus the signal number, distinct from exit 137.
+        let (status, _, _) = exec(&container, "sh", &["-c", "kill -9 $$"]).await;
+        assert_eq!(status, -9);
+        let (status, _, _) = exec(&container, "sh", &["-c", "exit 137"]).await;
+        assert_eq!(status, 137);
+
+        for (signal, number) in [
+            (api::Signal::Terminate, 15),
+            (api::Signal::Kill, 9),
+            (api::Signal::Interrupt, 2),
+            (api::Signal::Hangup, 1),
+            (api::Signal::User1, 10),
+        ] {
+            let started = start(&container, &Command::new("sleep", &["100"])).await.unwrap();
+            let mut request = started.process.signal_request();
+            request.get().set_signal(signal);
+            request.send().promise.await.unwrap();
+            assert_eq!(wait(&started.process).await.unwrap(), -number);
+            // Signalling an exited process is a clear error.
+            let mut request = started.process.signal_request();
+            request.get().set_signal(api::Signal::Kill);
+            let e = grove_client::Error::from(request.send().promise.await.err().unwrap());
+            assert!(e.is("invalidState"), "{e}");
+        }
+    });
+}
+
+#[test]
+fn executables_users_dirs_and_env() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let mut create_request = client.grove.create_request();
+        let mut spec = create_request.get().init_spec();
+        spec.set_handle("users");
+        spec.reborrow().init_env(2).set(0, "FROM_CONTAINER=c");
+        spec.reborrow().get_env().unwrap().set(1, "SHADOWED=container");
+        let container = create_request.send().promise.await.unwrap().get().unwrap().get_container().unwrap();
+
+        let e = start(&container, &Command::new("/bin/no-such-thing", &[])).await.err().unwrap();
+        assert!(e.is("executableNotFound"), "{e}");
+        let e = start(&container, &Command::new("no-such-thing", &[])).await.err().unwrap();
+        assert!(e.is("executableNotFound"), "{e}");
+
+        let (_, out, _) = exec(&container, "id", &[]).await;
+        assert!(out.starts_with("uid=0(root) gid=0(root)"), "{out}");
+
+        let mut as_user = Command::new("sh", &["-c", "id -u; id -g; id -G; pwd; echo $HOME $USER"]);
+        as_user.user = "user".into();
+        let (status, out, err) = exec_command(&container, &as_user).await;
+        assert_eq!(status, 0, "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "1000");
+        assert_eq!(lines[1], "1000");
+        assert!(lines[2].split(' ').any(|g| g == "50"), "supplementary group staff: {}", lines[2]);
+        assert_eq!(lines[3], "/home/user");
+        assert_eq!(lines[4], "/home/user user");
+
+        let mut numeric = Command::new("sh", &["-c", "id -u; id -g"]);
+        numeric.user = "4242:4343".into();
+        let (_, out, _) = exec_command(&container, &numeric).await;
+        assert_eq!(out, "4242\n4343\n");
+
+        let mut unknown = Command::new("true", &[]);
+        unknown.user = "nobody-here".into();
+        let e = start(&container, &unknown).await.err().unwrap();
+        assert!(e.is("invalidSpec") && e.message.contains("nobody-here"), "{e}");
+
+        let mut with_env = Command::new("sh", &["-c", "echo $FROM_CONTAINER $SHADOWED $OWN; pwd"]);
+        with_env.env = vec!["SHADOWED=process".into(), "OWN=o".into()];
+        with_env.dir = "/tmp/work/dir".into();
+        let (_, out, _) = exec_command(&container, &with_env).await;
+        assert_eq!(out, "c process o\n/tmp/work/dir\n");
+
+        let mut bad_env = Command::new("true", &[]);
+        bad_env.env = vec!["NOEQUALS".into()];
+        let e = start(&container, &bad_env).await.err().unwrap();
+        assert!(e.is("invalidSpec") && e.message.contains("spec.env[0]"), "{e}");
+
+        let mut first = Command::new("sleep", &["100"]);
+        first.id = "twice".into();
+        let running = start(&container, &first).await.unwrap();
+        let e = start(&container, &first).await.err().unwrap();
+        assert!(e.is("invalidSpec") && e.message.contains("twice"), "{e}");
+        let mut kill = running.process.signal_request();
+        kill.get().set_signal(api::Signal::Kill);
+        kill.send().promise.await.unwrap();
+    });
+}
+
+#[test]
+fn stdin_is_binary_safe_and_done_closes_it() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let (container, _) = create(&client, "stdin", "").await.unwrap();
+        let mut started = start_with(&container, &Command::new("cat", &[]), true).await.unwrap();
+        let stdin = started.process.stdin_request().send().promise.await.unwrap().get().unwrap().get_stream().unwrap();
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        for chunk in payload.chunks(10_000) {
+            let mut request = stdin.write_request();
+            request.get().set_data(chunk);
+            request.send().await.unwrap();
+        }
+        stdin.done_request().send().promise.await.unwrap();
+        assert_eq!(wait(&started.process).await.unwrap(), 0);
+        let (out, done) = drain(&mut started.stdout);
+        assert!(done);
+        assert_eq!(out, payload);
+
+        // Without openStdin, the process reads end-of-file at once.
+        let (status, out, _) = exec(&container, "sh", &["-c", "cat; echo eof"]).await;
+        assert_eq!((status, out.as_str()), (0, "eof\n"));
+        let started = start(&container, &Command::new("true", &[])).await.unwrap();
+        let e = started.process.stdin_request().send().promise.await.err().unwrap();
+        assert!(grove_client::Error::from(e).is("invalidState"));
+    });
+}
+
+#[test]
+fn a_client_leaving_mid_stream_harms_neither_groved_nor_the_process() {
+    let env = TestEnv::start();
+    let groved_pid = env.groved_pid();
+    block_on(async {
+        let first = env.connect().await;
+        let (container, _) = create(&first, "leaver", "").await.unwrap();
+        let script = "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; touch /tmp/finished";
+        let mut started = start(&container, &Command::new("sh", &["-c", script])).await.unwrap();
+        // Take some output, then vanish without a word.
+        assert!(matches!(started.stdout.recv().await, Some(Chunk::Data(_))));
+        drop(started);
+        drop(container);
+        first.close().await;
+
+        let second = env.connect().await;
+        second.ping().await.unwrap();
+        let container = second.lookup("leaver").await.unwrap();
+        let mut finished = false;
+        for _ in 0..200 {
+            let (status, _, _) = exec(&container, "test", &["-e", "/tmp/finished"]).await;
+            if status == 0 {
+                finished = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(finished, "the process ran to its end after its client left");
+        assert!(std::path::Path::new(&format!("/proc/{groved_pid}")).exists(), "groved is still running");
+    });
+}
