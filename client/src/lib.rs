@@ -21,7 +21,11 @@ pub const DEFAULT_SOCKET: &str = "/run/grove/grove.sock";
 /// The socket to use: the explicit one, else $GROVE_SOCKET, else the default.
 pub fn socket_path(explicit: Option<PathBuf>) -> PathBuf {
     explicit
-        .or_else(|| std::env::var_os("GROVE_SOCKET").filter(|s| !s.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("GROVE_SOCKET")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
 }
 
@@ -49,16 +53,25 @@ impl std::error::Error for Error {}
 
 impl From<capnp::Error> for Error {
     fn from(e: capnp::Error) -> Error {
-        let reason = e.extra.strip_prefix("remote exception: ").unwrap_or(&e.extra);
+        let reason = e
+            .extra
+            .strip_prefix("remote exception: ")
+            .unwrap_or(&e.extra);
         if let Some((code, message)) = reason.strip_prefix('[').and_then(|r| r.split_once("] ")) {
-            return Error { code: code.to_string(), message: message.to_string() };
+            return Error {
+                code: code.to_string(),
+                message: message.to_string(),
+            };
         }
         let code = match e.kind {
             capnp::ErrorKind::Disconnected => "disconnected",
             capnp::ErrorKind::Unimplemented => "notImplemented",
             _ => "internal",
         };
-        Error { code: code.to_string(), message: reason.to_string() }
+        Error {
+            code: code.to_string(),
+            message: reason.to_string(),
+        }
     }
 }
 
@@ -73,10 +86,12 @@ pub struct Client {
 impl Client {
     /// Connect to groved's unix socket. Must be called inside a `LocalSet`.
     pub async fn connect(path: &Path) -> Result<Client> {
-        let stream = tokio::net::UnixStream::connect(path).await.map_err(|e| Error {
-            code: "serviceUnavailable".into(),
-            message: format!("cannot connect to groved at {}: {e}", path.display()),
-        })?;
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| Error {
+                code: "serviceUnavailable".into(),
+                message: format!("cannot connect to groved at {}: {e}", path.display()),
+            })?;
         let (reader, writer) = stream.compat().split();
         Ok(Client::over(reader, writer))
     }
@@ -87,12 +102,20 @@ impl Client {
         reader: impl futures::AsyncRead + Unpin + 'static,
         writer: impl futures::AsyncWrite + Unpin + 'static,
     ) -> Client {
-        let network = twoparty::VatNetwork::new(reader, writer, rpc_twoparty_capnp::Side::Client, Default::default());
+        let network = twoparty::VatNetwork::new(
+            reader,
+            writer,
+            rpc_twoparty_capnp::Side::Client,
+            Default::default(),
+        );
         let mut system = RpcSystem::new(Box::new(network), None);
         let grove: api::grove::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
         let disconnector = system.get_disconnector();
         tokio::task::spawn_local(system);
-        Client { grove, disconnector: Some(disconnector) }
+        Client {
+            grove,
+            disconnector: Some(disconnector),
+        }
     }
 
     /// Close the connection and wait until it is closed.
@@ -151,12 +174,19 @@ pub struct Command {
 
 impl Command {
     pub fn new(path: &str, args: &[&str]) -> Command {
-        Command { path: path.into(), args: args.iter().map(|a| a.to_string()).collect(), ..Command::default() }
+        Command {
+            path: path.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Command::default()
+        }
     }
 
     pub fn fill(&self, mut spec: api::process_spec::Builder<'_>) {
         spec.set_path(&self.path);
-        fill_text_list(spec.reborrow().init_args(self.args.len() as u32), &self.args);
+        fill_text_list(
+            spec.reborrow().init_args(self.args.len() as u32),
+            &self.args,
+        );
         fill_text_list(spec.reborrow().init_env(self.env.len() as u32), &self.env);
         spec.set_dir(&self.dir);
         spec.set_user(&self.user);
@@ -189,7 +219,10 @@ pub fn channel_sink() -> (api::byte_stream::Client, mpsc::UnboundedReceiver<Chun
 }
 
 impl api::byte_stream::Server for ChannelSink {
-    async fn write(self: Rc<Self>, params: api::byte_stream::WriteParams) -> std::result::Result<(), capnp::Error> {
+    async fn write(
+        self: Rc<Self>,
+        params: api::byte_stream::WriteParams,
+    ) -> std::result::Result<(), capnp::Error> {
         let data = params.get()?.get_data()?.to_vec();
         let _ = self.sender.send(Chunk::Data(data));
         Ok(())
@@ -212,14 +245,22 @@ pub struct WriterSink<W: Write> {
     done: RefCell<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
-pub fn writer_sink<W: Write + 'static>(writer: W) -> (api::byte_stream::Client, tokio::sync::oneshot::Receiver<()>) {
+pub fn writer_sink<W: Write + 'static>(
+    writer: W,
+) -> (api::byte_stream::Client, tokio::sync::oneshot::Receiver<()>) {
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let sink = WriterSink { writer: RefCell::new(writer), done: RefCell::new(Some(sender)) };
+    let sink = WriterSink {
+        writer: RefCell::new(writer),
+        done: RefCell::new(Some(sender)),
+    };
     (capnp_rpc::new_client(sink), receiver)
 }
 
 impl<W: Write + 'static> api::byte_stream::Server for WriterSink<W> {
-    async fn write(self: Rc<Self>, params: api::byte_stream::WriteParams) -> std::result::Result<(), capnp::Error> {
+    async fn write(
+        self: Rc<Self>,
+        params: api::byte_stream::WriteParams,
+    ) -> std::result::Result<(), capnp::Error> {
         let data = params.get()?.get_data()?;
         let mut writer = self.writer.borrow_mut();
         writer
@@ -256,8 +297,16 @@ mod tests {
 
     #[test]
     fn errors_split_into_code_and_message() {
-        let e = Error::from(capnp::Error::failed("remote exception: [containerNotFound] unknown handle: x".into()));
-        assert_eq!(e, Error { code: "containerNotFound".into(), message: "unknown handle: x".into() });
+        let e = Error::from(capnp::Error::failed(
+            "remote exception: [containerNotFound] unknown handle: x".into(),
+        ));
+        assert_eq!(
+            e,
+            Error {
+                code: "containerNotFound".into(),
+                message: "unknown handle: x".into()
+            }
+        );
         let e = Error::from(capnp::Error::disconnected("Peer disconnected.".into()));
         assert_eq!(e.code, "disconnected");
     }
@@ -270,6 +319,9 @@ mod tests {
 
     #[test]
     fn socket_path_prefers_the_flag() {
-        assert_eq!(socket_path(Some("/x.sock".into())), PathBuf::from("/x.sock"));
+        assert_eq!(
+            socket_path(Some("/x.sock".into())),
+            PathBuf::from("/x.sock")
+        );
     }
 }

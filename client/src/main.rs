@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "grove", version, about = "Command-line client for the Grove container server")]
+#[command(
+    name = "grove",
+    version,
+    about = "Command-line client for the Grove container server"
+)]
 struct Cli {
     /// groved's socket [default: $GROVE_SOCKET, else /run/grove/grove.sock]
     #[arg(long, global = true)]
@@ -84,7 +88,10 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("grove: starting the runtime: {e}");
@@ -115,7 +122,12 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             println!("disk_in_bytes: {}", c.get_disk_in_bytes());
             println!("max_containers: {}", c.get_max_containers());
         }
-        Cmd::Create { handle, rootfs, env, properties } => {
+        Cmd::Create {
+            handle,
+            rootfs,
+            env,
+            properties,
+        } => {
             let mut request = client.grove.create_request();
             let mut spec = request.get().init_spec();
             spec.set_handle(handle.as_deref().unwrap_or(""));
@@ -129,7 +141,14 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             }
             let container = request.send().pipeline.get_container();
             let response = container.handle_request().send().promise.await?;
-            println!("{}", response.get()?.get_handle()?.to_str().map_err(capnp::Error::from)?);
+            println!(
+                "{}",
+                response
+                    .get()?
+                    .get_handle()?
+                    .to_str()
+                    .map_err(capnp::Error::from)?
+            );
         }
         Cmd::List { properties } => {
             for handle in client.list(&properties).await? {
@@ -141,7 +160,15 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             let response = container.info_request().send().promise.await?;
             print_info(&handle, response.get()?.get_info()?)?;
         }
-        Cmd::Run { interactive, user, dir, env, id, handle, command } => {
+        Cmd::Run {
+            interactive,
+            user,
+            dir,
+            env,
+            id,
+            handle,
+            command,
+        } => {
             return run(&client, interactive, user, dir, env, id, &handle, command).await;
         }
         Cmd::Stop { kill, handle } => {
@@ -157,11 +184,14 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
 
 fn print_info(handle: &str, info: api::container_info::Reader<'_>) -> Result<(), Error> {
     println!("handle: {handle}");
-    println!("state: {}", info.get_state()?.to_str().map_err(capnp::Error::from)?);
+    println!(
+        "state: {}",
+        info.get_state()?.to_str().map_err(capnp::Error::from)?
+    );
     let ids: Vec<String> = info
         .get_process_ids()?
         .iter()
-        .map(|id| Ok(id?.to_string().map_err(capnp::Error::from)?))
+        .map(|id| id?.to_string().map_err(capnp::Error::from))
         .collect::<Result<_, capnp::Error>>()?;
     println!("processes: {}", ids.join(" "));
     for p in info.get_properties()? {

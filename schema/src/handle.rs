@@ -90,12 +90,30 @@ mod tests {
     fn refuses_what_could_escape_or_confuse() {
         assert_eq!(Handle::new(""), Err(HandleError::Empty));
         assert_eq!(Handle::new("a".repeat(65)), Err(HandleError::TooLong(65)));
-        assert!(matches!(Handle::new("a/b"), Err(HandleError::BadChar(_, '/'))));
-        assert!(matches!(Handle::new(".."), Err(HandleError::BadStart(_, '.'))));
-        assert!(matches!(Handle::new("-rf"), Err(HandleError::BadStart(_, '-'))));
-        assert!(matches!(Handle::new("caf\u{e9}"), Err(HandleError::BadChar(_, '\u{e9}'))));
-        assert!(matches!(Handle::new("a\0b"), Err(HandleError::BadChar(_, '\0'))));
-        assert!(matches!(Handle::new("a b"), Err(HandleError::BadChar(_, ' '))));
+        assert!(matches!(
+            Handle::new("a/b"),
+            Err(HandleError::BadChar(_, '/'))
+        ));
+        assert!(matches!(
+            Handle::new(".."),
+            Err(HandleError::BadStart(_, '.'))
+        ));
+        assert!(matches!(
+            Handle::new("-rf"),
+            Err(HandleError::BadStart(_, '-'))
+        ));
+        assert!(matches!(
+            Handle::new("caf\u{e9}"),
+            Err(HandleError::BadChar(_, '\u{e9}'))
+        ));
+        assert!(matches!(
+            Handle::new("a\0b"),
+            Err(HandleError::BadChar(_, '\0'))
+        ));
+        assert!(matches!(
+            Handle::new("a b"),
+            Err(HandleError::BadChar(_, ' '))
+        ));
     }
 
     #[test]
@@ -103,6 +121,9 @@ mod tests {
         let bytes = postcard::to_allocvec(&"../etc".to_string()).unwrap();
         assert!(postcard::from_bytes::<Handle>(&bytes).is_err());
         let bytes = postcard::to_allocvec(&"ok".to_string()).unwrap();
-        assert_eq!(postcard::from_bytes::<Handle>(&bytes).unwrap().as_str(), "ok");
+        assert_eq!(
+            postcard::from_bytes::<Handle>(&bytes).unwrap().as_str(),
+            "ok"
+        );
     }
 }

@@ -31,7 +31,10 @@ pub enum Request {
     /// Liveness and version check.
     Ping,
     /// Build and start a container: namespaces, rootfs, cgroup, wshd as PID 1.
-    CreateContainer { handle: Handle, rootfs: RootfsSource },
+    CreateContainer {
+        handle: Handle,
+        rootfs: RootfsSource,
+    },
     /// Kill every process of the container and remove all it owns.
     DestroyContainer { handle: Handle },
     /// The containers the helper knows, with their state.
@@ -57,7 +60,10 @@ impl HostPath {
     pub fn new(s: impl Into<String>) -> Result<HostPath, String> {
         let s = s.into();
         if s.len() > MAX_PATH {
-            return Err(format!("path is {} bytes long; at most {MAX_PATH} are allowed", s.len()));
+            return Err(format!(
+                "path is {} bytes long; at most {MAX_PATH} are allowed",
+                s.len()
+            ));
         }
         if !s.starts_with('/') {
             return Err(format!("path {s:?} is not absolute"));
@@ -67,7 +73,11 @@ impl HostPath {
         }
         let rest = s.strip_prefix('/').unwrap_or(&s);
         let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if !rest.is_empty() && rest.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        if !rest.is_empty()
+            && rest
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
             return Err(format!("path {s:?} has an empty, '.' or '..' component"));
         }
         Ok(HostPath(s))
@@ -150,7 +160,10 @@ pub struct HelperError {
 
 impl HelperError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> HelperError {
-        HelperError { kind, message: message.into() }
+        HelperError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -173,7 +186,10 @@ pub fn encode_response(response: &Response) -> Vec<u8> {
 }
 
 fn encode<T: Serialize>(body: &T) -> Vec<u8> {
-    let envelope = Envelope { version: PROTOCOL_VERSION, body };
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        body,
+    };
     postcard::to_allocvec(&envelope).expect("postcard encoding into a Vec cannot fail")
 }
 
@@ -181,7 +197,10 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], max: usize) -> Result<T, H
     if bytes.len() > max {
         return Err(HelperError::new(
             ErrorKind::Malformed,
-            format!("datagram is {} bytes; at most {max} are allowed", bytes.len()),
+            format!(
+                "datagram is {} bytes; at most {max} are allowed",
+                bytes.len()
+            ),
         ));
     }
     // The version comes first so that a peer speaking another version gets a
@@ -236,16 +255,29 @@ mod tests {
     fn trailing_bytes_are_refused() {
         let mut bytes = encode_request(&Request::Ping);
         bytes.push(0);
-        assert!(decode_request(&bytes).unwrap_err().message.contains("trailing"));
+        assert!(decode_request(&bytes)
+            .unwrap_err()
+            .message
+            .contains("trailing"));
     }
 
     #[test]
     fn unknown_variant_and_version_are_refused() {
         let mut bytes = encode_request(&Request::Ping);
         *bytes.last_mut().unwrap() = 200; // no such request
-        assert_eq!(decode_request(&bytes).unwrap_err().kind, ErrorKind::Malformed);
-        let other = postcard::to_allocvec(&Envelope { version: 9, body: Request::Ping }).unwrap();
-        assert_eq!(decode_request(&other).unwrap_err().kind, ErrorKind::UnsupportedVersion);
+        assert_eq!(
+            decode_request(&bytes).unwrap_err().kind,
+            ErrorKind::Malformed
+        );
+        let other = postcard::to_allocvec(&Envelope {
+            version: 9,
+            body: Request::Ping,
+        })
+        .unwrap();
+        assert_eq!(
+            decode_request(&other).unwrap_err().kind,
+            ErrorKind::UnsupportedVersion
+        );
     }
 
     #[test]
@@ -254,7 +286,10 @@ mod tests {
         enum Raw {
             #[allow(dead_code)]
             Ping,
-            CreateContainer { handle: String, rootfs: RawRootfs },
+            CreateContainer {
+                handle: String,
+                rootfs: RawRootfs,
+            },
         }
         #[derive(Serialize)]
         enum RawRootfs {
@@ -273,13 +308,25 @@ mod tests {
             .unwrap()
         };
         assert!(decode_request(&raw("ok", "/srv/rootfs")).is_ok());
-        for (h, p) in [("../x", "/srv"), ("a/b", "/srv"), ("ok", "srv"), ("ok", "/srv/../etc")] {
-            assert_eq!(decode_request(&raw(h, p)).unwrap_err().kind, ErrorKind::Malformed, "{h} {p}");
+        for (h, p) in [
+            ("../x", "/srv"),
+            ("a/b", "/srv"),
+            ("ok", "srv"),
+            ("ok", "/srv/../etc"),
+        ] {
+            assert_eq!(
+                decode_request(&raw(h, p)).unwrap_err().kind,
+                ErrorKind::Malformed,
+                "{h} {p}"
+            );
         }
     }
 
     #[test]
     fn oversized_datagrams_are_refused() {
-        assert_eq!(decode_request(&vec![0; MAX_DATAGRAM + 1]).unwrap_err().kind, ErrorKind::Malformed);
+        assert_eq!(
+            decode_request(&vec![0; MAX_DATAGRAM + 1]).unwrap_err().kind,
+            ErrorKind::Malformed
+        );
     }
 }

@@ -31,15 +31,26 @@ pub enum Request {
     Ping,
     Spawn(SpawnSpec),
     /// Answered with `Exited` once the process has exited.
-    Wait { id: String },
+    Wait {
+        id: String,
+    },
     /// Deliver a signal to one process.
-    Signal { id: String, signal: i32 },
+    Signal {
+        id: String,
+        signal: i32,
+    },
     /// Deliver a signal to every process in the container but wshd.
-    SignalAll { signal: i32 },
+    SignalAll {
+        signal: i32,
+    },
     /// Close wshd's copy of the process's stdin, so it sees end-of-file.
-    CloseStdin { id: String },
+    CloseStdin {
+        id: String,
+    },
     /// Forget a process that has exited, and drop wshd's copies of its fds.
-    Release { id: String },
+    Release {
+        id: String,
+    },
     /// Every process wshd knows.
     List,
 }
@@ -123,20 +134,29 @@ pub struct WshdError {
 
 impl WshdError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> WshdError {
-        WshdError { kind, message: message.into() }
+        WshdError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
 pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
-    postcard::to_allocvec(&Envelope { version: PROTOCOL_VERSION, body })
-        .expect("postcard encoding into a Vec cannot fail")
+    postcard::to_allocvec(&Envelope {
+        version: PROTOCOL_VERSION,
+        body,
+    })
+    .expect("postcard encoding into a Vec cannot fail")
 }
 
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, WshdError> {
     if bytes.len() > MAX_DATAGRAM {
         return Err(WshdError::new(
             ErrorKind::Malformed,
-            format!("datagram is {} bytes; at most {MAX_DATAGRAM} are allowed", bytes.len()),
+            format!(
+                "datagram is {} bytes; at most {MAX_DATAGRAM} are allowed",
+                bytes.len()
+            ),
         ));
     }
     let (version, _) = postcard::take_from_bytes::<u16>(bytes)

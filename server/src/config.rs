@@ -39,7 +39,10 @@ impl Config {
                 if entry.value.starts_with('/') {
                     Ok(PathBuf::from(&entry.value))
                 } else {
-                    Err(at(format!("{} must be an absolute path, not {:?}", entry.key, entry.value)))
+                    Err(at(format!(
+                        "{} must be an absolute path, not {:?}",
+                        entry.key, entry.value
+                    )))
                 }
             };
             match entry.key.as_str() {
@@ -78,8 +81,14 @@ mod tests {
 
     #[test]
     fn refuses_unknown_keys_and_relative_paths() {
-        assert!(Config::parse("colour = red").unwrap_err().contains("unknown key"));
-        assert!(Config::parse("state_dir = var/x").unwrap_err().contains("absolute"));
-        assert!(Config::parse("max_containers = lots").unwrap_err().contains("number"));
+        assert!(Config::parse("colour = red")
+            .unwrap_err()
+            .contains("unknown key"));
+        assert!(Config::parse("state_dir = var/x")
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(Config::parse("max_containers = lots")
+            .unwrap_err()
+            .contains("number"));
     }
 }

@@ -80,7 +80,11 @@ impl Grove {
                 tracing::warn!(handle = %record.handle, "record with an invalid handle skipped");
                 continue;
             };
-            let phase = if record.state == "stopped" { Phase::Stopped } else { Phase::Active };
+            let phase = if record.state == "stopped" {
+                Phase::Stopped
+            } else {
+                Phase::Active
+            };
             let container = Container::new(handle, record, phase, &config);
             containers.insert(container.handle.to_string(), Rc::new(container));
         }
@@ -96,7 +100,9 @@ impl Grove {
     pub async fn ping_helper(&self) -> ApiResult<()> {
         match self.helper.call(&helper::Request::Ping).await? {
             helper::Response::Pong { .. } => Ok(()),
-            other => Err(ApiError::internal(format!("unexpected answer to ping: {other:?}"))),
+            other => Err(ApiError::internal(format!(
+                "unexpected answer to ping: {other:?}"
+            ))),
         }
     }
 
@@ -135,7 +141,10 @@ impl Grove {
         let rootfs = if spec.rootfs.is_empty() {
             RootfsSource::Default
         } else {
-            RootfsSource::HostDir(HostPath::new(spec.rootfs.clone()).map_err(|e| ApiError::invalid("spec.rootfs", e))?)
+            RootfsSource::HostDir(
+                HostPath::new(spec.rootfs.clone())
+                    .map_err(|e| ApiError::invalid("spec.rootfs", e))?,
+            )
         };
         for (i, entry) in spec.env.iter().enumerate() {
             check_env_entry(entry).map_err(|e| ApiError::invalid(&format!("spec.env[{i}]"), e))?;
@@ -145,7 +154,10 @@ impl Grove {
             rootfs: spec.rootfs,
             env: spec.env,
             properties: spec.properties,
-            created_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            created_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             state: "active".into(),
             wshd_pid: 0,
         };
@@ -154,15 +166,26 @@ impl Grove {
         let container = {
             let mut containers = self.containers.borrow_mut();
             if containers.contains_key(handle.as_str()) {
-                return Err(ApiError::new(Code::HandleTaken, format!("handle already exists: {handle}")));
+                return Err(ApiError::new(
+                    Code::HandleTaken,
+                    format!("handle already exists: {handle}"),
+                ));
             }
             if containers.len() as u64 >= self.config.max_containers {
                 return Err(ApiError::new(
                     Code::LimitExceeded,
-                    format!("the server holds its maximum of {} containers", self.config.max_containers),
+                    format!(
+                        "the server holds its maximum of {} containers",
+                        self.config.max_containers
+                    ),
                 ));
             }
-            let container = Rc::new(Container::new(handle.clone(), record, Phase::Creating, &self.config));
+            let container = Rc::new(Container::new(
+                handle.clone(),
+                record,
+                Phase::Creating,
+                &self.config,
+            ));
             containers.insert(handle.to_string(), container.clone());
             container
         };
@@ -181,21 +204,33 @@ impl Grove {
     }
 
     async fn build(&self, container: &Container, rootfs: RootfsSource) -> ApiResult<()> {
-        let request = helper::Request::CreateContainer { handle: container.handle.clone(), rootfs };
+        let request = helper::Request::CreateContainer {
+            handle: container.handle.clone(),
+            rootfs,
+        };
         let wshd_pid = match self.helper.call(&request).await? {
             helper::Response::Created { wshd_pid } => wshd_pid,
-            other => return Err(ApiError::internal(format!("unexpected answer to create: {other:?}"))),
+            other => {
+                return Err(ApiError::internal(format!(
+                    "unexpected answer to create: {other:?}"
+                )))
+            }
         };
         container.record.borrow_mut().wshd_pid = wshd_pid;
-        if let Err(e) = self.store.save(&container.record.borrow()) {
+        let saved = self.store.save(&container.record.borrow());
+        if let Err(e) = saved {
             self.rollback(&container.handle).await;
-            return Err(ApiError::internal(format!("saving the container record: {e}")));
+            return Err(ApiError::internal(format!(
+                "saving the container record: {e}"
+            )));
         }
         Ok(())
     }
 
     async fn rollback(&self, handle: &Handle) {
-        let request = helper::Request::DestroyContainer { handle: handle.clone() };
+        let request = helper::Request::DestroyContainer {
+            handle: handle.clone(),
+        };
         if let Err(e) = self.helper.call(&request).await {
             tracing::error!(%handle, error = %e, "rollback of a failed create failed");
         }
@@ -219,7 +254,9 @@ impl Grove {
             ));
         }
         container.phase.set(Phase::Destroying);
-        let request = helper::Request::DestroyContainer { handle: container.handle.clone() };
+        let request = helper::Request::DestroyContainer {
+            handle: container.handle.clone(),
+        };
         match self.helper.call(&request).await {
             Ok(_) => {}
             // The helper has no such container: its kernel objects are gone.
@@ -246,13 +283,20 @@ impl Grove {
         match container.phase() {
             Phase::Active | Phase::Stopped => {}
             Phase::Stopping => {
-                return Err(ApiError::new(Code::InvalidState, format!("container {} is stopping", container.handle)))
+                return Err(ApiError::new(
+                    Code::InvalidState,
+                    format!("container {} is stopping", container.handle),
+                ))
             }
             _ => return Err(ApiError::not_found(container.handle.as_str())),
         }
         container.phase.set(Phase::Stopping);
         let result = self.stop_processes(container, kill).await;
-        container.phase.set(if result.is_ok() { Phase::Stopped } else { Phase::Active });
+        container.phase.set(if result.is_ok() {
+            Phase::Stopped
+        } else {
+            Phase::Active
+        });
         if result.is_ok() {
             container.record.borrow_mut().state = "stopped".into();
             self.store
@@ -277,23 +321,41 @@ impl Grove {
         Ok(())
     }
 
-    pub async fn run(&self, container: &Rc<Container>, spec: RunSpec) -> ApiResult<Rc<ProcessEntry>> {
+    pub async fn run(
+        &self,
+        container: &Rc<Container>,
+        spec: RunSpec,
+    ) -> ApiResult<Rc<ProcessEntry>> {
         match container.phase() {
             Phase::Active => {}
             Phase::Stopped | Phase::Stopping => {
-                return Err(ApiError::new(Code::InvalidState, format!("container {} is stopped", container.handle)))
+                return Err(ApiError::new(
+                    Code::InvalidState,
+                    format!("container {} is stopped", container.handle),
+                ))
             }
             _ => return Err(ApiError::not_found(container.handle.as_str())),
         }
         if spec.path.is_empty() {
             return Err(ApiError::invalid("spec.path", "empty"));
         }
-        let id = if spec.id.is_empty() { generate_process_id() } else { spec.id };
-        if id.len() > wshd::MAX_PROCESS_ID || id.contains('/') || id.chars().any(|c| c.is_control()) {
-            return Err(ApiError::invalid("spec.id", format!("{id:?} must be 1 to 128 characters, without '/' or control characters")));
+        let id = if spec.id.is_empty() {
+            generate_process_id()
+        } else {
+            spec.id
+        };
+        if id.len() > wshd::MAX_PROCESS_ID || id.contains('/') || id.chars().any(|c| c.is_control())
+        {
+            return Err(ApiError::invalid(
+                "spec.id",
+                format!("{id:?} must be 1 to 128 characters, without '/' or control characters"),
+            ));
         }
         if container.processes.borrow().contains_key(&id) {
-            return Err(ApiError::invalid("spec.id", format!("process id {id} is already in use")));
+            return Err(ApiError::invalid(
+                "spec.id",
+                format!("process id {id} is already in use"),
+            ));
         }
         let mut env = container.record.borrow().env.clone();
         for (i, entry) in spec.env.iter().enumerate() {
@@ -311,7 +373,9 @@ impl Grove {
         });
         let (response, fds) = wshd_client::call(&container.wshd_socket, &request).await?;
         let wshd::Response::Spawned { pid } = response else {
-            return Err(ApiError::internal(format!("unexpected answer to spawn: {response:?}")));
+            return Err(ApiError::internal(format!(
+                "unexpected answer to spawn: {response:?}"
+            )));
         };
         let entry = ProcessEntry::start(
             id.clone(),
@@ -327,9 +391,9 @@ impl Grove {
     }
 
     pub fn save(&self, container: &Container) -> ApiResult<()> {
-        self.store
-            .save(&container.record.borrow())
-            .map_err(|e| ApiError::internal(format!("saving the record of {}: {e}", container.handle)))
+        self.store.save(&container.record.borrow()).map_err(|e| {
+            ApiError::internal(format!("saving the record of {}: {e}", container.handle))
+        })
     }
 }
 
@@ -358,7 +422,12 @@ impl Container {
     }
 
     pub fn running_process_ids(&self) -> Vec<String> {
-        self.processes.borrow().values().filter(|p| p.is_running()).map(|p| p.id.clone()).collect()
+        self.processes
+            .borrow()
+            .values()
+            .filter(|p| p.is_running())
+            .map(|p| p.id.clone())
+            .collect()
     }
 
     fn has_running_processes(&self) -> bool {
@@ -376,7 +445,6 @@ impl Container {
     pub fn remove_property(&self, name: &str) -> Option<String> {
         self.record.borrow_mut().properties.remove(name)
     }
-
 }
 
 fn check_env_entry(entry: &str) -> Result<(), String> {

@@ -48,7 +48,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
+        ApiError {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(handle: &str) -> ApiError {
@@ -60,7 +63,10 @@ impl ApiError {
     }
 
     pub fn not_implemented(what: &str, issue: &str) -> ApiError {
-        ApiError::new(Code::NotImplemented, format!("{what} is not implemented yet ({issue})"))
+        ApiError::new(
+            Code::NotImplemented,
+            format!("{what} is not implemented yet ({issue})"),
+        )
     }
 
     pub fn internal(message: impl fmt::Display) -> ApiError {

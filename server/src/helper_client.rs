@@ -17,23 +17,35 @@ pub struct HelperClient {
 
 impl HelperClient {
     pub fn new(path: PathBuf) -> HelperClient {
-        HelperClient { path, connection: Mutex::new(None) }
+        HelperClient {
+            path,
+            connection: Mutex::new(None),
+        }
     }
 
     pub async fn call(&self, request: &Request) -> ApiResult<Response> {
         let mut slot = self.connection.lock().await;
         let socket = match slot.take() {
             Some(socket) => socket,
-            None => UnixSeqpacket::connect(&self.path).await.map_err(|e| self.unavailable(e))?,
+            None => UnixSeqpacket::connect(&self.path)
+                .await
+                .map_err(|e| self.unavailable(e))?,
         };
-        socket.send(&helper::encode_request(request)).await.map_err(|e| self.unavailable(e))?;
+        socket
+            .send(&helper::encode_request(request))
+            .await
+            .map_err(|e| self.unavailable(e))?;
         let mut buffer = vec![0u8; helper::MAX_RESPONSE + 1];
-        let info = socket.recv(&mut buffer).await.map_err(|e| self.unavailable(e))?;
+        let info = socket
+            .recv(&mut buffer)
+            .await
+            .map_err(|e| self.unavailable(e))?;
         if info.bytes_read() == 0 {
             return Err(self.unavailable("the helper closed the connection"));
         }
-        let response = helper::decode_response(&buffer[..info.bytes_read()])
-            .map_err(|e| ApiError::internal(format!("undecodable answer from grove-helper: {e}")))?;
+        let response = helper::decode_response(&buffer[..info.bytes_read()]).map_err(|e| {
+            ApiError::internal(format!("undecodable answer from grove-helper: {e}"))
+        })?;
         *slot = Some(socket);
         match response {
             Response::Error(e) => Err(from_helper_error(e)),
@@ -42,7 +54,10 @@ impl HelperClient {
     }
 
     fn unavailable(&self, e: impl std::fmt::Display) -> ApiError {
-        ApiError::new(Code::ServiceUnavailable, format!("grove-helper at {}: {e}", self.path.display()))
+        ApiError::new(
+            Code::ServiceUnavailable,
+            format!("grove-helper at {}: {e}", self.path.display()),
+        )
     }
 }
 

@@ -32,7 +32,10 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { config: None, allow_root: false };
+    let mut args = Args {
+        config: None,
+        allow_root: false,
+    };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
         match arg.as_str() {
@@ -51,7 +54,8 @@ fn parse_args() -> Result<Args, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GROVED_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("GROVED_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -67,13 +71,16 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let args = parse_args()?;
     if nix::unistd::geteuid().is_root() && !args.allow_root {
-        return Err("refusing to run as root: start groved as the unprivileged `grove` user \
+        return Err(
+            "refusing to run as root: start groved as the unprivileged `grove` user \
                     (privileged steps belong to grove-helper)"
-            .into());
+                .into(),
+        );
     }
     let config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
         None => Config::default(),
@@ -88,15 +95,19 @@ fn run() -> Result<(), String> {
 
 async fn serve(config: Config) -> Result<(), String> {
     let listen = config.listen.clone();
-    let grove = containers::Grove::open(config)
-        .map_err(|e| format!("opening the state dir: {e}"))?;
+    let grove =
+        containers::Grove::open(config).map_err(|e| format!("opening the state dir: {e}"))?;
     match std::fs::remove_file(&listen) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("removing the stale socket {}: {e}", listen.display()))
+            return Err(format!(
+                "removing the stale socket {}: {e}",
+                listen.display()
+            ))
         }
         _ => {}
     }
-    let listener = tokio::net::UnixListener::bind(&listen).map_err(|e| format!("binding {}: {e}", listen.display()))?;
+    let listener = tokio::net::UnixListener::bind(&listen)
+        .map_err(|e| format!("binding {}: {e}", listen.display()))?;
     // Group-accessible: members of groved's group may use the API.
     std::fs::set_permissions(&listen, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("chmod {}: {e}", listen.display()))?;
@@ -105,7 +116,9 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!(socket = %listen.display(), "groved listening");
     let bootstrap: grove_schema::api_capnp::grove::Client =
-        capnp_rpc::new_client(rpc::grove::GroveServer { grove: grove.clone() });
+        capnp_rpc::new_client(rpc::grove::GroveServer {
+            grove: grove.clone(),
+        });
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("SIGTERM handler: {e}"))?;

@@ -63,7 +63,11 @@ impl ProcessEntry {
         let mut next = || async_fd(fds.next().expect("length checked above"));
         let stdout = OutputPump::new(next()?, stdout_sink);
         let stderr = OutputPump::new(next()?, stderr_sink);
-        let stdin = if open_stdin { Some(Rc::new(next()?)) } else { None };
+        let stdin = if open_stdin {
+            Some(Rc::new(next()?))
+        } else {
+            None
+        };
         let (exit, _) = watch::channel(ExitState::Running);
         let entry = Rc::new(ProcessEntry {
             id,
@@ -126,7 +130,9 @@ impl ProcessEntry {
     /// Ask wshd for the exit status (the answer comes when the process
     /// exits), then release wshd's copies of the fds once the output is done.
     async fn watch_exit(self: Rc<Self>) {
-        let request = Request::Wait { id: self.id.clone() };
+        let request = Request::Wait {
+            id: self.id.clone(),
+        };
         let state = match wshd_client::call(&self.wshd_socket, &request).await {
             Ok((Response::Exited(status), _)) => ExitState::Exited(status),
             Ok((other, _)) => ExitState::Lost(format!("unexpected answer from wshd: {other:?}")),
@@ -144,7 +150,9 @@ impl ProcessEntry {
         if exited {
             self.stdout.finished().await;
             self.stderr.finished().await;
-            let release = Request::Release { id: self.id.clone() };
+            let release = Request::Release {
+                id: self.id.clone(),
+            };
             if let Err(e) = wshd_client::call(&self.wshd_socket, &release).await {
                 tracing::debug!(process = %self.id, error = %e, "release");
             }
@@ -179,13 +187,20 @@ impl ProcessEntry {
             return Err(self.no_stdin());
         }
         self.stdin.borrow_mut().take();
-        let request = Request::CloseStdin { id: self.id.clone() };
-        wshd_client::call(&self.wshd_socket, &request).await.map(|_| ())
+        let request = Request::CloseStdin {
+            id: self.id.clone(),
+        };
+        wshd_client::call(&self.wshd_socket, &request)
+            .await
+            .map(|_| ())
     }
 
     fn no_stdin(&self) -> ApiError {
         if self.has_stdin {
-            ApiError::new(Code::InvalidState, format!("the stdin of process {} is closed", self.id))
+            ApiError::new(
+                Code::InvalidState,
+                format!("the stdin of process {} is closed", self.id),
+            )
         } else {
             ApiError::new(
                 Code::InvalidState,
@@ -203,7 +218,8 @@ fn async_fd(fd: OwnedFd) -> ApiResult<AsyncFd<OwnedFd>> {
         .map_err(|e| ApiError::internal(format!("fcntl: {e}")))?;
     // SAFETY: the AsyncFd owns the OwnedFd, which stays open and is not
     // replaced for as long as it is registered.
-    unsafe { AsyncFd::register(fd) }.map_err(|e| ApiError::internal(format!("registering a pipe: {e}")))
+    unsafe { AsyncFd::register(fd) }
+        .map_err(|e| ApiError::internal(format!("registering a pipe: {e}")))
 }
 
 #[derive(Default)]
@@ -227,7 +243,10 @@ impl OutputPump {
     fn new(fd: AsyncFd<OwnedFd>, sink: Option<byte_stream::Client>) -> Rc<OutputPump> {
         Rc::new(OutputPump {
             fd,
-            state: RefCell::new(PumpState { sink, ..PumpState::default() }),
+            state: RefCell::new(PumpState {
+                sink,
+                ..PumpState::default()
+            }),
             changed: Notify::new(),
         })
     }
@@ -241,10 +260,13 @@ impl OutputPump {
                 self.changed.notified().await;
                 continue;
             }
-            let Ok(mut guard) = self.fd.readable().await else { break };
+            let Ok(mut guard) = self.fd.readable().await else {
+                break;
+            };
             self.state.borrow_mut().busy = true;
             let read = guard.try_io(|fd| {
-                nix::unistd::read(fd.get_ref().as_raw_fd(), &mut buffer).map_err(std::io::Error::from)
+                nix::unistd::read(fd.get_ref().as_raw_fd(), &mut buffer)
+                    .map_err(std::io::Error::from)
             });
             match read {
                 Ok(Ok(0)) => break,
@@ -332,7 +354,9 @@ fn hang_up_pending(fd: &AsyncFd<OwnedFd>) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut fds = [PollFd::new(fd.get_ref().as_fd(), PollFlags::POLLIN)];
     match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(_) => fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)),
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP)),
         Err(_) => false,
     }
 }

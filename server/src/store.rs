@@ -59,9 +59,11 @@ impl Store {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            match fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-                serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string())
-            }) {
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    serde_json::from_slice::<Record>(&bytes).map_err(|e| e.to_string())
+                }) {
                 Ok(record) => records.push(record),
                 Err(e) => problems.push(format!("{}: {e}", path.display())),
             }

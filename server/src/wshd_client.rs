@@ -19,7 +19,10 @@ impl WshdConnection {
         let socket = UnixSeqpacket::connect(path)
             .await
             .map_err(|e| unavailable(path, e))?;
-        Ok(WshdConnection { socket, path: path.to_path_buf() })
+        Ok(WshdConnection {
+            socket,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Send a request and read its answer with the fds attached to it.
@@ -62,12 +65,17 @@ pub async fn call(path: &Path, request: &Request) -> ApiResult<(Response, Vec<Ow
 }
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(Code::ServiceUnavailable, format!("wshd at {}: {e}", path.display()))
+    ApiError::new(
+        Code::ServiceUnavailable,
+        format!("wshd at {}: {e}", path.display()),
+    )
 }
 
 fn from_wshd_error(e: WshdError) -> ApiError {
     let code = match e.kind {
-        ErrorKind::DuplicateId | ErrorKind::InvalidSpec | ErrorKind::UnknownUser => Code::InvalidSpec,
+        ErrorKind::DuplicateId | ErrorKind::InvalidSpec | ErrorKind::UnknownUser => {
+            Code::InvalidSpec
+        }
         ErrorKind::ProcessNotFound => Code::ProcessNotFound,
         ErrorKind::ExecutableNotFound => Code::ExecutableNotFound,
         ErrorKind::Malformed | ErrorKind::UnsupportedVersion | ErrorKind::System => Code::Internal,

@@ -23,7 +23,9 @@ pub use grove_client;
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// The cgroup v1 controllers the helper puts each container in.
-pub const CONTROLLERS: &[&str] = &["cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio"];
+pub const CONTROLLERS: &[&str] = &[
+    "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio",
+];
 
 pub struct TestEnv {
     /// Unique per test: names the cgroup parent and the directories.
@@ -65,15 +67,30 @@ pub fn grove_user() -> (u32, u32) {
 
 impl TestEnv {
     pub fn start() -> TestEnv {
-        assert!(nix::unistd::geteuid().is_root(), "integration tests run as root (use ./dev test)");
-        let name = format!("gt{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "integration tests run as root (use ./dev test)"
+        );
+        let name = format!(
+            "gt{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         let root = PathBuf::from("/var/lib/grove-test").join(&name);
         let run_dir = PathBuf::from("/run/grove-test").join(&name);
         let (uid, gid) = grove_user();
         let bins = bin_dir();
         let rootfs = default_rootfs();
-        assert!(rootfs.join("bin/busybox").exists(), "no default rootfs at {} (./dev setup builds it)", rootfs.display());
-        assert!(bins.join("wshd").exists(), "no wshd in {} (./dev setup builds it)", bins.display());
+        assert!(
+            rootfs.join("bin/busybox").exists(),
+            "no default rootfs at {} (./dev setup builds it)",
+            rootfs.display()
+        );
+        assert!(
+            bins.join("wshd").exists(),
+            "no wshd in {} (./dev setup builds it)",
+            bins.display()
+        );
 
         fs::create_dir_all(&root).unwrap();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
@@ -146,13 +163,16 @@ impl TestEnv {
             .env("GROVED_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log("groved.log"))
-            .stderr(log("groved.log"))
-            .uid(uid)
-            .gid(gid);
-        // SAFETY: setgroups is async-signal-safe; the closure allocates nothing.
+            .stderr(log("groved.log"));
+        // Become `grove` fully (groups, gid, uid, in that order, while still
+        // root). SAFETY: only async-signal-safe syscalls; nothing allocates.
         unsafe {
             groved.pre_exec(move || {
-                nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)]).map_err(std::io::Error::from)
+                use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+                setgroups(&[Gid::from_raw(gid)])?;
+                setgid(Gid::from_raw(gid))?;
+                setuid(Uid::from_raw(uid))?;
+                Ok(())
             });
         }
         env.groved = Some(groved.spawn().expect("starting groved"));
@@ -172,7 +192,11 @@ impl TestEnv {
 
     pub fn logs(&self) -> String {
         let read = |name: &str| fs::read_to_string(self.root.join(name)).unwrap_or_default();
-        format!("--- helper.log\n{}--- groved.log\n{}", read("helper.log"), read("groved.log"))
+        format!(
+            "--- helper.log\n{}--- groved.log\n{}",
+            read("helper.log"),
+            read("groved.log")
+        )
     }
 
     pub fn helper_pid(&self) -> u32 {
@@ -212,7 +236,9 @@ impl TestEnv {
 
     /// The directory of this test's cgroup parent in one controller.
     pub fn cgroup_dir(&self, controller: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup").join(controller).join(&self.name)
+        Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(&self.name)
     }
 
     /// Host pids in a container's cgroup (pids controller).
@@ -225,7 +251,10 @@ impl TestEnv {
     }
 
     fn stop_daemons(&mut self) {
-        for child in [self.groved.take(), self.helper.take()].into_iter().flatten() {
+        for child in [self.groved.take(), self.helper.take()]
+            .into_iter()
+            .flatten()
+        {
             stop_child(child);
         }
     }
@@ -235,7 +264,9 @@ impl TestEnv {
     fn remove_leftovers(&self) {
         for controller in CONTROLLERS {
             let parent = self.cgroup_dir(controller);
-            let Ok(entries) = fs::read_dir(&parent) else { continue };
+            let Ok(entries) = fs::read_dir(&parent) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if entry.path().is_dir() {
                     kill_cgroup(&entry.path());
@@ -256,7 +287,9 @@ impl Drop for TestEnv {
             // Destroy what the test left, through the API, as a user would.
             let _ = std::panic::catch_unwind(|| {
                 block_on(async {
-                    let Ok(client) = Client::connect(&socket).await else { return };
+                    let Ok(client) = Client::connect(&socket).await else {
+                        return;
+                    };
                     if let Ok(handles) = client.list(&[]).await {
                         for handle in handles {
                             let _ = client.destroy(&handle).await;
@@ -295,7 +328,10 @@ fn kill_cgroup(dir: &Path) {
             return;
         }
         for pid in pids {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -304,20 +340,35 @@ fn kill_cgroup(dir: &Path) {
 /// Run a future on a current-thread runtime inside a LocalSet (capnp-rpc
 /// objects are not Send).
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     tokio::task::LocalSet::new().block_on(&runtime, future)
 }
 
 /// Create a container with the given handle ("" = generated) and rootfs
 /// ("" = default); returns the capability and its handle.
-pub async fn create(client: &Client, handle: &str, rootfs: &str) -> Result<(api::container::Client, String), grove_client::Error> {
+pub async fn create(
+    client: &Client,
+    handle: &str,
+    rootfs: &str,
+) -> Result<(api::container::Client, String), grove_client::Error> {
     let mut request = client.grove.create_request();
     let mut spec = request.get().init_spec();
     spec.set_handle(handle);
     spec.set_rootfs(rootfs);
     let response = request.send().promise.await?;
     let container = response.get()?.get_container()?;
-    let handle = container.handle_request().send().promise.await?.get()?.get_handle()?.to_string().unwrap();
+    let handle = container
+        .handle_request()
+        .send()
+        .promise
+        .await?
+        .get()?
+        .get_handle()?
+        .to_string()
+        .unwrap();
     Ok((container, handle))
 }
 
@@ -328,7 +379,10 @@ pub struct Started {
     pub stderr: UnboundedReceiver<Chunk>,
 }
 
-pub async fn start(container: &api::container::Client, command: &Command) -> Result<Started, grove_client::Error> {
+pub async fn start(
+    container: &api::container::Client,
+    command: &Command,
+) -> Result<Started, grove_client::Error> {
     start_with(container, command, false).await
 }
 
@@ -346,11 +400,21 @@ pub async fn start_with(
     io.set_stderr(stderr_sink);
     io.set_open_stdin(open_stdin);
     let response = request.send().promise.await?;
-    Ok(Started { process: response.get()?.get_process()?, stdout, stderr })
+    Ok(Started {
+        process: response.get()?.get_process()?,
+        stdout,
+        stderr,
+    })
 }
 
 pub async fn wait(process: &api::process::Client) -> Result<i32, grove_client::Error> {
-    Ok(process.wait_request().send().promise.await?.get()?.get_exit_status())
+    Ok(process
+        .wait_request()
+        .send()
+        .promise
+        .await?
+        .get()?
+        .get_exit_status())
 }
 
 /// Everything received so far on a channel, without waiting.
@@ -367,17 +431,31 @@ pub fn drain(receiver: &mut UnboundedReceiver<Chunk>) -> (Vec<u8>, bool) {
 }
 
 /// Run a command to completion: (exit status, stdout, stderr).
-pub async fn exec(container: &api::container::Client, path: &str, args: &[&str]) -> (i32, String, String) {
+pub async fn exec(
+    container: &api::container::Client,
+    path: &str,
+    args: &[&str],
+) -> (i32, String, String) {
     exec_command(container, &Command::new(path, args)).await
 }
 
-pub async fn exec_command(container: &api::container::Client, command: &Command) -> (i32, String, String) {
+pub async fn exec_command(
+    container: &api::container::Client,
+    command: &Command,
+) -> (i32, String, String) {
     let mut started = start(container, command).await.expect("run");
     let status = wait(&started.process).await.expect("wait");
     let (out, out_done) = drain(&mut started.stdout);
     let (err, err_done) = drain(&mut started.stderr);
-    assert!(out_done && err_done, "both streams are done when wait answers");
-    (status, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    assert!(
+        out_done && err_done,
+        "both streams are done when wait answers"
+    );
+    (
+        status,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
 }
 
 /// The namespaces of a host process: (kind, inode) pairs.
@@ -397,7 +475,9 @@ pub fn all_host_namespaces() -> std::collections::HashSet<String> {
     let mut found = std::collections::HashSet::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
         for (_, ns) in namespaces_of(pid) {
             found.insert(ns);
         }

@@ -33,7 +33,9 @@ fn the_helper_refuses_peers_other_than_groved_and_keeps_serving() {
     let env = TestEnv::start();
     // This test runs as root, which is not the policy's server user.
     let socket = seqpacket_connect(&env.helper_socket);
-    socket.send(&helper::encode_request(&Request::Ping)).unwrap();
+    socket
+        .send(&helper::encode_request(&Request::Ping))
+        .unwrap();
     let mut answer = vec![0u8; helper::MAX_RESPONSE];
     let n = socket.recv(&mut answer).unwrap_or(0);
     match helper::decode_response(&answer[..n]) {
@@ -64,16 +66,30 @@ struct Seqpacket(std::os::fd::OwnedFd);
 
 impl Seqpacket {
     fn send(&self, data: &[u8]) -> nix::Result<usize> {
-        nix::sys::socket::send(self.0.as_raw_fd(), data, nix::sys::socket::MsgFlags::empty())
+        nix::sys::socket::send(
+            self.0.as_raw_fd(),
+            data,
+            nix::sys::socket::MsgFlags::empty(),
+        )
     }
     fn recv(&self, buffer: &mut [u8]) -> nix::Result<usize> {
-        nix::sys::socket::recv(self.0.as_raw_fd(), buffer, nix::sys::socket::MsgFlags::empty())
+        nix::sys::socket::recv(
+            self.0.as_raw_fd(),
+            buffer,
+            nix::sys::socket::MsgFlags::empty(),
+        )
     }
 }
 
 fn seqpacket_connect(path: &std::path::Path) -> Seqpacket {
     use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
     connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
     Seqpacket(fd)
 }

@@ -10,10 +10,22 @@ fn lifecycle_end_to_end() {
     env.run(|client| async move {
         client.ping().await.unwrap();
 
-        let response = client.grove.capacity_request().send().promise.await.unwrap();
+        let response = client
+            .grove
+            .capacity_request()
+            .send()
+            .promise
+            .await
+            .unwrap();
         let capacity = response.get().unwrap().get_capacity().unwrap();
-        assert!(capacity.get_memory_in_bytes() > 1 << 30, "the host has more than 1 GiB");
-        assert!(capacity.get_disk_in_bytes() > 1 << 30, "the host has more than 1 GiB of disk");
+        assert!(
+            capacity.get_memory_in_bytes() > 1 << 30,
+            "the host has more than 1 GiB"
+        );
+        assert!(
+            capacity.get_disk_in_bytes() > 1 << 30,
+            "the host has more than 1 GiB of disk"
+        );
         assert_eq!(capacity.get_max_containers(), 100);
 
         let (container, handle) = create(&client, "life-1", "").await.unwrap();
@@ -27,11 +39,22 @@ fn lifecycle_end_to_end() {
         assert_eq!(info.get_process_ids().unwrap().len(), 0);
 
         let (status, out, err) = exec(&container, "/bin/echo", &["hello", "grove"]).await;
-        assert_eq!((status, out.as_str(), err.as_str()), (0, "hello grove\n", ""));
+        assert_eq!(
+            (status, out.as_str(), err.as_str()),
+            (0, "hello grove\n", "")
+        );
 
         // A relative path is looked up in PATH; stderr is its own stream.
-        let (status, out, err) = exec(&container, "sh", &["-c", "echo to-out; echo to-err >&2; exit 7"]).await;
-        assert_eq!((status, out.as_str(), err.as_str()), (7, "to-out\n", "to-err\n"));
+        let (status, out, err) = exec(
+            &container,
+            "sh",
+            &["-c", "echo to-out; echo to-err >&2; exit 7"],
+        )
+        .await;
+        assert_eq!(
+            (status, out.as_str(), err.as_str()),
+            (7, "to-out\n", "to-err\n")
+        );
 
         // A running process shows in info, by id.
         let mut sleeper = Command::new("sleep", &["100"]);
@@ -58,8 +81,14 @@ fn lifecycle_end_to_end() {
         stop.send().promise.await.unwrap();
         assert_eq!(wait(&started.process).await.unwrap(), -9);
         let info = container.info_request().send().promise.await.unwrap();
-        assert_eq!(info.get().unwrap().get_info().unwrap().get_state().unwrap(), "stopped");
-        let refused = start(&container, &Command::new("true", &[])).await.err().unwrap();
+        assert_eq!(
+            info.get().unwrap().get_info().unwrap().get_state().unwrap(),
+            "stopped"
+        );
+        let refused = start(&container, &Command::new("true", &[]))
+            .await
+            .err()
+            .unwrap();
         assert!(refused.is("invalidState"), "{refused}");
 
         client.destroy("life-1").await.unwrap();
@@ -92,7 +121,11 @@ fn handles_are_generated_unique_and_validated() {
             assert!(e.is("invalidSpec"), "{bad}: {e}");
             assert!(e.message.starts_with("spec.handle"), "{bad}: {e}");
         }
-        assert_eq!(client.list(&[]).await.unwrap().len(), 2, "refused creates leave nothing");
+        assert_eq!(
+            client.list(&[]).await.unwrap().len(),
+            2,
+            "refused creates leave nothing"
+        );
     });
 }
 
@@ -117,8 +150,17 @@ fn list_ands_its_property_filters_and_properties_persist() {
             request.send().promise.await.unwrap();
         }
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
-        assert_eq!(client.list(&[pair("team", "a")]).await.unwrap(), vec!["p1", "p2"]);
-        assert_eq!(client.list(&[pair("team", "a"), pair("tier", "web")]).await.unwrap(), vec!["p1"]);
+        assert_eq!(
+            client.list(&[pair("team", "a")]).await.unwrap(),
+            vec!["p1", "p2"]
+        );
+        assert_eq!(
+            client
+                .list(&[pair("team", "a"), pair("tier", "web")])
+                .await
+                .unwrap(),
+            vec!["p1"]
+        );
         assert!(client.list(&[pair("team", "c")]).await.unwrap().is_empty());
 
         let p3 = client.lookup("p3").await.unwrap();
@@ -126,7 +168,10 @@ fn list_ands_its_property_filters_and_properties_persist() {
         set.get().set_name("team");
         set.get().set_value("a");
         set.send().promise.await.unwrap();
-        assert_eq!(client.list(&[pair("team", "a")]).await.unwrap(), vec!["p1", "p2", "p3"]);
+        assert_eq!(
+            client.list(&[pair("team", "a")]).await.unwrap(),
+            vec!["p1", "p2", "p3"]
+        );
         let mut remove = p3.remove_property_request();
         remove.get().set_name("tier");
         remove.send().promise.await.unwrap();
@@ -146,12 +191,31 @@ fn unbuilt_operations_say_not_implemented() {
     let env = TestEnv::start();
     env.run(|client| async move {
         let (container, _) = create(&client, "ni", "").await.unwrap();
-        let e = container.metrics_request().send().promise.await.err().unwrap();
+        let e = container
+            .metrics_request()
+            .send()
+            .promise
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.kind, capnp::ErrorKind::Unimplemented);
         assert!(grove_client::Error::from(e).is("notImplemented"));
-        let e = container.limit_memory_request().send().promise.await.err().unwrap();
+        let e = container
+            .limit_memory_request()
+            .send()
+            .promise
+            .await
+            .err()
+            .unwrap();
         assert!(grove_client::Error::from(e).is("notImplemented"));
-        let e = client.grove.bulk_metrics_request().send().promise.await.err().unwrap();
+        let e = client
+            .grove
+            .bulk_metrics_request()
+            .send()
+            .promise
+            .await
+            .err()
+            .unwrap();
         assert!(grove_client::Error::from(e).is("notImplemented"));
 
         let mut request = client.grove.create_request();
@@ -159,7 +223,10 @@ fn unbuilt_operations_say_not_implemented() {
         spec.set_handle("with-network");
         spec.set_network("10.254.0.9");
         let e = grove_client::Error::from(request.send().promise.await.err().unwrap());
-        assert!(e.is("notImplemented") && e.message.contains("spec.network"), "{e}");
+        assert!(
+            e.is("notImplemented") && e.message.contains("spec.network"),
+            "{e}"
+        );
         assert_eq!(client.list(&[]).await.unwrap(), vec!["ni"]);
     });
 }
@@ -182,7 +249,10 @@ fn bulk_info_reports_per_handle_results_and_errors() {
             Which::Error(e) => panic!("b1: {}", e.unwrap().to_str().unwrap()),
         }
         match results.get(1).which().unwrap() {
-            Which::Error(e) => assert_eq!(e.unwrap().to_str().unwrap(), "[containerNotFound] unknown handle: nope"),
+            Which::Error(e) => assert_eq!(
+                e.unwrap().to_str().unwrap(),
+                "[containerNotFound] unknown handle: nope"
+            ),
             Which::Info(_) => panic!("nope has no info"),
         }
     });

@@ -28,7 +28,11 @@ struct Recorder<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Recorder<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
             let mut log = self.log.borrow_mut();
@@ -41,7 +45,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Recorder<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Recorder<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
             self.log.borrow_mut().written.extend_from_slice(&buf[..n]);
@@ -60,7 +68,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Recorder<T> {
 fn calls_in(mut bytes: &[u8]) -> Vec<(u64, u16)> {
     let mut calls = Vec::new();
     while !bytes.is_empty() {
-        let Ok(Some(reader)) = capnp::serialize::try_read_message(&mut bytes, Default::default()) else { break };
+        let Ok(Some(reader)) = capnp::serialize::try_read_message(&mut bytes, Default::default())
+        else {
+            break;
+        };
         let message: message::Reader = reader.get_root().unwrap();
         if let Ok(message::Which::Call(Ok(call))) = message.which() {
             calls.push((call.get_interface_id(), call.get_method_id()));
@@ -78,8 +89,14 @@ fn create_run_wait_in_one_round_trip() {
         let (reader, writer) = stream.compat().split();
         let log = Rc::new(RefCell::new(Log::default()));
         let client = Client::over(
-            Recorder { inner: reader, log: log.clone() },
-            Recorder { inner: writer, log: log.clone() },
+            Recorder {
+                inner: reader,
+                log: log.clone(),
+            },
+            Recorder {
+                inner: writer,
+                log: log.clone(),
+            },
         );
 
         let mut create = client.grove.create_request();
@@ -90,19 +107,34 @@ fn create_run_wait_in_one_round_trip() {
         Command::new("echo", &["through", "the", "pipe"]).fill(run.get().init_spec());
         run.get().init_io().set_stdout(stdout);
         let process = run.send().pipeline.get_process();
-        let status = process.wait_request().send().promise.await.unwrap().get().unwrap().get_exit_status();
+        let status = process
+            .wait_request()
+            .send()
+            .promise
+            .await
+            .unwrap()
+            .get()
+            .unwrap()
+            .get_exit_status();
 
         assert_eq!(status, 0);
-        assert_eq!(output.recv().await, Some(Chunk::Data(b"through the pipe\n".to_vec())));
+        assert_eq!(
+            output.recv().await,
+            Some(Chunk::Data(b"through the pipe\n".to_vec()))
+        );
         let log = log.borrow();
-        let before_any_answer = &log.written[..log.written_before_first_read.expect("answers arrived")];
+        let before_any_answer =
+            &log.written[..log.written_before_first_read.expect("answers arrived")];
         let calls = calls_in(before_any_answer);
         for (interface, method, name) in [
             (api::grove::Client::TYPE_ID, 2, "Grove.create"),
             (api::container::Client::TYPE_ID, 2, "Container.run"),
             (api::process::Client::TYPE_ID, 1, "Process.wait"),
         ] {
-            assert!(calls.contains(&(interface, method)), "{name} was sent before any answer: {calls:x?}");
+            assert!(
+                calls.contains(&(interface, method)),
+                "{name} was sent before any answer: {calls:x?}"
+            );
         }
     });
 }

@@ -11,12 +11,26 @@ fn output_arrives_while_the_process_runs() {
     env.run(|client| async move {
         let (container, _) = create(&client, "live", "").await.unwrap();
         let script = "echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo finished";
-        let mut started = start(&container, &Command::new("sh", &["-c", script])).await.unwrap();
+        let mut started = start(&container, &Command::new("sh", &["-c", script]))
+            .await
+            .unwrap();
         // The first line arrives although the process cannot exit until we
         // let it: output is streamed, not collected at exit.
-        assert_eq!(started.stdout.recv().await, Some(Chunk::Data(b"ready\n".to_vec())));
+        assert_eq!(
+            started.stdout.recv().await,
+            Some(Chunk::Data(b"ready\n".to_vec()))
+        );
         let info = container.info_request().send().promise.await.unwrap();
-        assert_eq!(info.get().unwrap().get_info().unwrap().get_process_ids().unwrap().len(), 1);
+        assert_eq!(
+            info.get()
+                .unwrap()
+                .get_info()
+                .unwrap()
+                .get_process_ids()
+                .unwrap()
+                .len(),
+            1
+        );
         let (status, _, _) = exec(&container, "touch", &["/tmp/go"]).await;
         assert_eq!(status, 0);
         assert_eq!(wait(&started.process).await.unwrap(), 0);
@@ -47,7 +61,9 @@ fn exit_codes_and_signals() {
             (api::Signal::Hangup, 1),
             (api::Signal::User1, 10),
         ] {
-            let started = start(&container, &Command::new("sleep", &["100"])).await.unwrap();
+            let started = start(&container, &Command::new("sleep", &["100"]))
+                .await
+                .unwrap();
             let mut request = started.process.signal_request();
             request.get().set_signal(signal);
             request.send().promise.await.unwrap();
@@ -69,12 +85,29 @@ fn executables_users_dirs_and_env() {
         let mut spec = create_request.get().init_spec();
         spec.set_handle("users");
         spec.reborrow().init_env(2).set(0, "FROM_CONTAINER=c");
-        spec.reborrow().get_env().unwrap().set(1, "SHADOWED=container");
-        let container = create_request.send().promise.await.unwrap().get().unwrap().get_container().unwrap();
+        spec.reborrow()
+            .get_env()
+            .unwrap()
+            .set(1, "SHADOWED=container");
+        let container = create_request
+            .send()
+            .promise
+            .await
+            .unwrap()
+            .get()
+            .unwrap()
+            .get_container()
+            .unwrap();
 
-        let e = start(&container, &Command::new("/bin/no-such-thing", &[])).await.err().unwrap();
+        let e = start(&container, &Command::new("/bin/no-such-thing", &[]))
+            .await
+            .err()
+            .unwrap();
         assert!(e.is("executableNotFound"), "{e}");
-        let e = start(&container, &Command::new("no-such-thing", &[])).await.err().unwrap();
+        let e = start(&container, &Command::new("no-such-thing", &[]))
+            .await
+            .err()
+            .unwrap();
         assert!(e.is("executableNotFound"), "{e}");
 
         let (_, out, _) = exec(&container, "id", &[]).await;
@@ -87,7 +120,11 @@ fn executables_users_dirs_and_env() {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "1000");
         assert_eq!(lines[1], "1000");
-        assert!(lines[2].split(' ').any(|g| g == "50"), "supplementary group staff: {}", lines[2]);
+        assert!(
+            lines[2].split(' ').any(|g| g == "50"),
+            "supplementary group staff: {}",
+            lines[2]
+        );
         assert_eq!(lines[3], "/home/user");
         assert_eq!(lines[4], "/home/user user");
 
@@ -99,7 +136,10 @@ fn executables_users_dirs_and_env() {
         let mut unknown = Command::new("true", &[]);
         unknown.user = "nobody-here".into();
         let e = start(&container, &unknown).await.err().unwrap();
-        assert!(e.is("invalidSpec") && e.message.contains("nobody-here"), "{e}");
+        assert!(
+            e.is("invalidSpec") && e.message.contains("nobody-here"),
+            "{e}"
+        );
 
         let mut with_env = Command::new("sh", &["-c", "echo $FROM_CONTAINER $SHADOWED $OWN; pwd"]);
         with_env.env = vec!["SHADOWED=process".into(), "OWN=o".into()];
@@ -110,7 +150,10 @@ fn executables_users_dirs_and_env() {
         let mut bad_env = Command::new("true", &[]);
         bad_env.env = vec!["NOEQUALS".into()];
         let e = start(&container, &bad_env).await.err().unwrap();
-        assert!(e.is("invalidSpec") && e.message.contains("spec.env[0]"), "{e}");
+        assert!(
+            e.is("invalidSpec") && e.message.contains("spec.env[0]"),
+            "{e}"
+        );
 
         let mut first = Command::new("sleep", &["100"]);
         first.id = "twice".into();
@@ -128,8 +171,20 @@ fn stdin_is_binary_safe_and_done_closes_it() {
     let env = TestEnv::start();
     env.run(|client| async move {
         let (container, _) = create(&client, "stdin", "").await.unwrap();
-        let mut started = start_with(&container, &Command::new("cat", &[]), true).await.unwrap();
-        let stdin = started.process.stdin_request().send().promise.await.unwrap().get().unwrap().get_stream().unwrap();
+        let mut started = start_with(&container, &Command::new("cat", &[]), true)
+            .await
+            .unwrap();
+        let stdin = started
+            .process
+            .stdin_request()
+            .send()
+            .promise
+            .await
+            .unwrap()
+            .get()
+            .unwrap()
+            .get_stream()
+            .unwrap();
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
         for chunk in payload.chunks(10_000) {
             let mut request = stdin.write_request();
@@ -146,7 +201,14 @@ fn stdin_is_binary_safe_and_done_closes_it() {
         let (status, out, _) = exec(&container, "sh", &["-c", "cat; echo eof"]).await;
         assert_eq!((status, out.as_str()), (0, "eof\n"));
         let started = start(&container, &Command::new("true", &[])).await.unwrap();
-        let e = started.process.stdin_request().send().promise.await.err().unwrap();
+        let e = started
+            .process
+            .stdin_request()
+            .send()
+            .promise
+            .await
+            .err()
+            .unwrap();
         assert!(grove_client::Error::from(e).is("invalidState"));
     });
 }
@@ -158,8 +220,11 @@ fn a_client_leaving_mid_stream_harms_neither_groved_nor_the_process() {
     block_on(async {
         let first = env.connect().await;
         let (container, _) = create(&first, "leaver", "").await.unwrap();
-        let script = "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; touch /tmp/finished";
-        let mut started = start(&container, &Command::new("sh", &["-c", script])).await.unwrap();
+        let script =
+            "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; touch /tmp/finished";
+        let mut started = start(&container, &Command::new("sh", &["-c", script]))
+            .await
+            .unwrap();
         // Take some output, then vanish without a word.
         assert!(matches!(started.stdout.recv().await, Some(Chunk::Data(_))));
         drop(started);
@@ -179,6 +244,9 @@ fn a_client_leaving_mid_stream_harms_neither_groved_nor_the_process() {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         assert!(finished, "the process ran to its end after its client left");
-        assert!(std::path::Path::new(&format!("/proc/{groved_pid}")).exists(), "groved is still running");
+        assert!(
+            std::path::Path::new(&format!("/proc/{groved_pid}")).exists(),
+            "groved is still running"
+        );
     });
 }

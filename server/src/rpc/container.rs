@@ -15,7 +15,10 @@ pub struct ContainerServer {
 
 impl ContainerServer {
     pub fn client(grove: &Rc<Grove>, handle: &str) -> api::Client {
-        capnp_rpc::new_client(ContainerServer { grove: grove.clone(), handle: handle.to_string() })
+        capnp_rpc::new_client(ContainerServer {
+            grove: grove.clone(),
+            handle: handle.to_string(),
+        })
     }
 
     fn container(&self) -> ApiResult<Rc<Container>> {
@@ -31,25 +34,40 @@ pub fn fill_info(container: &Container, mut info: container_info::Builder<'_>) {
         list.set(i as u32, id);
     }
     let properties = container.properties();
-    set_properties(info.reborrow().init_properties(properties.len() as u32), &properties);
+    set_properties(
+        info.reborrow().init_properties(properties.len() as u32),
+        &properties,
+    );
     info.init_events(0);
 }
 
 use api::*;
 
 impl api::Server for ContainerServer {
-    async fn handle(self: Rc<Self>, _: HandleParams, mut results: HandleResults) -> Result<(), capnp::Error> {
+    async fn handle(
+        self: Rc<Self>,
+        _: HandleParams,
+        mut results: HandleResults,
+    ) -> Result<(), capnp::Error> {
         let container = self.container()?;
         results.get().set_handle(container.handle.as_str());
         Ok(())
     }
 
-    async fn info(self: Rc<Self>, _: InfoParams, mut results: InfoResults) -> Result<(), capnp::Error> {
+    async fn info(
+        self: Rc<Self>,
+        _: InfoParams,
+        mut results: InfoResults,
+    ) -> Result<(), capnp::Error> {
         fill_info(&*self.container()?, results.get().init_info());
         Ok(())
     }
 
-    async fn run(self: Rc<Self>, params: RunParams, mut results: RunResults) -> Result<(), capnp::Error> {
+    async fn run(
+        self: Rc<Self>,
+        params: RunParams,
+        mut results: RunResults,
+    ) -> Result<(), capnp::Error> {
         let container = self.container()?;
         let params = params.get()?;
         let spec = params.get_spec()?;
@@ -69,36 +87,71 @@ impl api::Server for ContainerServer {
             dir: text("spec.dir", spec.get_dir())?,
             user: text("spec.user", spec.get_user())?,
             open_stdin: io.get_open_stdin(),
-            stdout: if io.has_stdout() { sink(io.get_stdout()) } else { None },
-            stderr: if io.has_stderr() { sink(io.get_stderr()) } else { None },
+            stdout: if io.has_stdout() {
+                sink(io.get_stdout())
+            } else {
+                None
+            },
+            stderr: if io.has_stderr() {
+                sink(io.get_stderr())
+            } else {
+                None
+            },
         };
         let process = self.grove.run(&container, run).await?;
-        results.get().set_process(capnp_rpc::new_client(ProcessServer::new(process)));
+        results
+            .get()
+            .set_process(capnp_rpc::new_client(ProcessServer::new(process)));
         Ok(())
     }
 
     async fn stop(self: Rc<Self>, params: StopParams, _: StopResults) -> Result<(), capnp::Error> {
         let container = self.container()?;
-        self.grove.stop(&container, params.get()?.get_kill()).await?;
+        self.grove
+            .stop(&container, params.get()?.get_kill())
+            .await?;
         Ok(())
     }
 
-    async fn properties(self: Rc<Self>, _: PropertiesParams, mut results: PropertiesResults) -> Result<(), capnp::Error> {
+    async fn properties(
+        self: Rc<Self>,
+        _: PropertiesParams,
+        mut results: PropertiesResults,
+    ) -> Result<(), capnp::Error> {
         let properties = self.container()?.properties();
-        set_properties(results.get().init_properties(properties.len() as u32), &properties);
+        set_properties(
+            results.get().init_properties(properties.len() as u32),
+            &properties,
+        );
         Ok(())
     }
 
-    async fn property(self: Rc<Self>, params: PropertyParams, mut results: PropertyResults) -> Result<(), capnp::Error> {
+    async fn property(
+        self: Rc<Self>,
+        params: PropertyParams,
+        mut results: PropertyResults,
+    ) -> Result<(), capnp::Error> {
         let name = text("name", params.get()?.get_name())?;
-        let value = self.container()?.properties().get(&name).cloned().ok_or_else(|| {
-            ApiError::invalid("name", format!("no property {name:?} on container {}", self.handle))
-        })?;
+        let value = self
+            .container()?
+            .properties()
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "name",
+                    format!("no property {name:?} on container {}", self.handle),
+                )
+            })?;
         results.get().set_value(value);
         Ok(())
     }
 
-    async fn set_property(self: Rc<Self>, params: SetPropertyParams, _: SetPropertyResults) -> Result<(), capnp::Error> {
+    async fn set_property(
+        self: Rc<Self>,
+        params: SetPropertyParams,
+        _: SetPropertyResults,
+    ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let name = text("name", params.get_name())?;
         let value = text("value", params.get_value())?;
@@ -127,7 +180,11 @@ impl api::Server for ContainerServer {
         let name = text("name", params.get()?.get_name())?;
         let container = self.container()?;
         let Some(previous) = container.remove_property(&name) else {
-            return Err(ApiError::invalid("name", format!("no property {name:?} on container {}", self.handle)).into());
+            return Err(ApiError::invalid(
+                "name",
+                format!("no property {name:?} on container {}", self.handle),
+            )
+            .into());
         };
         if let Err(e) = self.grove.save(&container) {
             container.set_property(name, previous);

@@ -12,7 +12,11 @@ pub struct GroveServer {
 }
 
 impl api::Server for GroveServer {
-    async fn ping(self: Rc<Self>, _: api::PingParams, _: api::PingResults) -> Result<(), capnp::Error> {
+    async fn ping(
+        self: Rc<Self>,
+        _: api::PingParams,
+        _: api::PingResults,
+    ) -> Result<(), capnp::Error> {
         // The server answers only when the helper behind it does.
         self.grove.ping_helper().await?;
         Ok(())
@@ -35,21 +39,39 @@ impl api::Server for GroveServer {
         Ok(())
     }
 
-    async fn create(self: Rc<Self>, params: api::CreateParams, mut results: api::CreateResults) -> Result<(), capnp::Error> {
+    async fn create(
+        self: Rc<Self>,
+        params: api::CreateParams,
+        mut results: api::CreateResults,
+    ) -> Result<(), capnp::Error> {
         let spec = create_spec(params.get()?.get_spec()?)?;
         let container = self.grove.create(spec).await?;
-        results.get().set_container(ContainerServer::client(&self.grove, container.handle.as_str()));
+        results.get().set_container(ContainerServer::client(
+            &self.grove,
+            container.handle.as_str(),
+        ));
         Ok(())
     }
 
-    async fn lookup(self: Rc<Self>, params: api::LookupParams, mut results: api::LookupResults) -> Result<(), capnp::Error> {
+    async fn lookup(
+        self: Rc<Self>,
+        params: api::LookupParams,
+        mut results: api::LookupResults,
+    ) -> Result<(), capnp::Error> {
         let handle = text("handle", params.get()?.get_handle())?;
         let container = self.grove.get(&handle)?;
-        results.get().set_container(ContainerServer::client(&self.grove, container.handle.as_str()));
+        results.get().set_container(ContainerServer::client(
+            &self.grove,
+            container.handle.as_str(),
+        ));
         Ok(())
     }
 
-    async fn list(self: Rc<Self>, params: api::ListParams, mut results: api::ListResults) -> Result<(), capnp::Error> {
+    async fn list(
+        self: Rc<Self>,
+        params: api::ListParams,
+        mut results: api::ListResults,
+    ) -> Result<(), capnp::Error> {
         let filter = properties("properties", params.get()?.get_properties())?;
         let handles: Vec<String> = self
             .grove
@@ -68,7 +90,11 @@ impl api::Server for GroveServer {
         Ok(())
     }
 
-    async fn destroy(self: Rc<Self>, params: api::DestroyParams, _: api::DestroyResults) -> Result<(), capnp::Error> {
+    async fn destroy(
+        self: Rc<Self>,
+        params: api::DestroyParams,
+        _: api::DestroyResults,
+    ) -> Result<(), capnp::Error> {
         let handle = text("handle", params.get()?.get_handle())?;
         self.grove.destroy(&handle).await?;
         Ok(())
@@ -108,14 +134,38 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         }
     };
     let image = spec.get_image()?;
-    unsupported(!text("spec.image.uri", image.get_uri())?.is_empty(), "image", "the images issue")?;
-    unsupported(spec.get_bind_mounts()?.len() > 0, "bindMounts", "the images issue")?;
-    unsupported(!text("spec.network", spec.get_network())?.is_empty(), "network", "the networking issue")?;
-    unsupported(spec.get_grace_time_seconds() != 0, "graceTimeSeconds", "the systemd and restart issue")?;
+    unsupported(
+        !text("spec.image.uri", image.get_uri())?.is_empty(),
+        "image",
+        "the images issue",
+    )?;
+    unsupported(
+        !spec.get_bind_mounts()?.is_empty(),
+        "bindMounts",
+        "the images issue",
+    )?;
+    unsupported(
+        !text("spec.network", spec.get_network())?.is_empty(),
+        "network",
+        "the networking issue",
+    )?;
+    unsupported(
+        spec.get_grace_time_seconds() != 0,
+        "graceTimeSeconds",
+        "the systemd and restart issue",
+    )?;
     unsupported(spec.get_privileged(), "privileged", "the security issue")?;
     unsupported(spec.has_limits(), "limits", "the limits issue")?;
-    unsupported(spec.get_net_out()?.len() > 0, "netOut", "the networking issue")?;
-    unsupported(spec.get_net_in()?.len() > 0, "netIn", "the networking issue")?;
+    unsupported(
+        !spec.get_net_out()?.is_empty(),
+        "netOut",
+        "the networking issue",
+    )?;
+    unsupported(
+        !spec.get_net_in()?.is_empty(),
+        "netIn",
+        "the networking issue",
+    )?;
     Ok(CreateSpec {
         handle: text("spec.handle", spec.get_handle())?,
         rootfs: text("spec.rootfs", spec.get_rootfs())?,
@@ -125,7 +175,8 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
 }
 
 fn host_memory_bytes() -> Result<u64, String> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+    let meminfo =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
     meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))

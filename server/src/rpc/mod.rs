@@ -16,9 +16,14 @@ pub fn text(field: &str, value: capnp::Result<capnp::text::Reader<'_>>) -> ApiRe
         .map_err(|e| ApiError::invalid(field, format!("not UTF-8: {e}")))
 }
 
-pub fn text_list(field: &str, value: capnp::Result<capnp::text_list::Reader<'_>>) -> ApiResult<Vec<String>> {
+pub fn text_list(
+    field: &str,
+    value: capnp::Result<capnp::text_list::Reader<'_>>,
+) -> ApiResult<Vec<String>> {
     let list = value.map_err(|e| ApiError::invalid(field, e.extra))?;
-    (0..list.len()).map(|i| text(&format!("{field}[{i}]"), list.get(i))).collect()
+    (0..list.len())
+        .map(|i| text(&format!("{field}[{i}]"), list.get(i)))
+        .collect()
 }
 
 pub fn properties(

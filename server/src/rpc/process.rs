@@ -25,13 +25,21 @@ impl api::Server for ProcessServer {
         Ok(())
     }
 
-    async fn wait(self: Rc<Self>, _: WaitParams, mut results: WaitResults) -> Result<(), capnp::Error> {
+    async fn wait(
+        self: Rc<Self>,
+        _: WaitParams,
+        mut results: WaitResults,
+    ) -> Result<(), capnp::Error> {
         let status = self.process.wait().await?;
         results.get().set_exit_status(status.to_api());
         Ok(())
     }
 
-    async fn signal(self: Rc<Self>, params: SignalParams, _: SignalResults) -> Result<(), capnp::Error> {
+    async fn signal(
+        self: Rc<Self>,
+        params: SignalParams,
+        _: SignalResults,
+    ) -> Result<(), capnp::Error> {
         let signal = match params.get()?.get_signal() {
             Ok(Signal::Terminate) => libc::SIGTERM,
             Ok(Signal::Kill) => libc::SIGKILL,
@@ -41,17 +49,30 @@ impl api::Server for ProcessServer {
             Ok(Signal::User1) => libc::SIGUSR1,
             Ok(Signal::User2) => libc::SIGUSR2,
             Ok(Signal::WindowChange) => libc::SIGWINCH,
-            Err(e) => return Err(ApiError::invalid("signal", format!("unknown signal {}", e.0)).into()),
+            Err(e) => {
+                return Err(ApiError::invalid("signal", format!("unknown signal {}", e.0)).into())
+            }
         };
         if !self.process.is_running() {
-            return Err(ApiError::new(Code::InvalidState, format!("process {} has exited", self.process.id)).into());
+            return Err(ApiError::new(
+                Code::InvalidState,
+                format!("process {} has exited", self.process.id),
+            )
+            .into());
         }
-        let request = Request::Signal { id: self.process.id.clone(), signal };
+        let request = Request::Signal {
+            id: self.process.id.clone(),
+            signal,
+        };
         wshd_client::call(&self.process.wshd_socket, &request).await?;
         Ok(())
     }
 
-    async fn stdin(self: Rc<Self>, _: StdinParams, mut results: StdinResults) -> Result<(), capnp::Error> {
+    async fn stdin(
+        self: Rc<Self>,
+        _: StdinParams,
+        mut results: StdinResults,
+    ) -> Result<(), capnp::Error> {
         if !self.process.has_stdin {
             return Err(ApiError::new(
                 Code::InvalidState,
@@ -59,7 +80,9 @@ impl api::Server for ProcessServer {
             )
             .into());
         }
-        results.get().set_stream(capnp_rpc::new_client(StdinSink { process: self.process.clone() }));
+        results.get().set_stream(capnp_rpc::new_client(StdinSink {
+            process: self.process.clone(),
+        }));
         Ok(())
     }
 
@@ -79,7 +102,11 @@ impl byte_stream::Server for StdinSink {
         Ok(())
     }
 
-    async fn done(self: Rc<Self>, _: byte_stream::DoneParams, _: byte_stream::DoneResults) -> Result<(), capnp::Error> {
+    async fn done(
+        self: Rc<Self>,
+        _: byte_stream::DoneParams,
+        _: byte_stream::DoneResults,
+    ) -> Result<(), capnp::Error> {
         self.process.close_stdin().await?;
         Ok(())
     }
