@@ -1,1 +1,574 @@
-fn main() {}
+//! wshd: PID 1 inside each Grove container.
+//!
+//! It accepts groved's connections on an already listening SOCK_SEQPACKET
+//! socket (fd 3, bound by grove-helper), spawns processes, hands groved the
+//! parent ends of their pipes (keeping copies of its own), reaps every child
+//! and remembers exit statuses until they are released. The protocol is
+//! `grove_schema::wshd`.
+
+mod spawn;
+mod users;
+mod wire;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+
+use grove_schema::wshd::{
+    decode, encode, ErrorKind, ExitStatus, ProcessSummary, Request, Response, SpawnSpec, WshdError,
+    MAX_DATAGRAM,
+};
+use tokio::sync::watch;
+
+use crate::wire::Conn;
+
+/// One line per event on stderr (grove-helper points it at a log file).
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("wshd: {}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
+const USAGE: &str = "\
+usage: wshd --socket-fd FD --server-uid UID
+
+PID 1 of a Grove container. FD is a bound, listening SOCK_SEQPACKET unix
+socket; only UID (and uid 0) may talk to it. Logs go to stderr.";
+
+struct Args {
+    socket_fd: RawFd,
+    server_uid: u32,
+}
+
+fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
+    let mut socket_fd = None;
+    let mut server_uid = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--socket-fd" | "--server-uid" => {
+                let value = match inline {
+                    Some(v) => v,
+                    None => it.next().cloned().ok_or(format!("{flag} needs a value"))?,
+                };
+                if flag == "--socket-fd" {
+                    let fd: RawFd = value
+                        .parse()
+                        .map_err(|_| format!("--socket-fd {value:?}: not an fd"))?;
+                    if fd < 3 {
+                        return Err(format!("--socket-fd {fd}: must be 3 or above"));
+                    }
+                    socket_fd = Some(fd);
+                } else {
+                    server_uid = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("--server-uid {value:?}: not a uid"))?,
+                    );
+                }
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(Args {
+        socket_fd: socket_fd.ok_or("--socket-fd is required")?,
+        server_uid: server_uid.ok_or("--server-uid is required")?,
+    }))
+}
+
+/// A process wshd started.
+struct Proc {
+    pid: i32,
+    exit: watch::Sender<Option<ExitStatus>>,
+    // wshd's own copies of the parent ends, kept until CloseStdin / Release.
+    _stdout: OwnedFd,
+    _stderr: OwnedFd,
+    stdin: Option<OwnedFd>,
+}
+
+impl Proc {
+    fn status(&self) -> Option<ExitStatus> {
+        *self.exit.borrow()
+    }
+}
+
+struct State {
+    procs: BTreeMap<String, Proc>,
+    /// Running processes by pid, for the reaper.
+    running: HashMap<i32, String>,
+    devnull: OwnedFd,
+    server_uid: u32,
+}
+
+type Shared = Rc<RefCell<State>>;
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> Response {
+    Response::Error(WshdError::new(kind, msg))
+}
+
+fn not_found(id: &str) -> Response {
+    err(
+        ErrorKind::ProcessNotFound,
+        format!("no process has id {id:?}"),
+    )
+}
+
+fn check_signal(signal: i32) -> Result<(), Response> {
+    if (1..=64).contains(&signal) {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorKind::InvalidSpec,
+            format!("signal {signal}: must be 1..=64"),
+        ))
+    }
+}
+
+/// Collects every exited child (no zombies, orphans included) and records
+/// the statuses of the ones wshd started.
+fn reap(state: &Shared) {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return; // 0: children remain but none exited; ECHILD: none left
+        }
+        let exit = if libc::WIFEXITED(status) {
+            ExitStatus::Code(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            ExitStatus::Signal(libc::WTERMSIG(status))
+        } else {
+            continue;
+        };
+        let mut st = state.borrow_mut();
+        match st.running.remove(&pid) {
+            Some(id) => {
+                log!("process {id:?} (pid {pid}) exited: {exit:?}");
+                if let Some(p) = st.procs.get(&id) {
+                    p.exit.send_replace(Some(exit));
+                }
+            }
+            None => log!("reaped orphan pid {pid}: {exit:?}"),
+        }
+    }
+}
+
+/// What a request gets: an answer now (with fds), or one when a process exits.
+enum Reply {
+    Now(Response, Vec<OwnedFd>),
+    Later(watch::Receiver<Option<ExitStatus>>),
+}
+
+fn do_spawn(state: &Shared, spec: SpawnSpec) -> Result<Reply, Response> {
+    spawn::check_id(&spec.id).map_err(Response::Error)?;
+    if state.borrow().procs.contains_key(&spec.id) {
+        return Err(err(
+            ErrorKind::DuplicateId,
+            format!("a process with id {:?} exists", spec.id),
+        ));
+    }
+    let (passwd, groups) = users::load();
+    let user = users::resolve(spec.user.as_deref(), &passwd, &groups).map_err(Response::Error)?;
+    let prepared = spawn::prepare(&spec, user).map_err(Response::Error)?;
+    let child = {
+        let st = state.borrow();
+        spawn::spawn(&prepared, st.devnull.as_fd()).map_err(Response::Error)?
+    };
+    let pid = child.pid;
+    // Copies to send (wshd keeps the originals). Should that fail, the
+    // process is killed and the reaper collects it as an orphan.
+    let fds = [
+        Some(&child.stdout),
+        Some(&child.stderr),
+        child.stdin.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(OwnedFd::try_clone)
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| {
+        // SAFETY: kill on our own, not yet reaped child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        err(ErrorKind::System, format!("dup: {e}"))
+    })?;
+    log!(
+        "spawned {:?} (pid {pid}): {:?} {:?} as uid {} gid {} in {:?}",
+        spec.id,
+        prepared.path,
+        spec.args,
+        prepared.user.uid,
+        prepared.user.gid,
+        prepared.dir
+    );
+    // Registered before the next await, so the reaper cannot miss it.
+    let mut st = state.borrow_mut();
+    st.running.insert(pid, spec.id.clone());
+    st.procs.insert(
+        spec.id,
+        Proc {
+            pid,
+            exit: watch::Sender::new(None),
+            _stdout: child.stdout,
+            _stderr: child.stderr,
+            stdin: child.stdin,
+        },
+    );
+    Ok(Reply::Now(Response::Spawned { pid }, fds))
+}
+
+fn handle(state: &Shared, req: Request) -> Reply {
+    let now = |r: Response| Reply::Now(r, Vec::new());
+    match req {
+        Request::Ping => now(Response::Pong),
+        Request::Spawn(spec) => do_spawn(state, spec).unwrap_or_else(now),
+        Request::Wait { id } => {
+            let st = state.borrow();
+            match st.procs.get(&id) {
+                None => now(not_found(&id)),
+                Some(p) => match p.status() {
+                    Some(s) => now(Response::Exited(s)),
+                    None => Reply::Later(p.exit.subscribe()),
+                },
+            }
+        }
+        Request::Signal { id, signal } => {
+            if let Err(r) = check_signal(signal) {
+                return now(r);
+            }
+            let st = state.borrow();
+            let Some(p) = st.procs.get(&id) else {
+                return now(not_found(&id));
+            };
+            if p.status().is_some() {
+                return now(Response::Ok);
+            }
+            // SAFETY: kill has no memory effects. The pid is still ours: it
+            // is only reaped (and reusable) after it leaves `running`.
+            if unsafe { libc::kill(p.pid, signal) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return now(err(
+                        ErrorKind::System,
+                        format!("kill {} {signal}: {e}", p.pid),
+                    ));
+                }
+            }
+            log!("sent signal {signal} to {id:?} (pid {})", p.pid);
+            now(Response::Ok)
+        }
+        Request::SignalAll { signal } => {
+            if let Err(r) = check_signal(signal) {
+                return now(r);
+            }
+            // SAFETY: as above. As PID 1 of its namespace, kill(-1) reaches
+            // every process in the container but wshd itself.
+            if unsafe { libc::kill(-1, signal) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return now(err(ErrorKind::System, format!("kill -1 {signal}: {e}")));
+                }
+            }
+            log!("sent signal {signal} to every process");
+            now(Response::Ok)
+        }
+        Request::CloseStdin { id } => {
+            let mut st = state.borrow_mut();
+            let Some(p) = st.procs.get_mut(&id) else {
+                return now(not_found(&id));
+            };
+            p.stdin = None;
+            now(Response::Ok)
+        }
+        Request::Release { id } => {
+            let mut st = state.borrow_mut();
+            match st.procs.get(&id).map(Proc::status) {
+                None => now(not_found(&id)),
+                Some(None) => now(err(
+                    ErrorKind::InvalidSpec,
+                    format!(
+                        "process {id:?} is still running; only exited processes can be released"
+                    ),
+                )),
+                Some(Some(_)) => {
+                    st.procs.remove(&id);
+                    log!("released {id:?}");
+                    now(Response::Ok)
+                }
+            }
+        }
+        Request::List => {
+            let st = state.borrow();
+            let list = st
+                .procs
+                .iter()
+                .map(|(id, p)| ProcessSummary {
+                    id: id.clone(),
+                    pid: p.pid,
+                    exit: p.status(),
+                })
+                .collect();
+            now(Response::Processes(list))
+        }
+    }
+}
+
+fn describe(req: &Request) -> String {
+    match req {
+        Request::Spawn(s) => format!("Spawn {:?} path {:?}", s.id, s.path),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn send(conn: &Conn, resp: &Response, fds: &[OwnedFd]) -> bool {
+    let mut bytes = encode(resp);
+    if bytes.len() > MAX_DATAGRAM {
+        bytes = encode(&err(
+            ErrorKind::System,
+            format!("answer of {} bytes exceeds {MAX_DATAGRAM}", bytes.len()),
+        ));
+    }
+    match conn.send(&bytes, fds).await {
+        Ok(()) => true,
+        Err(e) => {
+            log!("sending an answer: {e}");
+            false
+        }
+    }
+}
+
+async fn serve(state: Shared, conn: Conn) {
+    let cred = match conn.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            log!("SO_PEERCRED: {e}");
+            return;
+        }
+    };
+    let server_uid = state.borrow().server_uid;
+    if cred.uid != 0 && cred.uid != server_uid {
+        log!(
+            "refused a connection from uid {} (pid {})",
+            cred.uid,
+            cred.pid
+        );
+        let msg = format!(
+            "uid {} may not talk to wshd; only {server_uid} and 0 may",
+            cred.uid
+        );
+        // Take the peer's request first (for a while): closing a socket with
+        // unread data resets the connection, and the peer would never see
+        // why it was refused.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.recv()).await;
+        send(&conn, &err(ErrorKind::System, msg), &[]).await;
+        return;
+    }
+    loop {
+        let bytes = match conn.recv().await {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(wire::RecvError::Refused(e)) => {
+                log!("refused a datagram: {e}");
+                send(&conn, &Response::Error(e), &[]).await;
+                return;
+            }
+            Err(wire::RecvError::Io(e)) => {
+                log!("recvmsg: {e}");
+                return;
+            }
+        };
+        let req = match decode::<Request>(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                log!("refused a request: {e}");
+                send(&conn, &Response::Error(e), &[]).await;
+                return;
+            }
+        };
+        log!("request: {}", describe(&req));
+        let (resp, fds) = match handle(&state, req) {
+            Reply::Now(r, fds) => (r, fds),
+            Reply::Later(mut rx) => {
+                tokio::select! {
+                    r = rx.wait_for(Option::is_some) => match r {
+                        Ok(s) => (Response::Exited(s.expect("waited for Some")), Vec::new()),
+                        Err(_) => (err(ErrorKind::ProcessNotFound, "the process was released"), Vec::new()),
+                    },
+                    () = conn.closed_or_spoke() => {
+                        // One request at a time: hang-up or a new request
+                        // before the answer ends the connection.
+                        return;
+                    }
+                }
+            }
+        };
+        if let Response::Error(e) = &resp {
+            log!("answer: {e}");
+        }
+        if !send(&conn, &resp, &fds).await {
+            return;
+        }
+    }
+}
+
+async fn run(state: Shared, listener: wire::Listener) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigchld = match signal(SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            log!("cannot watch SIGCHLD: {e}");
+            std::process::exit(1);
+        }
+    };
+    let reaper_state = state.clone();
+    tokio::task::spawn_local(async move {
+        loop {
+            reap(&reaper_state);
+            sigchld.recv().await;
+        }
+    });
+    loop {
+        match listener.accept().await {
+            Ok(conn) => {
+                tokio::task::spawn_local(serve(state.clone(), conn));
+            }
+            Err(e) => {
+                log!("accept: {e}");
+                // EMFILE and friends: do not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn setup_process() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    // Only the helper ends wshd (with SIGKILL); children get SIG_DFL back.
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
+        // SAFETY: installs SIG_IGN, no handler code.
+        if let Err(e) = unsafe { sigaction(sig, &ignore) } {
+            log!("ignoring {sig}: {e}");
+        }
+    }
+    // Nothing wshd inherited may leak into the container's processes.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        log!("close_range: {}", std::io::Error::last_os_error());
+    }
+    if let Err(e) = std::env::set_current_dir("/") {
+        log!("chdir /: {e}");
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&argv) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("wshd: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    setup_process();
+    // SAFETY: the caller handed us this fd; nothing else in wshd owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(args.socket_fd) };
+    let devnull = match spawn::open_devnull() {
+        Ok(fd) => fd,
+        Err(e) => {
+            log!("no /dev/null and no fd 0: {e}");
+            std::process::exit(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log!("tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = match wire::Listener::new(sock) {
+            Ok(l) => l,
+            Err(e) => {
+                log!("fd {}: {e}", args.socket_fd);
+                std::process::exit(1);
+            }
+        };
+        log!(
+            "started as pid {} on fd {} for uid {}",
+            std::process::id(),
+            listener.as_raw_fd(),
+            args.server_uid
+        );
+        let state = Rc::new(RefCell::new(State {
+            procs: BTreeMap::new(),
+            running: HashMap::new(),
+            devnull,
+            server_uid: args.server_uid,
+        }));
+        run(state, listener).await
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Option<Args>, String> {
+        parse_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn args() {
+        let a = p(&["--socket-fd", "3", "--server-uid", "1000"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.socket_fd, a.server_uid), (3, 1000));
+        let a = p(&["--server-uid=7", "--socket-fd=5"]).unwrap().unwrap();
+        assert_eq!((a.socket_fd, a.server_uid), (5, 7));
+        assert!(p(&["--help"]).unwrap().is_none());
+        assert!(p(&["--socket-fd", "3"]).is_err());
+        assert!(p(&["--socket-fd", "1", "--server-uid", "0"]).is_err());
+        assert!(p(&["--socket-fd", "x", "--server-uid", "0"]).is_err());
+        assert!(p(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn signals() {
+        assert!(check_signal(1).is_ok() && check_signal(64).is_ok());
+        assert!(check_signal(0).is_err() && check_signal(65).is_err() && check_signal(-9).is_err());
+    }
+}

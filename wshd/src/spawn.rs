@@ -1,0 +1,525 @@
+//! Turning a `SpawnSpec` into a running process: the environment, the
+//! executable's path, the working directory, and fork + exec.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use grove_schema::wshd::{ErrorKind, SpawnSpec, WshdError, MAX_PROCESS_ID};
+use nix::fcntl::OFlag;
+
+use crate::users::ResolvedUser;
+
+pub const ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+fn invalid(msg: impl Into<String>) -> WshdError {
+    WshdError::new(ErrorKind::InvalidSpec, msg)
+}
+
+fn system(msg: impl Into<String>) -> WshdError {
+    WshdError::new(ErrorKind::System, msg)
+}
+
+pub fn check_id(id: &str) -> Result<(), WshdError> {
+    if id.is_empty() {
+        return Err(invalid("process id is empty"));
+    }
+    if id.len() > MAX_PROCESS_ID {
+        return Err(invalid(format!(
+            "process id is {} bytes; at most {MAX_PROCESS_ID} are allowed",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The spec's environment, checked, plus HOME, USER (when the user has a
+/// name) and PATH when the spec does not set them.
+pub fn build_env(spec_env: &[String], user: &ResolvedUser) -> Result<Vec<String>, WshdError> {
+    let mut env = Vec::with_capacity(spec_env.len() + 3);
+    for entry in spec_env {
+        match entry.split_once('=') {
+            Some((name, _)) if !name.is_empty() && !entry.contains('\0') => env.push(entry.clone()),
+            _ => {
+                return Err(invalid(format!(
+                    "env entry {entry:?}: expected NAME=value with a non-empty NAME and no NUL"
+                )))
+            }
+        }
+    }
+    let has = |env: &[String], name: &str| {
+        env.iter()
+            .any(|e| e.split_once('=').is_some_and(|(n, _)| n == name))
+    };
+    if !has(&env, "HOME") {
+        env.push(format!("HOME={}", user.home));
+    }
+    if let Some(name) = &user.name {
+        if !has(&env, "USER") {
+            env.push(format!("USER={name}"));
+        }
+    }
+    if !has(&env, "PATH") {
+        env.push(format!(
+            "PATH={}",
+            if user.uid == 0 { ROOT_PATH } else { USER_PATH }
+        ));
+    }
+    Ok(env)
+}
+
+/// The value of PATH in a final environment (the first entry, as getenv
+/// would see it).
+pub fn env_path(env: &[String]) -> &str {
+    env.iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("")
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A path with a '/' is used as is (exec reports whether it exists);
+/// a bare name is searched in `path_var`, relative entries (an empty one
+/// is ".") being taken from `cwd`, the process's working directory.
+pub fn find_executable(path: &str, path_var: &str, cwd: &Path) -> Result<PathBuf, WshdError> {
+    if path.is_empty() {
+        return Err(invalid("path is empty"));
+    }
+    if path.contains('/') {
+        return Ok(PathBuf::from(path));
+    }
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = cwd.join(dir).join(path);
+        if is_executable_file(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(WshdError::new(
+        ErrorKind::ExecutableNotFound,
+        format!("executable {path:?} not found in PATH {path_var:?}"),
+    ))
+}
+
+/// `mkdir -p dir`; every directory it creates is chowned to uid:gid
+/// (existing ones are left alone).
+pub fn ensure_dir(dir: &Path, uid: u32, gid: u32) -> Result<(), WshdError> {
+    let mut cur = PathBuf::from("/");
+    for comp in dir.components().skip(1) {
+        cur.push(comp);
+        match std::fs::metadata(&cur) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(invalid(format!(
+                    "working directory {}: {} is not a directory",
+                    dir.display(),
+                    cur.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(system(format!("stat {}: {e}", cur.display()))),
+        }
+        match std::fs::create_dir(&cur) {
+            Ok(()) => {
+                std::os::unix::fs::lchown(&cur, Some(uid), Some(gid))
+                    .map_err(|e| system(format!("chown {} to {uid}:{gid}: {e}", cur.display())))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(system(format!("mkdir {}: {e}", cur.display()))),
+        }
+    }
+    Ok(())
+}
+
+/// Everything the child needs, prepared before fork (the child allocates
+/// nothing).
+pub struct Prepared {
+    pub path: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub dir: CString,
+    pub user: ResolvedUser,
+    pub open_stdin: bool,
+}
+
+fn cstring(what: &str, s: &str) -> Result<CString, WshdError> {
+    CString::new(s).map_err(|_| invalid(format!("{what} {s:?} contains a NUL byte")))
+}
+
+/// Validates the spec and prepares the process: user, env, dir, path.
+/// Creates the working directory.
+pub fn prepare(spec: &SpawnSpec, user: ResolvedUser) -> Result<Prepared, WshdError> {
+    let env = build_env(&spec.env, &user)?;
+    let dir = spec.dir.clone().unwrap_or_else(|| user.home.clone());
+    if !dir.starts_with('/') {
+        return Err(invalid(format!("dir {dir:?} is not an absolute path")));
+    }
+    let dir_c = cstring("dir", &dir)?;
+    let argv0 = cstring("path", &spec.path)?;
+    let mut argv = vec![argv0];
+    for a in &spec.args {
+        argv.push(cstring("argument", a)?);
+    }
+    let envp = env
+        .iter()
+        .map(|e| cstring("env entry", e))
+        .collect::<Result<Vec<_>, _>>()?;
+    ensure_dir(Path::new(&dir), user.uid, user.gid)?;
+    let exe = find_executable(&spec.path, env_path(&env), Path::new(&dir))?;
+    let path = CString::new(exe.into_os_string().into_encoded_bytes())
+        .map_err(|_| invalid("path contains a NUL byte"))?;
+    Ok(Prepared {
+        path,
+        argv,
+        envp,
+        dir: dir_c,
+        user,
+        open_stdin: spec.open_stdin,
+    })
+}
+
+/// A started process and wshd's ends of its pipes.
+pub struct Child {
+    pub pid: i32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub stdin: Option<OwnedFd>,
+}
+
+// Where the child failed, reported through the error pipe.
+const STAGE_SETUP: i32 = 1;
+const STAGE_CREDS: i32 = 2;
+const STAGE_CHDIR: i32 = 3;
+const STAGE_EXEC: i32 = 4;
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), WshdError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| system(format!("pipe2: {e}")))
+}
+
+/// Forks and execs. `devnull` is the process's stdin unless `open_stdin`.
+/// Exec errors are reported synchronously (the child writes its errno to a
+/// close-on-exec pipe), and a child that failed is reaped here.
+///
+/// Must run on wshd's only thread, before the reaper gets a chance to run
+/// (the caller registers the pid before its next await).
+pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (in_r, in_w) = if p.open_stdin {
+        let (r, w) = pipe()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let (report_r, report_w) = pipe()?;
+
+    let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let groups: Vec<libc::gid_t> = p.user.groups.clone();
+    let stdin_src = in_r.as_ref().map_or(devnull.as_raw_fd(), |r| r.as_raw_fd());
+
+    // SAFETY: wshd runs a current-thread runtime and no other threads, so
+    // the child is a copy of a single-threaded process; between fork and
+    // exec it only makes async-signal-safe system calls on memory that was
+    // prepared above, and always ends in execve or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(system(format!("fork: {}", std::io::Error::last_os_error())));
+    }
+    if pid == 0 {
+        // SAFETY: see above; this never returns.
+        unsafe {
+            child(
+                p,
+                &argv,
+                &envp,
+                &groups,
+                [stdin_src, out_w.as_raw_fd(), err_w.as_raw_fd()],
+                report_w.as_raw_fd(),
+            )
+        }
+    }
+    drop((out_w, err_w, in_r, report_w));
+
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(report_r.as_raw_fd(), &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    if got == 0 {
+        return Ok(Child {
+            pid,
+            stdout: out_r,
+            stderr: err_r,
+            stdin: in_w,
+        });
+    }
+    // The child failed before exec: reap it now (the reaper does not know it).
+    loop {
+        let mut status = 0;
+        // SAFETY: plain waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    let stage = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let err = std::io::Error::from_raw_os_error(errno);
+    let path = p.path.to_string_lossy();
+    Err(match stage {
+        STAGE_EXEC
+            if matches!(
+                errno,
+                libc::ENOENT | libc::EACCES | libc::ENOTDIR | libc::ENOEXEC | libc::ELOOP
+            ) =>
+        {
+            WshdError::new(
+                ErrorKind::ExecutableNotFound,
+                format!("executable {path:?}: {err}"),
+            )
+        }
+        STAGE_EXEC => system(format!("execve {path:?}: {err}")),
+        STAGE_CHDIR => system(format!(
+            "chdir {:?} as uid {}: {err}",
+            p.dir.to_string_lossy(),
+            p.user.uid
+        )),
+        STAGE_CREDS => system(format!(
+            "switching to uid {} gid {} groups {:?}: {err}",
+            p.user.uid, p.user.gid, p.user.groups
+        )),
+        _ => system(format!("setting up the child: {err}")),
+    })
+}
+
+/// Places `src` on `dst` without close-on-exec.
+unsafe fn move_fd(src: RawFd, dst: RawFd) -> bool {
+    if src == dst {
+        libc::fcntl(dst, libc::F_SETFD, 0) == 0
+    } else {
+        libc::dup2(src, dst) == dst
+    }
+}
+
+unsafe fn child(
+    p: &Prepared,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    groups: &[libc::gid_t],
+    stdio: [RawFd; 3],
+    report: RawFd,
+) -> ! {
+    let fail = |stage: i32| -> ! {
+        let errno = *libc::__errno_location();
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&stage.to_ne_bytes());
+        msg[4..].copy_from_slice(&errno.to_ne_bytes());
+        libc::write(report, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    };
+    // wshd ignores some signals and Rust ignores SIGPIPE; ignored
+    // dispositions survive exec, so restore the defaults, and the mask.
+    for sig in 1..65 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    if libc::setsid() < 0 {
+        fail(STAGE_SETUP);
+    }
+    for (dst, src) in stdio.iter().enumerate() {
+        if !move_fd(*src, dst as RawFd) {
+            fail(STAGE_SETUP);
+        }
+    }
+    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+        || libc::setgid(p.user.gid) != 0
+        || libc::setuid(p.user.uid) != 0
+    {
+        fail(STAGE_CREDS);
+    }
+    if libc::chdir(p.dir.as_ptr()) != 0 {
+        fail(STAGE_CHDIR);
+    }
+    libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    fail(STAGE_EXEC)
+}
+
+/// Opens /dev/null for stdin, or, if the rootfs has none, duplicates fd 0
+/// (which grove-helper opened on /dev/null).
+pub fn open_devnull() -> std::io::Result<OwnedFd> {
+    match nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        // SAFETY: open returned a fresh fd that nothing else owns.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(_) => {
+            // SAFETY: fd 0 is open for the life of the process.
+            let zero = unsafe { BorrowedFd::borrow_raw(0) };
+            zero.try_clone_to_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn user(uid: u32, name: Option<&str>) -> ResolvedUser {
+        ResolvedUser {
+            name: name.map(String::from),
+            uid,
+            gid: uid,
+            groups: vec![uid],
+            home: if uid == 0 {
+                "/root".into()
+            } else {
+                "/home/u".into()
+            },
+        }
+    }
+
+    #[test]
+    fn env_defaults_for_root_and_others() {
+        let env = build_env(&[], &user(0, Some("root"))).unwrap();
+        assert_eq!(
+            env,
+            ["HOME=/root", "USER=root", &format!("PATH={ROOT_PATH}")]
+        );
+        let env = build_env(&["A=b=c".into()], &user(1000, Some("alice"))).unwrap();
+        assert_eq!(
+            env,
+            [
+                "A=b=c",
+                "HOME=/home/u",
+                "USER=alice",
+                &format!("PATH={USER_PATH}")
+            ]
+        );
+        let env = build_env(&[], &user(4242, None)).unwrap();
+        assert_eq!(env, ["HOME=/home/u", &format!("PATH={USER_PATH}")]);
+    }
+
+    #[test]
+    fn env_keeps_given_values() {
+        let given: Vec<String> = vec![
+            "PATH=/x".into(),
+            "HOME=/h".into(),
+            "USER=me".into(),
+            "EMPTY=".into(),
+        ];
+        let env = build_env(&given, &user(0, Some("root"))).unwrap();
+        assert_eq!(env, given);
+        assert_eq!(env_path(&env), "/x");
+    }
+
+    #[test]
+    fn env_rejects_bad_entries() {
+        for bad in ["NOEQUALS", "=value", "A=b\0c"] {
+            let e = build_env(&[bad.into()], &user(0, None)).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidSpec, "{bad:?}");
+        }
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("wshd-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn path_search() {
+        let d = tempdir("path");
+        let (a, b) = (d.join("a"), d.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let write = |p: &Path, mode: u32| {
+            std::fs::write(p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(&a.join("tool"), 0o644); // not executable: skipped
+        write(&b.join("tool"), 0o755);
+        write(&a.join("first"), 0o755);
+        write(&b.join("first"), 0o755);
+        std::fs::create_dir(b.join("adir")).unwrap(); // a directory: skipped
+        let path_var = format!("{}:{}", a.display(), b.display());
+        let cwd = Path::new("/");
+        assert_eq!(
+            find_executable("tool", &path_var, cwd).unwrap(),
+            b.join("tool")
+        );
+        assert_eq!(
+            find_executable("first", &path_var, cwd).unwrap(),
+            a.join("first")
+        );
+        let e = find_executable("adir", &path_var, cwd).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ExecutableNotFound);
+        let e = find_executable("missing", &path_var, cwd).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ExecutableNotFound);
+        assert!(e.message.contains("missing"), "{}", e.message);
+        // Relative PATH entries are taken from the working directory.
+        assert_eq!(
+            find_executable("tool", "b", &d).unwrap(),
+            d.join("b").join("tool")
+        );
+        // A path with a slash is used as is.
+        assert_eq!(
+            find_executable("./x/y", &path_var, cwd).unwrap(),
+            PathBuf::from("./x/y")
+        );
+        assert_eq!(
+            find_executable("", &path_var, cwd).unwrap_err().kind,
+            ErrorKind::InvalidSpec
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ensure_dir_creates_and_chowns_only_new_dirs() {
+        let d = tempdir("dir");
+        let before = std::fs::metadata(&d).unwrap();
+        let target = d.join("x/y/z");
+        ensure_dir(&target, 4242, 4343).unwrap();
+        for p in [d.join("x"), d.join("x/y"), target.clone()] {
+            let m = std::fs::metadata(&p).unwrap();
+            assert!(m.is_dir());
+            assert_eq!((m.uid(), m.gid()), (4242, 4343), "{}", p.display());
+        }
+        let after = std::fs::metadata(&d).unwrap();
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        ensure_dir(&target, 4242, 4343).unwrap(); // idempotent
+        std::fs::write(d.join("file"), "").unwrap();
+        assert_eq!(
+            ensure_dir(&d.join("file/sub"), 0, 0).unwrap_err().kind,
+            ErrorKind::InvalidSpec
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ids() {
+        assert!(check_id("p1").is_ok());
+        assert!(check_id("").is_err());
+        assert!(check_id(&"x".repeat(MAX_PROCESS_ID)).is_ok());
+        assert!(check_id(&"x".repeat(MAX_PROCESS_ID + 1)).is_err());
+    }
+}
