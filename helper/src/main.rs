@@ -1,1 +1,191 @@
-fn main() {}
+//! grove-helper: Grove's small root helper. It performs the privileged steps
+//! of creating and destroying containers for groved, which runs unprivileged
+//! and is treated as possibly compromised: every request is decoded into a
+//! closed enum, checked against the helper's own root-owned policy, and
+//! carried out on paths the helper derives itself from dirfds it opened.
+//!
+//! Single-threaded and synchronous: one request at a time, in order.
+//!
+//!   grove-helper [--policy PATH]
+
+mod cgroup;
+mod container;
+mod fs;
+mod policy;
+mod server;
+mod spawn;
+mod state;
+
+use nix::sys::socket::{
+    bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+};
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{Gid, Uid};
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("grove-helper: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn usage() -> String {
+    "usage: grove-helper [--policy PATH]".to_string()
+}
+
+fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Option<PathBuf>, String> {
+    let mut policy = None;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--policy") if policy.is_none() => {
+                policy =
+                    Some(PathBuf::from(it.next().ok_or_else(|| {
+                        format!("--policy needs a path\n{}", usage())
+                    })?))
+            }
+            Some("-h") | Some("--help") => {
+                println!("{}", usage());
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unexpected argument {a:?}\n{}", usage())),
+        }
+    }
+    Ok(policy)
+}
+
+/// Start from a known process state, whatever started us.
+fn sanitize_process() -> Result<(), String> {
+    // SAFETY: close_range only closes fds; nothing in this process holds one
+    // >= 3 yet (std opens none before main).
+    if unsafe { libc::close_range(3, libc::c_uint::MAX, 0) } != 0 {
+        return Err(format!("close_range: {}", std::io::Error::last_os_error()));
+    }
+    for (k, _) in std::env::vars_os() {
+        std::env::remove_var(k);
+    }
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    }
+    .map_err(|e| format!("SIGPIPE: {e}"))?;
+    umask(Mode::from_bits_truncate(0o022));
+    Ok(())
+}
+
+/// Create `path` if missing and open it, then make it root:`gid` `mode`
+/// through the fd (never by path, so nothing can be swapped in between).
+fn own_dir(path: &str, gid: u32, mode: u32) -> Result<OwnedFd, String> {
+    let p = Path::new(path);
+    if let Some(parent) = p.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(format!("{path}: {e}"))
+        }
+        _ => {}
+    }
+    let fd = fs::openat(
+        None,
+        path,
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW,
+        0,
+    )
+    .map_err(|e| format!("{path}: {e}"))?;
+    nix::unistd::fchown(
+        fd.as_raw_fd(),
+        Some(Uid::from_raw(0)),
+        Some(Gid::from_raw(gid)),
+    )
+    .map_err(|e| format!("chown {path}: {e}"))?;
+    nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
+        .map_err(|e| format!("chmod {path}: {e}"))?;
+    Ok(fd)
+}
+
+/// The helper's own socket: root:<server gid> 0660, so only root and the
+/// server's group can connect, and SO_PEERCRED then narrows it to one uid.
+fn listen_at(path: &str, gid: u32) -> Result<OwnedFd, String> {
+    let p = Path::new(path);
+    if let Some(parent) = p.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("removing stale {path}: {e}"))
+        }
+        _ => {}
+    }
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    let addr = UnixAddr::new(path).map_err(|e| format!("socket path {path}: {e}"))?;
+    // The umask makes the node 0660 from its first moment.
+    let old = umask(Mode::from_bits_truncate(0o117));
+    let bound = bind(fd.as_raw_fd(), &addr);
+    umask(old);
+    bound.map_err(|e| format!("bind {path}: {e}"))?;
+    nix::unistd::fchownat(
+        None,
+        path,
+        Some(Uid::from_raw(0)),
+        Some(Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("chown {path}: {e}"))?;
+    listen(&fd, Backlog::new(16).map_err(|e| format!("listen: {e}"))?)
+        .map_err(|e| format!("listen {path}: {e}"))?;
+    Ok(fd)
+}
+
+fn run() -> Result<(), String> {
+    sanitize_process()?;
+    let policy_path = parse_args(std::env::args_os().skip(1).collect())?;
+    let policy = policy::load(policy_path.as_deref())?;
+    let cgroups = cgroup::detect(&policy.conf.cgroup_parent)?;
+    let wshd = spawn::seal_wshd(&policy.wshd)?;
+    let depot = own_dir(policy.conf.depot.as_str(), 0, 0o700)?;
+    let runtime = own_dir(policy.conf.runtime_dir.as_str(), policy.server_gid, 0o710)?;
+    let signals = server::signals()?;
+    let listener = listen_at(policy.conf.socket.as_str(), policy.server_gid)?;
+    let socket_path = policy.conf.socket.as_str().to_string();
+    let mut helper = container::Helper {
+        policy,
+        cgroups,
+        depot,
+        runtime,
+        wshd,
+        containers: BTreeMap::new(),
+    };
+    helper.recover()?;
+    eprintln!(
+        "grove-helper: ready on {socket_path} (server uid {}, cgroups {}, {} containers recovered, pid {})",
+        helper.policy.server_uid,
+        helper.cgroups.name(),
+        helper.containers.len(),
+        std::process::id()
+    );
+    server::serve(&mut helper, listener, signals, &socket_path)
+}

@@ -1,0 +1,467 @@
+//! Creating, destroying, listing and recovering containers. Each request is
+//! already decoded and syntactically valid; policy checks happen here, before
+//! anything is changed on the host.
+
+use crate::cgroup::Cgroups;
+use crate::fs;
+use crate::policy::Policy;
+use crate::spawn::{self, Spawn};
+use crate::state::{transition, Container, Event};
+use grove_schema::helper::PROTOCOL_VERSION;
+use grove_schema::helper::{
+    ContainerState, ContainerSummary, ErrorKind, HelperError, Request, Response, RootfsSource,
+};
+use grove_schema::Handle;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+};
+use nix::sys::stat::{umask, Mode};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{Gid, Pid, Uid, UnlinkatFlags};
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+pub struct Helper {
+    pub policy: Policy,
+    pub cgroups: Box<dyn Cgroups>,
+    /// The depot and runtime dirs, opened once at start-up.
+    pub depot: OwnedFd,
+    pub runtime: OwnedFd,
+    /// The sealed wshd image.
+    pub wshd: OwnedFd,
+    pub containers: BTreeMap<Handle, Container>,
+}
+
+fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
+    HelperError::new(ErrorKind::System, format!("{what}: {e}"))
+}
+
+fn sock_name(handle: &Handle) -> String {
+    format!("{handle}.sock")
+}
+
+/// Undo steps of a create, run in reverse on failure.
+enum Undo {
+    DepotDir,
+    Cgroups,
+    Socket,
+    Child(i32),
+}
+
+impl Helper {
+    pub fn handle(&mut self, request: Request) -> Result<Response, HelperError> {
+        match request {
+            Request::Ping => Ok(Response::Pong {
+                version: PROTOCOL_VERSION,
+            }),
+            Request::ListContainers => Ok(Response::Containers(self.list())),
+            Request::CreateContainer { handle, rootfs } => self.create(handle, rootfs),
+            Request::DestroyContainer { handle } => self.destroy(handle),
+        }
+    }
+
+    fn list(&self) -> Vec<ContainerSummary> {
+        self.containers
+            .iter()
+            .map(|(h, c)| ContainerSummary {
+                handle: h.clone(),
+                state: c.state.clone(),
+                wshd_pid: if c.state == ContainerState::Running {
+                    c.wshd_pid
+                } else {
+                    0
+                },
+            })
+            .collect()
+    }
+
+    fn create(&mut self, handle: Handle, rootfs: RootfsSource) -> Result<Response, HelperError> {
+        let next = transition(
+            self.containers.get(&handle).map(|c| &c.state),
+            Event::Create,
+        )?;
+        if self.containers.len() >= self.policy.conf.max_containers {
+            return Err(HelperError::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "{} containers exist; max_containers is {}",
+                    self.containers.len(),
+                    self.policy.conf.max_containers
+                ),
+            ));
+        }
+        // 1. The rootfs: a policy-approved path, opened without following any
+        // symlink, so the directory used is the one the policy approved.
+        let path = match &rootfs {
+            RootfsSource::Default => self.policy.conf.default_rootfs.clone(),
+            RootfsSource::HostDir(p) => {
+                self.policy.check_rootfs(p)?;
+                p.clone()
+            }
+        };
+        let lower = fs::open_dir_no_symlinks(path.as_str()).map_err(|e| {
+            let why = match e {
+                Errno::ELOOP => {
+                    "a component is a symlink, which a rootfs path may not contain".to_string()
+                }
+                e => e.desc().to_string(),
+            };
+            HelperError::new(
+                ErrorKind::System,
+                format!("rootfs {}: {why}", path.as_str()),
+            )
+        })?;
+
+        self.containers.insert(
+            handle.clone(),
+            Container {
+                state: next.unwrap_or(ContainerState::Creating),
+                wshd_pid: 0,
+                pidfd: None,
+                our_child: false,
+            },
+        );
+        let mut undo = Vec::new();
+        match self.create_steps(&handle, path.as_str(), lower, &mut undo) {
+            Ok(child) => {
+                let c = self
+                    .containers
+                    .get_mut(&handle)
+                    .ok_or_else(|| system("state", "entry vanished"))?;
+                c.state =
+                    transition(Some(&c.state), Event::Created)?.unwrap_or(ContainerState::Running);
+                c.wshd_pid = child.pid;
+                c.pidfd = Some(child.pidfd);
+                c.our_child = true;
+                Ok(Response::Created {
+                    wshd_pid: child.pid,
+                })
+            }
+            Err(e) => {
+                for step in undo.into_iter().rev() {
+                    if let Err(u) = self.undo(&handle, step) {
+                        eprintln!("grove-helper: rollback of {handle}: {u}");
+                    }
+                }
+                let state = self.containers.get(&handle).map(|c| &c.state);
+                if let Ok(None) = transition(state, Event::CreateFailed) {
+                    self.containers.remove(&handle);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn create_steps(
+        &self,
+        handle: &Handle,
+        rootfs_path: &str,
+        lower: OwnedFd,
+        undo: &mut Vec<Undo>,
+    ) -> Result<spawn::Child, HelperError> {
+        let h = handle.as_str();
+        // 2. The container's depot dir: root-only, created beneath the depot
+        // dirfd with the validated handle as its single component.
+        fs::mkdir_at(self.depot.as_fd(), h, 0o700, false)
+            .map_err(|e| system("mkdir depot dir", e))?;
+        undo.push(Undo::DepotDir);
+        let dir = fs::open_dir(self.depot.as_fd(), h).map_err(|e| system("open depot dir", e))?;
+        for (name, mode) in [("upper", 0o755), ("work", 0o700), ("rootfs", 0o755)] {
+            fs::mkdir_at(dir.as_fd(), name, mode, false)
+                .map_err(|e| system(&format!("mkdir {name}"), e))?;
+        }
+
+        // 3. Cgroups, beneath our parent cgroup in each controller.
+        self.cgroups
+            .create(handle)
+            .map_err(|e| system("cgroups", e))?;
+        undo.push(Undo::Cgroups);
+
+        // 4. wshd's listening socket, in the root-owned runtime dir, 0600 and
+        // owned by the server uid: only groved (and root) can connect.
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| system("wshd socket", e))?;
+        let name = sock_name(handle);
+        match nix::unistd::unlinkat(
+            Some(self.runtime.as_raw_fd()),
+            name.as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(system("unlink stale wshd socket", e)),
+        }
+        // Bind through the runtime dirfd; the umask makes the node 0600 from birth.
+        let addr =
+            UnixAddr::new(format!("/proc/self/fd/{}/{name}", self.runtime.as_raw_fd()).as_str())
+                .map_err(|e| system("wshd socket address", e))?;
+        let old = umask(Mode::from_bits_truncate(0o177));
+        let bound = bind(sock.as_raw_fd(), &addr);
+        umask(old);
+        bound.map_err(|e| system("bind wshd socket", e))?;
+        undo.push(Undo::Socket);
+        listen(&sock, Backlog::new(64).map_err(|e| system("listen", e))?)
+            .map_err(|e| system("listen", e))?;
+        nix::unistd::fchownat(
+            Some(self.runtime.as_raw_fd()),
+            name.as_str(),
+            Some(Uid::from_raw(self.policy.server_uid)),
+            Some(Gid::from_raw(self.policy.server_gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| system("chown wshd socket", e))?;
+
+        // 5. wshd's log, in the root-only depot dir.
+        let log = fs::openat(
+            Some(dir.as_fd()),
+            "wshd.log",
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_NOFOLLOW,
+            0o600,
+        )
+        .map_err(|e| system("open wshd.log", e))?;
+
+        // 6. The container's first process.
+        let spec = Spawn {
+            handle,
+            depot_path: self.policy.conf.depot.as_str(),
+            container_dir: dir.as_fd(),
+            rootfs_path,
+            lower: lower.as_fd(),
+            log: log.as_fd(),
+            socket: sock.as_fd(),
+            wshd: self.wshd.as_fd(),
+            server_uid: self.policy.server_uid,
+        };
+        let child = spawn::spawn(&spec, |pid| self.cgroups.enter(handle, pid))
+            .map_err(|e| system("start wshd", e))?;
+        undo.push(Undo::Child(child.pid));
+
+        // 7. Remember wshd's pid for a restarted helper.
+        fs::write_file_at(
+            dir.as_fd(),
+            "wshd.pid",
+            format!("{}\n", child.pid).as_bytes(),
+            0o600,
+        )
+        .map_err(|e| system("write wshd.pid", e))?;
+        Ok(child)
+    }
+
+    fn undo(&self, handle: &Handle, step: Undo) -> Result<(), String> {
+        match step {
+            Undo::Child(pid) => {
+                // Our unreaped child: its pid cannot have been recycled.
+                let _ =
+                    nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(Pid::from_raw(pid), None);
+                self.empty_cgroup(handle, Instant::now() + Duration::from_secs(10))
+            }
+            Undo::Socket => nix::unistd::unlinkat(
+                Some(self.runtime.as_raw_fd()),
+                sock_name(handle).as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            )
+            .map_err(|e| format!("unlink wshd socket: {e}")),
+            Undo::Cgroups => self.cgroups.remove(handle),
+            Undo::DepotDir => self.remove_depot_dir(handle),
+        }
+    }
+
+    fn destroy(&mut self, handle: Handle) -> Result<Response, HelperError> {
+        let c = self.containers.get_mut(&handle);
+        let next = transition(c.as_ref().map(|c| &c.state), Event::Destroy)?;
+        let c =
+            c.ok_or_else(|| HelperError::new(ErrorKind::NotFound, "no container has that handle"))?;
+        c.state = next.unwrap_or(ContainerState::Destroying);
+        // Killing PID 1 of the container's PID namespace kills all of it.
+        // The pidfd names exactly our wshd, even after a pid wrap.
+        if let Some(pidfd) = &c.pidfd {
+            match spawn::pidfd_kill(pidfd.as_fd()) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => eprintln!("grove-helper: {handle}: pidfd kill: {e}"),
+            }
+        }
+        let result = self.destroy_steps(&handle);
+        let c = self
+            .containers
+            .get_mut(&handle)
+            .ok_or_else(|| system("state", "entry vanished"))?;
+        match result {
+            Ok(()) => {
+                transition(Some(&c.state), Event::Destroyed)?;
+                self.containers.remove(&handle);
+                Ok(Response::Destroyed)
+            }
+            Err(e) => {
+                c.state = transition(Some(&c.state), Event::DestroyFailed)?
+                    .unwrap_or(ContainerState::Stopped);
+                Err(e)
+            }
+        }
+    }
+
+    fn destroy_steps(&self, handle: &Handle) -> Result<(), HelperError> {
+        self.empty_cgroup(handle, Instant::now() + Duration::from_secs(10))
+            .map_err(|e| system("kill processes", e))?;
+        self.cgroups
+            .remove(handle)
+            .map_err(|e| system("remove cgroups", e))?;
+        match nix::unistd::unlinkat(
+            Some(self.runtime.as_raw_fd()),
+            sock_name(handle).as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(system("unlink wshd socket", e)),
+        }
+        self.remove_depot_dir(handle)
+            .map_err(|e| system("remove depot dir", e))
+    }
+
+    /// Kill and reap until no process is left in the container's cgroup
+    /// and wshd, if it is our child, is reaped.
+    fn empty_cgroup(&self, handle: &Handle, deadline: Instant) -> Result<(), String> {
+        let ours = self
+            .containers
+            .get(handle)
+            .filter(|c| c.our_child)
+            .map(|c| c.wshd_pid);
+        let mut reaped = ours.is_none();
+        loop {
+            if let Some(pid) = ours.filter(|_| !reaped) {
+                // Only our own child: waitpid cannot touch anyone else's process.
+                reaped = !matches!(
+                    waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+                    Ok(WaitStatus::StillAlive)
+                );
+            }
+            let procs = self.cgroups.procs(handle)?;
+            if procs.is_empty() && reaped {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("processes {procs:?} still alive after 10 s"));
+            }
+            if !procs.is_empty() {
+                self.cgroups.kill_all(handle)?;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Remove depot/<handle>, never following symlinks. The rootfs mount
+    /// point may be busy for a moment while the mount namespace dies.
+    fn remove_depot_dir(&self, handle: &Handle) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match fs::remove_tree(self.depot.as_fd(), handle.as_str()) {
+                Ok(()) => return Ok(()),
+                Err(Errno::EBUSY) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => return Err(format!("depot/{handle}: {e}")),
+            }
+        }
+    }
+
+    /// Rebuild the state from the depot after a start-up: a container whose
+    /// recorded wshd pid is alive and in its cgroup is Running.
+    pub fn recover(&mut self) -> Result<(), String> {
+        for name in
+            fs::list_dir(self.depot.as_fd()).map_err(|e| format!("reading the depot: {e}"))?
+        {
+            let name = name.to_string_lossy().into_owned();
+            let Ok(handle) = Handle::new(name.clone()) else {
+                eprintln!("grove-helper: depot entry {name:?} is not a container handle; ignored");
+                continue;
+            };
+            let pid = fs::read_file_at(self.depot.as_fd(), &format!("{handle}/wshd.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .filter(|p| *p > 0);
+            // Open the pidfd first, then check the cgroup: if the pid is in
+            // the container's cgroup now, the pidfd names that process.
+            let pidfd = pid.and_then(|p| spawn::pidfd_open(p).ok());
+            let running = match (pid, &pidfd) {
+                (Some(p), Some(_)) => self
+                    .cgroups
+                    .procs(&handle)
+                    .map(|v| v.contains(&p))
+                    .unwrap_or(false),
+                _ => false,
+            };
+            let state = if running {
+                ContainerState::Running
+            } else {
+                ContainerState::Stopped
+            };
+            eprintln!(
+                "grove-helper: recovered {handle}: {state:?} (wshd pid {})",
+                pid.unwrap_or(0)
+            );
+            self.containers.insert(
+                handle,
+                Container {
+                    state,
+                    wshd_pid: if running { pid.unwrap_or(0) } else { 0 },
+                    pidfd: if running { pidfd } else { None },
+                    our_child: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Reap exited children and mark containers whose wshd exited Stopped.
+    pub fn reap(&mut self) {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => {
+                    if let Some(pid) = status.pid() {
+                        for c in self
+                            .containers
+                            .values_mut()
+                            .filter(|c| c.our_child && c.wshd_pid == pid.as_raw())
+                        {
+                            c.our_child = false; // reaped: its pid may now be recycled
+                        }
+                    }
+                }
+            }
+        }
+        for (handle, c) in self
+            .containers
+            .iter_mut()
+            .filter(|(_, c)| c.state == ContainerState::Running)
+        {
+            // A pidfd polls readable once its process has exited.
+            let exited = match &c.pidfd {
+                Some(fd) => {
+                    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                    poll(&mut fds, PollTimeout::ZERO)
+                        .map(|n| n > 0)
+                        .unwrap_or(false)
+                }
+                None => true,
+            };
+            if exited {
+                if let Ok(Some(s)) = transition(Some(&c.state), Event::WshdExited) {
+                    eprintln!(
+                        "grove-helper: {handle}: wshd (pid {}) exited; container stopped",
+                        c.wshd_pid
+                    );
+                    c.state = s;
+                }
+            }
+        }
+    }
+}

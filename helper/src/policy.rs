@@ -1,0 +1,320 @@
+//! The helper's policy: a root-owned file that groved cannot change. It names
+//! the one uid allowed to talk to the helper and every host path the helper
+//! may touch. Requests never add paths of their own, except a rootfs that
+//! must lie beneath an allowlisted directory.
+
+use grove_schema::conf;
+use grove_schema::helper::{ErrorKind, HelperError, HostPath};
+use grove_schema::Handle;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_POLICY_PATH: &str = "/etc/grove/helper-policy.conf";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserSpec {
+    Name(String),
+    Uid(u32),
+}
+
+/// The policy as written, before anything is looked up on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConf {
+    pub server_user: UserSpec,
+    pub socket: HostPath,
+    pub depot: HostPath,
+    pub runtime_dir: HostPath,
+    pub default_rootfs: HostPath,
+    pub rootfs_allow: Vec<HostPath>,
+    /// None: the file `wshd` next to the running grove-helper.
+    pub wshd: Option<HostPath>,
+    pub cgroup_parent: String,
+    pub max_containers: usize,
+}
+
+fn path(s: &str) -> HostPath {
+    HostPath::new(s).unwrap_or_else(|e| panic!("built-in default path {s:?}: {e}"))
+}
+
+impl Default for PolicyConf {
+    fn default() -> Self {
+        PolicyConf {
+            server_user: UserSpec::Name("grove".into()),
+            socket: path("/run/grove/helper.sock"),
+            depot: path("/var/lib/grove/depot"),
+            runtime_dir: path("/run/grove/wshd"),
+            default_rootfs: path("/var/lib/grove/rootfs/busybox"),
+            rootfs_allow: vec![path("/var/lib/grove/rootfs")],
+            wshd: None,
+            cgroup_parent: "grove".into(),
+            max_containers: 1024,
+        }
+    }
+}
+
+/// Parse policy text: defaults for absent keys, an error naming the line for
+/// unknown keys and bad values.
+pub fn parse(text: &str) -> Result<PolicyConf, String> {
+    let mut p = PolicyConf::default();
+    for e in conf::parse(text).map_err(|e| e.to_string())? {
+        let bad = |why: String| format!("line {}: {}: {why}", e.line, e.key);
+        let abs = |v: &str| HostPath::new(v).map_err(bad);
+        match e.key.as_str() {
+            "server_user" => {
+                p.server_user =
+                    if !e.value.is_empty() && e.value.bytes().all(|b| b.is_ascii_digit()) {
+                        UserSpec::Uid(e.value.parse().map_err(|err| bad(format!("{err}")))?)
+                    } else if !e.value.is_empty()
+                        && e.value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    {
+                        UserSpec::Name(e.value.clone())
+                    } else {
+                        return Err(bad(format!(
+                            "{:?} is neither a user name nor a numeric uid",
+                            e.value
+                        )));
+                    }
+            }
+            "socket" => p.socket = abs(&e.value)?,
+            "depot" => p.depot = abs(&e.value)?,
+            "runtime_dir" => p.runtime_dir = abs(&e.value)?,
+            "default_rootfs" => p.default_rootfs = abs(&e.value)?,
+            "rootfs_allow" => {
+                p.rootfs_allow = e
+                    .value
+                    .split(',')
+                    .map(|s| abs(s.trim()))
+                    .collect::<Result<_, _>>()?;
+            }
+            "wshd" => p.wshd = Some(abs(&e.value)?),
+            "cgroup_parent" => {
+                // Handle syntax is exactly "one harmless path component".
+                Handle::new(e.value.clone())
+                    .map_err(|err| bad(format!("not a single path component: {err}")))?;
+                p.cgroup_parent = e.value.clone();
+            }
+            "max_containers" => {
+                let n: usize = e
+                    .value
+                    .parse()
+                    .map_err(|err| bad(format!("{:?}: {err}", e.value)))?;
+                if n == 0 || n > 65536 {
+                    return Err(bad(format!("{n} is outside 1..=65536")));
+                }
+                p.max_containers = n;
+            }
+            other => {
+                return Err(format!(
+                "line {}: unknown key {other:?} (known: server_user, socket, depot, runtime_dir, \
+                     default_rootfs, rootfs_allow, wshd, cgroup_parent, max_containers)",
+                e.line
+            ))
+            }
+        }
+    }
+    for (name, p) in [
+        ("socket", &p.socket),
+        ("depot", &p.depot),
+        ("runtime_dir", &p.runtime_dir),
+    ] {
+        if p.components().next().is_none() {
+            return Err(format!("{name} must not be /"));
+        }
+    }
+    Ok(p)
+}
+
+/// `path` lies strictly beneath `dir`, compared by whole components (so
+/// /srv/rootfs-evil is not beneath /srv/rootfs).
+pub fn is_beneath(path: &HostPath, dir: &HostPath) -> bool {
+    let mut p = path.components();
+    for d in dir.components() {
+        if p.next() != Some(d) {
+            return false;
+        }
+    }
+    p.next().is_some()
+}
+
+/// The policy with users and the wshd path resolved on this host.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub conf: PolicyConf,
+    pub server_uid: u32,
+    pub server_gid: u32,
+    pub wshd: PathBuf,
+}
+
+impl Policy {
+    /// May a container use this host directory as its rootfs? Syntax only;
+    /// the caller still opens it without following symlinks, so the
+    /// component check here is what the kernel will walk.
+    pub fn check_rootfs(&self, p: &HostPath) -> Result<(), HelperError> {
+        if *p == self.conf.default_rootfs || self.conf.rootfs_allow.iter().any(|d| is_beneath(p, d))
+        {
+            return Ok(());
+        }
+        let allow: Vec<&str> = self.conf.rootfs_allow.iter().map(|d| d.as_str()).collect();
+        Err(HelperError::new(
+            ErrorKind::PolicyRefused,
+            format!(
+                "rootfs {} is not beneath an allowed directory (rootfs_allow = {}; default_rootfs = {})",
+                p.as_str(),
+                allow.join(","),
+                self.conf.default_rootfs.as_str()
+            ),
+        ))
+    }
+}
+
+/// Read the policy: `explicit` must exist; the default path may be absent
+/// (then the embedded defaults apply). A file not owned by root, or writable
+/// by group or others, is refused: whoever can write it controls the helper.
+pub fn load(explicit: Option<&Path>) -> Result<Policy, String> {
+    let path = explicit.unwrap_or(Path::new(DEFAULT_POLICY_PATH));
+    let conf = match std::fs::File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            PolicyConf::default()
+        }
+        Err(e) => return Err(format!("policy {}: {e}", path.display())),
+        Ok(mut f) => {
+            // fstat the file we opened, not the path, so the checked file is the read file.
+            let md = f
+                .metadata()
+                .map_err(|e| format!("policy {}: {e}", path.display()))?;
+            if md.uid() != 0 || md.mode() & 0o022 != 0 || !md.is_file() {
+                return Err(format!(
+                    "policy {} must be a regular file owned by root and not writable by group or others \
+                     (it is uid {} mode {:o})",
+                    path.display(),
+                    md.uid(),
+                    md.mode() & 0o7777
+                ));
+            }
+            let mut text = String::new();
+            f.read_to_string(&mut text)
+                .map_err(|e| format!("policy {}: {e}", path.display()))?;
+            parse(&text).map_err(|e| format!("policy {}: {e}", path.display()))?
+        }
+    };
+    resolve(conf)
+}
+
+fn resolve(conf: PolicyConf) -> Result<Policy, String> {
+    let user = match &conf.server_user {
+        UserSpec::Name(n) => nix::unistd::User::from_name(n),
+        UserSpec::Uid(u) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*u)),
+    }
+    .map_err(|e| format!("server_user {:?}: {e}", conf.server_user))?
+    .ok_or_else(|| {
+        format!(
+            "server_user {:?}: no such user on this host",
+            conf.server_user
+        )
+    })?;
+    let wshd = match &conf.wshd {
+        Some(p) => PathBuf::from(p.as_str()),
+        None => {
+            let exe =
+                std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+            exe.parent().unwrap_or(Path::new("/")).join("wshd")
+        }
+    };
+    Ok(Policy {
+        conf,
+        server_uid: user.uid.as_raw(),
+        server_gid: user.gid.as_raw(),
+        wshd,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hp(s: &str) -> HostPath {
+        HostPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn empty_text_gives_the_defaults() {
+        assert_eq!(parse("# nothing\n").unwrap(), PolicyConf::default());
+        assert_eq!(PolicyConf::default().max_containers, 1024);
+    }
+
+    #[test]
+    fn parses_every_key() {
+        let p = parse(
+            "server_user = 998\nsocket = /s/h.sock\ndepot = /d\nruntime_dir = /r\n\
+             default_rootfs = /x/y\nrootfs_allow = /a, /b/c\nwshd = /bin/wshd\n\
+             cgroup_parent = g-1\nmax_containers = 3\n",
+        )
+        .unwrap();
+        assert_eq!(p.server_user, UserSpec::Uid(998));
+        assert_eq!(p.rootfs_allow, vec![hp("/a"), hp("/b/c")]);
+        assert_eq!(p.wshd, Some(hp("/bin/wshd")));
+        assert_eq!((p.cgroup_parent.as_str(), p.max_containers), ("g-1", 3));
+        assert_eq!(
+            parse("server_user = grove\n").unwrap().server_user,
+            UserSpec::Name("grove".into())
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let e = parse("depot = /d\n\nsockett = /x\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("sockett"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for text in [
+            "depot = relative/dir",
+            "depot = /a/../b",
+            "depot = /",
+            "rootfs_allow = /a,,/b",
+            "cgroup_parent = a/b",
+            "cgroup_parent = ..",
+            "max_containers = 0",
+            "max_containers = lots",
+            "server_user = a b",
+            "server_user =",
+            "socket = /x\nsocket = /y",
+        ] {
+            assert!(parse(text).is_err(), "{text:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn beneath_compares_whole_components() {
+        assert!(is_beneath(&hp("/srv/rootfs/a"), &hp("/srv/rootfs")));
+        assert!(is_beneath(&hp("/srv/rootfs/a/b/"), &hp("/srv/rootfs/")));
+        assert!(!is_beneath(&hp("/srv/rootfs"), &hp("/srv/rootfs")));
+        assert!(!is_beneath(&hp("/srv/rootfs-evil/a"), &hp("/srv/rootfs")));
+        assert!(!is_beneath(&hp("/srv"), &hp("/srv/rootfs")));
+        assert!(!is_beneath(&hp("/etc/passwd"), &hp("/srv/rootfs")));
+        assert!(is_beneath(&hp("/etc"), &hp("/")));
+    }
+
+    #[test]
+    fn rootfs_check_uses_allowlist_and_default() {
+        let policy = Policy {
+            conf: parse("default_rootfs = /d/busybox\nrootfs_allow = /srv/rootfs\n").unwrap(),
+            server_uid: 0,
+            server_gid: 0,
+            wshd: PathBuf::from("/w"),
+        };
+        assert!(policy.check_rootfs(&hp("/d/busybox")).is_ok());
+        assert!(policy.check_rootfs(&hp("/srv/rootfs/alpine")).is_ok());
+        let e = policy.check_rootfs(&hp("/etc")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PolicyRefused);
+        assert!(
+            e.message.contains("/etc") && e.message.contains("/srv/rootfs"),
+            "{}",
+            e.message
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! The socket loop: one listening SOCK_SEQPACKET socket, a few connections
+//! from the server uid, one request and one response per datagram. A peer
+//! that breaks the protocol gets one error and loses its connection; the
+//! helper goes on serving everyone else.
+
+use crate::container::Helper;
+use grove_schema::helper::{
+    decode_request, encode_response, ErrorKind, HelperError, Response, MAX_DATAGRAM, MAX_FDS,
+};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{accept4, getsockopt, send, sockopt, MsgFlags, SockFlag};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+/// Most connections open at once (groved needs one or two).
+const MAX_CONNECTIONS: usize = 16;
+
+struct Conn {
+    fd: OwnedFd,
+    uid: u32,
+}
+
+/// What one received datagram turned out to be.
+enum Received {
+    Eof,
+    Nothing,
+    Datagram(Vec<u8>),
+    Refused(HelperError),
+}
+
+/// Block the signals we handle and read them from a signalfd in the poll
+/// loop instead: no async handlers, no races with the loop.
+pub fn signals() -> Result<SignalFd, String> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))
+}
+
+pub fn serve(
+    helper: &mut Helper,
+    listener: OwnedFd,
+    signals: SignalFd,
+    socket_path: &str,
+) -> Result<(), String> {
+    let mut conns: Vec<Conn> = Vec::new();
+    loop {
+        helper.reap();
+        let mut fds = vec![
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+        ];
+        fds.extend(
+            conns
+                .iter()
+                .map(|c| PollFd::new(c.fd.as_fd(), PollFlags::POLLIN)),
+        );
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+
+        if ready[0] {
+            while let Ok(Some(info)) = signals.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGTERM || sig == libc::SIGINT {
+                    // Containers keep running; a new helper recovers them.
+                    let _ = std::fs::remove_file(socket_path);
+                    eprintln!("grove-helper: signal {sig}: socket removed, exiting; containers keep running");
+                    return Ok(());
+                }
+            }
+        }
+        // Serve connections first (by index, from the back, so removal is safe).
+        for i in (0..conns.len()).rev() {
+            if ready[2 + i] && !serve_one(helper, &conns[i]) {
+                conns.remove(i);
+            }
+        }
+        if ready[1] {
+            accept(&listener, helper.policy.server_uid, &mut conns);
+        }
+    }
+}
+
+fn accept(listener: &OwnedFd, server_uid: u32, conns: &mut Vec<Conn>) {
+    let fd = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+        // SAFETY: accept4 just returned this fd; nothing else owns it.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        Err(e) => {
+            eprintln!("grove-helper: accept: {e}");
+            return;
+        }
+    };
+    // SO_PEERCRED is the kernel's record of who connected: it cannot be forged.
+    let uid = match getsockopt(&fd, sockopt::PeerCredentials) {
+        Ok(cred) => cred.uid(),
+        Err(e) => {
+            eprintln!("grove-helper: SO_PEERCRED: {e}");
+            return;
+        }
+    };
+    if uid != server_uid {
+        eprintln!("grove-helper: uid={uid} refused: not the server uid {server_uid}");
+        reply(
+            &fd,
+            uid,
+            &Response::Error(HelperError::new(
+                ErrorKind::PolicyRefused,
+                format!("uid {uid} is not grove-helper's server uid {server_uid}"),
+            )),
+        );
+        return;
+    }
+    if conns.len() >= MAX_CONNECTIONS {
+        eprintln!("grove-helper: uid={uid} refused: {MAX_CONNECTIONS} connections are open");
+        reply(
+            &fd,
+            uid,
+            &Response::Error(HelperError::new(
+                ErrorKind::LimitExceeded,
+                format!("{MAX_CONNECTIONS} connections are open"),
+            )),
+        );
+        return;
+    }
+    conns.push(Conn { fd, uid });
+}
+
+/// Serve one datagram; false closes the connection.
+fn serve_one(helper: &mut Helper, conn: &Conn) -> bool {
+    let bytes = match receive(conn.fd.as_raw_fd()) {
+        Received::Eof => return false,
+        Received::Nothing => return true,
+        Received::Refused(e) => {
+            eprintln!(
+                "grove-helper: uid={} refused datagram: {}",
+                conn.uid, e.message
+            );
+            reply(&conn.fd, conn.uid, &Response::Error(e));
+            return false;
+        }
+        Received::Datagram(b) => b,
+    };
+    let request = match decode_request(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            // A protocol violation ends the conversation (OpenSSH monitor style).
+            eprintln!("grove-helper: uid={} bad request: {e}", conn.uid);
+            reply(&conn.fd, conn.uid, &Response::Error(e));
+            return false;
+        }
+    };
+    let start = Instant::now();
+    let summary = describe(&request);
+    let response = helper.handle(request).unwrap_or_else(Response::Error);
+    let outcome = match &response {
+        Response::Error(e) => format!("error {:?}: {}", e.kind, e.message),
+        _ => "ok".to_string(),
+    };
+    eprintln!(
+        "grove-helper: uid={} {summary} {outcome} {}ms",
+        conn.uid,
+        start.elapsed().as_millis()
+    );
+    reply(&conn.fd, conn.uid, &response)
+}
+
+fn describe(r: &grove_schema::helper::Request) -> String {
+    use grove_schema::helper::{Request::*, RootfsSource};
+    match r {
+        Ping => "Ping".into(),
+        ListContainers => "ListContainers".into(),
+        CreateContainer {
+            handle,
+            rootfs: RootfsSource::Default,
+        } => format!("CreateContainer handle={handle} rootfs=default"),
+        CreateContainer {
+            handle,
+            rootfs: RootfsSource::HostDir(p),
+        } => {
+            format!("CreateContainer handle={handle} rootfs={}", p.as_str())
+        }
+        DestroyContainer { handle } => format!("DestroyContainer handle={handle}"),
+    }
+}
+
+/// Send one response datagram. Never blocks: a peer that does not read its
+/// responses loses its connection rather than stalling the helper.
+fn reply(fd: &OwnedFd, uid: u32, response: &Response) -> bool {
+    match send(
+        fd.as_raw_fd(),
+        &encode_response(response),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    ) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("grove-helper: uid={uid} send: {e}; closing the connection");
+            false
+        }
+    }
+}
+
+/// recvmsg one datagram into a buffer one byte larger than any valid one,
+/// with room for one fd more than allowed. Every fd that arrives is closed
+/// (no request takes fds yet); anything but SCM_RIGHTS, or truncation of
+/// the data or the control part, is refused.
+fn receive(fd: RawFd) -> Received {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let cmsg_len =
+        unsafe { libc::CMSG_SPACE(((MAX_FDS + 1) * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut cmsg = vec![0u64; cmsg_len.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = cmsg.len() * 8;
+    // SAFETY: msg points at buffers that live until the end of this
+    // function, with their true lengths; MSG_CMSG_CLOEXEC keeps received fds
+    // from ever leaking into a child.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return match Errno::last() {
+            Errno::EAGAIN | Errno::EINTR => Received::Nothing,
+            _ => Received::Eof,
+        };
+    }
+    // Take ownership of every received fd first, so each is closed however
+    // we leave this function.
+    let mut received: Vec<OwnedFd> = Vec::new();
+    let mut other_cmsg = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel just
+    // filled, bounded by msg.msg_controllen, which the kernel set.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let header = &*c;
+            if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const RawFd;
+                let len = (header.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    received.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            } else {
+                other_cmsg = Some((header.cmsg_level, header.cmsg_type));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let refuse = |why: String| Received::Refused(HelperError::new(ErrorKind::Malformed, why));
+    if msg.msg_flags & libc::MSG_TRUNC != 0 {
+        return refuse(format!("datagram is longer than {} bytes", buf.len()));
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return refuse(format!("control data truncated (more than {MAX_FDS} fds?)"));
+    }
+    if let Some((level, ty)) = other_cmsg {
+        return refuse(format!(
+            "control message level {level} type {ty}; only SCM_RIGHTS is accepted"
+        ));
+    }
+    if received.len() > MAX_FDS {
+        return refuse(format!(
+            "{} fds in one datagram; at most {MAX_FDS} are allowed",
+            received.len()
+        ));
+    }
+    if n == 0 && received.is_empty() {
+        return Received::Eof;
+    }
+    drop(received);
+    buf.truncate(n as usize);
+    Received::Datagram(buf)
+}

@@ -1,0 +1,464 @@
+//! Starting wshd as PID 1 of a new container: a sealed copy of the wshd
+//! binary, clone(2) into new namespaces, the child's setup (mounts,
+//! pivot_root, fds) and execveat of the sealed copy.
+
+use crate::fs;
+use grove_schema::Handle;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Copy the wshd binary into a sealed memfd. Containers exec wshd from this
+/// memfd, so their /proc/1/exe is the memfd: sealed against writes, it
+/// cannot be used to overwrite the host's wshd (the runc CVE-2019-5736 shape).
+pub fn seal_wshd(path: &std::path::Path) -> Result<OwnedFd, String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| format!("wshd {}: {e}", path.display()))?;
+    let name = c"grove-wshd";
+    let flags = libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC;
+    // SAFETY: name is a NUL-terminated literal; memfd_create only reads it.
+    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), flags | libc::MFD_EXEC) };
+    if fd < 0 && Errno::last() == Errno::EINVAL {
+        // Kernels before 6.3 know no MFD_EXEC; their memfds are executable.
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    }
+    let fd = Errno::result(fd).map_err(|e| format!("memfd_create: {e}"))?;
+    // SAFETY: memfd_create just returned this fd; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    fs::write_all(fd.as_raw_fd(), &bytes)
+        .map_err(|e| format!("writing wshd into its memfd: {e}"))?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl F_ADD_SEALS on an fd we own takes an int argument.
+    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })
+        .map_err(|e| format!("sealing the wshd memfd: {e}"))?;
+    Ok(fd)
+}
+
+/// Everything the child needs, opened by the parent beforehand.
+pub struct Spawn<'a> {
+    pub handle: &'a Handle,
+    /// The policy's depot path, and the container's depot dir as the parent
+    /// made it (its `upper`, `work` and `rootfs` entries are the overlay's).
+    pub depot_path: &'a str,
+    pub container_dir: BorrowedFd<'a>,
+    /// The policy-approved rootfs path, and the directory the parent opened.
+    pub rootfs_path: &'a str,
+    pub lower: BorrowedFd<'a>,
+    pub log: BorrowedFd<'a>,
+    pub socket: BorrowedFd<'a>,
+    pub wshd: BorrowedFd<'a>,
+    pub server_uid: u32,
+}
+
+pub struct Child {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+/// How long the child may take from clone to exec.
+const SETUP_TIMEOUT_MS: u16 = 10_000;
+
+/// Clone wshd's process into new namespaces and wait until it has exec'd.
+/// `enter_cgroups` runs in the parent between clone and the child's setup.
+pub fn spawn(
+    s: &Spawn,
+    enter_cgroups: impl FnOnce(i32) -> Result<(), String>,
+) -> Result<Child, String> {
+    // Prepare every string before clone so the child mostly makes syscalls.
+    let argv = [
+        CString::new("wshd"),
+        CString::new("--socket-fd"),
+        CString::new("3"),
+        CString::new("--server-uid"),
+        CString::new(s.server_uid.to_string()),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| e.to_string())?;
+    let envp = [
+        c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        c"container=grove".to_owned(),
+    ];
+    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+
+    let flags = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET
+        | libc::SIGCHLD;
+    // SAFETY: clone without CLONE_VM and with a null stack behaves like
+    // fork(2): the child runs on a copy-on-write copy of this process. The
+    // helper is single-threaded, so no lock can be held by a thread that
+    // does not exist in the child; the child never returns from this branch
+    // (it execs or _exits), so no destructor of the parent's state runs twice.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if ret == 0 {
+        drop(go_w);
+        drop(err_r);
+        // Keep the report pipe above the fds 0-4 the child sets up for wshd.
+        // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we hold into a new one >= 10.
+        let report_fd = unsafe { libc::fcntl(err_w.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            child(s, &go_r, &argv, &envp)
+        }));
+        let msg = match outcome {
+            Ok(Err(msg)) => msg,
+            Ok(Ok(())) => "exec: returned".to_string(),
+            Err(_) => "child setup panicked".to_string(),
+        };
+        let _ = fs::write_all(
+            if report_fd >= 0 {
+                report_fd
+            } else {
+                err_w.as_raw_fd()
+            },
+            msg.as_bytes(),
+        );
+        // SAFETY: _exit ends the child at once, without running the parent's
+        // atexit handlers or destructors.
+        unsafe { libc::_exit(1) };
+    }
+    let pid = Errno::result(ret).map_err(|e| format!("clone: {e}"))? as i32;
+    drop(go_r);
+    drop(err_w);
+    let fail = |msg: String| {
+        // The child is ours and unreaped, so its pid cannot be recycled yet.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), None);
+        Err(msg)
+    };
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => return fail(format!("pidfd_open: {e}")),
+    };
+    if let Err(e) = enter_cgroups(pid) {
+        return fail(e);
+    }
+    if let Err(e) = fs::write_all(go_w.as_raw_fd(), b"g") {
+        return fail(format!("releasing the child: {e}"));
+    }
+    drop(go_w);
+    // The child reports "step: error" and exits, or exec closes the pipe.
+    let mut report = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let mut fds = [PollFd::new(err_r.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(SETUP_TIMEOUT_MS)) {
+            Ok(0) => return fail("container setup did not finish within 10 s".into()),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return fail(format!("poll: {e}")),
+        }
+        match nix::unistd::read(err_r.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) if report.len() < 4096 => report.extend_from_slice(&buf[..n]),
+            Ok(_) | Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
+            Err(e) => return fail(format!("reading the child's report: {e}")),
+        }
+    }
+    if !report.is_empty() {
+        return fail(String::from_utf8_lossy(&report).into_owned());
+    }
+    Ok(Child { pid, pidfd })
+}
+
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
+    let fd = Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: pidfd_open just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub fn pidfd_kill(pidfd: BorrowedFd) -> Result<(), Errno> {
+    // SAFETY: pidfd_send_signal with a null siginfo is kill(2) by pidfd; a
+    // pidfd names exactly one process, never a recycled pid.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// Both fds name the same inode.
+fn same_inode(a: BorrowedFd, b: BorrowedFd) -> Result<(), Errno> {
+    let (x, y) = (
+        nix::sys::stat::fstat(a.as_raw_fd())?,
+        nix::sys::stat::fstat(b.as_raw_fd())?,
+    );
+    if (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino) {
+        Ok(())
+    } else {
+        Err(Errno::EXDEV)
+    }
+}
+
+fn fd_path(fd: RawFd) -> String {
+    format!("/proc/self/fd/{fd}")
+}
+
+fn step<T>(what: &str, r: Result<T, Errno>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// The child: PID 1 of the new PID namespace, alone in its new mount, UTS,
+/// IPC and network namespaces. Returns only on failure.
+fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<(), String> {
+    // The helper blocks signals for its signalfd and ignores SIGPIPE; wshd
+    // starts with a clean slate.
+    step(
+        "sigprocmask",
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None),
+    )?;
+    // SAFETY: restoring the default disposition installs no handler.
+    step("SIGPIPE", unsafe {
+        nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
+    })?;
+
+    let mut b = [0u8; 1];
+    if step(
+        "waiting for the parent",
+        nix::unistd::read(go.as_raw_fd(), &mut b),
+    )? != 1
+    {
+        return Err("waiting for the parent: it gave up".into());
+    }
+    // Now in the container's cgroups: a new cgroup namespace rooted there.
+    step(
+        "unshare cgroup namespace",
+        unshare(CloneFlags::CLONE_NEWCGROUP),
+    )?;
+    // Nothing below may propagate back to the host's mount table.
+    step(
+        "make / private",
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+    )?;
+    // overlayfs accepts only layers reached through this mount namespace,
+    // and the parent's fds reach the host's: look the directories up again
+    // (the same paths name the same mounts in the copy), and check by inode
+    // that they are the very directories the parent created and approved.
+    let depot = step(
+        "open the depot",
+        fs::openat(None, s.depot_path, OFlag::O_PATH | OFlag::O_DIRECTORY, 0),
+    )?;
+    let dir = step(
+        "open the depot dir",
+        fs::open_path_dir(depot.as_fd(), s.handle.as_str()),
+    )?;
+    step(
+        "check the depot dir",
+        same_inode(dir.as_fd(), s.container_dir),
+    )?;
+    let lower = step("open the rootfs", fs::open_dir_no_symlinks(s.rootfs_path))?;
+    step("check the rootfs", same_inode(lower.as_fd(), s.lower))?;
+    let upper = step("open upper", fs::open_path_dir(dir.as_fd(), "upper"))?;
+    let work = step("open work", fs::open_path_dir(dir.as_fd(), "work"))?;
+    let mount_point = step("open rootfs", fs::open_path_dir(dir.as_fd(), "rootfs"))?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        fd_path(lower.as_raw_fd()),
+        fd_path(upper.as_raw_fd()),
+        fd_path(work.as_raw_fd())
+    );
+    step(
+        "mount overlay",
+        mount(
+            Some("overlay"),
+            fd_path(mount_point.as_raw_fd()).as_str(),
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        ),
+    )?;
+    // Looking up "rootfs" again crosses into the overlay just mounted on it.
+    let root = step("open the overlay", fs::open_dir(dir.as_fd(), "rootfs"))?;
+    drop((depot, dir, lower, upper, work, mount_point));
+    step(
+        "chdir into the overlay",
+        nix::unistd::fchdir(root.as_raw_fd()),
+    )?;
+
+    // proc, sys and dev: real directories of the rootfs, opened O_NOFOLLOW
+    // and mounted on through their fd, so a symlink in an image cannot aim
+    // a mount at the host.
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mounts: [(&str, &str, MsFlags, Option<&str>); 3] = [
+        ("proc", "proc", nosuid_nodev_noexec, None),
+        (
+            "sys",
+            "sysfs",
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            None,
+        ),
+        (
+            "dev",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=0755,size=65536k"),
+        ),
+    ];
+    for (dir, fstype, flags, data) in mounts {
+        step(
+            &format!("mkdir {dir}"),
+            fs::mkdir_at(root.as_fd(), dir, 0o755, true),
+        )?;
+        let fd = step(&format!("open {dir}"), fs::open_path_dir(root.as_fd(), dir))?;
+        step(
+            &format!("mount {fstype} on {dir}"),
+            mount(
+                Some(fstype),
+                fd_path(fd.as_raw_fd()).as_str(),
+                Some(fstype),
+                flags,
+                data,
+            ),
+        )?;
+    }
+    let dev = step("open dev", fs::open_dir(root.as_fd(), "dev"))?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let f = step(
+            &format!("create dev/{node}"),
+            fs::openat(
+                Some(dev.as_fd()),
+                node,
+                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+                0o666,
+            ),
+        )?;
+        let host = format!("/dev/{node}");
+        step(
+            &format!("bind {host}"),
+            mount(
+                Some(host.as_str()),
+                fd_path(f.as_raw_fd()).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+        )?;
+    }
+    step(
+        "mkdir dev/pts",
+        fs::mkdir_at(dev.as_fd(), "pts", 0o755, false),
+    )?;
+    let pts = step("open dev/pts", fs::open_path_dir(dev.as_fd(), "pts"))?;
+    step(
+        "mount devpts",
+        mount(
+            Some("devpts"),
+            fd_path(pts.as_raw_fd()).as_str(),
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        ),
+    )?;
+    step(
+        "mkdir dev/shm",
+        fs::mkdir_at(dev.as_fd(), "shm", 0o1777, false),
+    )?;
+    let shm = step("open dev/shm", fs::open_path_dir(dev.as_fd(), "shm"))?;
+    step(
+        "mount dev/shm",
+        mount(
+            Some("shm"),
+            fd_path(shm.as_raw_fd()).as_str(),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
+    )?;
+    for (target, name) in [
+        ("pts/ptmx", "ptmx"),
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ] {
+        step(
+            &format!("symlink dev/{name}"),
+            nix::unistd::symlinkat(target, Some(dev.as_raw_fd()), name),
+        )?;
+    }
+    drop((dev, pts, shm));
+
+    step("sethostname", nix::unistd::sethostname(s.handle.as_str()))?;
+
+    // Stack the old root under the new one and detach it: afterwards no
+    // path in this mount namespace leads to the host's filesystem.
+    step("pivot_root", nix::unistd::pivot_root(".", "."))?;
+    step("detach the old root", umount2(".", MntFlags::MNT_DETACH))?;
+    step("chdir /", nix::unistd::chdir("/"))?;
+    drop(root);
+
+    // fds 0-4 as wshd expects them; everything else closes at exec.
+    let null = step(
+        "open /dev/null",
+        fs::openat(None, "/dev/null", OFlag::O_RDWR, 0),
+    )?;
+    let high = |fd: RawFd| {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we hold into a new one >= 10.
+        step(
+            "dup",
+            Errno::result(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) }),
+        )
+    };
+    // First move every source above 9 so no dup2 below overwrites a source.
+    let sources = [
+        high(null.as_raw_fd())?,
+        high(s.log.as_raw_fd())?,
+        high(s.log.as_raw_fd())?,
+        high(s.socket.as_raw_fd())?,
+        high(s.wshd.as_raw_fd())?,
+    ];
+    for (target, src) in sources.iter().enumerate() {
+        step("dup2", nix::unistd::dup2(*src, target as RawFd))?;
+    }
+    // Mark, not close, the rest: the error pipe must stay open until exec.
+    // SAFETY: close_range only changes fd flags of this process.
+    step(
+        "close_range",
+        Errno::result(unsafe {
+            libc::close_range(
+                5,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+            )
+        }),
+    )?;
+    step(
+        "execveat wshd",
+        nix::unistd::execveat(Some(4), c"", argv, envp, nix::fcntl::AtFlags::AT_EMPTY_PATH),
+    )?;
+    Ok(())
+}

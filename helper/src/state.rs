@@ -1,0 +1,147 @@
+//! Per-container state: Creating → Running → Stopped → Destroying → removed.
+//! `transition` is the whole table, as one pure function (a fuzz target).
+
+use grove_schema::helper::{ContainerState, ErrorKind, HelperError};
+use std::os::fd::OwnedFd;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A CreateContainer request.
+    Create,
+    /// Every create step succeeded.
+    Created,
+    /// A create step failed and was rolled back.
+    CreateFailed,
+    /// A DestroyContainer request.
+    Destroy,
+    /// Everything the container owned is gone.
+    Destroyed,
+    /// A destroy step failed; destroy may be retried.
+    DestroyFailed,
+    /// The container's wshd exited.
+    WshdExited,
+}
+
+/// The next state (None = no such container) for `event` in `current`, or
+/// the error the request gets.
+pub fn transition(
+    current: Option<&ContainerState>,
+    event: Event,
+) -> Result<Option<ContainerState>, HelperError> {
+    use ContainerState::*;
+    use Event::*;
+    let invalid = |why: &str| Err(HelperError::new(ErrorKind::InvalidState, why.to_string()));
+    match (current, event) {
+        (None, Create) => Ok(Some(Creating)),
+        (Some(_), Create) => Err(HelperError::new(
+            ErrorKind::AlreadyExists,
+            "a container with that handle exists",
+        )),
+        (Some(Creating), Created) => Ok(Some(Running)),
+        (Some(Creating), CreateFailed) => Ok(None),
+        (Some(Running | Stopped), Destroy) => Ok(Some(Destroying)),
+        (Some(Destroying), Destroy) => invalid("the container is already being destroyed"),
+        (Some(Creating), Destroy) => invalid("the container is still being created"),
+        (None, Destroy) => Err(HelperError::new(
+            ErrorKind::NotFound,
+            "no container has that handle",
+        )),
+        (Some(Destroying), Destroyed) => Ok(None),
+        (Some(Destroying), DestroyFailed) => Ok(Some(Stopped)),
+        (Some(Running), WshdExited) => Ok(Some(Stopped)),
+        // wshd may die while we create or destroy; those paths look for themselves.
+        (Some(s @ (Stopped | Creating | Destroying)), WshdExited) => Ok(Some(s.clone())),
+        (s, e) => invalid(&format!("event {e:?} is not valid in state {s:?}")),
+    }
+}
+
+/// What the helper knows about one container.
+#[derive(Debug)]
+pub struct Container {
+    pub state: ContainerState,
+    /// wshd's host pid (0 when unknown).
+    pub wshd_pid: i32,
+    /// A pidfd for wshd: signals through it cannot reach a recycled pid.
+    pub pidfd: Option<OwnedFd>,
+    /// wshd is our unreaped child (false after recovery or once reaped).
+    pub our_child: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ContainerState::*;
+    use Event::*;
+
+    const STATES: [Option<ContainerState>; 5] = [
+        None,
+        Some(Creating),
+        Some(Running),
+        Some(Stopped),
+        Some(Destroying),
+    ];
+    const EVENTS: [Event; 7] = [
+        Create,
+        Created,
+        CreateFailed,
+        Destroy,
+        Destroyed,
+        DestroyFailed,
+        WshdExited,
+    ];
+
+    #[test]
+    fn the_lifecycle_goes_through() {
+        let mut s = None;
+        for e in [
+            Create,
+            Created,
+            WshdExited,
+            Destroy,
+            DestroyFailed,
+            Destroy,
+            Destroyed,
+        ] {
+            s = transition(s.as_ref(), e).unwrap();
+        }
+        assert_eq!(s, None);
+    }
+
+    #[test]
+    fn requests_get_the_right_errors() {
+        let kind = |s: Option<ContainerState>, e| transition(s.as_ref(), e).unwrap_err().kind;
+        assert_eq!(kind(Some(Running), Create), ErrorKind::AlreadyExists);
+        assert_eq!(kind(Some(Destroying), Create), ErrorKind::AlreadyExists);
+        assert_eq!(kind(None, Destroy), ErrorKind::NotFound);
+        assert_eq!(kind(Some(Destroying), Destroy), ErrorKind::InvalidState);
+        assert!(transition(Some(&Destroying), Destroy)
+            .unwrap_err()
+            .message
+            .contains("already being destroyed"));
+        assert_eq!(kind(Some(Creating), Destroy), ErrorKind::InvalidState);
+    }
+
+    #[test]
+    fn every_pair_is_decided_and_stays_in_the_graph() {
+        for s in &STATES {
+            for e in EVENTS {
+                if let Ok(next) = transition(s.as_ref(), e) {
+                    // Creating and Destroying are entered only by their requests.
+                    match (&next, e) {
+                        (Some(Creating), _) => {
+                            assert!(e == Create || s.as_ref() == Some(&Creating))
+                        }
+                        (Some(Destroying), _) => {
+                            assert!(e == Destroy || s.as_ref() == Some(&Destroying))
+                        }
+                        (None, _) => assert!(matches!(e, CreateFailed | Destroyed)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Nothing skips Destroying on its way out of Running.
+        assert!(transition(Some(&Running), Destroyed).is_err());
+        assert!(transition(Some(&Stopped), Destroyed).is_err());
+    }
+}

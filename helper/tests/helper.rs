@@ -1,0 +1,737 @@
+//! Integration tests: start the built grove-helper as root with a policy of
+//! its own (temp dirs, a cgroup parent named after this test process) and
+//! speak the raw protocol to it. Run as root on a cgroup v1 (hybrid) host.
+//!
+//! The container tests use a throwaway static "wshd" compiled into the test's
+//! temp dir: it prints what it sees inside the container to its log and sleeps.
+
+use grove_schema::helper::{
+    decode_response, encode_request, ContainerState, ErrorKind, HostPath, Request, Response,
+    RootfsSource, MAX_DATAGRAM, PROTOCOL_VERSION,
+};
+use grove_schema::Handle;
+use nix::sys::socket::{
+    connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
+};
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CONTROLLERS: [&str; 8] = [
+    "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio",
+];
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+const SLEEPER: &str = r#"
+use std::io::Write;
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let fd3 = std::fs::read_link("/proc/self/fd/3").map(|p| p.display().to_string()).unwrap_or_default();
+    let mut dev: Vec<String> = std::fs::read_dir("/dev").map(|d| d.filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    dev.sort();
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+        .lines().filter_map(|l| l.split(' ').nth(4).map(String::from)).collect();
+    let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default().replace('\n', ";");
+    println!("pid={} args=[{}] hostname={} fd3={} busybox={} env=[{}] dev=[{}] mounts=[{}] cgroup=[{}]",
+        std::process::id(), args.join(" "), host.trim(), fd3, std::path::Path::new("/bin/busybox").exists(),
+        env.join(","), dev.join(","), mounts.join(","), cgroup);
+    std::io::stdout().flush().ok();
+    loop { std::thread::sleep(std::time::Duration::from_secs(3600)); }
+}
+"#;
+
+struct Fixture {
+    dir: PathBuf,
+    cgroup_parent: String,
+    helper: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Fixture {
+    /// A temp dir with a busybox rootfs, a policy and (if `real_wshd`) the
+    /// sleeper as wshd; the helper is started and ready.
+    fn new(server_user: &str, real_wshd: bool) -> Fixture {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/grove-helper-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("rootfs/busybox/bin")).unwrap();
+        let mut f = Fixture {
+            cgroup_parent: format!("grove-test-{}-{n}", std::process::id()),
+            dir,
+            helper: None,
+            log: Arc::new(Mutex::new(String::new())),
+        };
+        let d = f.dir.clone();
+        std::fs::copy("/bin/busybox", d.join("rootfs/busybox/bin/busybox")).unwrap();
+        std::os::unix::fs::symlink("busybox", d.join("rootfs/busybox/bin/sh")).unwrap();
+        let wshd = if real_wshd {
+            std::fs::write(d.join("sleeper.rs"), SLEEPER).unwrap();
+            let out = Command::new("rustc")
+                .args(["-C", "target-feature=+crt-static", "-O", "-o"])
+                .arg(d.join("sleeper"))
+                .arg(d.join("sleeper.rs"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "building the sleeper: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            d.join("sleeper")
+        } else {
+            PathBuf::from("/bin/true")
+        };
+        let policy = format!(
+            "# test policy\nserver_user = {server_user}\nsocket = {d}/helper.sock\ndepot = {d}/depot\n\
+             runtime_dir = {d}/run\ndefault_rootfs = {d}/rootfs/busybox\nrootfs_allow = {d}/rootfs\n\
+             wshd = {w}\ncgroup_parent = {cg}\nmax_containers = 2\n",
+            d = d.display(),
+            w = wshd.display(),
+            cg = f.cgroup_parent
+        );
+        std::fs::write(d.join("policy.conf"), policy).unwrap();
+        std::fs::set_permissions(
+            d.join("policy.conf"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        f.start();
+        f
+    }
+
+    fn start(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_grove-helper"))
+            .arg("--policy")
+            .arg(self.dir.join("policy.conf"))
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        self.helper = Some(child);
+        let pid = self.helper.as_ref().unwrap().id();
+        self.wait_for(&format!("pid {pid})"), "the helper's ready line");
+    }
+
+    fn wait_for(&mut self, needle: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log.lock().unwrap().contains(needle) {
+            if let Some(status) = self
+                .helper
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "helper exited with {status} waiting for {what}:\n{}",
+                    self.log.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("helper.sock")
+    }
+
+    fn connect(&self) -> OwnedFd {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        connect(fd.as_raw_fd(), &UnixAddr::new(&self.socket()).unwrap()).unwrap();
+        fd
+    }
+
+    fn call(&self, r: &Request) -> Response {
+        let fd = self.connect();
+        send(&fd, &encode_request(r), &[]);
+        recv(&fd).expect("a response")
+    }
+
+    fn cgroup(&self, controller: &str, handle: &str) -> PathBuf {
+        Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(&self.cgroup_parent)
+            .join(handle)
+    }
+
+    /// Host mounts that involve this fixture's dir (other tests on the host
+    /// may mount elsewhere at the same time).
+    fn my_mounts(&self) -> Vec<String> {
+        let me = self.dir.display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&me))
+            .map(String::from)
+            .collect()
+    }
+
+    fn stop_helper(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut child = self.helper.take().unwrap();
+        // SAFETY: signalling the helper process this fixture started, by its pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.helper.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Kill what the helper started (the processes in our own cgroups), then
+        // remove the cgroups and the temp dir.
+        for ctl in CONTROLLERS {
+            let parent = Path::new("/sys/fs/cgroup")
+                .join(ctl)
+                .join(&self.cgroup_parent);
+            let Ok(entries) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                for _ in 0..100 {
+                    let procs =
+                        std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+                    if procs.trim().is_empty() {
+                        break;
+                    }
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        // SAFETY: these processes were started by this test's helper.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                for _ in 0..100 {
+                    if std::fs::remove_dir(e.path()).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn send(fd: &OwnedFd, bytes: &[u8], fds: &[RawFd]) {
+    let iov = [std::io::IoSlice::new(bytes)];
+    let cmsgs = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsgs };
+    sendmsg::<()>(fd.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).unwrap();
+}
+
+/// The next response, or None at EOF.
+fn recv(fd: &OwnedFd) -> Option<Response> {
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16)).unwrap();
+    assert_eq!(n, 1, "no response within 30 s");
+    let mut buf = vec![0u8; 256 * 1024];
+    let n = nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    if n == 0 {
+        return None;
+    }
+    Some(decode_response(&buf[..n]).unwrap())
+}
+
+fn error_kind(r: Response) -> ErrorKind {
+    match r {
+        Response::Error(e) => e.kind,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn h(s: &str) -> Handle {
+    Handle::new(s).unwrap()
+}
+
+fn ping_works(f: &Fixture) {
+    assert_eq!(
+        f.call(&Request::Ping),
+        Response::Pong {
+            version: PROTOCOL_VERSION
+        }
+    );
+}
+
+/// Raw postcard bytes of CreateContainer with an unchecked handle and the default rootfs.
+fn raw_create(handle: &str) -> Vec<u8> {
+    let mut b = vec![PROTOCOL_VERSION as u8, 1, handle.len() as u8];
+    b.extend_from_slice(handle.as_bytes());
+    b.push(0);
+    b
+}
+
+#[test]
+fn protocol_violations_end_only_that_conversation() {
+    let f = Fixture::new("root", false);
+    ping_works(&f);
+    assert_eq!(
+        raw_create("ok-handle"),
+        encode_request(&Request::CreateContainer {
+            handle: h("ok-handle"),
+            rootfs: RootfsSource::Default
+        })
+    );
+    let create = encode_request(&Request::CreateContainer {
+        handle: h("abc"),
+        rootfs: RootfsSource::HostDir(HostPath::new("/srv/x").unwrap()),
+    });
+    let cases: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
+        ("garbage", vec![0xff; 10], ErrorKind::Malformed),
+        (
+            "truncated",
+            create[..create.len() - 2].to_vec(),
+            ErrorKind::Malformed,
+        ),
+        (
+            "unknown variant",
+            vec![PROTOCOL_VERSION as u8, 200],
+            ErrorKind::Malformed,
+        ),
+        (
+            "trailing byte",
+            vec![PROTOCOL_VERSION as u8, 0, 0],
+            ErrorKind::Malformed,
+        ),
+        (
+            "longer than the buffer",
+            vec![0; MAX_DATAGRAM + 100],
+            ErrorKind::Malformed,
+        ),
+        (
+            "one byte too long",
+            vec![0; MAX_DATAGRAM + 1],
+            ErrorKind::Malformed,
+        ),
+        ("handle with /", raw_create("a/b"), ErrorKind::Malformed),
+        ("handle ..", raw_create(".."), ErrorKind::Malformed),
+        ("other version", vec![9, 0], ErrorKind::UnsupportedVersion),
+    ];
+    for (what, bytes, kind) in cases {
+        let fd = f.connect();
+        send(&fd, &bytes, &[]);
+        assert_eq!(error_kind(recv(&fd).unwrap()), kind, "{what}");
+        assert_eq!(
+            recv(&fd),
+            None,
+            "{what}: the helper must close the connection"
+        );
+        ping_works(&f);
+    }
+
+    // Several requests on one connection, and several connections at once.
+    let a = f.connect();
+    let b = f.connect();
+    for _ in 0..3 {
+        send(&a, &encode_request(&Request::Ping), &[]);
+        send(&b, &encode_request(&Request::ListContainers), &[]);
+        assert_eq!(
+            recv(&a),
+            Some(Response::Pong {
+                version: PROTOCOL_VERSION
+            })
+        );
+        assert_eq!(recv(&b), Some(Response::Containers(vec![])));
+    }
+
+    // Received fds are closed: the pipe's read end sees EOF once our copy
+    // and the helper's copy of the write end are gone.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    send(&a, &encode_request(&Request::Ping), &[w.as_raw_fd()]);
+    drop(w);
+    assert_eq!(
+        recv(&a),
+        Some(Response::Pong {
+            version: PROTOCOL_VERSION
+        })
+    );
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        nix::unistd::read(r.as_raw_fd(), &mut buf).unwrap(),
+        0,
+        "the helper kept a passed fd open"
+    );
+    // More than MAX_FDS fds: refused.
+    let fds: Vec<RawFd> = vec![r.as_raw_fd(); 5];
+    send(&b, &encode_request(&Request::Ping), &fds);
+    assert_eq!(error_kind(recv(&b).unwrap()), ErrorKind::Malformed);
+    assert_eq!(recv(&b), None);
+
+    // Policy and state refusals are ordinary answers.
+    let host_dir = |p: &str| Request::CreateContainer {
+        handle: h("c1"),
+        rootfs: RootfsSource::HostDir(HostPath::new(p).unwrap()),
+    };
+    match f.call(&host_dir("/etc")) {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::PolicyRefused);
+            assert!(
+                e.message.contains("/etc") && e.message.contains(&f.dir.display().to_string()),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let missing = format!("{}/rootfs/missing", f.dir.display());
+    match f.call(&host_dir(&missing)) {
+        Response::Error(e) => assert!(e.message.contains(&missing), "{}", e.message),
+        other => panic!("{other:?}"),
+    }
+    // A symlink beneath the allowlisted dir is not followed out of it.
+    std::os::unix::fs::symlink("/etc", f.dir.join("rootfs/sneaky")).unwrap();
+    let sneaky = format!("{}/rootfs/sneaky", f.dir.display());
+    assert_eq!(error_kind(f.call(&host_dir(&sneaky))), ErrorKind::System);
+    assert_eq!(
+        error_kind(f.call(&Request::DestroyContainer { handle: h("nope") })),
+        ErrorKind::NotFound
+    );
+    assert!(!f.dir.join("depot/c1").exists());
+    ping_works(&f);
+}
+
+#[test]
+fn another_uid_is_refused_and_the_helper_keeps_serving() {
+    let f = Fixture::new("nobody", false);
+    for _ in 0..2 {
+        let fd = f.connect();
+        match recv(&fd) {
+            Some(Response::Error(e)) => {
+                assert_eq!(e.kind, ErrorKind::PolicyRefused);
+                assert!(
+                    e.message
+                        .contains("uid 0 is not grove-helper's server uid 65534"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(recv(&fd), None);
+    }
+    let md = std::fs::metadata(f.socket()).unwrap();
+    assert_eq!((md.uid(), md.gid(), md.mode() & 0o777), (0, 65534, 0o660));
+}
+
+#[test]
+fn bad_policies_stop_the_helper() {
+    let dir = PathBuf::from(format!("/tmp/grove-helper-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |policy: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_grove-helper"))
+            .arg("--policy")
+            .arg(policy)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&dir.join("absent.conf"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("absent.conf"), "{err}");
+    let p = dir.join("writable.conf");
+    std::fs::write(&p, "server_user = root\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, err) = run(&p);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not writable by group or others"), "{err}");
+    let p = dir.join("unknown.conf");
+    std::fs::write(&p, "server_user = root\nfrobnicate = yes\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, err) = run(&p);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("line 2") && err.contains("frobnicate"),
+        "{err}"
+    );
+    let (code, err) = {
+        let out = Command::new(env!("CARGO_BIN_EXE_grove-helper"))
+            .arg("--bogus")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(1));
+    assert!(err.contains("usage"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn wshd_log(f: &Fixture, handle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(f.dir.join("depot").join(handle).join("wshd.log"))
+            .unwrap_or_default();
+        if log.contains('\n') {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "wshd of {handle} wrote nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie is not alive for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn assert_gone(f: &Fixture, handle: &str, pid: i32) {
+    assert!(!f.dir.join("depot").join(handle).exists(), "depot dir left");
+    assert!(
+        !f.dir.join("run").join(format!("{handle}.sock")).exists(),
+        "socket left"
+    );
+    for c in CONTROLLERS {
+        assert!(!f.cgroup(c, handle).exists(), "cgroup {c} left");
+    }
+    assert!(!pid_alive(pid), "wshd {pid} still alive");
+}
+
+fn create(f: &Fixture, handle: &str) -> i32 {
+    match f.call(&Request::CreateContainer {
+        handle: h(handle),
+        rootfs: RootfsSource::Default,
+    }) {
+        Response::Created { wshd_pid } => wshd_pid,
+        other => panic!("create {handle}: {other:?}\n{}", f.log.lock().unwrap()),
+    }
+}
+
+#[test]
+fn create_and_destroy_a_container() {
+    let f = Fixture::new("root", true);
+    let mounts_before = f.my_mounts();
+    let pid = create(&f, "c1");
+    assert!(pid > 0);
+
+    let log = wshd_log(&f, "c1");
+    for want in [
+        "pid=1 ",
+        "args=[wshd --socket-fd 3 --server-uid 0]",
+        "hostname=c1 ",
+        "fd3=socket:",
+        "busybox=true",
+        "container=grove",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "dev=[fd,full,null,ptmx,pts,random,shm,stderr,stdin,stdout,tty,urandom,zero]",
+        "mounts=[/,/proc,/sys,/dev,/dev/null,/dev/zero,/dev/full,/dev/random,/dev/urandom,/dev/tty,/dev/pts,/dev/shm]",
+        "memory:/;",
+    ] {
+        assert!(log.contains(want), "wshd log lacks {want:?}:\n{log}");
+    }
+    assert_eq!(f.my_mounts(), mounts_before, "the host mount table changed");
+    let pidfile = std::fs::read_to_string(f.dir.join("depot/c1/wshd.pid")).unwrap();
+    assert_eq!(pidfile.trim(), pid.to_string());
+    for c in CONTROLLERS {
+        let procs = std::fs::read_to_string(f.cgroup(c, "c1").join("cgroup.procs")).unwrap();
+        assert!(procs.lines().any(|l| l == pid.to_string()), "{c}: {procs}");
+    }
+    let sock = std::fs::symlink_metadata(f.dir.join("run/c1.sock")).unwrap();
+    assert_eq!((sock.uid(), sock.mode() & 0o777), (0, 0o600));
+    let run = std::fs::metadata(f.dir.join("run")).unwrap();
+    assert_eq!(run.mode() & 0o777, 0o710);
+    let depot = std::fs::metadata(f.dir.join("depot")).unwrap();
+    assert_eq!(depot.mode() & 0o777, 0o700);
+
+    // Writes go to the container's upper dir, not the shared rootfs.
+    assert!(!f.dir.join("rootfs/busybox/proc").exists());
+    assert!(f.dir.join("depot/c1/upper/proc").is_dir());
+
+    assert_eq!(
+        error_kind(f.call(&Request::CreateContainer {
+            handle: h("c1"),
+            rootfs: RootfsSource::Default
+        })),
+        ErrorKind::AlreadyExists
+    );
+    match f.call(&Request::ListContainers) {
+        Response::Containers(list) => {
+            assert_eq!(list.len(), 1);
+            assert_eq!(
+                (list[0].handle.as_str(), &list[0].state, list[0].wshd_pid),
+                ("c1", &ContainerState::Running, pid)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The limit (max_containers = 2 in the test policy).
+    let pid2 = create(&f, "c2");
+    assert_eq!(
+        error_kind(f.call(&Request::CreateContainer {
+            handle: h("c3"),
+            rootfs: RootfsSource::Default
+        })),
+        ErrorKind::LimitExceeded
+    );
+
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("c1") }),
+        Response::Destroyed
+    );
+    assert_gone(&f, "c1", pid);
+    assert_eq!(
+        error_kind(f.call(&Request::DestroyContainer { handle: h("c1") })),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("c2") }),
+        Response::Destroyed
+    );
+    assert_gone(&f, "c2", pid2);
+    assert_eq!(f.my_mounts(), mounts_before);
+    assert_eq!(
+        f.call(&Request::ListContainers),
+        Response::Containers(vec![])
+    );
+}
+
+#[test]
+fn a_failed_create_leaves_nothing_behind() {
+    let f = Fixture::new("root", true);
+    // A rootfs whose proc is a symlink to a host path: the helper must refuse
+    // to mount through it, and roll every step back.
+    let bad = f.dir.join("rootfs/bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::os::unix::fs::symlink("/tmp", bad.join("proc")).unwrap();
+    let r = f.call(&Request::CreateContainer {
+        handle: h("bad1"),
+        rootfs: RootfsSource::HostDir(HostPath::new(bad.to_str().unwrap()).unwrap()),
+    });
+    match r {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::System);
+            assert!(e.message.contains("proc"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_gone(&f, "bad1", 0);
+    assert_eq!(
+        f.call(&Request::ListContainers),
+        Response::Containers(vec![])
+    );
+    // And the same handle works afterwards.
+    let pid = create(&f, "bad1");
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("bad1") }),
+        Response::Destroyed
+    );
+    assert_gone(&f, "bad1", pid);
+}
+
+#[test]
+fn a_restarted_helper_recovers_its_containers() {
+    let mut f = Fixture::new("root", true);
+    let pid1 = create(&f, "r1");
+    let pid2 = create(&f, "r2");
+    wshd_log(&f, "r1");
+    let status = f.stop_helper(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0));
+    assert!(!f.socket().exists(), "SIGTERM must remove the socket");
+    assert!(
+        pid_alive(pid1) && pid_alive(pid2),
+        "containers must survive the helper"
+    );
+
+    // SAFETY: r2's wshd was started by this test's helper; kill it
+    // so the new helper finds r2 Stopped.
+    unsafe { libc::kill(pid2, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(pid2) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f.start();
+    match f.call(&Request::ListContainers) {
+        Response::Containers(list) => {
+            let states: Vec<(&str, ContainerState, i32)> = list
+                .iter()
+                .map(|c| (c.handle.as_str(), c.state.clone(), c.wshd_pid))
+                .collect();
+            assert_eq!(
+                states,
+                vec![
+                    ("r1", ContainerState::Running, pid1),
+                    ("r2", ContainerState::Stopped, 0)
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("r1") }),
+        Response::Destroyed
+    );
+    assert_gone(&f, "r1", pid1);
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("r2") }),
+        Response::Destroyed
+    );
+    assert_gone(&f, "r2", pid2);
+}
+
+#[test]
+fn a_wshd_that_dies_leaves_its_container_stopped() {
+    let f = Fixture::new("root", true);
+    let pid = create(&f, "s1");
+    wshd_log(&f, "s1");
+    // SAFETY: this wshd was started by this test's helper.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f.call(&Request::ListContainers) {
+            Response::Containers(list) if list[0].state == ContainerState::Stopped => break,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "s1 never became Stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("s1") }),
+        Response::Destroyed
+    );
+    assert_gone(&f, "s1", pid);
+}
