@@ -42,9 +42,10 @@ pub struct TestEnv {
 }
 
 pub fn bin_dir() -> PathBuf {
-    std::env::var_os("GROVE_BIN_DIR")
+    let dir = std::env::var_os("GROVE_BIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    dir.canonicalize().unwrap_or(dir)
 }
 
 pub fn default_rootfs() -> PathBuf {
@@ -144,7 +145,8 @@ impl TestEnv {
         )
         .unwrap();
 
-        let log = |name: &str| fs::File::create(env.root.join(name)).unwrap();
+        let root = env.root.clone();
+        let log = move |name: &str| fs::File::create(root.join(name)).unwrap();
         env.helper = Some(
             std::process::Command::new(bins.join("grove-helper"))
                 .arg("--policy")
@@ -155,7 +157,8 @@ impl TestEnv {
                 .spawn()
                 .expect("starting grove-helper"),
         );
-        env.wait_for(|| env.helper_socket.exists(), "the helper's socket");
+        let helper_socket = env.helper_socket.clone();
+        env.wait_for(|| helper_socket.exists(), "the helper's socket");
         let mut groved = std::process::Command::new(bins.join("groved"));
         groved
             .arg("--config")
@@ -176,15 +179,26 @@ impl TestEnv {
             });
         }
         env.groved = Some(groved.spawn().expect("starting groved"));
-        env.wait_for(|| env.socket.exists(), "groved's socket");
+        let socket = env.socket.clone();
+        env.wait_for(|| socket.exists(), "groved's socket");
         env
     }
 
-    fn wait_for(&self, ready: impl Fn() -> bool, what: &str) {
+    fn wait_for(&mut self, ready: impl Fn() -> bool, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !ready() {
             if Instant::now() > deadline {
                 panic!("timed out waiting for {what}\n{}", self.logs());
+            }
+            let exited = [&mut self.helper, &mut self.groved]
+                .into_iter()
+                .flatten()
+                .find_map(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "a daemon exited ({status}) before {what} appeared\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

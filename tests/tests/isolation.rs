@@ -26,8 +26,8 @@ fn pid_one_is_wshd_and_host_processes_are_invisible() {
             pids.len() <= 4,
             "only the container's processes are visible: {pids:?}"
         );
-        let test_pid = std::process::id();
-        assert!(!pids.contains(&test_pid) || test_pid < 10);
+        // A fresh PID namespace numbers from 1: no host pid shows through.
+        assert!(pids.iter().all(|&p| p < 100), "container pids: {pids:?}");
         // A host pid the container must not reach: the helper's.
         let (status, _, _) = exec(&container, "kill", &["-0", &helper_pid.to_string()]).await;
         assert_ne!(status, 0, "the helper's pid is not visible inside");
@@ -37,7 +37,6 @@ fn pid_one_is_wshd_and_host_processes_are_invisible() {
 #[test]
 fn the_container_has_its_own_mounts_and_the_host_table_is_unchanged() {
     let env = TestEnv::start();
-    let depot = env.depot.clone();
     env.run(|client| async move {
         let before = host_mount_points();
         let (container, _) = create(&client, "iso-mnt", "").await.unwrap();
@@ -65,7 +64,6 @@ fn the_container_has_its_own_mounts_and_the_host_table_is_unchanged() {
                 "unexpected mount {point} (host mounts must not leak in)"
             );
         }
-        assert!(!mounts.contains(depot.to_str().unwrap()) || mounts.lines().count() < 20);
         let (_, root_line, _) = exec(
             &container,
             "sh",
