@@ -7,6 +7,8 @@
 //! depends on the helper's policy (which directories may be a rootfs, ...) is
 //! checked by the helper after decoding, before anything happens.
 
+pub use crate::envelope::Envelope;
+use crate::envelope::{self, DecodeError};
 use crate::Handle;
 use serde::{Deserialize, Serialize};
 
@@ -19,12 +21,6 @@ pub const MAX_RESPONSE: usize = 192 * 1024;
 pub const MAX_FDS: usize = 4;
 /// Longest path the protocol carries.
 pub const MAX_PATH: usize = 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope<T> {
-    pub version: u16,
-    pub body: T,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -186,42 +182,14 @@ pub fn encode_response(response: &Response) -> Vec<u8> {
 }
 
 fn encode<T: Serialize>(body: &T) -> Vec<u8> {
-    let envelope = Envelope {
-        version: PROTOCOL_VERSION,
-        body,
-    };
-    postcard::to_allocvec(&envelope).expect("postcard encoding into a Vec cannot fail")
+    envelope::encode(PROTOCOL_VERSION, body)
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], max: usize) -> Result<T, HelperError> {
-    if bytes.len() > max {
-        return Err(HelperError::new(
-            ErrorKind::Malformed,
-            format!(
-                "datagram is {} bytes; at most {max} are allowed",
-                bytes.len()
-            ),
-        ));
-    }
-    // The version comes first so that a peer speaking another version gets a
-    // precise answer rather than "malformed".
-    let (version, _) = postcard::take_from_bytes::<u16>(bytes)
-        .map_err(|e| HelperError::new(ErrorKind::Malformed, format!("no version header: {e}")))?;
-    if version != PROTOCOL_VERSION {
-        return Err(HelperError::new(
-            ErrorKind::UnsupportedVersion,
-            format!("protocol version {version}; this side speaks {PROTOCOL_VERSION}"),
-        ));
-    }
-    let (envelope, rest) = postcard::take_from_bytes::<Envelope<T>>(bytes)
-        .map_err(|e| HelperError::new(ErrorKind::Malformed, format!("undecodable message: {e}")))?;
-    if !rest.is_empty() {
-        return Err(HelperError::new(
-            ErrorKind::Malformed,
-            format!("{} trailing bytes after the message", rest.len()),
-        ));
-    }
-    Ok(envelope.body)
+    envelope::decode(bytes, max, PROTOCOL_VERSION).map_err(|e| match e {
+        DecodeError::Malformed(m) => HelperError::new(ErrorKind::Malformed, m),
+        DecodeError::UnsupportedVersion(m) => HelperError::new(ErrorKind::UnsupportedVersion, m),
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 capnp::generated_code!(pub mod api_capnp);
 
 pub mod conf;
+pub mod envelope;
 pub mod handle;
 pub mod helper;
 pub mod wshd;

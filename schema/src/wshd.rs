@@ -10,6 +10,8 @@
 //! `Wait` is answered once the process has exited; the connection stays
 //! open until then.
 
+pub use crate::envelope::Envelope;
+use crate::envelope::{self, DecodeError};
 use serde::{Deserialize, Serialize};
 
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -19,12 +21,6 @@ pub const MAX_DATAGRAM: usize = 128 * 1024;
 pub const MAX_FDS: usize = 3;
 /// Longest process id.
 pub const MAX_PROCESS_ID: usize = 128;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope<T> {
-    pub version: u16,
-    pub body: T,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -142,40 +138,14 @@ impl WshdError {
 }
 
 pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
-    postcard::to_allocvec(&Envelope {
-        version: PROTOCOL_VERSION,
-        body,
-    })
-    .expect("postcard encoding into a Vec cannot fail")
+    envelope::encode(PROTOCOL_VERSION, body)
 }
 
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, WshdError> {
-    if bytes.len() > MAX_DATAGRAM {
-        return Err(WshdError::new(
-            ErrorKind::Malformed,
-            format!(
-                "datagram is {} bytes; at most {MAX_DATAGRAM} are allowed",
-                bytes.len()
-            ),
-        ));
-    }
-    let (version, _) = postcard::take_from_bytes::<u16>(bytes)
-        .map_err(|e| WshdError::new(ErrorKind::Malformed, format!("no version header: {e}")))?;
-    if version != PROTOCOL_VERSION {
-        return Err(WshdError::new(
-            ErrorKind::UnsupportedVersion,
-            format!("protocol version {version}; this side speaks {PROTOCOL_VERSION}"),
-        ));
-    }
-    let (envelope, rest) = postcard::take_from_bytes::<Envelope<T>>(bytes)
-        .map_err(|e| WshdError::new(ErrorKind::Malformed, format!("undecodable message: {e}")))?;
-    if !rest.is_empty() {
-        return Err(WshdError::new(
-            ErrorKind::Malformed,
-            format!("{} trailing bytes after the message", rest.len()),
-        ));
-    }
-    Ok(envelope.body)
+    envelope::decode(bytes, MAX_DATAGRAM, PROTOCOL_VERSION).map_err(|e| match e {
+        DecodeError::Malformed(m) => WshdError::new(ErrorKind::Malformed, m),
+        DecodeError::UnsupportedVersion(m) => WshdError::new(ErrorKind::UnsupportedVersion, m),
+    })
 }
 
 #[cfg(test)]
