@@ -11,16 +11,38 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{accept4, getsockopt, send, sockopt, MsgFlags, SockFlag};
+use nix::sys::socket::{
+    accept4, getsockopt, send, shutdown, sockopt, MsgFlags, Shutdown, SockFlag,
+};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Most connections open at once (groved needs one or two).
 const MAX_CONNECTIONS: usize = 16;
+/// How long a refused peer has to read its error before we hang up.
+const LINGER: Duration = Duration::from_secs(2);
 
 struct Conn {
     fd: OwnedFd,
     uid: u32,
+    /// Set once the peer was refused: its error is sent and our side shut
+    /// down for writing; what it still sends is read and dropped until it
+    /// hangs up or the deadline passes. Closing at once with its datagrams
+    /// unread would make the kernel reset the connection, and the peer
+    /// could lose the error that says why.
+    closing: Option<Instant>,
+}
+
+impl Conn {
+    fn refuse(fd: OwnedFd, uid: u32, error: HelperError) -> Conn {
+        reply(&fd, uid, &Response::Error(error));
+        let _ = shutdown(fd.as_raw_fd(), Shutdown::Write);
+        Conn {
+            fd,
+            uid,
+            closing: Some(Instant::now() + LINGER),
+        }
+    }
 }
 
 /// What one received datagram turned out to be.
@@ -83,10 +105,25 @@ pub fn serve(
                 }
             }
         }
-        // Serve connections first (by index, from the back, so removal is safe).
+        // Serve connections first (by index, from the back, so removal is
+        // safe); replace a refused one by its lingering form.
+        let now = Instant::now();
         for i in (0..conns.len()).rev() {
-            if ready[2 + i] && !serve_one(helper, &conns[i]) {
-                conns.remove(i);
+            match conns[i].closing {
+                Some(deadline) => {
+                    if (ready[2 + i] && drain_one(&conns[i])) || now > deadline {
+                        conns.remove(i);
+                    }
+                }
+                None if ready[2 + i] => match serve_one(helper, &conns[i]) {
+                    Outcome::Continue => {}
+                    Outcome::Close => drop(conns.remove(i)),
+                    Outcome::Refuse(e) => {
+                        let conn = conns.remove(i);
+                        conns.push(Conn::refuse(conn.fd, conn.uid, e));
+                    }
+                },
+                None => {}
             }
         }
         if ready[1] {
@@ -112,55 +149,67 @@ fn accept(listener: &OwnedFd, server_uid: u32, conns: &mut Vec<Conn>) {
             return;
         }
     };
-    if uid != server_uid {
+    let refusal = if uid != server_uid {
         eprintln!("grove-helper: uid={uid} refused: not the server uid {server_uid}");
-        reply(
-            &fd,
-            uid,
-            &Response::Error(HelperError::new(
-                ErrorKind::PolicyRefused,
-                format!("uid {uid} is not grove-helper's server uid {server_uid}"),
-            )),
-        );
-        return;
-    }
-    if conns.len() >= MAX_CONNECTIONS {
+        Some(HelperError::new(
+            ErrorKind::PolicyRefused,
+            format!("uid {uid} is not grove-helper's server uid {server_uid}"),
+        ))
+    } else if conns.len() >= MAX_CONNECTIONS {
         eprintln!("grove-helper: uid={uid} refused: {MAX_CONNECTIONS} connections are open");
-        reply(
-            &fd,
+        Some(HelperError::new(
+            ErrorKind::LimitExceeded,
+            format!("{MAX_CONNECTIONS} connections are open"),
+        ))
+    } else {
+        None
+    };
+    match refusal {
+        // Lingering connections are bounded too: past twice the limit, a
+        // refused peer is simply hung up on.
+        Some(e) if conns.len() < 2 * MAX_CONNECTIONS => conns.push(Conn::refuse(fd, uid, e)),
+        Some(_) => drop(fd),
+        None => conns.push(Conn {
+            fd,
             uid,
-            &Response::Error(HelperError::new(
-                ErrorKind::LimitExceeded,
-                format!("{MAX_CONNECTIONS} connections are open"),
-            )),
-        );
-        return;
+            closing: None,
+        }),
     }
-    conns.push(Conn { fd, uid });
 }
 
-/// Serve one datagram; false closes the connection.
-fn serve_one(helper: &mut Helper, conn: &Conn) -> bool {
+/// Read and drop one datagram from a refused peer; true once it hung up.
+fn drain_one(conn: &Conn) -> bool {
+    matches!(receive(conn.fd.as_raw_fd()), Received::Eof)
+}
+
+/// What serving one datagram means for the conversation.
+enum Outcome {
+    Continue,
+    /// The peer hung up, or cannot be answered.
+    Close,
+    /// A protocol violation ends the conversation (OpenSSH monitor style),
+    /// once the peer is told why.
+    Refuse(HelperError),
+}
+
+fn serve_one(helper: &mut Helper, conn: &Conn) -> Outcome {
     let bytes = match receive(conn.fd.as_raw_fd()) {
-        Received::Eof => return false,
-        Received::Nothing => return true,
+        Received::Eof => return Outcome::Close,
+        Received::Nothing => return Outcome::Continue,
         Received::Refused(e) => {
             eprintln!(
                 "grove-helper: uid={} refused datagram: {}",
                 conn.uid, e.message
             );
-            reply(&conn.fd, conn.uid, &Response::Error(e));
-            return false;
+            return Outcome::Refuse(e);
         }
         Received::Datagram(b) => b,
     };
     let request = match decode_request(&bytes) {
         Ok(r) => r,
         Err(e) => {
-            // A protocol violation ends the conversation (OpenSSH monitor style).
             eprintln!("grove-helper: uid={} bad request: {e}", conn.uid);
-            reply(&conn.fd, conn.uid, &Response::Error(e));
-            return false;
+            return Outcome::Refuse(e);
         }
     };
     let start = Instant::now();
@@ -175,7 +224,11 @@ fn serve_one(helper: &mut Helper, conn: &Conn) -> bool {
         conn.uid,
         start.elapsed().as_millis()
     );
-    reply(&conn.fd, conn.uid, &response)
+    if reply(&conn.fd, conn.uid, &response) {
+        Outcome::Continue
+    } else {
+        Outcome::Close
+    }
 }
 
 fn describe(r: &grove_schema::helper::Request) -> String {
