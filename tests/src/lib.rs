@@ -180,7 +180,11 @@ impl TestEnv {
         }
         env.groved = Some(groved.spawn().expect("starting groved"));
         let socket = env.socket.clone();
-        env.wait_for(|| socket.exists(), "groved's socket");
+        // Listening, not merely bound: a connection gets through.
+        env.wait_for(
+            || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+            "groved's socket",
+        );
         env
     }
 
