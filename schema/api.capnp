@@ -341,7 +341,10 @@ interface Process {
   # exitStatus >= 0: the process exited with that code (0..255).
   # exitStatus < 0: a signal killed it; the signal number is -exitStatus.
   # Resolves once the process has exited and the output it wrote before
-  # exiting has been delivered to this caller's streams.
+  # exiting has been delivered to the streams given to `run` (their `done`
+  # has returned). Exception: when a process it left behind keeps the
+  # output pipe open, wait resolves once the pipe is empty and everything
+  # read from it has been sent; the streams end (`done`) when the pipe does.
   wait @1 () -> (exitStatus :Int32);
   signal @2 (signal :Signal) -> ();
   setTty @3 (windowSize :WindowSize) -> ();

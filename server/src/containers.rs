@@ -20,6 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long stop(kill=false) waits after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a finished process stays known (for info and late callers)
+/// after its output is done.
+pub const KEEP_FINISHED: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -264,7 +267,13 @@ impl Grove {
                 tracing::warn!(%handle, "the helper did not know the container; dropping the record")
             }
             Err(e) => {
-                container.phase.set(before);
+                // A stop that was under way has been overtaken: its processes
+                // are at least as dead as a finished stop would leave them.
+                container.phase.set(if before == Phase::Stopping {
+                    Phase::Stopped
+                } else {
+                    before
+                });
                 return Err(e);
             }
         }
@@ -279,7 +288,16 @@ impl Grove {
         Ok(())
     }
 
-    pub async fn stop(&self, container: &Rc<Container>, kill: bool) -> ApiResult<()> {
+    /// Stop every process of the container. Runs to completion even if the
+    /// client goes away meanwhile.
+    pub async fn stop(self: &Rc<Self>, container: &Rc<Container>, kill: bool) -> ApiResult<()> {
+        let (this, container) = (self.clone(), container.clone());
+        tokio::task::spawn_local(async move { this.stop_inner(&container, kill).await })
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    async fn stop_inner(&self, container: &Rc<Container>, kill: bool) -> ApiResult<()> {
         match container.phase() {
             Phase::Active | Phase::Stopped => {}
             Phase::Stopping => {
@@ -377,16 +395,39 @@ impl Grove {
                 "unexpected answer to spawn: {response:?}"
             )));
         };
-        let entry = ProcessEntry::start(
+        let entry = match ProcessEntry::start(
             id.clone(),
             container.wshd_socket.clone(),
             fds,
             spec.open_stdin,
             spec.stdout,
             spec.stderr,
-        )?;
+        ) {
+            Ok(entry) => entry,
+            Err(e) => {
+                // Do not leave a process nobody tracks.
+                let kill = wshd::Request::Signal {
+                    id: id.clone(),
+                    signal: libc::SIGKILL,
+                };
+                let _ = wshd_client::call(&container.wshd_socket, &kill).await;
+                return Err(e);
+            }
+        };
         tracing::info!(handle = %container.handle, process = %id, pid, "process started");
-        container.processes.borrow_mut().insert(id, entry.clone());
+        container
+            .processes
+            .borrow_mut()
+            .insert(id.clone(), entry.clone());
+        // Forget the process a while after it is finished and released.
+        let (weak, finished) = (Rc::downgrade(container), entry.clone());
+        tokio::task::spawn_local(async move {
+            finished.released().await;
+            tokio::time::sleep(KEEP_FINISHED).await;
+            if let Some(container) = weak.upgrade() {
+                container.processes.borrow_mut().remove(&id);
+            }
+        });
         Ok(entry)
     }
 

@@ -85,12 +85,26 @@ fn run() -> Result<(), String> {
         }
         None => Config::default(),
     };
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, serve(config))
+}
+
+/// Each process groved relays holds two or three pipe ends until its output
+/// ends: raise the soft fd limit to the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, "raising RLIMIT_NOFILE");
+            }
+        }
+    }
 }
 
 async fn serve(config: Config) -> Result<(), String> {

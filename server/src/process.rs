@@ -34,6 +34,8 @@ pub struct ProcessEntry {
     pub id: String,
     pub wshd_socket: PathBuf,
     exit: watch::Sender<ExitState>,
+    /// Set once the output is finished and wshd has forgotten the process.
+    released: watch::Sender<bool>,
     pub stdout: Rc<OutputPump>,
     pub stderr: Rc<OutputPump>,
     /// Our end of the process's stdin, while it is open.
@@ -69,10 +71,12 @@ impl ProcessEntry {
             None
         };
         let (exit, _) = watch::channel(ExitState::Running);
+        let (released, _) = watch::channel(false);
         let entry = Rc::new(ProcessEntry {
             id,
             wshd_socket,
             exit,
+            released,
             stdout,
             stderr,
             stdin: RefCell::new(stdin),
@@ -157,6 +161,13 @@ impl ProcessEntry {
                 tracing::debug!(process = %self.id, error = %e, "release");
             }
         }
+        self.released.send_replace(true);
+    }
+
+    /// Resolves once the process has exited, its output is finished and wshd
+    /// has released it (or its fate became unknowable).
+    pub async fn released(&self) {
+        let _ = self.released.subscribe().wait_for(|r| *r).await;
     }
 
     /// Write to the process's stdin; waits while the pipe is full.
@@ -234,7 +245,9 @@ struct PumpState {
 }
 
 pub struct OutputPump {
-    fd: AsyncFd<OwnedFd>,
+    /// The pipe, until end of file (then closed, so finished processes hold
+    /// no file descriptors).
+    fd: RefCell<Option<Rc<AsyncFd<OwnedFd>>>>,
     state: RefCell<PumpState>,
     changed: Notify,
 }
@@ -242,7 +255,7 @@ pub struct OutputPump {
 impl OutputPump {
     fn new(fd: AsyncFd<OwnedFd>, sink: Option<byte_stream::Client>) -> Rc<OutputPump> {
         Rc::new(OutputPump {
-            fd,
+            fd: RefCell::new(Some(Rc::new(fd))),
             state: RefCell::new(PumpState {
                 sink,
                 ..PumpState::default()
@@ -252,6 +265,9 @@ impl OutputPump {
     }
 
     async fn run(self: Rc<Self>) {
+        let Some(fd) = self.fd.borrow().clone() else {
+            return;
+        };
         let mut buffer = vec![0u8; CHUNK];
         loop {
             if self.must_hold_back() {
@@ -260,7 +276,7 @@ impl OutputPump {
                 self.changed.notified().await;
                 continue;
             }
-            let Ok(mut guard) = self.fd.readable().await else {
+            let Ok(mut guard) = fd.readable().await else {
                 break;
             };
             self.state.borrow_mut().busy = true;
@@ -280,6 +296,8 @@ impl OutputPump {
             self.state.borrow_mut().busy = false;
             self.changed.notify_waiters();
         }
+        drop(fd);
+        self.fd.borrow_mut().take();
         self.state.borrow_mut().busy = true;
         let sink = self.state.borrow_mut().sink.take();
         if let Some(sink) = sink {
@@ -340,7 +358,9 @@ impl OutputPump {
                 if state.finished || (state.sink.is_none() && !state.busy) {
                     return;
                 }
-                if !state.busy && !hang_up_pending(&self.fd) && bytes_in_pipe(&self.fd) == 0 {
+                let fd = self.fd.borrow();
+                let Some(fd) = fd.as_ref() else { return };
+                if !state.busy && !hang_up_pending(fd) && bytes_in_pipe(fd) == 0 {
                     return;
                 }
             }

@@ -6,6 +6,7 @@ use grove_schema::wshd::{self, ErrorKind, Request, Response, WshdError};
 use std::io::IoSliceMut;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio_seqpacket::ancillary::OwnedAncillaryMessage;
 use tokio_seqpacket::UnixSeqpacket;
 
@@ -59,9 +60,25 @@ impl WshdConnection {
     }
 }
 
-/// One request on a fresh connection.
+/// How long wshd may take to answer anything but `Wait`.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One request on a fresh connection. Every request but `Wait` (answered
+/// when the process exits) must be answered within ANSWER_TIMEOUT, so a
+/// container that wedges its wshd cannot hang groved.
 pub async fn call(path: &Path, request: &Request) -> ApiResult<(Response, Vec<OwnedFd>)> {
-    WshdConnection::connect(path).await?.call(request).await
+    let exchange = async { WshdConnection::connect(path).await?.call(request).await };
+    if matches!(request, Request::Wait { .. }) {
+        return exchange.await;
+    }
+    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            unavailable(
+                path,
+                format!("no answer within {} s", ANSWER_TIMEOUT.as_secs()),
+            )
+        })?
 }
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> ApiError {

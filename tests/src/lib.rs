@@ -488,21 +488,6 @@ pub fn namespaces_of(pid: i32) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every namespace any host process is in.
-pub fn all_host_namespaces() -> std::collections::HashSet<String> {
-    let mut found = std::collections::HashSet::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        for (_, ns) in namespaces_of(pid) {
-            found.insert(ns);
-        }
-    }
-    found
-}
-
 /// The host's mount table, as mount points (our own mount namespace).
 pub fn host_mount_points() -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo")

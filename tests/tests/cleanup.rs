@@ -55,14 +55,20 @@ fn fifty_containers_leave_no_trace() {
                 "{controller}: cgroups left: {children:?}"
             );
         }
-        let live: HashSet<String> = all_host_namespaces();
-        let leaked: Vec<_> = namespaces.intersection(&live).collect();
-        assert!(leaked.is_empty(), "namespaces still alive: {leaked:?}");
+        // Namespace inode numbers are reused, so a match alone proves
+        // nothing: a leak is a live process holding one of them that is
+        // (or was) part of this test's containers.
+        let holders = processes_in_namespaces(&namespaces);
+        let leaked: Vec<_> = holders
+            .iter()
+            .filter(|pid| belongs_to(**pid, &env_ref.name))
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "processes still in the containers' namespaces: {leaked:?}"
+        );
         for pid in pids {
-            assert!(
-                !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_other_process(pid),
-                "wshd {pid} is gone"
-            );
+            assert!(!belongs_to(pid, &env_ref.name), "wshd {pid} is gone");
         }
         let depot: Vec<_> = std::fs::read_dir(&env_ref.depot)
             .unwrap()
@@ -85,9 +91,24 @@ fn fifty_containers_leave_no_trace() {
     });
 }
 
-/// A pid can be reused by an unrelated process; such a process is not wshd.
-fn is_other_process(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-        .map(|c| !c.starts_with("wshd"))
-        .unwrap_or(true)
+/// Host processes in any of the given namespaces.
+fn processes_in_namespaces(namespaces: &HashSet<String>) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            namespaces_of(*pid)
+                .iter()
+                .any(|(_, ns)| namespaces.contains(ns))
+        })
+        .collect()
+}
+
+/// Whether a live process is wshd or sits in this test's cgroups (a pid
+/// reused by an unrelated process is neither).
+fn belongs_to(pid: i32, cgroup_parent: &str) -> bool {
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    cmdline.starts_with("wshd\0") || cgroups.contains(&format!("/{cgroup_parent}/"))
 }

@@ -177,16 +177,58 @@ pub fn resolve(
     })
 }
 
+/// The largest user database wshd reads.
+const MAX_DATABASE: u64 = 4 << 20;
+
 /// Reads the container's databases; a missing file is an empty database.
 pub fn load() -> (Vec<PasswdEntry>, Vec<GroupEntry>) {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let passwd = read_database("/etc/passwd").unwrap_or_default();
+    let group = read_database("/etc/group").unwrap_or_default();
     (parse_passwd(&passwd), parse_group(&group))
+}
+
+/// Read a file the container controls without letting it hang or starve
+/// wshd: no symlinks, no FIFOs or devices (O_NONBLOCK, then a regular-file
+/// check), and at most MAX_DATABASE bytes.
+fn read_database(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{path} is not a regular file"
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_DATABASE).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn databases_that_could_hang_wshd_are_not_read() {
+        let dir = std::env::temp_dir().join(format!("wshd-db-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(read_database(fifo.to_str().unwrap()).is_err());
+        let link = dir.join("link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(read_database(link.to_str().unwrap()).is_err());
+        let real = dir.join("passwd");
+        std::fs::write(&real, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        assert_eq!(
+            parse_passwd(&read_database(real.to_str().unwrap()).unwrap()).len(),
+            1
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     const PASSWD: &str = "\
 root:x:0:0:root:/root:/bin/sh
