@@ -161,7 +161,7 @@ impl Client {
     }
 }
 
-/// What a process's command looks like, for `fill_process_spec`.
+/// What a process's command looks like, for `Command::fill`.
 #[derive(Debug, Clone, Default)]
 pub struct Command {
     pub path: String,
@@ -170,6 +170,62 @@ pub struct Command {
     pub dir: String,
     pub user: String,
     pub id: String,
+    /// (name, value), names as in `RLIMIT_NAMES`.
+    pub rlimits: Vec<(String, u64)>,
+    /// Run on a terminal of (columns, rows).
+    pub tty: Option<(u16, u16)>,
+}
+
+/// The resource limits a process may be given, by name.
+pub const RLIMIT_NAMES: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "sigpending",
+    "stack",
+];
+
+/// Set one resource limit by name; an unknown name is an error naming the
+/// known ones.
+pub fn set_rlimit(
+    mut r: api::resource_limits::Builder<'_>,
+    name: &str,
+    value: u64,
+) -> std::result::Result<(), String> {
+    match name {
+        "as" => (r.set_as(value), r.set_has_as(true)),
+        "core" => (r.set_core(value), r.set_has_core(true)),
+        "cpu" => (r.set_cpu(value), r.set_has_cpu(true)),
+        "data" => (r.set_data(value), r.set_has_data(true)),
+        "fsize" => (r.set_fsize(value), r.set_has_fsize(true)),
+        "locks" => (r.set_locks(value), r.set_has_locks(true)),
+        "memlock" => (r.set_memlock(value), r.set_has_memlock(true)),
+        "msgqueue" => (r.set_msgqueue(value), r.set_has_msgqueue(true)),
+        "nice" => (r.set_nice(value), r.set_has_nice(true)),
+        "nofile" => (r.set_nofile(value), r.set_has_nofile(true)),
+        "nproc" => (r.set_nproc(value), r.set_has_nproc(true)),
+        "rss" => (r.set_rss(value), r.set_has_rss(true)),
+        "rtprio" => (r.set_rtprio(value), r.set_has_rtprio(true)),
+        "sigpending" => (r.set_sigpending(value), r.set_has_sigpending(true)),
+        "stack" => (r.set_stack(value), r.set_has_stack(true)),
+        other => {
+            return Err(format!(
+                "unknown resource limit {other:?} (known: {})",
+                RLIMIT_NAMES.join(", ")
+            ))
+        }
+    };
+    Ok(())
 }
 
 impl Command {
@@ -181,7 +237,12 @@ impl Command {
         }
     }
 
-    pub fn fill(&self, mut spec: api::process_spec::Builder<'_>) {
+    /// Write this command into a ProcessSpec; an unknown rlimit name is an
+    /// error.
+    pub fn fill(
+        &self,
+        mut spec: api::process_spec::Builder<'_>,
+    ) -> std::result::Result<(), String> {
         spec.set_path(&self.path);
         fill_text_list(
             spec.reborrow().init_args(self.args.len() as u32),
@@ -191,6 +252,17 @@ impl Command {
         spec.set_dir(&self.dir);
         spec.set_user(&self.user);
         spec.set_id(&self.id);
+        for (name, value) in &self.rlimits {
+            let rlimits = spec.reborrow().get_rlimits().map_err(|e| e.to_string())?;
+            set_rlimit(rlimits, name, *value)?;
+        }
+        if let Some((columns, rows)) = self.tty {
+            spec.set_has_tty(true);
+            let mut size = spec.init_tty().init_window_size();
+            size.set_columns(columns);
+            size.set_rows(rows);
+        }
+        Ok(())
     }
 }
 

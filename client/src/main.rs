@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use grove_client::{api, shell_exit_code, socket_path, writer_sink, Client, Command, Error};
 use std::path::PathBuf;
+
+mod terminal;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -48,27 +50,10 @@ enum Cmd {
     /// Show a container's state, processes and properties.
     Info { handle: String },
     /// Run a command in a container, streaming its output; exits with its status.
-    Run {
-        /// Pass this command's stdin to the process.
-        #[arg(short, long)]
-        interactive: bool,
-        /// User name or uid[:gid] inside the container (default: root).
-        #[arg(long)]
-        user: Option<String>,
-        /// Working directory (default: the user's home).
-        #[arg(long)]
-        dir: Option<String>,
-        /// NAME=value added to the environment (repeatable).
-        #[arg(long = "env", value_name = "NAME=VALUE")]
-        env: Vec<String>,
-        /// A process id of your choosing (default: generated).
-        #[arg(long)]
-        id: Option<String>,
-        handle: String,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
+    /// Re-attach to a running or finished process: its unread output, then
+    /// everything that follows; exits with its status.
+    Attach { handle: String, process_id: String },
     /// Stop every process in a container: SIGTERM, then SIGKILL after 10 s.
     Stop {
         /// SIGKILL at once.
@@ -78,6 +63,49 @@ enum Cmd {
     },
     /// Destroy a container and everything it owns.
     Destroy { handle: String },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Pass this command's stdin to the process.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Run on a terminal (implies -i); the local terminal goes raw.
+    #[arg(short, long)]
+    tty: bool,
+    /// User name or uid[:gid] inside the container (default: root).
+    #[arg(long)]
+    user: Option<String>,
+    /// Working directory (default: the user's home).
+    #[arg(long)]
+    dir: Option<String>,
+    /// NAME=value added to the environment (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// A resource limit, e.g. nofile=1024 (repeatable).
+    #[arg(long = "rlimit", value_name = "NAME=VALUE", value_parser = parse_rlimit)]
+    rlimits: Vec<(String, u64)>,
+    /// A process id of your choosing (default: generated).
+    #[arg(long)]
+    id: Option<String>,
+    handle: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn parse_rlimit(s: &str) -> Result<(String, u64), String> {
+    let (name, value) = parse_pair(s)?;
+    if !grove_client::RLIMIT_NAMES.contains(&name.as_str()) {
+        return Err(format!(
+            "unknown limit {name:?} (known: {})",
+            grove_client::RLIMIT_NAMES.join(", ")
+        ));
+    }
+    let value = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    Ok((name, value))
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -160,17 +188,8 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             let response = container.info_request().send().promise.await?;
             print_info(&handle, response.get()?.get_info()?)?;
         }
-        Cmd::Run {
-            interactive,
-            user,
-            dir,
-            env,
-            id,
-            handle,
-            command,
-        } => {
-            return run(&client, interactive, user, dir, env, id, &handle, command).await;
-        }
+        Cmd::Run(args) => return run(&client, args).await,
+        Cmd::Attach { handle, process_id } => return attach(&client, &handle, &process_id).await,
         Cmd::Stop { kill, handle } => {
             let container = client.lookup(&handle).await?;
             let mut request = container.stop_request();
@@ -205,36 +224,46 @@ fn print_info(handle: &str, info: api::container_info::Reader<'_>) -> Result<(),
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    client: &Client,
-    interactive: bool,
-    user: Option<String>,
-    dir: Option<String>,
-    env: Vec<String>,
-    id: Option<String>,
-    handle: &str,
-    command: Vec<String>,
-) -> Result<i32, Error> {
-    let container = client.lookup(handle).await?;
-    let (path, args) = command.split_first().expect("clap requires a command");
+async fn run(client: &Client, args: RunArgs) -> Result<i32, Error> {
+    let container = client.lookup(&args.handle).await?;
+    let (path, argv) = args.command.split_first().expect("clap requires a command");
+    let terminal = if args.tty {
+        Some(terminal::size())
+    } else {
+        None
+    };
     let cmd = Command {
         path: path.clone(),
-        args: args.to_vec(),
-        env,
-        dir: dir.unwrap_or_default(),
-        user: user.unwrap_or_default(),
-        id: id.unwrap_or_default(),
+        args: argv.to_vec(),
+        env: args.env,
+        dir: args.dir.unwrap_or_default(),
+        user: args.user.unwrap_or_default(),
+        id: args.id.unwrap_or_default(),
+        rlimits: args.rlimits,
+        tty: terminal,
     };
     let (stdout, stdout_done) = writer_sink(std::io::stdout());
     let (stderr, stderr_done) = writer_sink(std::io::stderr());
+    let interactive = args.interactive || args.tty;
     let mut request = container.run_request();
-    cmd.fill(request.get().init_spec());
+    cmd.fill(request.get().init_spec()).map_err(|m| Error {
+        code: "invalidSpec".into(),
+        message: m,
+    })?;
     let mut io = request.get().init_io();
     io.set_stdout(stdout);
     io.set_stderr(stderr);
     io.set_open_stdin(interactive);
     let process = request.send().pipeline.get_process();
+    // Raw mode while the remote terminal runs; restored when this ends.
+    let _raw = if args.tty {
+        terminal::RawMode::enter()
+    } else {
+        None
+    };
+    if args.tty {
+        tokio::task::spawn_local(forward_window_changes(process.clone()));
+    }
     if interactive {
         let stdin = process.stdin_request().send().pipeline.get_stream();
         tokio::task::spawn_local(forward_stdin(stdin));
@@ -246,6 +275,39 @@ async fn run(
     // keeps the pipes open, the command still ends with the process.
     drop((stdout_done, stderr_done));
     Ok(shell_exit_code(status))
+}
+
+async fn attach(client: &Client, handle: &str, process_id: &str) -> Result<i32, Error> {
+    let container = client.lookup(handle).await?;
+    let (stdout, _stdout_done) = writer_sink(std::io::stdout());
+    let (stderr, _stderr_done) = writer_sink(std::io::stderr());
+    let mut request = container.attach_request();
+    request.get().set_process_id(process_id);
+    let mut io = request.get().init_io();
+    io.set_stdout(stdout);
+    io.set_stderr(stderr);
+    let process = request.send().pipeline.get_process();
+    let response = process.wait_request().send().promise.await?;
+    Ok(shell_exit_code(response.get()?.get_exit_status()))
+}
+
+/// Tell the process about every resize of the local terminal.
+async fn forward_window_changes(process: api::process::Client) {
+    let Ok(mut changes) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+    else {
+        return;
+    };
+    while changes.recv().await.is_some() {
+        let (columns, rows) = terminal::size();
+        let mut request = process.set_tty_request();
+        let mut size = request.get().init_window_size();
+        size.set_columns(columns);
+        size.set_rows(rows);
+        if request.send().promise.await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Copy this command's stdin to the process, then close it.

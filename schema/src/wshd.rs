@@ -7,6 +7,14 @@
 //! end), then stdin (write end) when `open_stdin` was asked for. wshd keeps
 //! its own copies, so the process neither sees EOF on stdin nor dies of
 //! SIGPIPE if groved goes away; `CloseStdin` and `Release` drop them.
+//! stdout and stderr pipes hold `OUTPUT_BUFFER` bytes: that is the output
+//! kept while nobody reads it (groved reads only for attached clients), and
+//! it survives a groved restart because wshd holds the read ends too.
+//!
+//! A tty process runs on a pseudo-terminal. wshd relays the terminal's
+//! output into a pipe of the same size; the fds are: output (read end),
+//! then the terminal's master (for input and nothing else) when
+//! `open_stdin` was asked for. There is no separate stderr.
 //! `Wait` is answered once the process has exited; the connection stays
 //! open until then.
 
@@ -21,6 +29,8 @@ pub const MAX_DATAGRAM: usize = 128 * 1024;
 pub const MAX_FDS: usize = 3;
 /// Longest process id.
 pub const MAX_PROCESS_ID: usize = 128;
+/// Capacity of each output pipe: what is kept while nobody reads.
+pub const OUTPUT_BUFFER: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -49,6 +59,44 @@ pub enum Request {
     },
     /// Every process wshd knows.
     List,
+    /// Hand over the parent-side fds of a known process again (after a
+    /// groved restart): answered with `Attached` and the same fd layout as
+    /// `Spawned`, minus stdin once it was closed.
+    Reattach {
+        id: String,
+    },
+    /// Resize a tty process's terminal; the kernel sends it SIGWINCH.
+    SetWindowSize {
+        id: String,
+        size: WindowSize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    pub columns: u16,
+    pub rows: u16,
+}
+
+/// The resource limits a process may be given (setrlimit), by name as in
+/// Garden's ResourceLimits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rlimit {
+    As,
+    Core,
+    Cpu,
+    Data,
+    Fsize,
+    Locks,
+    Memlock,
+    Msgqueue,
+    Nice,
+    Nofile,
+    Nproc,
+    Rss,
+    Rtprio,
+    Sigpending,
+    Stack,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +115,10 @@ pub struct SpawnSpec {
     pub user: Option<String>,
     /// Whether the process gets a stdin pipe (else it reads /dev/null).
     pub open_stdin: bool,
+    /// Run on a new pseudo-terminal of this size instead of pipes.
+    pub tty: Option<WindowSize>,
+    /// setrlimit before exec; soft and hard limits both set to the value.
+    pub rlimits: Vec<(Rlimit, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +141,7 @@ impl ExitStatus {
 pub struct ProcessSummary {
     pub id: String,
     pub pid: i32,
+    pub tty: bool,
     /// `None` while the process runs.
     pub exit: Option<ExitStatus>,
 }
@@ -96,7 +149,16 @@ pub struct ProcessSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Pong,
-    Spawned { pid: i32 },
+    Spawned {
+        pid: i32,
+    },
+    /// Answer to `Reattach`: `tty` and `stdin` say which fds follow.
+    Attached {
+        pid: i32,
+        tty: bool,
+        stdin: bool,
+        exit: Option<ExitStatus>,
+    },
     Exited(ExitStatus),
     Ok,
     Processes(Vec<ProcessSummary>),
@@ -162,6 +224,11 @@ mod tests {
             dir: None,
             user: Some("nobody".into()),
             open_stdin: true,
+            tty: Some(WindowSize {
+                columns: 80,
+                rows: 24,
+            }),
+            rlimits: vec![(Rlimit::Nofile, 1024)],
         });
         let bytes = encode(&r);
         assert_eq!(decode::<Request>(&bytes).unwrap(), r);

@@ -5,12 +5,11 @@
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::helper_client::HelperClient;
-use crate::process::ProcessEntry;
+use crate::process::{ProcessEntry, ProcessFds, Sinks};
 use crate::store::{Record, Store};
 use crate::wshd_client;
-use grove_schema::api_capnp::byte_stream;
 use grove_schema::helper::{self, HostPath, RootfsSource};
-use grove_schema::wshd::{self, SpawnSpec};
+use grove_schema::wshd::{self, Rlimit, SpawnSpec, WindowSize};
 use grove_schema::Handle;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -20,9 +19,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long stop(kill=false) waits after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
-/// How long a finished process stays known (for info and late callers)
-/// after its output is done.
-pub const KEEP_FINISHED: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -57,8 +53,9 @@ pub struct RunSpec {
     pub dir: String,
     pub user: String,
     pub open_stdin: bool,
-    pub stdout: Option<byte_stream::Client>,
-    pub stderr: Option<byte_stream::Client>,
+    pub tty: Option<WindowSize>,
+    pub rlimits: Vec<(Rlimit, u64)>,
+    pub sinks: Sinks,
 }
 
 pub struct Grove {
@@ -211,13 +208,21 @@ impl Grove {
             handle: container.handle.clone(),
             rootfs,
         };
-        let wshd_pid = match self.helper.call(&request).await? {
-            helper::Response::Created { wshd_pid } => wshd_pid,
-            other => {
+        let wshd_pid = match self.helper.call(&request).await {
+            Ok(helper::Response::Created { wshd_pid }) => wshd_pid,
+            Ok(other) => {
+                self.rollback(&container.handle).await;
                 return Err(ApiError::internal(format!(
                     "unexpected answer to create: {other:?}"
-                )))
+                )));
             }
+            // The request may have reached the helper before the connection
+            // broke: make sure no container is left that groved does not know.
+            Err(e) if matches!(e.code, Code::ServiceUnavailable | Code::Internal) => {
+                self.rollback(&container.handle).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         };
         container.record.borrow_mut().wshd_pid = wshd_pid;
         let saved = self.store.save(&container.record.borrow());
@@ -310,6 +315,10 @@ impl Grove {
         }
         container.phase.set(Phase::Stopping);
         let result = self.stop_processes(container, kill).await;
+        if container.phase() != Phase::Stopping {
+            // A destroy took over meanwhile; it decides what is left.
+            return result;
+        }
         container.phase.set(if result.is_ok() {
             Phase::Stopped
         } else {
@@ -339,7 +348,20 @@ impl Grove {
         Ok(())
     }
 
+    /// Start a process. Runs to completion even if the client goes away
+    /// meanwhile, so a spawned process is never left untracked.
     pub async fn run(
+        self: &Rc<Self>,
+        container: &Rc<Container>,
+        spec: RunSpec,
+    ) -> ApiResult<Rc<ProcessEntry>> {
+        let (this, container) = (self.clone(), container.clone());
+        tokio::task::spawn_local(async move { this.run_inner(&container, spec).await })
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    async fn run_inner(
         &self,
         container: &Rc<Container>,
         spec: RunSpec,
@@ -380,6 +402,7 @@ impl Grove {
             check_env_entry(entry).map_err(|e| ApiError::invalid(&format!("spec.env[{i}]"), e))?;
         }
         env.extend(spec.env);
+        let tty = spec.tty.is_some();
         let request = wshd::Request::Spawn(SpawnSpec {
             id: id.clone(),
             path: spec.path,
@@ -388,6 +411,8 @@ impl Grove {
             dir: Some(spec.dir).filter(|d| !d.is_empty()),
             user: Some(spec.user).filter(|u| !u.is_empty()),
             open_stdin: spec.open_stdin,
+            tty: spec.tty,
+            rlimits: spec.rlimits,
         });
         let (response, fds) = wshd_client::call(&container.wshd_socket, &request).await?;
         let wshd::Response::Spawned { pid } = response else {
@@ -395,14 +420,17 @@ impl Grove {
                 "unexpected answer to spawn: {response:?}"
             )));
         };
-        let entry = match ProcessEntry::start(
-            id.clone(),
-            container.wshd_socket.clone(),
-            fds,
-            spec.open_stdin,
-            spec.stdout,
-            spec.stderr,
-        ) {
+        let started = ProcessFds::from_wshd(fds, tty, spec.open_stdin).and_then(|fds| {
+            ProcessEntry::start(
+                id.clone(),
+                container.wshd_socket.clone(),
+                tty,
+                fds,
+                None,
+                spec.sinks,
+            )
+        });
+        let entry = match started {
             Ok(entry) => entry,
             Err(e) => {
                 // Do not leave a process nobody tracks.
@@ -414,21 +442,71 @@ impl Grove {
                 return Err(e);
             }
         };
-        tracing::info!(handle = %container.handle, process = %id, pid, "process started");
-        container
-            .processes
-            .borrow_mut()
-            .insert(id.clone(), entry.clone());
-        // Forget the process a while after it is finished and released.
-        let (weak, finished) = (Rc::downgrade(container), entry.clone());
-        tokio::task::spawn_local(async move {
-            finished.released().await;
-            tokio::time::sleep(KEEP_FINISHED).await;
-            if let Some(container) = weak.upgrade() {
-                container.processes.borrow_mut().remove(&id);
-            }
-        });
+        tracing::info!(handle = %container.handle, process = %id, pid, tty, "process started");
+        container.adopt(entry.clone());
         Ok(entry)
+    }
+
+    /// Attach a client's streams to a process, running or finished.
+    pub fn attach(
+        &self,
+        container: &Container,
+        id: &str,
+        sinks: Sinks,
+    ) -> ApiResult<Rc<ProcessEntry>> {
+        let process = container.process(id)?;
+        process.attach(sinks);
+        Ok(process)
+    }
+
+    /// After a restart: take over again, from wshd, the processes of every
+    /// container (running ones and finished ones not yet released), with the
+    /// output they wrote meanwhile still in their pipes.
+    pub async fn restore_processes(&self) {
+        for container in self.handles() {
+            if let Err(e) = self.restore_container_processes(&container).await {
+                tracing::warn!(handle = %container.handle, error = %e, "processes not restored");
+            }
+        }
+    }
+
+    async fn restore_container_processes(&self, container: &Rc<Container>) -> ApiResult<()> {
+        let (response, _) = wshd_client::call(&container.wshd_socket, &wshd::Request::List).await?;
+        let wshd::Response::Processes(summaries) = response else {
+            return Err(ApiError::internal(format!(
+                "unexpected answer to list: {response:?}"
+            )));
+        };
+        for summary in summaries {
+            let request = wshd::Request::Reattach {
+                id: summary.id.clone(),
+            };
+            let (response, fds) = wshd_client::call(&container.wshd_socket, &request).await?;
+            let wshd::Response::Attached {
+                tty, stdin, exit, ..
+            } = response
+            else {
+                return Err(ApiError::internal(format!(
+                    "unexpected answer to reattach: {response:?}"
+                )));
+            };
+            let fds = ProcessFds::from_wshd(fds, tty, stdin)?;
+            let sinks = Sinks {
+                stdout: None,
+                stderr: None,
+            };
+            let entry = ProcessEntry::start(
+                summary.id.clone(),
+                container.wshd_socket.clone(),
+                tty,
+                fds,
+                exit,
+                sinks,
+            )?;
+            tracing::info!(handle = %container.handle, process = %summary.id, ?exit, "process restored");
+            container.adopt(entry);
+        }
+        Ok(())
     }
 
     pub fn save(&self, container: &Container) -> ApiResult<()> {
@@ -460,6 +538,32 @@ impl Container {
             Phase::Stopped | Phase::Stopping => "stopped",
             _ => "active",
         }
+    }
+
+    /// Track a process, and forget it once it is released.
+    fn adopt(self: &Rc<Self>, entry: Rc<ProcessEntry>) {
+        let id = entry.id.clone();
+        self.processes
+            .borrow_mut()
+            .insert(id.clone(), entry.clone());
+        let weak = Rc::downgrade(self);
+        tokio::task::spawn_local(async move {
+            entry.released().await;
+            if let Some(container) = weak.upgrade() {
+                let mut processes = container.processes.borrow_mut();
+                if processes.get(&id).is_some_and(|p| Rc::ptr_eq(p, &entry)) {
+                    processes.remove(&id);
+                }
+            }
+        });
+    }
+
+    pub fn process(&self, id: &str) -> ApiResult<Rc<ProcessEntry>> {
+        self.processes
+            .borrow()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::new(Code::ProcessNotFound, format!("unknown process: {id}")))
     }
 
     pub fn running_process_ids(&self) -> Vec<String> {

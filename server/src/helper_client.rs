@@ -27,7 +27,7 @@ impl HelperClient {
         let mut slot = self.connection.lock().await;
         let socket = match slot.take() {
             Some(socket) => socket,
-            None => UnixSeqpacket::connect(&self.path)
+            None => crate::seqpacket::connect(&self.path)
                 .await
                 .map_err(|e| self.unavailable(e))?,
         };

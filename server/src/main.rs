@@ -9,6 +9,7 @@ mod error;
 mod helper_client;
 mod process;
 mod rpc;
+mod seqpacket;
 mod store;
 mod wshd_client;
 
@@ -128,6 +129,8 @@ async fn serve(config: Config) -> Result<(), String> {
     if let Err(e) = grove.ping_helper().await {
         tracing::warn!(error = %e, "grove-helper does not answer yet; requests will retry it");
     }
+    // The processes and their unread output outlive groved: take them over.
+    grove.restore_processes().await;
     tracing::info!(socket = %listen.display(), "groved listening");
     let bootstrap: grove_schema::api_capnp::grove::Client =
         capnp_rpc::new_client(rpc::grove::GroveServer {

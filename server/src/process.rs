@@ -1,26 +1,34 @@
-//! A process groved started through wshd: its exit status, and the pumps that
-//! carry its stdout and stderr from the pipes wshd handed over to the
-//! client's ByteStreams while the process runs.
+//! A process groved runs through wshd: its exit status, its stdin, and the
+//! output streams that carry its stdout and stderr from the pipes wshd
+//! handed over to every client stream attached to it.
 //!
-//! Output is never thrown away: when no client stream is attached (it went
-//! away mid-stream), a pump keeps up to `RETAIN_LIMIT` bytes and then stops
-//! reading, so the process blocks on a full pipe (backpressure) rather than
-//! losing output.
+//! Output is never thrown away. groved reads a pipe only while at least one
+//! client stream is attached to it; otherwise the output waits in the pipe,
+//! which wshd sized to `wshd::OUTPUT_BUFFER` (1 MiB), and when that is full
+//! the process blocks (backpressure). wshd holds the pipes' read ends too, so
+//! the unread output survives a groved restart. Each chunk read goes to all
+//! attached streams; a slow client slows the pump rather than growing
+//! groved's memory: at most one chunk per stream is in hand.
 
 use crate::error::{ApiError, ApiResult, Code};
 use crate::wshd_client;
+use futures::future::join_all;
 use grove_schema::api_capnp::byte_stream;
 use grove_schema::wshd::{ExitStatus, Request, Response};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
 
-/// Output kept for a later reader when no client stream is attached.
-pub const RETAIN_LIMIT: usize = 1 << 20;
 const CHUNK: usize = 64 * 1024;
+
+/// How long a process that has exited stays known: late `attach` and `wait`
+/// calls see its exit status and the output nobody read. Then it is
+/// forgotten and its unread output discarded.
+pub const KEEP_FINISHED: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitState {
@@ -30,31 +38,24 @@ pub enum ExitState {
     Lost(String),
 }
 
-pub struct ProcessEntry {
-    pub id: String,
-    pub wshd_socket: PathBuf,
-    exit: watch::Sender<ExitState>,
-    /// Set once the output is finished and wshd has forgotten the process.
-    released: watch::Sender<bool>,
-    pub stdout: Rc<OutputPump>,
-    pub stderr: Rc<OutputPump>,
-    /// Our end of the process's stdin, while it is open.
-    stdin: RefCell<Option<Rc<AsyncFd<OwnedFd>>>>,
-    pub has_stdin: bool,
+/// The streams a client attaches (to `run` or `attach`).
+pub struct Sinks {
+    pub stdout: Option<byte_stream::Client>,
+    pub stderr: Option<byte_stream::Client>,
 }
 
-impl ProcessEntry {
-    /// Take over a freshly spawned process: `fds` are stdout, stderr and
-    /// (when asked for) stdin, in wshd's order.
-    pub fn start(
-        id: String,
-        wshd_socket: PathBuf,
-        fds: Vec<OwnedFd>,
-        open_stdin: bool,
-        stdout_sink: Option<byte_stream::Client>,
-        stderr_sink: Option<byte_stream::Client>,
-    ) -> ApiResult<Rc<ProcessEntry>> {
-        let expected = if open_stdin { 3 } else { 2 };
+/// The parent-side fds of a process, as wshd hands them over.
+pub struct ProcessFds {
+    pub stdout: OwnedFd,
+    /// `None` for a tty process (the terminal has one output).
+    pub stderr: Option<OwnedFd>,
+    pub stdin: Option<OwnedFd>,
+}
+
+impl ProcessFds {
+    /// Split wshd's fd list: stdout, stderr (not for a tty), then stdin.
+    pub fn from_wshd(fds: Vec<OwnedFd>, tty: bool, stdin: bool) -> ApiResult<ProcessFds> {
+        let expected = 1 + usize::from(!tty) + usize::from(stdin);
         if fds.len() != expected {
             return Err(ApiError::internal(format!(
                 "wshd passed {} file descriptors; {expected} were expected",
@@ -62,30 +63,73 @@ impl ProcessEntry {
             )));
         }
         let mut fds = fds.into_iter();
-        let mut next = || async_fd(fds.next().expect("length checked above"));
-        let stdout = OutputPump::new(next()?, stdout_sink);
-        let stderr = OutputPump::new(next()?, stderr_sink);
-        let stdin = if open_stdin {
-            Some(Rc::new(next()?))
-        } else {
-            None
-        };
-        let (exit, _) = watch::channel(ExitState::Running);
-        let (released, _) = watch::channel(false);
+        let stdout = fds.next().expect("length checked above");
+        let stderr = if tty { None } else { fds.next() };
+        Ok(ProcessFds {
+            stdout,
+            stderr,
+            stdin: fds.next(),
+        })
+    }
+}
+
+pub struct ProcessEntry {
+    pub id: String,
+    pub wshd_socket: PathBuf,
+    pub tty: bool,
+    exit: watch::Sender<ExitState>,
+    /// Set once the process is forgotten (see KEEP_FINISHED).
+    released: watch::Sender<bool>,
+    pub stdout: Rc<OutputStream>,
+    pub stderr: Rc<OutputStream>,
+    /// Our end of the process's stdin, while it is open.
+    stdin: RefCell<Option<Rc<AsyncFd<OwnedFd>>>>,
+    pub has_stdin: bool,
+}
+
+impl ProcessEntry {
+    /// Take over a process wshd runs: a fresh one (`exit` None) or one found
+    /// again after a restart (maybe exited already).
+    pub fn start(
+        id: String,
+        wshd_socket: PathBuf,
+        tty: bool,
+        fds: ProcessFds,
+        exit: Option<ExitStatus>,
+        sinks: Sinks,
+    ) -> ApiResult<Rc<ProcessEntry>> {
+        let stdout = OutputStream::new(Some(async_fd(fds.stdout)?));
+        let stderr = OutputStream::new(fds.stderr.map(async_fd).transpose()?);
+        let has_stdin = fds.stdin.is_some();
+        let stdin = fds.stdin.map(async_fd).transpose()?.map(Rc::new);
+        let state = exit.map(ExitState::Exited).unwrap_or(ExitState::Running);
         let entry = Rc::new(ProcessEntry {
             id,
             wshd_socket,
-            exit,
-            released,
+            tty,
+            exit: watch::channel(state).0,
+            released: watch::channel(false).0,
             stdout,
             stderr,
             stdin: RefCell::new(stdin),
-            has_stdin: open_stdin,
+            has_stdin,
         });
-        tokio::task::spawn_local(entry.stdout.clone().run());
-        tokio::task::spawn_local(entry.stderr.clone().run());
+        entry.attach(sinks);
+        tokio::task::spawn_local(entry.stdout.clone().pump());
+        tokio::task::spawn_local(entry.stderr.clone().pump());
         tokio::task::spawn_local(entry.clone().watch_exit());
         Ok(entry)
+    }
+
+    /// Attach a client's streams: each gets what the pipe holds, then
+    /// everything that follows.
+    pub fn attach(&self, sinks: Sinks) {
+        if let Some(sink) = sinks.stdout {
+            self.stdout.subscribe(sink);
+        }
+        if let Some(sink) = sinks.stderr {
+            self.stderr.subscribe(sink);
+        }
     }
 
     pub fn exit_state(&self) -> ExitState {
@@ -132,40 +176,48 @@ impl ProcessEntry {
     }
 
     /// Ask wshd for the exit status (the answer comes when the process
-    /// exits), then release wshd's copies of the fds once the output is done.
+    /// exits), keep the finished process for KEEP_FINISHED, then release it.
     async fn watch_exit(self: Rc<Self>) {
-        let request = Request::Wait {
-            id: self.id.clone(),
-        };
-        let state = match wshd_client::call(&self.wshd_socket, &request).await {
-            Ok((Response::Exited(status), _)) => ExitState::Exited(status),
-            Ok((other, _)) => ExitState::Lost(format!("unexpected answer from wshd: {other:?}")),
-            Err(e) => ExitState::Lost(format!("lost contact with wshd: {e}")),
-        };
-        let exited = matches!(state, ExitState::Exited(_));
-        self.exit.send_if_modified(|current| {
-            if *current == ExitState::Running {
-                *current = state;
-                true
-            } else {
-                false
+        if self.is_running() {
+            let request = Request::Wait {
+                id: self.id.clone(),
+            };
+            let state = match wshd_client::call(&self.wshd_socket, &request).await {
+                Ok((Response::Exited(status), _)) => ExitState::Exited(status),
+                Ok((other, _)) => {
+                    ExitState::Lost(format!("unexpected answer from wshd: {other:?}"))
+                }
+                Err(e) => ExitState::Lost(format!("lost contact with wshd: {e}")),
+            };
+            self.exit.send_if_modified(|current| {
+                if *current == ExitState::Running {
+                    *current = state;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        if matches!(self.exit_state(), ExitState::Exited(_)) {
+            tokio::time::sleep(KEEP_FINISHED).await;
+            // Output still being read to a client is not cut off.
+            while self.stdout.is_streaming() || self.stderr.is_streaming() {
+                self.stdout.finished_or_idle().await;
+                self.stderr.finished_or_idle().await;
             }
-        });
-        if exited {
-            self.stdout.finished().await;
-            self.stderr.finished().await;
             let release = Request::Release {
                 id: self.id.clone(),
             };
             if let Err(e) = wshd_client::call(&self.wshd_socket, &release).await {
                 tracing::debug!(process = %self.id, error = %e, "release");
             }
+            self.stdout.close();
+            self.stderr.close();
         }
         self.released.send_replace(true);
     }
 
-    /// Resolves once the process has exited, its output is finished and wshd
-    /// has released it (or its fate became unknowable).
+    /// Resolves once the process is forgotten.
     pub async fn released(&self) {
         let _ = self.released.subscribe().wait_for(|r| *r).await;
     }
@@ -179,7 +231,7 @@ impl ProcessEntry {
                 nix::unistd::write(fd.get_ref().as_fd(), data).map_err(std::io::Error::from)
             }) {
                 Ok(Ok(n)) => data = &data[n..],
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
+                Ok(Err(e)) if matches!(e.raw_os_error(), Some(libc::EPIPE) | Some(libc::EIO)) => {
                     return Err(ApiError::new(
                         Code::InvalidState,
                         format!("process {} has closed its stdin", self.id),
@@ -233,112 +285,162 @@ fn async_fd(fd: OwnedFd) -> ApiResult<AsyncFd<OwnedFd>> {
         .map_err(|e| ApiError::internal(format!("registering a pipe: {e}")))
 }
 
-#[derive(Default)]
-struct PumpState {
-    /// Data is in hand: read from the pipe, not yet handed to the sink.
-    busy: bool,
-    /// End of file was read and the sink told (`done`).
-    finished: bool,
-    sink: Option<byte_stream::Client>,
-    /// Output read while no sink was attached.
-    retained: Vec<u8>,
-}
-
-pub struct OutputPump {
-    /// The pipe, until end of file (then closed, so finished processes hold
-    /// no file descriptors).
+/// One output pipe and the client streams attached to it.
+pub struct OutputStream {
+    /// The pipe, until end of file (`None` for a tty's absent stderr).
     fd: RefCell<Option<Rc<AsyncFd<OwnedFd>>>>,
-    state: RefCell<PumpState>,
+    subscribers: RefCell<Vec<(u64, byte_stream::Client)>>,
+    next_subscriber: Cell<u64>,
+    /// A chunk read while streams were attached that none of them took
+    /// (they all went away): the next stream to attach gets it first.
+    carry: RefCell<Option<Vec<u8>>>,
+    /// Data is in hand: read from the pipe, not yet handed to every stream.
+    busy: Cell<bool>,
+    /// End of file was read and every attached stream told (`done`).
+    finished: Cell<bool>,
     changed: Notify,
 }
 
-impl OutputPump {
-    fn new(fd: AsyncFd<OwnedFd>, sink: Option<byte_stream::Client>) -> Rc<OutputPump> {
-        Rc::new(OutputPump {
-            fd: RefCell::new(Some(Rc::new(fd))),
-            state: RefCell::new(PumpState {
-                sink,
-                ..PumpState::default()
-            }),
+impl OutputStream {
+    fn new(fd: Option<AsyncFd<OwnedFd>>) -> Rc<OutputStream> {
+        let finished = fd.is_none();
+        Rc::new(OutputStream {
+            fd: RefCell::new(fd.map(Rc::new)),
+            subscribers: RefCell::new(Vec::new()),
+            next_subscriber: Cell::new(0),
+            carry: RefCell::new(None),
+            busy: Cell::new(false),
+            finished: Cell::new(finished),
             changed: Notify::new(),
         })
     }
 
-    async fn run(self: Rc<Self>) {
+    fn subscribe(&self, sink: byte_stream::Client) {
+        if self.finished.get() {
+            // Nothing more will come: end the stream at once.
+            tokio::task::spawn_local(async move {
+                let _ = sink.done_request().send().promise.await;
+            });
+            return;
+        }
+        let id = self.next_subscriber.get();
+        self.next_subscriber.set(id + 1);
+        self.subscribers.borrow_mut().push((id, sink));
+        self.changed.notify_waiters();
+    }
+
+    /// Whether attached streams are still being fed.
+    fn is_streaming(&self) -> bool {
+        !self.finished.get() && !self.subscribers.borrow().is_empty()
+    }
+
+    /// Drop the pipe: the process is forgotten.
+    fn close(&self) {
+        self.fd.borrow_mut().take();
+        self.subscribers.borrow_mut().clear();
+        self.finished.set(true);
+        self.changed.notify_waiters();
+    }
+
+    async fn pump(self: Rc<Self>) {
         let Some(fd) = self.fd.borrow().clone() else {
             return;
         };
         let mut buffer = vec![0u8; CHUNK];
         loop {
-            if self.must_hold_back() {
-                // Backpressure: nobody to deliver to and the buffer is full.
-                // Only a new reader (attach) will wake this pump.
-                self.changed.notified().await;
+            if self.subscribers.borrow().is_empty() {
+                // Nobody to deliver to: leave the output in the pipe.
+                let notified = self.changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.subscribers.borrow().is_empty() {
+                    if self.fd.borrow().is_none() {
+                        return; // closed: the process was forgotten
+                    }
+                    notified.await;
+                    continue;
+                }
+            }
+            let carried = self.carry.borrow_mut().take();
+            if let Some(chunk) = carried {
+                self.busy.set(true);
+                self.deliver(chunk).await;
+                self.busy.set(false);
                 continue;
             }
             let Ok(mut guard) = fd.readable().await else {
                 break;
             };
-            self.state.borrow_mut().busy = true;
+            self.busy.set(true);
             let read = guard.try_io(|fd| {
                 nix::unistd::read(fd.get_ref().as_raw_fd(), &mut buffer)
                     .map_err(std::io::Error::from)
             });
             match read {
                 Ok(Ok(0)) => break,
-                Ok(Ok(n)) => self.deliver(&buffer[..n]).await,
+                Ok(Ok(n)) => self.deliver(buffer[..n].to_vec()).await,
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => break, // a tty hung up
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "reading process output");
                     break;
                 }
                 Err(_would_block) => {}
             }
-            self.state.borrow_mut().busy = false;
+            self.busy.set(false);
             self.changed.notify_waiters();
         }
         drop(fd);
         self.fd.borrow_mut().take();
-        self.state.borrow_mut().busy = true;
-        let sink = self.state.borrow_mut().sink.take();
-        if let Some(sink) = sink {
-            // `done` is not a streaming call, so it is delivered only after
-            // every write before it has returned: once it answers, the client
-            // has seen all of the output.
-            let _ = sink.done_request().send().promise.await;
-        }
-        let mut state = self.state.borrow_mut();
-        state.busy = false;
-        state.finished = true;
-        drop(state);
+        self.busy.set(true);
+        let subscribers = std::mem::take(&mut *self.subscribers.borrow_mut());
+        // `done` is not a streaming call, so it is delivered only after
+        // every write before it has returned: once it answers, the client
+        // has seen all of the output.
+        join_all(
+            subscribers
+                .iter()
+                .map(|(_, s)| s.done_request().send().promise),
+        )
+        .await;
+        self.busy.set(false);
+        self.finished.set(true);
         self.changed.notify_waiters();
     }
 
-    fn must_hold_back(&self) -> bool {
-        let state = self.state.borrow();
-        state.sink.is_none() && state.retained.len() >= RETAIN_LIMIT
-    }
-
-    async fn deliver(&self, data: &[u8]) {
-        let sink = self.state.borrow().sink.clone();
-        if let Some(sink) = sink {
+    /// Hand one chunk to every attached stream, together; drop the streams
+    /// whose client went away. If all went away, keep the chunk.
+    async fn deliver(&self, chunk: Vec<u8>) {
+        let subscribers = self.subscribers.borrow().clone();
+        let sends = subscribers.iter().map(|(_, sink)| {
             let mut request = sink.write_request();
-            request.get().set_data(data);
-            if request.send().await.is_ok() {
-                return;
-            }
-            // The client went away: keep the data for a later reader.
-            self.state.borrow_mut().sink = None;
+            request.get().set_data(&chunk);
+            request.send()
+        });
+        let results = join_all(sends).await;
+        let failed: Vec<u64> = subscribers
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_err())
+            .map(|((id, _), _)| *id)
+            .collect();
+        if failed.is_empty() {
+            return;
         }
-        self.state.borrow_mut().retained.extend_from_slice(data);
+        self.subscribers
+            .borrow_mut()
+            .retain(|(id, _)| !failed.contains(id));
+        if failed.len() == subscribers.len() {
+            *self.carry.borrow_mut() = Some(chunk);
+        }
     }
 
-    /// Resolves at end of file, once the sink has been told.
-    async fn finished(&self) {
+    /// Resolves once nothing is being streamed to an attached client.
+    async fn finished_or_idle(&self) {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.state.borrow().finished {
+            if !self.is_streaming() {
                 return;
             }
             notified.await;
@@ -346,21 +448,22 @@ impl OutputPump {
     }
 
     /// After the process exited: resolves once everything in the pipe has
-    /// been delivered — at end of file, or, when a process it left behind
-    /// keeps the pipe open, once the pipe is empty and nothing is in hand.
+    /// been delivered to the attached streams — at end of file, or, when a
+    /// process it left behind keeps the pipe open, once the pipe is empty and
+    /// nothing is in hand. With no stream attached there is nobody to wait
+    /// for: the output stays in the pipe for a later attach.
     async fn settled(&self) {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if self.finished.get() || (self.subscribers.borrow().is_empty() && !self.busy.get()) {
+                return;
+            }
             {
-                let state = self.state.borrow();
-                if state.finished || (state.sink.is_none() && !state.busy) {
-                    return;
-                }
                 let fd = self.fd.borrow();
                 let Some(fd) = fd.as_ref() else { return };
-                if !state.busy && !hang_up_pending(fd) && bytes_in_pipe(fd) == 0 {
+                if !self.busy.get() && !hang_up_pending(fd) && bytes_in_pipe(fd) == 0 {
                     return;
                 }
             }

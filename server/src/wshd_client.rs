@@ -2,6 +2,7 @@
 //! container's wshd socket; answers may carry file descriptors.
 
 use crate::error::{ApiError, ApiResult, Code};
+use crate::seqpacket;
 use grove_schema::wshd::{self, ErrorKind, Request, Response, WshdError};
 use std::io::IoSliceMut;
 use std::os::fd::OwnedFd;
@@ -17,7 +18,7 @@ pub struct WshdConnection {
 
 impl WshdConnection {
     pub async fn connect(path: &Path) -> ApiResult<WshdConnection> {
-        let socket = UnixSeqpacket::connect(path)
+        let socket = seqpacket::connect(path)
             .await
             .map_err(|e| unavailable(path, e))?;
         Ok(WshdConnection {

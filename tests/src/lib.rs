@@ -159,14 +159,28 @@ impl TestEnv {
         );
         let helper_socket = env.helper_socket.clone();
         env.wait_for(|| helper_socket.exists(), "the helper's socket");
-        let mut groved = std::process::Command::new(bins.join("groved"));
+        env.start_groved();
+        env
+    }
+
+    /// Start groved as `grove` and wait until it listens.
+    fn start_groved(&mut self) {
+        let (uid, gid) = grove_user();
+        let log = || {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.root.join("groved.log"))
+                .unwrap()
+        };
+        let mut groved = std::process::Command::new(bin_dir().join("groved"));
         groved
             .arg("--config")
-            .arg(&config)
+            .arg(self.root.join("groved.conf"))
             .env("GROVED_LOG", "debug")
             .stdin(Stdio::null())
-            .stdout(log("groved.log"))
-            .stderr(log("groved.log"));
+            .stdout(log())
+            .stderr(log());
         // Become `grove` fully (groups, gid, uid, in that order, while still
         // root). SAFETY: only async-signal-safe syscalls; nothing allocates.
         unsafe {
@@ -178,14 +192,22 @@ impl TestEnv {
                 Ok(())
             });
         }
-        env.groved = Some(groved.spawn().expect("starting groved"));
-        let socket = env.socket.clone();
+        self.groved = Some(groved.spawn().expect("starting groved"));
+        let socket = self.socket.clone();
         // Listening, not merely bound: a connection gets through.
-        env.wait_for(
+        self.wait_for(
             || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
             "groved's socket",
         );
-        env
+    }
+
+    /// Kill groved with SIGKILL (no chance to clean up) and start it again.
+    pub fn kill_and_restart_groved(&mut self) {
+        if let Some(mut child) = self.groved.take() {
+            child.kill().expect("SIGKILL groved");
+            child.wait().expect("reaping groved");
+        }
+        self.start_groved();
     }
 
     fn wait_for(&mut self, ready: impl Fn() -> bool, what: &str) {
@@ -412,7 +434,7 @@ pub async fn start_with(
     let (stdout_sink, stdout) = channel_sink();
     let (stderr_sink, stderr) = channel_sink();
     let mut request = container.run_request();
-    command.fill(request.get().init_spec());
+    command.fill(request.get().init_spec()).unwrap();
     let mut io = request.get().init_io();
     io.set_stdout(stdout_sink);
     io.set_stderr(stderr_sink);

@@ -104,7 +104,9 @@ fn create_run_wait_in_one_round_trip() {
         let container = create.send().pipeline.get_container();
         let (stdout, mut output) = channel_sink();
         let mut run = container.run_request();
-        Command::new("echo", &["through", "the", "pipe"]).fill(run.get().init_spec());
+        Command::new("echo", &["through", "the", "pipe"])
+            .fill(run.get().init_spec())
+            .unwrap();
         run.get().init_io().set_stdout(stdout);
         let process = run.send().pipeline.get_process();
         let status = process

@@ -1,11 +1,23 @@
 //! wshd: PID 1 inside each Grove container.
 //!
 //! It accepts groved's connections on an already listening SOCK_SEQPACKET
-//! socket (fd 3, bound by grove-helper), spawns processes, hands groved the
-//! parent ends of their pipes (keeping copies of its own), reaps every child
-//! and remembers exit statuses until they are released. The protocol is
-//! `grove_schema::wshd`.
+//! socket (fd 3, bound by grove-helper), spawns processes (on pipes of
+//! `OUTPUT_BUFFER` bytes, or on a pseudo-terminal whose output a relay task
+//! copies into such a pipe), hands groved the parent ends of their stdio
+//! (keeping copies of its own, which `Reattach` hands out again), reaps
+//! every child and remembers exit statuses until they are released. The
+//! protocol is `grove_schema::wshd`.
 
+/// One line per event on stderr (grove-helper points it at a log file).
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("wshd: {}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
+mod relay;
 mod spawn;
 mod users;
 mod wire;
@@ -19,18 +31,11 @@ use grove_schema::wshd::{
     decode, encode, ErrorKind, ExitStatus, ProcessSummary, Request, Response, SpawnSpec, WshdError,
     MAX_DATAGRAM,
 };
+
+use crate::relay::AbortOnDrop;
 use tokio::sync::watch;
 
 use crate::wire::Conn;
-
-/// One line per event on stderr (grove-helper points it at a log file).
-macro_rules! log {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let line = format!("wshd: {}\n", format_args!($($arg)*));
-        let _ = std::io::stderr().write_all(line.as_bytes());
-    }};
-}
 
 const USAGE: &str = "\
 usage: wshd --socket-fd FD --server-uid UID
@@ -84,19 +89,51 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     }))
 }
 
+/// wshd's own copies of a process's output fds, kept until Release.
+enum Output {
+    Pipes {
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    Tty {
+        output: OwnedFd,
+        master: OwnedFd,
+        /// The relay from `master` to `output`'s pipe, ended on Release.
+        _relay: AbortOnDrop,
+    },
+}
+
 /// A process wshd started.
 struct Proc {
     pid: i32,
     exit: watch::Sender<Option<ExitStatus>>,
-    // wshd's own copies of the parent ends, kept until CloseStdin / Release.
-    _stdout: OwnedFd,
-    _stderr: OwnedFd,
+    output: Output,
+    /// wshd's copy of the fd groved writes input to (the stdin pipe's write
+    /// end, or a copy of the terminal's master), kept until CloseStdin.
     stdin: Option<OwnedFd>,
 }
 
 impl Proc {
     fn status(&self) -> Option<ExitStatus> {
         *self.exit.borrow()
+    }
+
+    fn tty(&self) -> bool {
+        matches!(self.output, Output::Tty { .. })
+    }
+
+    /// Copies of the parent-side fds, in the protocol's order: stdout,
+    /// stderr, stdin (pipes); output, master (tty). stdin only while open.
+    fn dup_fds(&self) -> std::io::Result<Vec<OwnedFd>> {
+        let out: &[&OwnedFd] = match &self.output {
+            Output::Pipes { stdout, stderr } => &[stdout, stderr],
+            Output::Tty { output, .. } => &[output],
+        };
+        out.iter()
+            .copied()
+            .chain(self.stdin.as_ref())
+            .map(OwnedFd::try_clone)
+            .collect()
     }
 }
 
@@ -187,25 +224,42 @@ fn do_spawn(state: &Shared, spec: SpawnSpec) -> Result<Reply, Response> {
         spawn::spawn(&prepared, st.devnull.as_fd()).map_err(Response::Error)?
     };
     let pid = child.pid;
-    // Copies to send (wshd keeps the originals). Should that fail, the
-    // process is killed and the reaper collects it as an orphan.
-    let fds = [
-        Some(&child.stdout),
-        Some(&child.stderr),
-        child.stdin.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(OwnedFd::try_clone)
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(|e| {
+    // Should anything fail from here on, the process is killed and the
+    // reaper collects it as an orphan.
+    let kill = |msg: String| {
         // SAFETY: kill on our own, not yet reaped child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        err(ErrorKind::System, format!("dup: {e}"))
-    })?;
+        err(ErrorKind::System, msg)
+    };
+    let output = match child.io {
+        spawn::Io::Pipes { stdout, stderr } => Output::Pipes { stdout, stderr },
+        spawn::Io::Tty {
+            output,
+            master,
+            relay_out,
+            relay_master,
+        } => {
+            let relay = relay::start(relay_master, relay_out)
+                .map_err(|e| kill(format!("starting the terminal relay: {e}")))?;
+            Output::Tty {
+                output,
+                master,
+                _relay: AbortOnDrop(relay),
+            }
+        }
+    };
+    let proc = Proc {
+        pid,
+        exit: watch::Sender::new(None),
+        output,
+        stdin: child.stdin,
+    };
+    // Copies to send (wshd keeps the originals).
+    let fds = proc.dup_fds().map_err(|e| kill(format!("dup: {e}")))?;
     log!(
-        "spawned {:?} (pid {pid}): {:?} {:?} as uid {} gid {} in {:?}",
+        "spawned {:?} (pid {pid}){}: {:?} {:?} as uid {} gid {} in {:?}",
         spec.id,
+        if proc.tty() { " on a terminal" } else { "" },
         prepared.path,
         spec.args,
         prepared.user.uid,
@@ -215,16 +269,7 @@ fn do_spawn(state: &Shared, spec: SpawnSpec) -> Result<Reply, Response> {
     // Registered before the next await, so the reaper cannot miss it.
     let mut st = state.borrow_mut();
     st.running.insert(pid, spec.id.clone());
-    st.procs.insert(
-        spec.id,
-        Proc {
-            pid,
-            exit: watch::Sender::new(None),
-            _stdout: child.stdout,
-            _stderr: child.stderr,
-            stdin: child.stdin,
-        },
-    );
+    st.procs.insert(spec.id, proc);
     Ok(Reply::Now(Response::Spawned { pid }, fds))
 }
 
@@ -288,8 +333,47 @@ fn handle(state: &Shared, req: Request) -> Reply {
             let Some(p) = st.procs.get_mut(&id) else {
                 return now(not_found(&id));
             };
+            // For a tty, only the extra copy of the master that was handed
+            // out for input: the terminal stays open.
             p.stdin = None;
             now(Response::Ok)
+        }
+        Request::Reattach { id } => {
+            let st = state.borrow();
+            let Some(p) = st.procs.get(&id) else {
+                return now(not_found(&id));
+            };
+            match p.dup_fds() {
+                Ok(fds) => Reply::Now(
+                    Response::Attached {
+                        pid: p.pid,
+                        tty: p.tty(),
+                        stdin: p.stdin.is_some(),
+                        exit: p.status(),
+                    },
+                    fds,
+                ),
+                Err(e) => now(err(ErrorKind::System, format!("dup: {e}"))),
+            }
+        }
+        Request::SetWindowSize { id, size } => {
+            let st = state.borrow();
+            let Some(p) = st.procs.get(&id) else {
+                return now(not_found(&id));
+            };
+            let Output::Tty { master, .. } = &p.output else {
+                return now(err(
+                    ErrorKind::InvalidSpec,
+                    format!("process {id:?} has no terminal"),
+                ));
+            };
+            match spawn::set_window_size(master, size) {
+                Ok(()) => now(Response::Ok),
+                Err(e) => now(err(
+                    ErrorKind::System,
+                    format!("TIOCSWINSZ {}x{}: {e}", size.columns, size.rows),
+                )),
+            }
         }
         Request::Release { id } => {
             let mut st = state.borrow_mut();
@@ -316,6 +400,7 @@ fn handle(state: &Shared, req: Request) -> Reply {
                 .map(|(id, p)| ProcessSummary {
                     id: id.clone(),
                     pid: p.pid,
+                    tty: p.tty(),
                     exit: p.status(),
                 })
                 .collect();

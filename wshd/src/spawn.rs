@@ -1,13 +1,17 @@
 //! Turning a `SpawnSpec` into a running process: the environment, the
-//! executable's path, the working directory, and fork + exec.
+//! executable's path, the working directory, resource limits, the pipes or
+//! the pseudo-terminal, and fork + exec.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use grove_schema::wshd::{ErrorKind, SpawnSpec, WshdError, MAX_PROCESS_ID};
+use grove_schema::wshd::{
+    ErrorKind, Rlimit, SpawnSpec, WindowSize, WshdError, MAX_PROCESS_ID, OUTPUT_BUFFER,
+};
 use nix::fcntl::OFlag;
+use nix::sys::resource::Resource;
 
 use crate::users::ResolvedUser;
 
@@ -144,6 +148,29 @@ pub struct Prepared {
     pub dir: CString,
     pub user: ResolvedUser,
     pub open_stdin: bool,
+    pub tty: Option<WindowSize>,
+    pub rlimits: Vec<(Rlimit, u64)>,
+}
+
+/// The setrlimit resource of a protocol `Rlimit`.
+pub fn resource(r: Rlimit) -> Resource {
+    match r {
+        Rlimit::As => Resource::RLIMIT_AS,
+        Rlimit::Core => Resource::RLIMIT_CORE,
+        Rlimit::Cpu => Resource::RLIMIT_CPU,
+        Rlimit::Data => Resource::RLIMIT_DATA,
+        Rlimit::Fsize => Resource::RLIMIT_FSIZE,
+        Rlimit::Locks => Resource::RLIMIT_LOCKS,
+        Rlimit::Memlock => Resource::RLIMIT_MEMLOCK,
+        Rlimit::Msgqueue => Resource::RLIMIT_MSGQUEUE,
+        Rlimit::Nice => Resource::RLIMIT_NICE,
+        Rlimit::Nofile => Resource::RLIMIT_NOFILE,
+        Rlimit::Nproc => Resource::RLIMIT_NPROC,
+        Rlimit::Rss => Resource::RLIMIT_RSS,
+        Rlimit::Rtprio => Resource::RLIMIT_RTPRIO,
+        Rlimit::Sigpending => Resource::RLIMIT_SIGPENDING,
+        Rlimit::Stack => Resource::RLIMIT_STACK,
+    }
 }
 
 fn cstring(what: &str, s: &str) -> Result<CString, WshdError> {
@@ -179,14 +206,33 @@ pub fn prepare(spec: &SpawnSpec, user: ResolvedUser) -> Result<Prepared, WshdErr
         dir: dir_c,
         user,
         open_stdin: spec.open_stdin,
+        tty: spec.tty,
+        rlimits: spec.rlimits.clone(),
     })
 }
 
-/// A started process and wshd's ends of its pipes.
+/// wshd's ends of a started process's output.
+pub enum Io {
+    /// stdout and stderr pipes (read ends).
+    Pipes { stdout: OwnedFd, stderr: OwnedFd },
+    /// A pseudo-terminal whose output the relay copies into a pipe.
+    Tty {
+        /// The read end of the output pipe.
+        output: OwnedFd,
+        /// The terminal's master, kept for TIOCSWINSZ until Release.
+        master: OwnedFd,
+        /// For the relay: the output pipe's write end and its own master.
+        relay_out: OwnedFd,
+        relay_master: OwnedFd,
+    },
+}
+
+/// A started process and wshd's ends of its stdio.
 pub struct Child {
     pub pid: i32,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    pub io: Io,
+    /// With `open_stdin`: the stdin pipe's write end, or a copy of the
+    /// terminal's master.
     pub stdin: Option<OwnedFd>,
 }
 
@@ -195,25 +241,156 @@ const STAGE_SETUP: i32 = 1;
 const STAGE_CREDS: i32 = 2;
 const STAGE_CHDIR: i32 = 3;
 const STAGE_EXEC: i32 = 4;
+const STAGE_RLIMIT: i32 = 5;
+const STAGE_CTTY: i32 = 6;
+
+/// The child's report: stage, errno, detail (the index of a failed rlimit).
+const REPORT_LEN: usize = 12;
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), WshdError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| system(format!("pipe2: {e}")))
 }
 
-/// Forks and execs. `devnull` is the process's stdin unless `open_stdin`.
-/// Exec errors are reported synchronously (the child writes its errno to a
-/// close-on-exec pipe), and a child that failed is reaped here.
+fn last_error() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// A pipe for a process's output, holding `OUTPUT_BUFFER` bytes.
+pub fn output_pipe() -> Result<(OwnedFd, OwnedFd), WshdError> {
+    let (r, w) = pipe()?;
+    // SAFETY: fcntl on an fd we own; no memory is passed.
+    let got = unsafe {
+        libc::fcntl(
+            w.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            OUTPUT_BUFFER as libc::c_int,
+        )
+    };
+    if got < 0 {
+        return Err(system(format!(
+            "fcntl F_SETPIPE_SZ {OUTPUT_BUFFER}: {}",
+            last_error()
+        )));
+    }
+    Ok((r, w))
+}
+
+fn dup(fd: &OwnedFd) -> Result<OwnedFd, WshdError> {
+    fd.try_clone().map_err(|e| system(format!("dup: {e}")))
+}
+
+/// Sets a terminal's window size (the kernel sends SIGWINCH to its
+/// foreground process group when it changes).
+pub fn set_window_size(master: &OwnedFd, size: WindowSize) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
+
+/// A new pseudo-terminal of `size`; the slave belongs to `uid`, mode 0620.
+fn open_pty(size: WindowSize, uid: u32) -> Result<(OwnedFd, OwnedFd), WshdError> {
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::fcntl::open("/dev/ptmx", flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| system(format!("open /dev/ptmx: {e}")))?;
+    // SAFETY: open returned a fresh fd that nothing else owns.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from a valid pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
+        return Err(system(format!("unlockpt: {}", last_error())));
+    }
+    // The slave of this very master, without a path lookup (Linux 4.13);
+    // else through /dev/pts.
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new fd.
+    let peer = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags.bits()) };
+    let slave = if peer >= 0 {
+        // SAFETY: a fresh fd that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(peer) }
+    } else {
+        let mut n: libc::c_uint = 0;
+        // SAFETY: TIOCGPTN writes one unsigned int to a valid pointer.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) } != 0 {
+            return Err(system(format!("ptsname: {}", last_error())));
+        }
+        let path = format!("/dev/pts/{n}");
+        let fd = nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty())
+            .map_err(|e| system(format!("open {path}: {e}")))?;
+        // SAFETY: a fresh fd that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    set_window_size(&master, size)
+        .map_err(|e| system(format!("TIOCSWINSZ {}x{}: {e}", size.columns, size.rows)))?;
+    // As runc does: the process's user may reopen its terminal.
+    nix::unistd::fchown(slave.as_raw_fd(), Some(uid.into()), None)
+        .map_err(|e| system(format!("chown the terminal to uid {uid}: {e}")))?;
+    nix::sys::stat::fchmod(
+        slave.as_raw_fd(),
+        nix::sys::stat::Mode::from_bits_truncate(0o620),
+    )
+    .map_err(|e| system(format!("chmod 0620 the terminal: {e}")))?;
+    Ok((master, slave))
+}
+
+/// Forks and execs. `devnull` is the process's stdin unless `open_stdin`
+/// (or a tty). Errors before exec are reported synchronously (the child
+/// writes them to a close-on-exec pipe), and a child that failed is reaped
+/// here.
 ///
 /// Must run on wshd's only thread, before the reaper gets a chance to run
 /// (the caller registers the pid before its next await).
 pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> {
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (in_r, in_w) = if p.open_stdin {
-        let (r, w) = pipe()?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
+    // The child's ends, closed in the parent after fork.
+    let mut child_ends: Vec<OwnedFd> = Vec::new();
+    let (io, stdin, stdio, ctty) = match p.tty {
+        None => {
+            let (out_r, out_w) = output_pipe()?;
+            let (err_r, err_w) = output_pipe()?;
+            let (in_r, in_w) = if p.open_stdin {
+                let (r, w) = pipe()?;
+                (Some(r), Some(w))
+            } else {
+                (None, None)
+            };
+            let stdio = [
+                in_r.as_ref().map_or(devnull.as_raw_fd(), |r| r.as_raw_fd()),
+                out_w.as_raw_fd(),
+                err_w.as_raw_fd(),
+            ];
+            child_ends.extend([out_w, err_w]);
+            child_ends.extend(in_r);
+            let io = Io::Pipes {
+                stdout: out_r,
+                stderr: err_r,
+            };
+            (io, in_w, stdio, None)
+        }
+        Some(size) => {
+            let (master, slave) = open_pty(size, p.user.uid)?;
+            let (out_r, out_w) = output_pipe()?;
+            let relay_master = dup(&master)?;
+            let stdin = if p.open_stdin {
+                Some(dup(&master)?)
+            } else {
+                None
+            };
+            let s = slave.as_raw_fd();
+            child_ends.push(slave);
+            let io = Io::Tty {
+                output: out_r,
+                master,
+                relay_out: out_w,
+                relay_master,
+            };
+            (io, stdin, [s, s, s], Some(s))
+        }
     };
     let (report_r, report_w) = pipe()?;
 
@@ -222,7 +399,7 @@ pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> 
     let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
     let groups: Vec<libc::gid_t> = p.user.groups.clone();
-    let stdin_src = in_r.as_ref().map_or(devnull.as_raw_fd(), |r| r.as_raw_fd());
+    let rlimits: Vec<(Resource, u64)> = p.rlimits.iter().map(|&(r, v)| (resource(r), v)).collect();
 
     // SAFETY: wshd runs a current-thread runtime and no other threads, so
     // the child is a copy of a single-threaded process; between fork and
@@ -230,24 +407,28 @@ pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> 
     // prepared above, and always ends in execve or _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(system(format!("fork: {}", std::io::Error::last_os_error())));
+        return Err(system(format!("fork: {}", last_error())));
     }
     if pid == 0 {
         // SAFETY: see above; this never returns.
         unsafe {
             child(
                 p,
-                &argv,
-                &envp,
-                &groups,
-                [stdin_src, out_w.as_raw_fd(), err_w.as_raw_fd()],
-                report_w.as_raw_fd(),
+                &ChildSetup {
+                    argv: &argv,
+                    envp: &envp,
+                    groups: &groups,
+                    rlimits: &rlimits,
+                    stdio,
+                    ctty,
+                    report: report_w.as_raw_fd(),
+                },
             )
         }
     }
-    drop((out_w, err_w, in_r, report_w));
+    drop((child_ends, report_w));
 
-    let mut buf = [0u8; 8];
+    let mut buf = [0u8; REPORT_LEN];
     let mut got = 0;
     while got < buf.len() {
         match nix::unistd::read(report_r.as_raw_fd(), &mut buf[got..]) {
@@ -258,24 +439,19 @@ pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> 
         }
     }
     if got == 0 {
-        return Ok(Child {
-            pid,
-            stdout: out_r,
-            stderr: err_r,
-            stdin: in_w,
-        });
+        return Ok(Child { pid, io, stdin });
     }
     // The child failed before exec: reap it now (the reaper does not know it).
     loop {
         let mut status = 0;
         // SAFETY: plain waitpid on our own child.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+        if r >= 0 || last_error().raw_os_error() != Some(libc::EINTR) {
             break;
         }
     }
-    let stage = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let word = |i: usize| i32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+    let (stage, errno, detail) = (word(0), word(4), word(8));
     let err = std::io::Error::from_raw_os_error(errno);
     let path = p.path.to_string_lossy();
     Err(match stage {
@@ -300,6 +476,21 @@ pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> 
             "switching to uid {} gid {} groups {:?}: {err}",
             p.user.uid, p.user.gid, p.user.groups
         )),
+        STAGE_RLIMIT => {
+            let (limit, value) = usize::try_from(detail)
+                .ok()
+                .and_then(|i| p.rlimits.get(i))
+                .map_or(("?".to_string(), 0), |(r, v)| (format!("{r:?}"), *v));
+            let msg = format!("rlimit {limit} = {value} (setrlimit, soft = hard): {err}");
+            match errno {
+                libc::EPERM => invalid(format!(
+                    "{msg}: above the system's maximum or the hard limit wshd may grant"
+                )),
+                libc::EINVAL => invalid(msg),
+                _ => system(msg),
+            }
+        }
+        STAGE_CTTY => system(format!("making the terminal the controlling one: {err}")),
         _ => system(format!("setting up the child: {err}")),
     })
 }
@@ -313,20 +504,27 @@ unsafe fn move_fd(src: RawFd, dst: RawFd) -> bool {
     }
 }
 
-unsafe fn child(
-    p: &Prepared,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    groups: &[libc::gid_t],
+/// What the child uses, prepared before fork.
+struct ChildSetup<'a> {
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    groups: &'a [libc::gid_t],
+    rlimits: &'a [(Resource, u64)],
+    /// Sources of fds 0, 1 and 2.
     stdio: [RawFd; 3],
+    /// The terminal to make the controlling one.
+    ctty: Option<RawFd>,
     report: RawFd,
-) -> ! {
-    let fail = |stage: i32| -> ! {
+}
+
+unsafe fn child(p: &Prepared, c: &ChildSetup<'_>) -> ! {
+    let fail = |stage: i32, detail: i32| -> ! {
         let errno = *libc::__errno_location();
-        let mut msg = [0u8; 8];
+        let mut msg = [0u8; REPORT_LEN];
         msg[..4].copy_from_slice(&stage.to_ne_bytes());
-        msg[4..].copy_from_slice(&errno.to_ne_bytes());
-        libc::write(report, msg.as_ptr().cast(), msg.len());
+        msg[4..8].copy_from_slice(&errno.to_ne_bytes());
+        msg[8..].copy_from_slice(&detail.to_ne_bytes());
+        libc::write(c.report, msg.as_ptr().cast(), msg.len());
         libc::_exit(127)
     };
     // wshd ignores some signals and Rust ignores SIGPIPE; ignored
@@ -340,24 +538,35 @@ unsafe fn child(
     libc::sigemptyset(&mut set);
     libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     if libc::setsid() < 0 {
-        fail(STAGE_SETUP);
+        fail(STAGE_SETUP, 0);
     }
-    for (dst, src) in stdio.iter().enumerate() {
-        if !move_fd(*src, dst as RawFd) {
-            fail(STAGE_SETUP);
+    if let Some(tty) = c.ctty {
+        if libc::ioctl(tty, libc::TIOCSCTTY, 0) != 0 {
+            fail(STAGE_CTTY, 0);
         }
     }
-    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+    for (dst, src) in c.stdio.iter().enumerate() {
+        if !move_fd(*src, dst as RawFd) {
+            fail(STAGE_SETUP, 0);
+        }
+    }
+    // Before the user switch: raising a hard limit needs CAP_SYS_RESOURCE.
+    for (i, &(resource, value)) in c.rlimits.iter().enumerate() {
+        if nix::sys::resource::setrlimit(resource, value, value).is_err() {
+            fail(STAGE_RLIMIT, i as i32);
+        }
+    }
+    if libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0
         || libc::setgid(p.user.gid) != 0
         || libc::setuid(p.user.uid) != 0
     {
-        fail(STAGE_CREDS);
+        fail(STAGE_CREDS, 0);
     }
     if libc::chdir(p.dir.as_ptr()) != 0 {
-        fail(STAGE_CHDIR);
+        fail(STAGE_CHDIR, 0);
     }
-    libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-    fail(STAGE_EXEC)
+    libc::execve(p.path.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr());
+    fail(STAGE_EXEC, 0)
 }
 
 /// Opens /dev/null for stdin, or, if the rootfs has none, duplicates fd 0

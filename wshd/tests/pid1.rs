@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use grove_schema::wshd::{
-    decode, encode, ErrorKind, ExitStatus, ProcessSummary, Request, Response, SpawnSpec,
-    MAX_DATAGRAM,
+    decode, encode, ErrorKind, ExitStatus, ProcessSummary, Request, Response, Rlimit, SpawnSpec,
+    WindowSize, MAX_DATAGRAM, OUTPUT_BUFFER,
 };
 use nix::sys::socket::{
     bind, connect, listen, recvmsg, sendmsg, setsockopt, socket, sockopt, AddressFamily, Backlog,
@@ -276,6 +276,8 @@ fn spec(id: &str, path: &str, args: &[&str]) -> SpawnSpec {
         dir: None,
         user: None,
         open_stdin: false,
+        tty: None,
+        rlimits: vec![],
     }
 }
 
@@ -326,6 +328,7 @@ fn exit_code_and_output() {
         [ProcessSummary {
             id: "p1".into(),
             pid,
+            tty: false,
             exit: Some(ExitStatus::Code(3))
         }]
     );
@@ -496,6 +499,14 @@ fn refusals() {
         Request::Wait { id: "ghost".into() },
         Request::Release { id: "ghost".into() },
         Request::CloseStdin { id: "ghost".into() },
+        Request::Reattach { id: "ghost".into() },
+        Request::SetWindowSize {
+            id: "ghost".into(),
+            size: WindowSize {
+                columns: 80,
+                rows: 24,
+            },
+        },
         Request::Signal {
             id: "ghost".into(),
             signal: 15,
@@ -727,4 +738,315 @@ fn help() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("--socket-fd"));
     let out = Command::new(WSHD).arg("--bogus").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Waits (at most 20 s) until `fd` is readable.
+fn wait_readable(fd: &impl AsRawFd) {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, 20_000) };
+    assert!(n > 0, "nothing to read within 20 s");
+}
+
+/// Reads until end-of-file, failing when nothing arrives for 20 s.
+fn read_to_eof(fd: OwnedFd) -> String {
+    let mut f = File::from(fd);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        wait_readable(&f);
+        match f.read(&mut buf).unwrap() {
+            0 => return String::from_utf8(out).unwrap(),
+            n => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Reads until the output contains `needle`; returns everything read.
+fn read_until(f: &mut File, needle: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        wait_readable(f);
+        let n = f.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "EOF before {needle:?}: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn tty_spec(id: &str, script: &str, columns: u16, rows: u16) -> SpawnSpec {
+    let mut s = spec(id, "sh", &["-c", script]);
+    s.tty = Some(WindowSize { columns, rows });
+    s
+}
+
+fn attached(r: (Response, Vec<OwnedFd>)) -> (Response, Vec<OwnedFd>) {
+    match &r.0 {
+        Response::Attached { tty, stdin, .. } => {
+            let want = if *tty { 1 } else { 2 } + usize::from(*stdin);
+            assert_eq!(r.1.len(), want, "{:?}", r.0);
+        }
+        other => panic!("expected Attached, got {other:?}"),
+    }
+    r
+}
+
+/// Output waits in the 1 MiB pipe while nobody reads.
+#[test]
+fn output_pipes_hold_a_mebibyte() {
+    let w = Wshd::start("bigpipe");
+    const N: usize = 900 * 1024;
+    let script = format!("yes 0123456789abcde | head -c {N}; yes err | head -c {N} >&2");
+    let (_, fds) = spawned(w.spawn(spec("big", "sh", &["-c", &script])), 2);
+    for fd in &fds {
+        // SAFETY: fcntl on an fd we own.
+        let size = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        assert_eq!(size as usize, OUTPUT_BUFFER);
+    }
+    // Nothing was read, yet the process could write everything and exit.
+    assert_eq!(w.wait("big"), Response::Exited(ExitStatus::Code(0)));
+    let mut fds = fds.into_iter();
+    let out = read_to_eof(fds.next().unwrap());
+    assert_eq!(out.len(), N);
+    assert_eq!(out, "0123456789abcde\n".repeat(N / 16));
+    let err = read_to_eof(fds.next().unwrap());
+    assert_eq!(err, "err\n".repeat(N / 4));
+    // A terminal's output goes through a pipe of the same size (the
+    // terminal turns each "\n" into "\r\n": 956 KiB).
+    let script = format!("yes 0123456789abcde | head -c {N}");
+    let (_, fds) = spawned(w.spawn(tty_spec("tty", &script, 80, 24)), 1);
+    assert_eq!(w.wait("tty"), Response::Exited(ExitStatus::Code(0)));
+    let out = read_to_eof(fds.into_iter().next().unwrap());
+    assert_eq!(out, "0123456789abcde\r\n".repeat(N / 16));
+}
+
+#[test]
+fn rlimits() {
+    let w = Wshd::start("rlimit");
+    let mut s = spec("ul", "sh", &["-c", "ulimit -n; ulimit -c; ulimit -Hn"]);
+    s.rlimits = vec![(Rlimit::Nofile, 123), (Rlimit::Core, 0)];
+    s.user = Some("nobody".into());
+    s.dir = Some(w.dir.to_str().unwrap().into());
+    let (_, fds) = spawned(w.spawn(s), 2);
+    assert_eq!(
+        read_to_eof(fds.into_iter().next().unwrap()),
+        "123\n0\n123\n"
+    );
+    assert_eq!(w.wait("ul"), Response::Exited(ExitStatus::Code(0)));
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut s = spec("bad", "true", &[]);
+    s.rlimits = vec![(Rlimit::Core, 0), (Rlimit::Nofile, nr_open + 1)];
+    let (r, fds) = w.spawn(s);
+    assert!(fds.is_empty());
+    assert_eq!(error_kind(&r), ErrorKind::InvalidSpec);
+    assert!(format!("{r:?}").contains("Nofile"), "{r:?}");
+    assert_eq!(w.list().len(), 1);
+}
+
+#[test]
+fn tty_basics() {
+    let w = Wshd::start("tty");
+    let script = "tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-ttys; stty size; \
+                  echo to-stderr >&2; exit 7";
+    let (pid, fds) = spawned(w.spawn(tty_spec("t", script, 80, 24)), 1);
+    let out = read_to_eof(fds.into_iter().next().unwrap());
+    let lines: Vec<&str> = out.split("\r\n").collect();
+    assert!(lines[0].starts_with("/dev/pts/"), "{out:?}");
+    assert_eq!(
+        lines[1..],
+        ["all-ttys", "24 80", "to-stderr", ""],
+        "{out:?}"
+    );
+    assert_eq!(w.wait("t"), Response::Exited(ExitStatus::Code(7)));
+    assert_eq!(
+        w.list(),
+        [ProcessSummary {
+            id: "t".into(),
+            pid,
+            tty: true,
+            exit: Some(ExitStatus::Code(7))
+        }]
+    );
+}
+
+#[test]
+fn tty_window_size() {
+    let w = Wshd::start("winch");
+    let script = "trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.05; done";
+    let (_, fds) = spawned(w.spawn(tty_spec("t", script, 80, 24)), 1);
+    let mut out = File::from(fds.into_iter().next().unwrap());
+    read_until(&mut out, "ready\r\n");
+    let size = WindowSize {
+        columns: 100,
+        rows: 40,
+    };
+    let r = w.ask(&Request::SetWindowSize {
+        id: "t".into(),
+        size,
+    });
+    assert_eq!(r.0, Response::Ok);
+    assert_eq!(read_to_eof(out.into()), "40 100\r\n");
+    assert_eq!(w.wait("t"), Response::Exited(ExitStatus::Code(0)));
+    // A process without a terminal has no window.
+    spawned(w.spawn(spec("p", "true", &[])), 2);
+    let r = w.ask(&Request::SetWindowSize {
+        id: "p".into(),
+        size,
+    });
+    assert_eq!(error_kind(&r.0), ErrorKind::InvalidSpec);
+}
+
+#[test]
+fn tty_input_and_close_stdin() {
+    let w = Wshd::start("ttyin");
+    let mut s = tty_spec(
+        "t",
+        "read line; echo \"got:$line\"; read line; echo \"then:$line\"",
+        80,
+        24,
+    );
+    s.open_stdin = true;
+    let (_, fds) = spawned(w.spawn(s), 2);
+    let mut fds = fds.into_iter();
+    let (out, master) = (fds.next().unwrap(), fds.next().unwrap());
+    let mut out = File::from(out);
+    let mut master = File::from(master);
+    master.write_all(b"hello\n").unwrap();
+    // Echoed by the terminal, then read by the shell.
+    assert_eq!(
+        read_until(&mut out, "got:hello\r\n"),
+        "hello\r\ngot:hello\r\n"
+    );
+    // CloseStdin drops wshd's copy of the master, not the terminal.
+    assert_eq!(
+        w.ask(&Request::CloseStdin { id: "t".into() }).0,
+        Response::Ok
+    );
+    let (r, _fds) = attached(w.ask(&Request::Reattach { id: "t".into() }));
+    assert!(matches!(
+        r,
+        Response::Attached {
+            tty: true,
+            stdin: false,
+            exit: None,
+            ..
+        }
+    ));
+    master.write_all(b"bye\n").unwrap();
+    assert_eq!(read_to_eof(out.into()), "bye\r\nthen:bye\r\n");
+    assert_eq!(w.wait("t"), Response::Exited(ExitStatus::Code(0)));
+}
+
+#[test]
+fn tty_as_another_user() {
+    let w = Wshd::start("ttyuser");
+    let mut s = tty_spec("t", "id -u; echo via-path > \"$(tty)\"", 80, 24);
+    s.user = Some("4242:4343".into());
+    s.dir = Some(w.dir.to_str().unwrap().into());
+    let (_, fds) = spawned(w.spawn(s), 1);
+    assert_eq!(
+        read_to_eof(fds.into_iter().next().unwrap()),
+        "4242\r\nvia-path\r\n"
+    );
+    assert_eq!(w.wait("t"), Response::Exited(ExitStatus::Code(0)));
+}
+
+#[test]
+fn reattach() {
+    let w = Wshd::start("reattach");
+    let mut s = spec(
+        "p",
+        "sh",
+        &["-c", "echo one; echo two >&2; read x; echo got:$x"],
+    );
+    s.open_stdin = true;
+    let (pid, fds) = spawned(w.spawn(s), 3);
+    drop(fds); // as if groved restarted
+    let (r, fds) = attached(w.ask(&Request::Reattach { id: "p".into() }));
+    assert_eq!(
+        r,
+        Response::Attached {
+            pid,
+            tty: false,
+            stdin: true,
+            exit: None
+        }
+    );
+    let mut fds = fds.into_iter();
+    let (out, err, stdin) = (
+        fds.next().unwrap(),
+        fds.next().unwrap(),
+        fds.next().unwrap(),
+    );
+    File::from(stdin).write_all(b"x\n").unwrap();
+    assert_eq!(read_to_eof(out), "one\ngot:x\n");
+    assert_eq!(read_to_eof(err), "two\n");
+    assert_eq!(w.wait("p"), Response::Exited(ExitStatus::Code(0)));
+
+    // After the exit: the buffered output and the status.
+    let (pid, fds) = spawned(
+        w.spawn(spec(
+            "q",
+            "sh",
+            &["-c", "echo buffered; echo e >&2; exit 4"],
+        )),
+        2,
+    );
+    drop(fds);
+    assert_eq!(w.wait("q"), Response::Exited(ExitStatus::Code(4)));
+    let (r, fds) = attached(w.ask(&Request::Reattach { id: "q".into() }));
+    assert_eq!(
+        r,
+        Response::Attached {
+            pid,
+            tty: false,
+            stdin: false,
+            exit: Some(ExitStatus::Code(4))
+        }
+    );
+    let mut fds = fds.into_iter();
+    assert_eq!(read_to_eof(fds.next().unwrap()), "buffered\n");
+    assert_eq!(read_to_eof(fds.next().unwrap()), "e\n");
+
+    // The same on a terminal.
+    let (pid, fds) = spawned(
+        w.spawn(tty_spec("t", "echo tty-buffered; exit 2", 80, 24)),
+        1,
+    );
+    drop(fds);
+    assert_eq!(w.wait("t"), Response::Exited(ExitStatus::Code(2)));
+    let (r, fds) = attached(w.ask(&Request::Reattach { id: "t".into() }));
+    assert_eq!(
+        r,
+        Response::Attached {
+            pid,
+            tty: true,
+            stdin: false,
+            exit: Some(ExitStatus::Code(2))
+        }
+    );
+    assert_eq!(
+        read_to_eof(fds.into_iter().next().unwrap()),
+        "tty-buffered\r\n"
+    );
+
+    // Released or unknown: not found.
+    assert_eq!(w.ask(&Request::Release { id: "q".into() }).0, Response::Ok);
+    for id in ["q", "ghost"] {
+        let r = w.ask(&Request::Reattach { id: id.into() }).0;
+        assert_eq!(error_kind(&r), ErrorKind::ProcessNotFound, "{id}");
+    }
 }

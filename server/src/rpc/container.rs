@@ -4,8 +4,10 @@
 use super::{set_properties, text, text_list};
 use crate::containers::{Container, Grove, RunSpec};
 use crate::error::{ApiError, ApiResult};
+use crate::process::Sinks;
 use crate::rpc::process::ProcessServer;
 use grove_schema::api_capnp::{container as api, container_info};
+use grove_schema::wshd::{Rlimit, WindowSize};
 use std::rc::Rc;
 
 pub struct ContainerServer {
@@ -71,14 +73,13 @@ impl api::Server for ContainerServer {
         let container = self.container()?;
         let params = params.get()?;
         let spec = params.get_spec()?;
-        if spec.get_has_tty() {
-            return Err(ApiError::not_implemented("spec.tty", "the processes issue").into());
-        }
-        if rlimits_requested(spec.get_rlimits()?) {
-            return Err(ApiError::not_implemented("spec.rlimits", "the processes issue").into());
-        }
         let io = params.get_io()?;
-        let sink = |s: capnp::Result<grove_schema::api_capnp::byte_stream::Client>| s.ok();
+        let tty = if spec.get_has_tty() {
+            let size = spec.get_tty()?.get_window_size()?;
+            Some(window_size("spec.tty.windowSize", size)?)
+        } else {
+            None
+        };
         let run = RunSpec {
             id: text("spec.id", spec.get_id())?,
             path: text("spec.path", spec.get_path())?,
@@ -87,18 +88,28 @@ impl api::Server for ContainerServer {
             dir: text("spec.dir", spec.get_dir())?,
             user: text("spec.user", spec.get_user())?,
             open_stdin: io.get_open_stdin(),
-            stdout: if io.has_stdout() {
-                sink(io.get_stdout())
-            } else {
-                None
-            },
-            stderr: if io.has_stderr() {
-                sink(io.get_stderr())
-            } else {
-                None
-            },
+            tty,
+            rlimits: rlimits(spec.get_rlimits()?),
+            sinks: sinks(io),
         };
         let process = self.grove.run(&container, run).await?;
+        results
+            .get()
+            .set_process(capnp_rpc::new_client(ProcessServer::new(process)));
+        Ok(())
+    }
+
+    async fn attach(
+        self: Rc<Self>,
+        params: AttachParams,
+        mut results: AttachResults,
+    ) -> Result<(), capnp::Error> {
+        let container = self.container()?;
+        let params = params.get()?;
+        let id = text("processId", params.get_process_id())?;
+        let process = self
+            .grove
+            .attach(&container, &id, sinks(params.get_io()?))?;
         results
             .get()
             .set_process(capnp_rpc::new_client(ProcessServer::new(process)));
@@ -194,7 +205,6 @@ impl api::Server for ContainerServer {
     }
 
     crate::not_implemented! {
-        attach: AttachParams, AttachResults => "attach", "the processes issue";
         stream_in: StreamInParams, StreamInResults => "streamIn", "the images and streaming issue";
         stream_out: StreamOutParams, StreamOutResults => "streamOut", "the images and streaming issue";
         limit_bandwidth: LimitBandwidthParams, LimitBandwidthResults => "limitBandwidth", "the networking issue";
@@ -215,23 +225,61 @@ impl api::Server for ContainerServer {
     }
 }
 
-fn rlimits_requested(r: grove_schema::api_capnp::resource_limits::Reader<'_>) -> bool {
+/// The client's streams from a ProcessIO (either may be null).
+fn sinks(io: grove_schema::api_capnp::process_i_o::Reader<'_>) -> Sinks {
+    Sinks {
+        stdout: if io.has_stdout() {
+            io.get_stdout().ok()
+        } else {
+            None
+        },
+        stderr: if io.has_stderr() {
+            io.get_stderr().ok()
+        } else {
+            None
+        },
+    }
+}
+
+pub fn window_size(
+    field: &str,
+    size: grove_schema::api_capnp::window_size::Reader<'_>,
+) -> ApiResult<WindowSize> {
+    let (columns, rows) = (size.get_columns(), size.get_rows());
+    if columns == 0 || rows == 0 {
+        return Err(ApiError::invalid(
+            field,
+            format!("{columns}x{rows}: columns and rows must be at least 1"),
+        ));
+    }
+    Ok(WindowSize { columns, rows })
+}
+
+/// The limits whose `has*` bit is set.
+fn rlimits(r: grove_schema::api_capnp::resource_limits::Reader<'_>) -> Vec<(Rlimit, u64)> {
     [
-        r.get_has_as(),
-        r.get_has_core(),
-        r.get_has_cpu(),
-        r.get_has_data(),
-        r.get_has_fsize(),
-        r.get_has_locks(),
-        r.get_has_memlock(),
-        r.get_has_msgqueue(),
-        r.get_has_nice(),
-        r.get_has_nofile(),
-        r.get_has_nproc(),
-        r.get_has_rss(),
-        r.get_has_rtprio(),
-        r.get_has_sigpending(),
-        r.get_has_stack(),
+        (r.get_has_as(), Rlimit::As, r.get_as()),
+        (r.get_has_core(), Rlimit::Core, r.get_core()),
+        (r.get_has_cpu(), Rlimit::Cpu, r.get_cpu()),
+        (r.get_has_data(), Rlimit::Data, r.get_data()),
+        (r.get_has_fsize(), Rlimit::Fsize, r.get_fsize()),
+        (r.get_has_locks(), Rlimit::Locks, r.get_locks()),
+        (r.get_has_memlock(), Rlimit::Memlock, r.get_memlock()),
+        (r.get_has_msgqueue(), Rlimit::Msgqueue, r.get_msgqueue()),
+        (r.get_has_nice(), Rlimit::Nice, r.get_nice()),
+        (r.get_has_nofile(), Rlimit::Nofile, r.get_nofile()),
+        (r.get_has_nproc(), Rlimit::Nproc, r.get_nproc()),
+        (r.get_has_rss(), Rlimit::Rss, r.get_rss()),
+        (r.get_has_rtprio(), Rlimit::Rtprio, r.get_rtprio()),
+        (
+            r.get_has_sigpending(),
+            Rlimit::Sigpending,
+            r.get_sigpending(),
+        ),
+        (r.get_has_stack(), Rlimit::Stack, r.get_stack()),
     ]
-    .contains(&true)
+    .into_iter()
+    .filter(|(has, _, _)| *has)
+    .map(|(_, limit, value)| (limit, value))
+    .collect()
 }

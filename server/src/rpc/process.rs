@@ -86,8 +86,26 @@ impl api::Server for ProcessServer {
         Ok(())
     }
 
-    crate::not_implemented! {
-        set_tty: SetTtyParams, SetTtyResults => "setTty", "the processes issue";
+    async fn set_tty(
+        self: Rc<Self>,
+        params: SetTtyParams,
+        _: SetTtyResults,
+    ) -> Result<(), capnp::Error> {
+        let size =
+            crate::rpc::container::window_size("windowSize", params.get()?.get_window_size()?)?;
+        if !self.process.tty {
+            return Err(ApiError::new(
+                Code::InvalidState,
+                format!("process {} has no tty", self.process.id),
+            )
+            .into());
+        }
+        let request = Request::SetWindowSize {
+            id: self.process.id.clone(),
+            size,
+        };
+        wshd_client::call(&self.process.wshd_socket, &request).await?;
+        Ok(())
     }
 }
 
