@@ -7,13 +7,15 @@
 //! with the validated handle as the only request-derived component.
 
 use crate::fs;
+use crate::spawn;
 use grove_schema::Handle;
+use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{kill, Signal};
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, TMPFS_MAGIC};
-use nix::unistd::{Pid, UnlinkatFlags};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use nix::unistd::UnlinkatFlags;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 pub trait Cgroups {
@@ -23,11 +25,11 @@ pub trait Cgroups {
     fn create(&self, handle: &Handle) -> Result<(), String>;
     /// Move `pid` into every one of the container's cgroups.
     fn enter(&self, handle: &Handle, pid: i32) -> Result<(), String>;
-    /// The processes in the container's cgroup.
+    /// The processes in the container's cgroup and every cgroup below it.
     fn procs(&self, handle: &Handle) -> Result<Vec<i32>, String>;
-    /// Freeze the cgroup, SIGKILL every process in it, thaw it.
+    /// Freeze the cgroup, SIGKILL every process in it and below it, thaw it.
     fn kill_all(&self, handle: &Handle) -> Result<(), String>;
-    /// Remove the container's cgroups (absent ones are fine).
+    /// Remove the container's cgroups and any below them (absent ones are fine).
     fn remove(&self, handle: &Handle) -> Result<(), String>;
 }
 
@@ -148,24 +150,188 @@ fn write_cg(dir: std::os::fd::BorrowedFd, file: &str, value: &str) -> Result<(),
     fs::write_all(fd.as_raw_fd(), value.as_bytes())
 }
 
+/// Deepest nesting below a container's cgroup that kill and removal follow
+/// (one open directory per level). Container root can mount cgroupfs in
+/// its cgroup namespace and nest deeper; destroy then fails with an error
+/// that says so, rather than missing processes or spinning on EBUSY.
+const MAX_NESTING: usize = 32;
+
+/// Call `visit` on the cgroup `top` and on every cgroup below it, parents
+/// before children; with `remove`, rmdir every cgroup below `top` once its
+/// own subtree is done, so deepest first (v1 refuses to rmdir a cgroup with
+/// children or tasks). Every directory is opened beneath the one above it
+/// (O_NOFOLLOW|O_DIRECTORY, from a name readdir returned), never by path;
+/// one directory stream is kept per level, so a wide tree is read once.
+fn walk(
+    top: BorrowedFd,
+    remove: Option<Instant>,
+    visit: &mut dyn FnMut(BorrowedFd) -> Result<(), String>,
+) -> Result<(), String> {
+    visit(top)?;
+    let own = fs::open_dir(top, ".").map_err(|e| err("open cgroup", e))?;
+    let first = Dir::from(own).map_err(|e| err("open cgroup", e))?;
+    let mut stack: Vec<(nix::dir::OwningIter, CString)> =
+        vec![(first.into_iter(), CString::default())];
+    while let Some((entries, _)) = stack.last_mut() {
+        let dir_fd = entries.as_raw_fd();
+        match entries.next() {
+            Some(entry) => {
+                let entry = entry.map_err(|e| err("reading a cgroup directory", e))?;
+                let name = entry.file_name();
+                // Child cgroups are the only directories in cgroupfs.
+                if entry.file_type() != Some(Type::Directory) || name == c"." || name == c".." {
+                    continue;
+                }
+                if stack.len() > MAX_NESTING {
+                    return Err(format!(
+                        "cgroups are nested more than {MAX_NESTING} levels deep below the container's"
+                    ));
+                }
+                let name = name.to_owned();
+                // SAFETY: dir_fd belongs to the stream on top of the stack,
+                // which stays open (and unmoved) until this borrow ends.
+                let above = unsafe { BorrowedFd::borrow_raw(dir_fd) };
+                let dir = match fs::open_dir(above, name.as_c_str()) {
+                    Ok(d) => d,
+                    Err(Errno::ENOENT) => continue, // removed meanwhile
+                    Err(e) => return Err(err("open nested cgroup", e)),
+                };
+                visit(dir.as_fd())?;
+                let d = Dir::from(dir).map_err(|e| err("open nested cgroup", e))?;
+                stack.push((d.into_iter(), name));
+            }
+            None => {
+                let Some((done, name)) = stack.pop() else {
+                    break;
+                };
+                drop(done);
+                if let (Some(deadline), Some((above, _))) = (remove, stack.last()) {
+                    rmdir_wait(above.as_raw_fd(), &name, deadline)
+                        .map_err(|e| format!("rmdir nested cgroup {name:?}: {e}"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// rmdir a cgroup, waiting while its last tasks are still leaving it.
+fn rmdir_wait(dir: RawFd, name: &CStr, deadline: Instant) -> Result<(), Errno> {
+    loop {
+        match nix::unistd::unlinkat(Some(dir), name, UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+            Err(Errno::EBUSY) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The pids listed in one cgroup's cgroup.procs (tgids; v1 lists only the
+/// cgroup's own tasks, not its descendants'). Streamed, without a size cap:
+/// the list is bounded by pid_max.
+fn read_pids(dir: BorrowedFd) -> Result<Vec<i32>, Errno> {
+    let fd = fs::openat(
+        Some(dir),
+        "cgroup.procs",
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+        0,
+    )?;
+    let mut pids = Vec::new();
+    let mut partial: Option<i32> = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        };
+        for &b in &buf[..n] {
+            match b {
+                b'0'..=b'9' => {
+                    let v = partial.unwrap_or(0);
+                    let v = v
+                        .checked_mul(10)
+                        .and_then(|v| v.checked_add(i32::from(b - b'0')))
+                        .ok_or(Errno::ERANGE)?;
+                    partial = Some(v);
+                }
+                b'\n' => pids.extend(partial.take()),
+                _ => return Err(Errno::EINVAL),
+            }
+        }
+    }
+    pids.extend(partial);
+    Ok(pids)
+}
+
+/// SIGKILL the processes listed in one cgroup without ever signalling a
+/// recycled pid: open a pidfd for each listed pid, then read the list again
+/// and signal only pidfds whose pid is still listed. A pidfd names one
+/// process for good; if its pid is listed after the pidfd was opened, then
+/// either that process is in this cgroup, or it has exited and the signal
+/// goes nowhere. In batches, to stay well below the fd limit.
+fn kill_listed(dir: BorrowedFd) -> Result<(), Errno> {
+    let pids = match read_pids(dir) {
+        Err(Errno::ENOENT) => return Ok(()),
+        r => r?,
+    };
+    for batch in pids.chunks(256) {
+        let fds: Vec<(i32, OwnedFd)> = batch
+            .iter()
+            .filter_map(|&p| spawn::pidfd_open(p).ok().map(|fd| (p, fd)))
+            .collect();
+        if fds.is_empty() {
+            continue;
+        }
+        let mut still = match read_pids(dir) {
+            Err(Errno::ENOENT) => return Ok(()), // the cgroup is gone
+            r => r?,
+        };
+        still.sort_unstable();
+        for (pid, fd) in fds {
+            if still.binary_search(&pid).is_ok() {
+                let _ = spawn::pidfd_kill(fd.as_fd());
+            }
+        }
+    }
+    Ok(())
+}
+
+impl V1 {
+    /// The container's cgroup in controller `c`; None if it does not exist.
+    fn open_container(&self, c: &Controller, handle: &Handle) -> Result<Option<OwnedFd>, String> {
+        match fs::open_dir(c.parent.as_fd(), handle.as_str()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(format!("{}/{handle}: {e}", c.name)),
+        }
+    }
+}
+
 impl Cgroups for V1 {
     fn name(&self) -> &'static str {
         "v1"
     }
 
     fn create(&self, handle: &Handle) -> Result<(), String> {
-        for (i, c) in self.controllers.iter().enumerate() {
-            let made =
-                fs::mkdir_at(c.parent.as_fd(), handle.as_str(), 0o755, false).and_then(|()| {
+        // Only cgroups this call made are undone: a same-named cgroup that
+        // was already there is not ours to remove.
+        let mut made: Vec<&Controller> = Vec::new();
+        for c in &self.controllers {
+            let result = fs::mkdir_at(c.parent.as_fd(), handle.as_str(), 0o755, false)
+                .map(|()| made.push(c))
+                .and_then(|()| {
                     if c.name == "cpuset" {
                         let fd = fs::open_dir(c.parent.as_fd(), handle.as_str())?;
                         copy_cpuset(c.parent.as_fd(), fd.as_fd()).map_err(|_| Errno::EINVAL)?;
                     }
                     Ok(())
                 });
-            if let Err(e) = made {
-                // Undo what this call made, in reverse.
-                for done in self.controllers[..=i].iter().rev() {
+            if let Err(e) = result {
+                for done in made.iter().rev() {
                     let _ = nix::unistd::unlinkat(
                         Some(done.parent.as_raw_fd()),
                         handle.as_str(),
@@ -188,30 +354,30 @@ impl Cgroups for V1 {
         Ok(())
     }
 
+    /// Every process in the container's cgroup or any cgroup below it (any
+    /// one hierarchy holds every process of the container).
     fn procs(&self, handle: &Handle) -> Result<Vec<i32>, String> {
         let c = self.first();
-        let text = match fs::read_file_at(c.parent.as_fd(), &format!("{handle}/cgroup.procs")) {
-            Ok(t) => t,
-            Err(Errno::ENOENT) => return Ok(Vec::new()),
-            Err(e) => return Err(format!("{}/{handle}/cgroup.procs: {e}", c.name)),
+        let Some(top) = self.open_container(c, handle)? else {
+            return Ok(Vec::new());
         };
-        text.lines()
-            .map(|l| {
-                l.trim()
-                    .parse::<i32>()
-                    .map_err(|e| format!("cgroup.procs line {l:?}: {e}"))
-            })
-            .collect()
+        let mut all = Vec::new();
+        walk(top.as_fd(), None, &mut |dir| {
+            match read_pids(dir) {
+                Ok(p) => all.extend(p),
+                Err(Errno::ENOENT) => {} // removed meanwhile
+                Err(e) => return Err(format!("{}/{handle}: cgroup.procs: {e}", c.name)),
+            }
+            Ok(())
+        })?;
+        Ok(all)
     }
 
     fn kill_all(&self, handle: &Handle) -> Result<(), String> {
-        // Frozen tasks cannot exit, so a pid read from cgroup.procs while the
-        // cgroup is frozen still names the same process when we signal it:
-        // no pid reuse can make us kill a stranger.
+        // Freezing the container's freezer cgroup freezes every cgroup below
+        // it too, so nothing forks while we kill.
         let freezer = match self.freezer() {
-            Some(f) => Some(
-                fs::open_dir(f.parent.as_fd(), handle.as_str()).map_err(|e| err("freezer", e))?,
-            ),
+            Some(f) => self.open_container(f, handle)?,
             None => None,
         };
         if let Some(f) = &freezer {
@@ -224,13 +390,22 @@ impl Cgroups for V1 {
                 }
             }
         }
-        let result = self.procs(handle).map(|pids| {
-            for pid in pids {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        });
+        let c = self.first();
+        let result = match self.open_container(c, handle)? {
+            Some(top) => walk(top.as_fd(), None, &mut |dir| {
+                kill_listed(dir).map_err(|e| format!("{}/{handle}: kill: {e}", c.name))
+            }),
+            None => Ok(()),
+        };
         if let Some(f) = &freezer {
+            // Frozen tasks die only once thawed. Thaw the container's
+            // cgroup, then every cgroup below (container root may have
+            // frozen one of its own).
             write_cg(f.as_fd(), "freezer.state", "THAWED").map_err(|e| err("thaw", e))?;
+            walk(f.as_fd(), None, &mut |dir| {
+                let _ = write_cg(dir, "freezer.state", "THAWED");
+                Ok(())
+            })?;
         }
         result
     }
@@ -239,13 +414,21 @@ impl Cgroups for V1 {
         for c in &self.controllers {
             let deadline = Instant::now() + Duration::from_secs(2);
             loop {
+                let Some(top) = self.open_container(c, handle)? else {
+                    break;
+                };
+                // Nested cgroups first, deepest first.
+                walk(top.as_fd(), Some(deadline), &mut |_| Ok(()))
+                    .map_err(|e| format!("{}/{handle}: {e}", c.name))?;
+                drop(top);
                 match nix::unistd::unlinkat(
                     Some(c.parent.as_raw_fd()),
                     handle.as_str(),
                     UnlinkatFlags::RemoveDir,
                 ) {
                     Ok(()) | Err(Errno::ENOENT) => break,
-                    // The last tasks may still be leaving the cgroup.
+                    // The last tasks may still be leaving, or a cgroup
+                    // appeared below after the walk: walk again.
                     Err(Errno::EBUSY) if Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(20))
                     }

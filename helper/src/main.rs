@@ -164,8 +164,9 @@ fn run() -> Result<(), String> {
     sanitize_process()?;
     let policy_path = parse_args(std::env::args_os().skip(1).collect())?;
     let policy = policy::load(policy_path.as_deref())?;
-    let cgroups = cgroup::detect(&policy.conf.cgroup_parent)?;
+    // Check and seal wshd before touching anything on the host.
     let wshd = spawn::seal_wshd(&policy.wshd)?;
+    let cgroups = cgroup::detect(&policy.conf.cgroup_parent)?;
     let depot = own_dir(policy.conf.depot.as_str(), 0, 0o700)?;
     let runtime = own_dir(policy.conf.runtime_dir.as_str(), policy.server_gid, 0o710)?;
     let signals = server::signals()?;

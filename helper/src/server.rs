@@ -17,8 +17,13 @@ use nix::sys::socket::{
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-/// Most connections open at once (groved needs one or two).
+/// Most connections served at once (groved needs one or two). Only
+/// accepted connections of the server uid count.
 const MAX_CONNECTIONS: usize = 16;
+/// Most refused connections kept lingering at once; past that a refused
+/// peer is hung up on at once. Kept apart from MAX_CONNECTIONS so refused
+/// peers (any member of the socket's group) cannot crowd out the server.
+const MAX_LINGERING: usize = 16;
 /// How long a refused peer has to read its error before we hang up.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -110,11 +115,10 @@ pub fn serve(
         let now = Instant::now();
         for i in (0..conns.len()).rev() {
             match conns[i].closing {
-                Some(deadline) => {
-                    if (ready[2 + i] && drain_one(&conns[i])) || now > deadline {
-                        conns.remove(i);
-                    }
+                Some(deadline) if (ready[2 + i] && drain_one(&conns[i])) || now > deadline => {
+                    drop(conns.remove(i))
                 }
+                Some(_) => {}
                 None if ready[2 + i] => match serve_one(helper, &conns[i]) {
                     Outcome::Continue => {}
                     Outcome::Close => drop(conns.remove(i)),
@@ -149,13 +153,15 @@ fn accept(listener: &OwnedFd, server_uid: u32, conns: &mut Vec<Conn>) {
             return;
         }
     };
+    let serving = conns.iter().filter(|c| c.closing.is_none()).count();
+    let lingering = conns.len() - serving;
     let refusal = if uid != server_uid {
         eprintln!("grove-helper: uid={uid} refused: not the server uid {server_uid}");
         Some(HelperError::new(
             ErrorKind::PolicyRefused,
             format!("uid {uid} is not grove-helper's server uid {server_uid}"),
         ))
-    } else if conns.len() >= MAX_CONNECTIONS {
+    } else if serving >= MAX_CONNECTIONS {
         eprintln!("grove-helper: uid={uid} refused: {MAX_CONNECTIONS} connections are open");
         Some(HelperError::new(
             ErrorKind::LimitExceeded,
@@ -165,9 +171,9 @@ fn accept(listener: &OwnedFd, server_uid: u32, conns: &mut Vec<Conn>) {
         None
     };
     match refusal {
-        // Lingering connections are bounded too: past twice the limit, a
+        // Lingering connections are bounded too: past MAX_LINGERING, a
         // refused peer is simply hung up on.
-        Some(e) if conns.len() < 2 * MAX_CONNECTIONS => conns.push(Conn::refuse(fd, uid, e)),
+        Some(e) if lingering < MAX_LINGERING => conns.push(Conn::refuse(fd, uid, e)),
         Some(_) => drop(fd),
         None => conns.push(Conn {
             fd,

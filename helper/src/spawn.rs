@@ -19,10 +19,34 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// Copy the wshd binary into a sealed memfd. Containers exec wshd from this
 /// memfd, so their /proc/1/exe is the memfd: sealed against writes, it
 /// cannot be used to overwrite the host's wshd (the runc CVE-2019-5736 shape).
+///
+/// wshd runs as root in every container, so whoever can write the file
+/// could become root there: like the policy, it must be a regular file
+/// owned by root and not writable by group or others. The checks are made
+/// with fstat on the very fd that is read (O_NOFOLLOW: not through a
+/// symlink in the last component).
 pub fn seal_wshd(path: &std::path::Path) -> Result<OwnedFd, String> {
+    let fail = |e: Errno| format!("wshd {}: {e}", path.display());
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(fail)?;
+    // SAFETY: open just returned this fd; nothing else owns it.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let st = nix::sys::stat::fstat(file.as_raw_fd()).map_err(fail)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+        return Err(format!(
+            "wshd {} must be a regular file owned by root and not writable by group or others \
+             (it is uid {} mode {:o})",
+            path.display(),
+            st.st_uid,
+            st.st_mode & 0o7777
+        ));
+    }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
+    file.read_to_end(&mut bytes)
         .map_err(|e| format!("wshd {}: {e}", path.display()))?;
     let name = c"grove-wshd";
     let flags = libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC;

@@ -85,6 +85,9 @@ impl Fixture {
                 "building the sleeper: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            // The helper runs wshd as root: it must be root's, 0755.
+            std::fs::set_permissions(d.join("sleeper"), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
             d.join("sleeper")
         } else {
             PathBuf::from("/bin/true")
@@ -483,6 +486,51 @@ fn bad_policies_stop_the_helper() {
         err.contains("line 2") && err.contains("frobnicate"),
         "{err}"
     );
+    // wshd runs as root in every container: whoever can write it is root
+    // there, so it gets the policy's ownership rule.
+    let wshd_policy = |name: &str, wshd: &Path| {
+        let p = dir.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "server_user = root\ncgroup_parent = never-made\nwshd = {}\n",
+                wshd.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        p
+    };
+    let w = dir.join("wshd-0666");
+    std::fs::copy("/bin/true", &w).unwrap();
+    std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, err) = run(&wshd_policy("w1.conf", &w));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "wshd-0666 must be a regular file owned by root and not writable by group or others"
+        ) && err.contains("mode 666"),
+        "{err}"
+    );
+    let w = dir.join("wshd-nobody");
+    std::fs::copy("/bin/true", &w).unwrap();
+    std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&w, Some(65534), Some(65534)).unwrap();
+    let (code, err) = run(&wshd_policy("w2.conf", &w));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("must be a regular file owned by root") && err.contains("uid 65534"),
+        "{err}"
+    );
+    let w = dir.join("wshd-link");
+    std::os::unix::fs::symlink("/bin/true", &w).unwrap();
+    let (code, err) = run(&wshd_policy("w3.conf", &w));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("wshd-link") && err.contains("ELOOP"), "{err}");
+    assert!(
+        !Path::new("/sys/fs/cgroup/pids/never-made").exists(),
+        "the helper touched the host before checking wshd"
+    );
     let (code, err) = {
         let out = Command::new(env!("CARGO_BIN_EXE_grove-helper"))
             .arg("--bogus")
@@ -734,4 +782,108 @@ fn a_wshd_that_dies_leaves_its_container_stopped() {
         Response::Destroyed
     );
     assert_gone(&f, "s1", pid);
+}
+
+#[test]
+fn refused_peers_cannot_crowd_out_the_server() {
+    let f = Fixture::new("root", false);
+    // 40 connections whose SO_PEERCRED says uid 65534 (a member of the
+    // socket's group that is not the server uid): a forked child connects
+    // them after setuid and exits; we keep the connected sockets open and
+    // never read, so every one of them wants to linger.
+    let socks: Vec<OwnedFd> = (0..40)
+        .map(|_| {
+            socket(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .unwrap()
+        })
+        .collect();
+    let addr = UnixAddr::new(&f.socket()).unwrap();
+    let raw: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    // SAFETY: after fork the child only makes raw syscalls (setuid,
+    // connect, _exit) on memory prepared before the fork: no allocation,
+    // no locks.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => unsafe {
+            // Keep gid 0 (the socket's group here) and drop the uid.
+            if libc::syscall(libc::SYS_setuid, 65534) != 0 {
+                libc::_exit(2);
+            }
+            for fd in &raw {
+                use nix::sys::socket::SockaddrLike;
+                if libc::connect(*fd, addr.as_ptr().cast(), addr.len()) != 0 {
+                    libc::_exit(3);
+                }
+            }
+            libc::_exit(0);
+        },
+        nix::unistd::ForkResult::Parent { child } => {
+            let status = nix::sys::wait::waitpid(child, None).unwrap();
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+        }
+    }
+    // Our own connection queues behind all 40: by the time the helper
+    // accepts it, it has refused them all, and must still serve us.
+    for _ in 0..3 {
+        ping_works(&f);
+    }
+    let log = f.log.lock().unwrap().clone();
+    assert!(log.contains("uid=65534 refused"), "{log}");
+    assert!(!log.contains("connections are open"), "{log}");
+    drop(socks);
+}
+
+#[test]
+fn destroy_kills_and_removes_nested_cgroups() {
+    let f = Fixture::new("root", true);
+    let pid = create(&f, "n1");
+    wshd_log(&f, "n1");
+    // What container root could do after mounting cgroupfs in its cgroup
+    // namespace: nested cgroups below its own, a process in the deepest,
+    // and a frozen nested freezer cgroup.
+    // Thawed, killed and reaped however the test ends (a frozen task
+    // ignores SIGKILL until thawed).
+    struct Sleeper(Child, PathBuf);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.1, "THAWED");
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sleeper = Sleeper(
+        Command::new("sleep")
+            .arg("1000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        f.cgroup("freezer", "n1").join("a/b/c/freezer.state"),
+    );
+    for c in ["pids", "memory", "freezer"] {
+        let deep = f.cgroup(c, "n1").join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::create_dir_all(f.cgroup(c, "n1").join("a/sibling")).unwrap();
+        std::fs::write(deep.join("cgroup.procs"), sleeper.0.id().to_string()).unwrap();
+    }
+    std::fs::write(
+        f.cgroup("freezer", "n1").join("a/b/c/freezer.state"),
+        "FROZEN",
+    )
+    .unwrap();
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("n1") }),
+        Response::Destroyed,
+        "{}",
+        f.log.lock().unwrap()
+    );
+    let status = sleeper.0.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    assert_gone(&f, "n1", pid);
 }
