@@ -21,6 +21,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
+/// Flow-control window of each ByteStream groved writes to.
+const STREAM_WINDOW: usize = 4 << 20;
+
 const USAGE: &str = "usage: groved [--config PATH] [--allow-root]
 
 Serves Grove's Cap'n Proto API. Without --config it uses its embedded
@@ -152,12 +155,16 @@ async fn serve(config: Config) -> Result<(), String> {
                     }
                 };
                 let (reader, writer) = stream.compat().split();
-                let network = twoparty::VatNetwork::new(
+                let mut network = twoparty::VatNetwork::new(
                     reader,
                     writer,
                     rpc_twoparty_capnp::Side::Server,
                     Default::default(),
                 );
+                // Bytes of process output in flight to one client stream
+                // before groved waits for it: enough to keep the socket busy
+                // across round trips, small enough to bound memory.
+                network.set_window_size(STREAM_WINDOW);
                 let system = RpcSystem::new(Box::new(network), Some(bootstrap.clone().client));
                 tokio::task::spawn_local(async move {
                     if let Err(e) = system.await {

@@ -23,7 +23,8 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
 
-const CHUNK: usize = 64 * 1024;
+/// Most bytes read from a pipe at once (and sent in one write).
+const CHUNK: usize = 256 * 1024;
 
 /// How long a process that has exited stays known: late `attach` and `wait`
 /// calls see its exit status and the output nobody read. Then it is
