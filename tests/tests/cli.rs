@@ -1,0 +1,171 @@
+//! The `grove` CLI against a real groved: each subcommand's output and exit
+//! status, and one clear line on error.
+
+use grove_client::Command;
+use grove_tests::*;
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+fn grove(env: &TestEnv, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = std::process::Command::new(bin_dir().join("grove"))
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running grove");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn every_subcommand_works_and_errors_are_one_line() {
+    let env = TestEnv::start();
+    let ok = |args: &[&str]| {
+        let out = grove(&env, args, None);
+        assert!(
+            out.status.success(),
+            "grove {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    assert_eq!(ok(&["ping"]), "ok\n");
+    assert!(ok(&["capacity"]).contains("max_containers: 100"));
+    assert_eq!(
+        ok(&[
+            "create",
+            "--handle",
+            "cli",
+            "--property",
+            "team=a",
+            "--env",
+            "GREETING=hi"
+        ]),
+        "cli\n"
+    );
+    assert_eq!(ok(&["list"]), "cli\n");
+    assert_eq!(ok(&["list", "--property", "team=b"]), "");
+    let info = ok(&["info", "cli"]);
+    assert!(
+        info.contains("state: active") && info.contains("property: team=a"),
+        "{info}"
+    );
+
+    let out = grove(
+        &env,
+        &[
+            "run",
+            "cli",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING; echo err >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(
+        (out.status.code(), text(&out.stdout), text(&out.stderr)),
+        (Some(3), "hi\n".into(), "err\n".into())
+    );
+    let out = grove(&env, &["run", "cli", "--", "sh", "-c", "kill -9 $$"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "128 + SIGKILL, as a shell reports it"
+    );
+    let out = grove(
+        &env,
+        &["run", "-i", "cli", "--", "tr", "a-z", "A-Z"],
+        Some(b"shout\n"),
+    );
+    assert_eq!(text(&out.stdout), "SHOUT\n");
+    let out = grove(
+        &env,
+        &[
+            "run",
+            "--rlimit",
+            "nofile=77",
+            "--user",
+            "user",
+            "cli",
+            "--",
+            "sh",
+            "-c",
+            "ulimit -n; id -u",
+        ],
+        None,
+    );
+    assert_eq!(text(&out.stdout), "77\n1000\n");
+
+    // attach: to a process started elsewhere, with its retained output.
+    block_on(async {
+        let client = env.connect().await;
+        let container = client.lookup("cli").await.unwrap();
+        let mut command = Command::new("sh", &["-c", "echo kept; exit 4"]);
+        command.id = "bg".into();
+        let mut request = container.run_request();
+        command.fill(request.get().init_spec()).unwrap();
+        request.get().init_io();
+        let process = request
+            .send()
+            .promise
+            .await
+            .unwrap()
+            .get()
+            .unwrap()
+            .get_process()
+            .unwrap();
+        process.wait_request().send().promise.await.unwrap();
+    });
+    let out = grove(&env, &["attach", "cli", "bg"], None);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(4), "kept\n".into())
+    );
+
+    assert!(grove(&env, &["stop", "--kill", "cli"], None)
+        .status
+        .success());
+    assert!(ok(&["info", "cli"]).contains("state: stopped"));
+    for (args, message) in [
+        (vec!["info", "nope"], "grove: unknown handle: nope\n"),
+        (
+            vec!["run", "cli", "--", "true"],
+            "grove: container cli is stopped\n",
+        ),
+        (
+            vec!["attach", "cli", "nope"],
+            "grove: unknown process: nope\n",
+        ),
+    ] {
+        let out = grove(&env, &args, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(text(&out.stderr), message, "{args:?}");
+    }
+    assert_eq!(ok(&["destroy", "cli"]), "");
+    assert_eq!(ok(&["list"]), "");
+    let out = std::process::Command::new(bin_dir().join("grove"))
+        .args(["--socket", "/nonexistent/grove.sock", "ping"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        1,
+        "one line: {}",
+        text(&out.stderr)
+    );
+}
