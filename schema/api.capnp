@@ -226,6 +226,8 @@ struct ContainerInfo {
   mappedPorts @8 :List(PortMapping);
 }
 
+# Disk and network figures are zero until Grove measures them (the images
+# and networking work).
 struct Metrics {
   memory @0 :MemoryStat;
   cpu @1 :CpuStat;

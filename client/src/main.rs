@@ -41,7 +41,19 @@ enum Cmd {
         /// NAME=value property (repeatable).
         #[arg(long = "property", value_name = "NAME=VALUE", value_parser = parse_pair)]
         properties: Vec<(String, String)>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
+    /// Change a container's memory, CPU or pid limits (all or none apply).
+    Limit {
+        handle: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Show the limits in force.
+    Limits { handle: String },
+    /// Show a container's resource usage.
+    Metrics { handle: String },
     /// List container handles, optionally only those with all given properties.
     List {
         #[arg(long = "property", value_name = "NAME=VALUE", value_parser = parse_pair)]
@@ -63,6 +75,84 @@ enum Cmd {
     },
     /// Destroy a container and everything it owns.
     Destroy { handle: String },
+}
+
+#[derive(clap::Args, Default)]
+struct LimitArgs {
+    /// Memory limit in bytes (suffixes K, M, G).
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Relative CPU weight (cgroup v1 shares, 2..262144).
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    /// Hard CPU quota, QUOTA or QUOTA/PERIOD in microseconds (e.g. 50000/100000 = half a CPU).
+    #[arg(long, value_parser = parse_quota)]
+    cpu_quota: Option<(u64, u64)>,
+    /// The CPUs it may use, e.g. 0-1,3.
+    #[arg(long)]
+    cpuset: Option<String>,
+    /// Most processes and threads.
+    #[arg(long)]
+    pids: Option<u64>,
+}
+
+impl LimitArgs {
+    fn is_empty(&self) -> bool {
+        self.memory.is_none()
+            && self.cpu_shares.is_none()
+            && self.cpu_quota.is_none()
+            && self.cpuset.is_none()
+            && self.pids.is_none()
+    }
+
+    fn fill_memory(&self, mut m: api::memory_limits::Builder<'_>) {
+        m.set_limit_in_bytes(self.memory.unwrap_or(0));
+    }
+
+    fn fill_cpu(&self, mut c: api::cpu_limits::Builder<'_>) {
+        c.set_weight(self.cpu_shares.unwrap_or(0));
+        if let Some((quota, period)) = self.cpu_quota {
+            c.set_quota_micros(quota);
+            c.set_quota_period_micros(period);
+        }
+        c.set_cpuset(self.cpuset.as_deref().unwrap_or(""));
+    }
+
+    fn fill_pids(&self, mut p: api::pid_limits::Builder<'_>) {
+        p.set_max(self.pids.unwrap_or(0));
+    }
+
+    fn has_cpu(&self) -> bool {
+        self.cpu_shares.is_some() || self.cpu_quota.is_some() || self.cpuset.is_some()
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 64M)"))?;
+    let factor: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_quota(s: &str) -> Result<(u64, u64), String> {
+    let (quota, period) = s.split_once('/').unwrap_or((s, "100000"));
+    let number = |v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("{s:?} is not QUOTA[/PERIOD] in microseconds"))
+    };
+    Ok((number(quota)?, number(period)?))
 }
 
 #[derive(clap::Args)]
@@ -155,12 +245,19 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             rootfs,
             env,
             properties,
+            limits,
         } => {
             let mut request = client.grove.create_request();
             let mut spec = request.get().init_spec();
             spec.set_handle(handle.as_deref().unwrap_or(""));
             spec.set_rootfs(rootfs.as_deref().unwrap_or(""));
             grove_client::fill_text_list(spec.reborrow().init_env(env.len() as u32), &env);
+            if !limits.is_empty() {
+                let mut l = spec.reborrow().init_limits();
+                limits.fill_memory(l.reborrow().init_memory());
+                limits.fill_cpu(l.reborrow().init_cpu());
+                limits.fill_pids(l.init_pid());
+            }
             let mut list = spec.init_properties(properties.len() as u32);
             for (i, (k, v)) in properties.iter().enumerate() {
                 let mut p = list.reborrow().get(i as u32);
@@ -177,6 +274,97 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                     .to_str()
                     .map_err(capnp::Error::from)?
             );
+        }
+        Cmd::Limit { handle, limits } => {
+            if limits.is_empty() {
+                return Err(Error {
+                    code: "invalidSpec".into(),
+                    message: "give at least one limit (see grove limit --help)".into(),
+                });
+            }
+            let container = client.lookup(&handle).await?;
+            // One call per kind; each is all-or-nothing on its own.
+            if let Some(memory) = limits.memory {
+                let mut request = container.limit_memory_request();
+                request.get().init_limits().set_limit_in_bytes(memory);
+                request.send().promise.await?;
+            }
+            if limits.has_cpu() {
+                let mut request = container.limit_cpu_request();
+                limits.fill_cpu(request.get().init_limits());
+                request.send().promise.await?;
+            }
+            if let Some(pids) = limits.pids {
+                let mut request = container.limit_pids_request();
+                request.get().init_limits().set_max(pids);
+                request.send().promise.await?;
+            }
+        }
+        Cmd::Limits { handle } => {
+            let container = client.lookup(&handle).await?;
+            let memory = container
+                .current_memory_limits_request()
+                .send()
+                .promise
+                .await?;
+            let cpu = container
+                .current_cpu_limits_request()
+                .send()
+                .promise
+                .await?;
+            let pids = container
+                .current_pid_limits_request()
+                .send()
+                .promise
+                .await?;
+            let (memory, cpu, pids) = (
+                memory.get()?.get_limits()?,
+                cpu.get()?.get_limits()?,
+                pids.get()?.get_limits()?,
+            );
+            let or_none = |v: u64| {
+                if v == 0 {
+                    "none".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            println!("memory_bytes: {}", or_none(memory.get_limit_in_bytes()));
+            println!("cpu_shares: {}", or_none(cpu.get_weight()));
+            if cpu.get_quota_micros() == 0 {
+                println!("cpu_quota: none");
+            } else {
+                println!(
+                    "cpu_quota: {}/{}",
+                    cpu.get_quota_micros(),
+                    cpu.get_quota_period_micros()
+                );
+            }
+            let cpuset = cpu.get_cpuset()?.to_str().map_err(capnp::Error::from)?;
+            println!("cpuset: {}", if cpuset.is_empty() { "all" } else { cpuset });
+            println!("pids_max: {}", or_none(pids.get_max()));
+        }
+        Cmd::Metrics { handle } => {
+            let container = client.lookup(&handle).await?;
+            let response = container.metrics_request().send().promise.await?;
+            let m = response.get()?.get_metrics()?;
+            let (memory, cpu, pid) = (m.get_memory()?, m.get_cpu()?, m.get_pid()?);
+            println!("memory_usage: {}", memory.get_usage());
+            println!("memory_cache: {}", memory.get_cache());
+            println!("memory_rss: {}", memory.get_rss());
+            println!("cpu_usage_ns: {}", cpu.get_usage_nanos());
+            println!("cpu_user_ns: {}", cpu.get_user_nanos());
+            println!("cpu_system_ns: {}", cpu.get_system_nanos());
+            println!("pids_current: {}", pid.get_current());
+            println!(
+                "pids_max: {}",
+                if pid.get_max() == 0 {
+                    "none".to_string()
+                } else {
+                    pid.get_max().to_string()
+                }
+            );
+            println!("age_seconds: {:.1}", m.get_age_seconds());
         }
         Cmd::List { properties } => {
             for handle in client.list(&properties).await? {

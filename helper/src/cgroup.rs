@@ -1,13 +1,17 @@
 //! Cgroups: one trait over the drivers, detection from statfs, and the v1
-//! driver (hybrid and legacy hosts). The v2 driver arrives with the limits
-//! work; until then a unified host is refused at start-up.
+//! driver (hybrid and legacy hosts). The v2 driver (unified hosts) is in
+//! cgroup_v2.rs.
 //!
 //! Each controller's parent cgroup (<root>/<controller>/<cgroup_parent>) is
 //! opened once at start-up; per-container work is relative to that dirfd
-//! with the validated handle as the only request-derived component.
+//! with the validated handle as the only request-derived component, and the
+//! file names are constants of this crate: the helper writes cgroup files
+//! only under its own cgroup_parent.
 
 use crate::fs;
+use crate::limits::{self, Current, Write};
 use crate::spawn;
+use grove_schema::helper::{CpuQuota, ErrorKind, HelperError, Limits, Stats};
 use grove_schema::Handle;
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
@@ -15,7 +19,7 @@ use nix::fcntl::OFlag;
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, TMPFS_MAGIC};
 use nix::unistd::UnlinkatFlags;
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 pub trait Cgroups {
@@ -31,7 +35,33 @@ pub trait Cgroups {
     fn kill_all(&self, handle: &Handle) -> Result<(), String>;
     /// Remove the container's cgroups and any below them (absent ones are fine).
     fn remove(&self, handle: &Handle) -> Result<(), String>;
+    /// Validate `limits` (each field on its own, then against current usage
+    /// and the parent's cpuset) and write them: all of them or none.
+    fn set_limits(&self, handle: &Handle, limits: &Limits) -> Result<(), HelperError>;
+    /// The limits in force (None: no limit).
+    fn get_limits(&self, handle: &Handle) -> Result<Limits, String>;
+    /// Resource usage.
+    fn stats(&self, handle: &Handle) -> Result<Stats, String>;
+    /// An fd that becomes ready when the kernel OOM-kills in the container
+    /// (v1: an eventfd, readable; v2: memory.events, POLLPRI).
+    fn oom_watch(&self, handle: &Handle) -> Result<OwnedFd, String>;
+    /// Restrict the container to the devices its minimal /dev holds. Called
+    /// at create, before wshd starts.
+    fn apply_device_allowlist(&self, handle: &Handle) -> Result<(), String>;
 }
+
+/// The devices a container may open or mknod (v1 devices cgroup): the
+/// nodes of its minimal /dev and its own devpts instance.
+pub const DEVICE_ALLOWLIST: [&str; 8] = [
+    "c 1:3 rwm",   // null
+    "c 1:5 rwm",   // zero
+    "c 1:7 rwm",   // full
+    "c 1:8 rwm",   // random
+    "c 1:9 rwm",   // urandom
+    "c 5:0 rwm",   // tty
+    "c 5:2 rwm",   // ptmx
+    "c 136:* rwm", // pts
+];
 
 pub const ROOT: &str = "/sys/fs/cgroup";
 /// The v1 controllers a container gets, when the host mounts them.
@@ -44,9 +74,7 @@ pub fn detect(parent: &str) -> Result<Box<dyn Cgroups>, String> {
     let st = statfs(ROOT).map_err(|e| format!("statfs {ROOT}: {e}"))?;
     let t = st.filesystem_type();
     if t == CGROUP2_SUPER_MAGIC {
-        return Err(
-            "cgroup v2 (unified) hosts are not supported yet: the v2 driver arrives with the limits issue".into(),
-        );
+        return Ok(Box::new(crate::cgroup_v2::V2::open(ROOT, parent)?));
     }
     if t != TMPFS_MAGIC {
         return Err(format!(
@@ -58,6 +86,9 @@ pub fn detect(parent: &str) -> Result<Box<dyn Cgroups>, String> {
 
 struct Controller {
     name: &'static str,
+    /// Every controller name this hierarchy serves (co-mounted ones, such
+    /// as cpu and cpuacct, share one).
+    names: Vec<&'static str>,
     /// <root>/<name>/<cgroup_parent>, opened at start-up.
     parent: OwnedFd,
 }
@@ -66,7 +97,7 @@ pub struct V1 {
     controllers: Vec<Controller>,
 }
 
-fn err(what: &str, e: Errno) -> String {
+pub(crate) fn err(what: &str, e: Errno) -> String {
     format!("{what}: {e}")
 }
 
@@ -95,7 +126,9 @@ impl V1 {
             let dev = nix::sys::stat::fstat(ctl_root.as_raw_fd())
                 .map_err(|e| err(&path, e))?
                 .st_dev;
-            if seen_devs.contains(&dev) {
+            if let Some(i) = seen_devs.iter().position(|d| *d == dev) {
+                let c: &mut Controller = &mut controllers[i];
+                c.names.push(name);
                 continue;
             }
             seen_devs.push(dev);
@@ -109,6 +142,7 @@ impl V1 {
             }
             controllers.push(Controller {
                 name,
+                names: vec![name],
                 parent: parent_fd,
             });
         }
@@ -144,11 +178,7 @@ fn copy_cpuset(from: std::os::fd::BorrowedFd, to: std::os::fd::BorrowedFd) -> Re
     Ok(())
 }
 
-/// Write a cgroup control file (no temp file: cgroupfs files are knobs).
-fn write_cg(dir: std::os::fd::BorrowedFd, file: &str, value: &str) -> Result<(), Errno> {
-    let fd = fs::openat(Some(dir), file, OFlag::O_WRONLY | OFlag::O_NOFOLLOW, 0)?;
-    fs::write_all(fd.as_raw_fd(), value.as_bytes())
-}
+pub(crate) use limits::write_cg;
 
 /// Deepest nesting below a container's cgroup that kill and removal follow
 /// (one open directory per level). Container root can mount cgroupfs in
@@ -162,7 +192,7 @@ const MAX_NESTING: usize = 32;
 /// children or tasks). Every directory is opened beneath the one above it
 /// (O_NOFOLLOW|O_DIRECTORY, from a name readdir returned), never by path;
 /// one directory stream is kept per level, so a wide tree is read once.
-fn walk(
+pub(crate) fn walk(
     top: BorrowedFd,
     remove: Option<Instant>,
     visit: &mut dyn FnMut(BorrowedFd) -> Result<(), String>,
@@ -216,7 +246,7 @@ fn walk(
 }
 
 /// rmdir a cgroup, waiting while its last tasks are still leaving it.
-fn rmdir_wait(dir: RawFd, name: &CStr, deadline: Instant) -> Result<(), Errno> {
+pub(crate) fn rmdir_wait(dir: RawFd, name: &CStr, deadline: Instant) -> Result<(), Errno> {
     loop {
         match nix::unistd::unlinkat(Some(dir), name, UnlinkatFlags::RemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => return Ok(()),
@@ -231,7 +261,7 @@ fn rmdir_wait(dir: RawFd, name: &CStr, deadline: Instant) -> Result<(), Errno> {
 /// The pids listed in one cgroup's cgroup.procs (tgids; v1 lists only the
 /// cgroup's own tasks, not its descendants'). Streamed, without a size cap:
 /// the list is bounded by pid_max.
-fn read_pids(dir: BorrowedFd) -> Result<Vec<i32>, Errno> {
+pub(crate) fn read_pids(dir: BorrowedFd) -> Result<Vec<i32>, Errno> {
     let fd = fs::openat(
         Some(dir),
         "cgroup.procs",
@@ -273,7 +303,7 @@ fn read_pids(dir: BorrowedFd) -> Result<Vec<i32>, Errno> {
 /// process for good; if its pid is listed after the pidfd was opened, then
 /// either that process is in this cgroup, or it has exited and the signal
 /// goes nowhere. In batches, to stay well below the fd limit.
-fn kill_listed(dir: BorrowedFd) -> Result<(), Errno> {
+pub(crate) fn kill_listed(dir: BorrowedFd) -> Result<(), Errno> {
     let pids = match read_pids(dir) {
         Err(Errno::ENOENT) => return Ok(()),
         r => r?,
@@ -300,7 +330,68 @@ fn kill_listed(dir: BorrowedFd) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Read a small cgroup file and parse it as one number.
+pub(crate) fn read_u64(dir: BorrowedFd, file: &str) -> Result<u64, String> {
+    let text = fs::read_file_at(dir, file).map_err(|e| err(file, e))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{file}: {:?} is not a number", text.trim()))
+}
+
+/// pids.max: "max" is no limit.
+pub(crate) fn read_max(dir: BorrowedFd, file: &str) -> Result<Option<u64>, String> {
+    let text = fs::read_file_at(dir, file).map_err(|e| err(file, e))?;
+    match text.trim() {
+        "max" => Ok(None),
+        t => t
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{file}: {t:?} is neither a number nor \"max\"")),
+    }
+}
+
+/// Nanoseconds per USER_HZ tick (v1 cpuacct.stat counts ticks).
+fn ns_per_tick() -> u64 {
+    // SAFETY: sysconf only reads a constant of the C library.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        1_000_000_000 / hz as u64
+    } else {
+        10_000_000 // USER_HZ is 100 on every Linux architecture
+    }
+}
+
+fn system(msg: String) -> HelperError {
+    HelperError::new(ErrorKind::System, msg)
+}
+
 impl V1 {
+    /// The hierarchy serving controller `name`, if mounted.
+    fn ctl(&self, name: &str) -> Option<&Controller> {
+        self.controllers.iter().find(|c| c.names.contains(&name))
+    }
+
+    /// The container's cgroup in controller `name`: an error if the
+    /// controller is not mounted or the cgroup does not exist.
+    fn dir(&self, name: &str, handle: &Handle) -> Result<(OwnedFd, String), String> {
+        let c = self
+            .ctl(name)
+            .ok_or_else(|| format!("the {name} cgroup controller is not mounted on this host"))?;
+        let fd = self
+            .open_container(c, handle)?
+            .ok_or_else(|| format!("{name}/{handle}: the container's cgroup is missing"))?;
+        Ok((fd, format!("{name}/{handle}")))
+    }
+
+    /// The container's cgroup in `name`, or None if that controller is not
+    /// mounted (its limits then read as none and its stats as zero).
+    fn dir_opt(&self, name: &str, handle: &Handle) -> Result<Option<OwnedFd>, String> {
+        match self.ctl(name) {
+            None => Ok(None),
+            Some(_) => self.dir(name, handle).map(|(fd, _)| Some(fd)),
+        }
+    }
+
     /// The container's cgroup in controller `c`; None if it does not exist.
     fn open_container(&self, c: &Controller, handle: &Handle) -> Result<Option<OwnedFd>, String> {
         match fs::open_dir(c.parent.as_fd(), handle.as_str()) {
@@ -435,6 +526,184 @@ impl Cgroups for V1 {
                     Err(e) => return Err(format!("rmdir cgroup {}/{handle}: {e}", c.name)),
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn set_limits(&self, handle: &Handle, l: &Limits) -> Result<(), HelperError> {
+        limits::validate(l, limits::host_ram())?;
+        // Open every cgroup the request touches before reading or writing anything.
+        let need = |name: &str, wanted: bool| -> Result<Option<(OwnedFd, String)>, HelperError> {
+            if wanted {
+                self.dir(name, handle).map(Some).map_err(system)
+            } else {
+                Ok(None)
+            }
+        };
+        let memory = need("memory", l.memory_bytes.is_some())?;
+        let cpu = need("cpu", l.cpu_shares.is_some() || l.cpu_quota.is_some())?;
+        let pids = need("pids", l.pids_max.is_some())?;
+        let cpuset = need("cpuset", l.cpuset.is_some())?;
+
+        let mut cur = Current::default();
+        if let Some((d, _)) = &memory {
+            cur.memory_usage = Some(read_u64(d.as_fd(), "memory.usage_in_bytes").map_err(system)?);
+        }
+        if let Some((d, _)) = &pids {
+            cur.pids_current = Some(read_u64(d.as_fd(), "pids.current").map_err(system)?);
+        }
+        if cpuset.is_some() {
+            let parent = self.ctl("cpuset").map(|c| c.parent.as_fd());
+            if let Some(p) = parent {
+                cur.parent_cpus = Some(
+                    fs::read_file_at(p, "cpuset.cpus")
+                        .map_err(|e| system(format!("the parent cgroup's cpuset.cpus: {e}")))?,
+                );
+            }
+        }
+        limits::check_current(l, &cur)?;
+
+        let mut writes = Vec::new();
+        fn push<'a>(
+            writes: &mut Vec<Write<'a>>,
+            d: &'a Option<(OwnedFd, String)>,
+            file: &'static str,
+            value: String,
+        ) {
+            if let Some((fd, where_)) = d {
+                writes.push(Write {
+                    dir: fd.as_fd(),
+                    where_: where_.clone(),
+                    file,
+                    value,
+                });
+            }
+        }
+        let mut add = |d, file, value| push(&mut writes, d, file, value);
+        if let Some(c) = &l.cpuset {
+            add(&cpuset, "cpuset.cpus", c.clone());
+        }
+        if let Some(m) = l.memory_bytes {
+            add(&memory, "memory.limit_in_bytes", m.to_string());
+        }
+        if let Some(s) = l.cpu_shares {
+            add(&cpu, "cpu.shares", s.to_string());
+        }
+        if let Some(q) = l.cpu_quota {
+            add(&cpu, "cpu.cfs_period_us", q.period_us.to_string());
+            let quota = if q.quota_us == u64::MAX {
+                "-1".to_string() // no quota
+            } else {
+                q.quota_us.to_string()
+            };
+            add(&cpu, "cpu.cfs_quota_us", quota);
+        }
+        if let Some(p) = l.pids_max {
+            add(&pids, "pids.max", p.to_string());
+        }
+        limits::apply(&writes)
+    }
+
+    fn get_limits(&self, handle: &Handle) -> Result<Limits, String> {
+        let mut l = Limits::default();
+        if let Some(d) = self.dir_opt("memory", handle)? {
+            let m = read_u64(d.as_fd(), "memory.limit_in_bytes")?;
+            l.memory_bytes = (m < limits::UNLIMITED_MEMORY).then_some(m);
+        }
+        if let Some(d) = self.dir_opt("cpu", handle)? {
+            l.cpu_shares = Some(read_u64(d.as_fd(), "cpu.shares")?);
+            let text = fs::read_file_at(d.as_fd(), "cpu.cfs_quota_us")
+                .map_err(|e| err("cpu.cfs_quota_us", e))?;
+            let quota: i64 = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("cpu.cfs_quota_us: {:?} is not a number", text.trim()))?;
+            if quota >= 0 {
+                l.cpu_quota = Some(CpuQuota {
+                    period_us: read_u64(d.as_fd(), "cpu.cfs_period_us")?,
+                    quota_us: quota as u64,
+                });
+            }
+        }
+        if let Some(d) = self.dir_opt("pids", handle)? {
+            l.pids_max = read_max(d.as_fd(), "pids.max")?;
+        }
+        if let Some(d) = self.dir_opt("cpuset", handle)? {
+            let c =
+                fs::read_file_at(d.as_fd(), "cpuset.cpus").map_err(|e| err("cpuset.cpus", e))?;
+            l.cpuset = Some(c.trim().to_string()).filter(|c| !c.is_empty());
+        }
+        Ok(l)
+    }
+
+    fn stats(&self, handle: &Handle) -> Result<Stats, String> {
+        let mut s = Stats::default();
+        if let Some(d) = self.dir_opt("memory", handle)? {
+            s.memory_usage_bytes = read_u64(d.as_fd(), "memory.usage_in_bytes")?;
+            let stat =
+                fs::read_file_at(d.as_fd(), "memory.stat").map_err(|e| err("memory.stat", e))?;
+            s.memory_stat = limits::parse_flat_keyed(&stat);
+            let oom = fs::read_file_at(d.as_fd(), "memory.oom_control")
+                .map_err(|e| err("memory.oom_control", e))?;
+            s.oom_kills = limits::keyed(&oom, "oom_kill").unwrap_or(0);
+        }
+        if let Some(d) = self.dir_opt("cpuacct", handle)? {
+            s.cpu_usage_ns = read_u64(d.as_fd(), "cpuacct.usage")?;
+            let stat =
+                fs::read_file_at(d.as_fd(), "cpuacct.stat").map_err(|e| err("cpuacct.stat", e))?;
+            let tick = ns_per_tick();
+            s.cpu_user_ns = limits::keyed(&stat, "user")
+                .unwrap_or(0)
+                .saturating_mul(tick);
+            s.cpu_system_ns = limits::keyed(&stat, "system")
+                .unwrap_or(0)
+                .saturating_mul(tick);
+        }
+        if let Some(d) = self.dir_opt("pids", handle)? {
+            s.pids_current = read_u64(d.as_fd(), "pids.current")?;
+            s.pids_max = read_max(d.as_fd(), "pids.max")?;
+        }
+        Ok(s)
+    }
+
+    fn oom_watch(&self, handle: &Handle) -> Result<OwnedFd, String> {
+        let (dir, where_) = self.dir("memory", handle)?;
+        // SAFETY: eventfd takes no pointers; it returns a new fd or -1.
+        let efd = Errno::result(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })
+            .map_err(|e| err("eventfd", e))?;
+        // SAFETY: eventfd just returned this fd; nothing else owns it.
+        let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+        // Why safe: read-only, of the container's own memory.oom_control,
+        // and only long enough to register the eventfd on it.
+        let oc = fs::openat(
+            Some(dir.as_fd()),
+            "memory.oom_control",
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+            0,
+        )
+        .map_err(|e| format!("{where_}/memory.oom_control: {e}"))?;
+        // Why safe: this registers a notification; the eventfd handed to
+        // groved is a counter and gives no access to the cgroup itself.
+        write_cg(
+            dir.as_fd(),
+            "cgroup.event_control",
+            &format!("{} {}", efd.as_raw_fd(), oc.as_raw_fd()),
+        )
+        .map_err(|e| format!("{where_}/cgroup.event_control: {e}"))?;
+        drop(oc);
+        Ok(efd)
+    }
+
+    fn apply_device_allowlist(&self, handle: &Handle) -> Result<(), String> {
+        let (dir, where_) = self.dir("devices", handle)?;
+        // Why safe: it only narrows what the container may open or mknod;
+        // deny everything first (the cgroup has no children yet, which "a"
+        // requires), then allow the minimal /dev one rule per write.
+        write_cg(dir.as_fd(), "devices.deny", "a")
+            .map_err(|e| format!("{where_}/devices.deny: {e}"))?;
+        for rule in DEVICE_ALLOWLIST {
+            write_cg(dir.as_fd(), "devices.allow", rule)
+                .map_err(|e| format!("{where_}/devices.allow {rule:?}: {e}"))?;
         }
         Ok(())
     }

@@ -4,12 +4,14 @@
 
 use crate::cgroup::Cgroups;
 use crate::fs;
+use crate::limits;
 use crate::policy::Policy;
 use crate::spawn::{self, Spawn};
 use crate::state::{transition, Container, Event};
 use grove_schema::helper::PROTOCOL_VERSION;
 use grove_schema::helper::{
-    ContainerState, ContainerSummary, ErrorKind, HelperError, Request, Response, RootfsSource,
+    ContainerState, ContainerSummary, ErrorKind, HelperError, Limits, Request, Response,
+    RootfsSource,
 };
 use grove_schema::Handle;
 use nix::errno::Errno;
@@ -44,6 +46,21 @@ fn sock_name(handle: &Handle) -> String {
     format!("{handle}.sock")
 }
 
+/// A response and the fds attached to its datagram (SCM_RIGHTS).
+pub struct Reply {
+    pub response: Response,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply {
+            response,
+            fds: Vec::new(),
+        }
+    }
+}
+
 /// Undo steps of a create, run in reverse on failure.
 enum Undo {
     DepotDir,
@@ -53,15 +70,58 @@ enum Undo {
 }
 
 impl Helper {
-    pub fn handle(&mut self, request: Request) -> Result<Response, HelperError> {
+    pub fn handle(&mut self, request: Request) -> Result<Reply, HelperError> {
         match request {
             Request::Ping => Ok(Response::Pong {
                 version: PROTOCOL_VERSION,
-            }),
-            Request::ListContainers => Ok(Response::Containers(self.list())),
-            Request::CreateContainer { handle, rootfs } => self.create(handle, rootfs),
-            Request::DestroyContainer { handle } => self.destroy(handle),
+            }
+            .into()),
+            Request::ListContainers => Ok(Response::Containers(self.list()).into()),
+            Request::CreateContainer {
+                handle,
+                rootfs,
+                limits,
+            } => self.create(handle, rootfs, limits).map(Reply::from),
+            Request::DestroyContainer { handle } => self.destroy(handle).map(Reply::from),
+            Request::SetLimits { handle, limits } => {
+                self.check(&handle, Event::SetLimits)?;
+                self.cgroups.set_limits(&handle, &limits)?;
+                Ok(Response::LimitsSet.into())
+            }
+            Request::GetLimits { handle } => {
+                self.check(&handle, Event::GetLimits)?;
+                let l = self
+                    .cgroups
+                    .get_limits(&handle)
+                    .map_err(|e| system("reading limits", e))?;
+                Ok(Response::Limits(l).into())
+            }
+            Request::GetStats { handle } => {
+                self.check(&handle, Event::GetStats)?;
+                let s = self
+                    .cgroups
+                    .stats(&handle)
+                    .map_err(|e| system("reading stats", e))?;
+                Ok(Response::Stats(s).into())
+            }
+            Request::WatchOom { handle } => {
+                self.check(&handle, Event::WatchOom)?;
+                let fd = self
+                    .cgroups
+                    .oom_watch(&handle)
+                    .map_err(|e| system("OOM watch", e))?;
+                Ok(Reply {
+                    response: Response::OomWatch,
+                    fds: vec![fd],
+                })
+            }
         }
+    }
+
+    /// The container must be one the helper created (in its own table) and
+    /// in a state that allows `event`, which leaves the state unchanged.
+    fn check(&self, handle: &Handle, event: Event) -> Result<(), HelperError> {
+        transition(self.containers.get(handle).map(|c| &c.state), event).map(|_| ())
     }
 
     fn list(&self) -> Vec<ContainerSummary> {
@@ -79,7 +139,12 @@ impl Helper {
             .collect()
     }
 
-    fn create(&mut self, handle: Handle, rootfs: RootfsSource) -> Result<Response, HelperError> {
+    fn create(
+        &mut self,
+        handle: Handle,
+        rootfs: RootfsSource,
+        limits: Limits,
+    ) -> Result<Response, HelperError> {
         let next = transition(
             self.containers.get(&handle).map(|c| &c.state),
             Event::Create,
@@ -94,6 +159,9 @@ impl Helper {
                 ),
             ));
         }
+        // Every limit's value is checked before anything is touched; what
+        // depends on the cgroup is checked again when they are written.
+        limits::validate(&limits, limits::host_ram())?;
         // 1. The rootfs: a policy-approved path, opened without following any
         // symlink, so the directory used is the one the policy approved.
         let path = match &rootfs {
@@ -126,7 +194,7 @@ impl Helper {
             },
         );
         let mut undo = Vec::new();
-        match self.create_steps(&handle, path.as_str(), lower, &mut undo) {
+        match self.create_steps(&handle, path.as_str(), lower, &limits, &mut undo) {
             Ok(child) => {
                 let c = self
                     .containers
@@ -161,6 +229,7 @@ impl Helper {
         handle: &Handle,
         rootfs_path: &str,
         lower: OwnedFd,
+        limits: &Limits,
         undo: &mut Vec<Undo>,
     ) -> Result<spawn::Child, HelperError> {
         let h = handle.as_str();
@@ -180,6 +249,12 @@ impl Helper {
             .create(handle)
             .map_err(|e| system("cgroups", e))?;
         undo.push(Undo::Cgroups);
+        // 3b. The device allowlist and the limits, in force before wshd's
+        // process enters the cgroups (removing the cgroups undoes both).
+        self.cgroups
+            .apply_device_allowlist(handle)
+            .map_err(|e| system("device allowlist", e))?;
+        self.cgroups.set_limits(handle, limits)?;
 
         // 4. wshd's listening socket, in the root-owned runtime dir, 0600 and
         // owned by the server uid: only groved (and root) can connect.

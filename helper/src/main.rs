@@ -9,8 +9,10 @@
 //!   grove-helper [--policy PATH]
 
 mod cgroup;
+mod cgroup_v2;
 mod container;
 mod fs;
+mod limits;
 mod policy;
 mod server;
 mod spawn;

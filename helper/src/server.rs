@@ -12,7 +12,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
-    accept4, getsockopt, send, shutdown, sockopt, MsgFlags, Shutdown, SockFlag,
+    accept4, getsockopt, sendmsg, shutdown, sockopt, ControlMessage, MsgFlags, Shutdown, SockFlag,
 };
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ struct Conn {
 
 impl Conn {
     fn refuse(fd: OwnedFd, uid: u32, error: HelperError) -> Conn {
-        reply(&fd, uid, &Response::Error(error));
+        reply(&fd, uid, &Response::Error(error), &[]);
         let _ = shutdown(fd.as_raw_fd(), Shutdown::Write);
         Conn {
             fd,
@@ -220,7 +220,10 @@ fn serve_one(helper: &mut Helper, conn: &Conn) -> Outcome {
     };
     let start = Instant::now();
     let summary = describe(&request);
-    let response = helper.handle(request).unwrap_or_else(Response::Error);
+    let (response, fds) = match helper.handle(request) {
+        Ok(r) => (r.response, r.fds),
+        Err(e) => (Response::Error(e), Vec::new()),
+    };
     let outcome = match &response {
         Response::Error(e) => format!("error {:?}: {}", e.kind, e.message),
         _ => "ok".to_string(),
@@ -230,7 +233,9 @@ fn serve_one(helper: &mut Helper, conn: &Conn) -> Outcome {
         conn.uid,
         start.elapsed().as_millis()
     );
-    if reply(&conn.fd, conn.uid, &response) {
+    // Our copies of the attached fds close once the datagram is sent (or
+    // not): the peer then holds the only ones.
+    if reply(&conn.fd, conn.uid, &response, &fds) {
         Outcome::Continue
     } else {
         Outcome::Close
@@ -245,24 +250,43 @@ fn describe(r: &grove_schema::helper::Request) -> String {
         CreateContainer {
             handle,
             rootfs: RootfsSource::Default,
-        } => format!("CreateContainer handle={handle} rootfs=default"),
+            limits,
+        } => format!("CreateContainer handle={handle} rootfs=default limits={limits:?}"),
         CreateContainer {
             handle,
             rootfs: RootfsSource::HostDir(p),
+            limits,
         } => {
-            format!("CreateContainer handle={handle} rootfs={}", p.as_str())
+            format!(
+                "CreateContainer handle={handle} rootfs={} limits={limits:?}",
+                p.as_str()
+            )
         }
         DestroyContainer { handle } => format!("DestroyContainer handle={handle}"),
+        SetLimits { handle, limits } => format!("SetLimits handle={handle} limits={limits:?}"),
+        GetLimits { handle } => format!("GetLimits handle={handle}"),
+        GetStats { handle } => format!("GetStats handle={handle}"),
+        WatchOom { handle } => format!("WatchOom handle={handle}"),
     }
 }
 
-/// Send one response datagram. Never blocks: a peer that does not read its
+/// Send one response datagram, with `fds` attached in one SCM_RIGHTS
+/// message if there are any. Never blocks: a peer that does not read its
 /// responses loses its connection rather than stalling the helper.
-fn reply(fd: &OwnedFd, uid: u32, response: &Response) -> bool {
-    match send(
+fn reply(fd: &OwnedFd, uid: u32, response: &Response, fds: &[OwnedFd]) -> bool {
+    let bytes = encode_response(response);
+    let iov = [std::io::IoSlice::new(&bytes)];
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
+    // Why safe: only fds the request's handler made for this peer are
+    // attached (today: WatchOom's eventfd or memory.events).
+    match sendmsg::<()>(
         fd.as_raw_fd(),
-        &encode_response(response),
+        &iov,
+        cmsgs,
         MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
     ) {
         Ok(_) => true,
         Err(e) => {

@@ -20,6 +20,14 @@ pub enum Event {
     DestroyFailed,
     /// The container's wshd exited.
     WshdExited,
+    /// A SetLimits request (Running only).
+    SetLimits,
+    /// A GetLimits request (Running or Stopped: the cgroups are there).
+    GetLimits,
+    /// A GetStats request (Running or Stopped).
+    GetStats,
+    /// A WatchOom request (Running only).
+    WatchOom,
 }
 
 /// The next state (None = no such container) for `event` in `current`, or
@@ -51,6 +59,16 @@ pub fn transition(
         (Some(Running), WshdExited) => Ok(Some(Stopped)),
         // wshd may die while we create or destroy; those paths look for themselves.
         (Some(s @ (Stopped | Creating | Destroying)), WshdExited) => Ok(Some(s.clone())),
+        // Requests about a container's resources leave its state as it is.
+        (None, SetLimits | GetLimits | GetStats | WatchOom) => Err(HelperError::new(
+            ErrorKind::NotFound,
+            "no container has that handle",
+        )),
+        (Some(Running), SetLimits | GetLimits | GetStats | WatchOom) => Ok(Some(Running)),
+        (Some(Stopped), GetLimits | GetStats) => Ok(Some(Stopped)),
+        (Some(s), e @ (SetLimits | WatchOom)) => invalid(&format!(
+            "{e:?} needs a running container; this one is {s:?}"
+        )),
         (s, e) => invalid(&format!("event {e:?} is not valid in state {s:?}")),
     }
 }
@@ -80,7 +98,7 @@ mod tests {
         Some(Stopped),
         Some(Destroying),
     ];
-    const EVENTS: [Event; 7] = [
+    const EVENTS: [Event; 11] = [
         Create,
         Created,
         CreateFailed,
@@ -88,7 +106,43 @@ mod tests {
         Destroyed,
         DestroyFailed,
         WshdExited,
+        SetLimits,
+        GetLimits,
+        GetStats,
+        WatchOom,
     ];
+    const QUERIES: [Event; 4] = [SetLimits, GetLimits, GetStats, WatchOom];
+
+    #[test]
+    fn resource_requests_need_the_right_state_and_change_none() {
+        for e in QUERIES {
+            assert_eq!(
+                transition(None, e).unwrap_err().kind,
+                ErrorKind::NotFound,
+                "{e:?}"
+            );
+            assert_eq!(transition(Some(&Running), e).unwrap(), Some(Running));
+            for s in [Creating, Destroying] {
+                assert_eq!(
+                    transition(Some(&s), e).unwrap_err().kind,
+                    ErrorKind::InvalidState,
+                    "{e:?} in {s:?}"
+                );
+            }
+        }
+        for e in [GetLimits, GetStats] {
+            assert_eq!(transition(Some(&Stopped), e).unwrap(), Some(Stopped));
+        }
+        for e in [SetLimits, WatchOom] {
+            let err = transition(Some(&Stopped), e).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidState);
+            assert!(
+                err.message.contains("needs a running container"),
+                "{}",
+                err.message
+            );
+        }
+    }
 
     #[test]
     fn the_lifecycle_goes_through() {
@@ -136,6 +190,10 @@ mod tests {
                         }
                         (None, _) => assert!(matches!(e, CreateFailed | Destroyed)),
                         _ => {}
+                    }
+                    // Resource requests never change the state.
+                    if QUERIES.contains(&e) {
+                        assert_eq!(&next, s);
                     }
                 }
             }

@@ -6,8 +6,8 @@
 //! temp dir: it prints what it sees inside the container to its log and sleeps.
 
 use grove_schema::helper::{
-    decode_response, encode_request, ContainerState, ErrorKind, HostPath, Request, Response,
-    RootfsSource, MAX_DATAGRAM, PROTOCOL_VERSION,
+    decode_response, encode_request, ContainerState, CpuQuota, ErrorKind, HostPath, Limits,
+    Request, Response, RootfsSource, MAX_DATAGRAM, PROTOCOL_VERSION,
 };
 use grove_schema::Handle;
 use nix::sys::socket::{
@@ -298,6 +298,7 @@ fn raw_create(handle: &str) -> Vec<u8> {
     let mut b = vec![PROTOCOL_VERSION as u8, 1, handle.len() as u8];
     b.extend_from_slice(handle.as_bytes());
     b.push(0);
+    b.extend_from_slice(&[0; 5]); // Limits::default(): five Nones
     b
 }
 
@@ -309,12 +310,14 @@ fn protocol_violations_end_only_that_conversation() {
         raw_create("ok-handle"),
         encode_request(&Request::CreateContainer {
             handle: h("ok-handle"),
-            rootfs: RootfsSource::Default
+            rootfs: RootfsSource::Default,
+            limits: Limits::default(),
         })
     );
     let create = encode_request(&Request::CreateContainer {
         handle: h("abc"),
         rootfs: RootfsSource::HostDir(HostPath::new("/srv/x").unwrap()),
+        limits: Limits::default(),
     });
     let cases: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
         ("garbage", vec![0xff; 10], ErrorKind::Malformed),
@@ -401,6 +404,7 @@ fn protocol_violations_end_only_that_conversation() {
     let host_dir = |p: &str| Request::CreateContainer {
         handle: h("c1"),
         rootfs: RootfsSource::HostDir(HostPath::new(p).unwrap()),
+        limits: Limits::default(),
     };
     match f.call(&host_dir("/etc")) {
         Response::Error(e) => {
@@ -579,9 +583,14 @@ fn assert_gone(f: &Fixture, handle: &str, pid: i32) {
 }
 
 fn create(f: &Fixture, handle: &str) -> i32 {
+    create_with(f, handle, Limits::default())
+}
+
+fn create_with(f: &Fixture, handle: &str, limits: Limits) -> i32 {
     match f.call(&Request::CreateContainer {
         handle: h(handle),
         rootfs: RootfsSource::Default,
+        limits,
     }) {
         Response::Created { wshd_pid } => wshd_pid,
         other => panic!("create {handle}: {other:?}\n{}", f.log.lock().unwrap()),
@@ -631,7 +640,8 @@ fn create_and_destroy_a_container() {
     assert_eq!(
         error_kind(f.call(&Request::CreateContainer {
             handle: h("c1"),
-            rootfs: RootfsSource::Default
+            rootfs: RootfsSource::Default,
+            limits: Limits::default(),
         })),
         ErrorKind::AlreadyExists
     );
@@ -651,7 +661,8 @@ fn create_and_destroy_a_container() {
     assert_eq!(
         error_kind(f.call(&Request::CreateContainer {
             handle: h("c3"),
-            rootfs: RootfsSource::Default
+            rootfs: RootfsSource::Default,
+            limits: Limits::default(),
         })),
         ErrorKind::LimitExceeded
     );
@@ -688,6 +699,7 @@ fn a_failed_create_leaves_nothing_behind() {
     let r = f.call(&Request::CreateContainer {
         handle: h("bad1"),
         rootfs: RootfsSource::HostDir(HostPath::new(bad.to_str().unwrap()).unwrap()),
+        limits: Limits::default(),
     });
     match r {
         Response::Error(e) => {
@@ -886,4 +898,426 @@ fn destroy_kills_and_removes_nested_cgroups() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     assert_gone(&f, "n1", pid);
+}
+
+/// The next response and the fds attached to it.
+fn recv_fds(fd: &OwnedFd) -> (Response, Vec<OwnedFd>) {
+    use std::os::fd::FromRawFd;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .unwrap();
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(r) = c {
+            // SAFETY: the kernel just installed these fds for us.
+            fds.extend(r.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+        }
+    }
+    let n = msg.bytes;
+    (decode_response(&buf[..n]).unwrap(), fds)
+}
+
+fn read_cg(f: &Fixture, ctl: &str, handle: &str, file: &str) -> String {
+    std::fs::read_to_string(f.cgroup(ctl, handle).join(file))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The v1 files behind the limits of `handle`.
+fn v1_limits(f: &Fixture, handle: &str) -> [String; 6] {
+    [
+        read_cg(f, "memory", handle, "memory.limit_in_bytes"),
+        read_cg(f, "cpu", handle, "cpu.shares"),
+        read_cg(f, "cpu", handle, "cpu.cfs_quota_us"),
+        read_cg(f, "cpu", handle, "cpu.cfs_period_us"),
+        read_cg(f, "pids", handle, "pids.max"),
+        read_cg(f, "cpuset", handle, "cpuset.cpus"),
+    ]
+}
+
+/// A host process that waits for a line on stdin, then runs `script`
+/// (python); the test moves it into cgroups in between. Killed on drop.
+struct Probe(Child);
+
+impl Probe {
+    fn new(script: &str) -> Probe {
+        let code = format!("import sys, os\nsys.stdin.readline()\n{script}");
+        Probe(
+            Command::new("/usr/bin/python3")
+                .args(["-c", &code])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn enter(&self, f: &Fixture, handle: &str, ctls: &[&str]) {
+        for c in ctls {
+            std::fs::write(
+                f.cgroup(c, handle).join("cgroup.procs"),
+                self.0.id().to_string(),
+            )
+            .unwrap();
+        }
+    }
+
+    fn go(mut self) -> (Option<i32>, String) {
+        use std::io::{Read, Write};
+        self.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let mut out = String::new();
+        self.0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = self.0.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        (status.signal(), out)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn limits_are_applied_at_create_changed_and_read_back() {
+    let f = Fixture::new("root", true);
+    let limits = Limits {
+        memory_bytes: Some(64 * MIB),
+        cpu_shares: Some(512),
+        cpu_quota: Some(CpuQuota {
+            period_us: 100_000,
+            quota_us: 50_000,
+        }),
+        pids_max: Some(50),
+        cpuset: Some("0".into()),
+    };
+    let pid = create_with(&f, "l1", limits.clone());
+    wshd_log(&f, "l1");
+    assert_eq!(
+        v1_limits(&f, "l1"),
+        ["67108864", "512", "50000", "100000", "50", "0"].map(String::from)
+    );
+    assert_eq!(
+        f.call(&Request::GetLimits { handle: h("l1") }),
+        Response::Limits(limits.clone())
+    );
+
+    // The device allowlist, exactly.
+    let mut list: Vec<String> =
+        std::fs::read_to_string(f.cgroup("devices", "l1").join("devices.list"))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+    list.sort();
+    let mut want = vec![
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 1:7 rwm",
+        "c 1:8 rwm",
+        "c 1:9 rwm",
+        "c 5:0 rwm",
+        "c 5:2 rwm",
+        "c 136:* rwm",
+    ];
+    want.sort();
+    assert_eq!(list, want);
+    // A process in the container's devices cgroup may open /dev/null but
+    // neither another device nor a device node it makes.
+    let probe = Probe::new(
+        "def t(f):\n    try:\n        f()\n        return 'ok'\n    except OSError as e:\n        return str(e.errno)\n\
+         print(t(lambda: os.close(os.open('/dev/null', os.O_RDWR))), t(lambda: os.close(os.open('/dev/kmsg', os.O_RDONLY))), \
+         t(lambda: os.mknod('/tmp/grove-helper-mknod-%d' % os.getpid(), 0o600 | 0o020000, os.makedev(1, 11))), flush=True)\n",
+    );
+    probe.enter(&f, "l1", &["devices"]);
+    let (_, out) = probe.go();
+    assert_eq!(out.trim(), format!("ok {} {}", libc::EPERM, libc::EPERM));
+
+    // SetLimits changes them.
+    let new = Limits {
+        memory_bytes: Some(128 * MIB),
+        cpu_shares: Some(1024),
+        cpu_quota: Some(CpuQuota {
+            period_us: 200_000,
+            quota_us: u64::MAX,
+        }),
+        pids_max: Some(100),
+        cpuset: Some("0-1".into()),
+    };
+    assert_eq!(
+        f.call(&Request::SetLimits {
+            handle: h("l1"),
+            limits: new
+        }),
+        Response::LimitsSet
+    );
+    assert_eq!(
+        v1_limits(&f, "l1"),
+        ["134217728", "1024", "-1", "200000", "100", "0-1"].map(String::from)
+    );
+    match f.call(&Request::GetLimits { handle: h("l1") }) {
+        Response::Limits(l) => {
+            assert_eq!(l.cpu_quota, None, "quota -1 is no quota");
+            assert_eq!((l.memory_bytes, l.pids_max), (Some(128 * MIB), Some(100)));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A bad field refuses the whole request: the memory change is not applied.
+    let before = v1_limits(&f, "l1");
+    match f.call(&Request::SetLimits {
+        handle: h("l1"),
+        limits: Limits {
+            memory_bytes: Some(256 * MIB),
+            cpu_shares: Some(1),
+            ..Limits::default()
+        },
+    }) {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::PolicyRefused);
+            assert!(
+                e.message.contains("cpu_shares 1") && e.message.contains("2..=262144"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(v1_limits(&f, "l1"), before);
+    for bad in [
+        Limits {
+            memory_bytes: Some(0),
+            ..Limits::default()
+        },
+        Limits {
+            pids_max: Some(0),
+            ..Limits::default()
+        },
+        Limits {
+            cpuset: Some("0-63".into()),
+            ..Limits::default()
+        },
+        Limits {
+            cpu_quota: Some(CpuQuota {
+                period_us: 100,
+                quota_us: 1000,
+            }),
+            ..Limits::default()
+        },
+    ] {
+        assert_eq!(
+            error_kind(f.call(&Request::SetLimits {
+                handle: h("l1"),
+                limits: bad.clone()
+            })),
+            ErrorKind::PolicyRefused,
+            "{bad:?}"
+        );
+        assert_eq!(v1_limits(&f, "l1"), before);
+    }
+
+    // A limit below current usage: two processes, pids_max 1.
+    let probe = Probe::new("");
+    probe.enter(&f, "l1", &["pids"]);
+    let current: u64 = read_cg(&f, "pids", "l1", "pids.current").parse().unwrap();
+    assert!(current >= 2, "{current}");
+    match f.call(&Request::SetLimits {
+        handle: h("l1"),
+        limits: Limits {
+            pids_max: Some(1),
+            ..Limits::default()
+        },
+    }) {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::InvalidState);
+            assert!(
+                e.message
+                    .contains(&format!("below current usage {current}")),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(probe);
+    assert_eq!(v1_limits(&f, "l1"), before);
+
+    // Stats.
+    match f.call(&Request::GetStats { handle: h("l1") }) {
+        Response::Stats(s) => {
+            assert!(s.pids_current >= 1, "{s:?}");
+            assert_eq!(s.pids_max, Some(100));
+            assert!(s.memory_usage_bytes > 0, "{s:?}");
+            assert!(s.memory_stat.iter().any(|(k, _)| k == "rss"), "{s:?}");
+            assert!(s.cpu_usage_ns > 0, "{s:?}");
+            assert!(
+                s.cpu_user_ns + s.cpu_system_ns <= s.cpu_usage_ns + 100_000_000,
+                "{s:?}"
+            );
+            assert_eq!(s.oom_kills, 0);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Unknown handles.
+    for r in [
+        Request::GetLimits { handle: h("nope") },
+        Request::SetLimits {
+            handle: h("nope"),
+            limits: Limits::default(),
+        },
+        Request::GetStats { handle: h("nope") },
+        Request::WatchOom { handle: h("nope") },
+    ] {
+        assert_eq!(error_kind(f.call(&r)), ErrorKind::NotFound, "{r:?}");
+    }
+
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("l1") }),
+        Response::Destroyed
+    );
+    assert_gone(&f, "l1", pid);
+}
+
+#[test]
+fn the_oom_watch_fires_on_an_oom_kill() {
+    let f = Fixture::new("root", true);
+    let pid = create_with(
+        &f,
+        "o1",
+        Limits {
+            memory_bytes: Some(32 * MIB),
+            ..Limits::default()
+        },
+    );
+    wshd_log(&f, "o1");
+    let conn = f.connect();
+    send(
+        &conn,
+        &encode_request(&Request::WatchOom { handle: h("o1") }),
+        &[],
+    );
+    let (response, fds) = recv_fds(&conn);
+    assert_eq!(response, Response::OomWatch);
+    assert_eq!(fds.len(), 1, "exactly one fd");
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fds[0].as_raw_fd())).unwrap();
+    assert_eq!(link.to_string_lossy(), "anon_inode:[eventfd]");
+    let ready = |ms: u16| {
+        let mut p = [nix::poll::PollFd::new(
+            fds[0].as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut p, nix::poll::PollTimeout::from(ms)).unwrap() == 1
+    };
+    assert!(!ready(0), "readable before any OOM");
+
+    // A process in the container's memory cgroup that wants 256 MiB.
+    let probe = Probe::new("b = bytearray(256 << 20)\nprint('survived', flush=True)\n");
+    probe.enter(&f, "o1", &["memory"]);
+    let (signal, out) = probe.go();
+    assert_eq!(signal, Some(libc::SIGKILL), "{out}");
+    assert!(ready(10_000), "the OOM watch did not fire");
+    let mut count = [0u8; 8];
+    assert_eq!(
+        nix::unistd::read(fds[0].as_raw_fd(), &mut count).unwrap(),
+        8
+    );
+    assert!(u64::from_ne_bytes(count) >= 1);
+    match f.call(&Request::GetStats { handle: h("o1") }) {
+        Response::Stats(s) => assert!(s.oom_kills >= 1, "{s:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(pid_alive(pid), "wshd itself was not the victim");
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("o1") }),
+        Response::Destroyed
+    );
+    assert_gone(&f, "o1", pid);
+}
+
+#[test]
+fn a_bad_limit_fails_the_create_and_leaves_nothing() {
+    let f = Fixture::new("root", true);
+    for (limits, kind) in [
+        (
+            Limits {
+                cpu_shares: Some(1),
+                ..Limits::default()
+            },
+            ErrorKind::PolicyRefused,
+        ),
+        // Valid on its own; refused once the parent's cpuset is read, with
+        // the cgroups already made: the rollback removes them.
+        (
+            Limits {
+                memory_bytes: Some(64 * MIB),
+                cpuset: Some("4095".into()),
+                ..Limits::default()
+            },
+            ErrorKind::PolicyRefused,
+        ),
+    ] {
+        let r = f.call(&Request::CreateContainer {
+            handle: h("b1"),
+            rootfs: RootfsSource::Default,
+            limits: limits.clone(),
+        });
+        assert_eq!(error_kind(r), kind, "{limits:?}");
+        assert_gone(&f, "b1", 0);
+        assert_eq!(
+            f.call(&Request::ListContainers),
+            Response::Containers(vec![])
+        );
+    }
+    // Stopped containers: limits read, not set; no OOM watch.
+    let pid = create(&f, "b1");
+    wshd_log(&f, "b1");
+    // SAFETY: this wshd was started by this test's helper.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f.call(&Request::ListContainers) {
+            Response::Containers(list) if list[0].state == ContainerState::Stopped => break,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "b1 never became Stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(matches!(
+        f.call(&Request::GetLimits { handle: h("b1") }),
+        Response::Limits(_)
+    ));
+    assert_eq!(
+        error_kind(f.call(&Request::SetLimits {
+            handle: h("b1"),
+            limits: Limits::default()
+        })),
+        ErrorKind::InvalidState
+    );
+    assert_eq!(
+        error_kind(f.call(&Request::WatchOom { handle: h("b1") })),
+        ErrorKind::InvalidState
+    );
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("b1") }),
+        Response::Destroyed
+    );
 }

@@ -26,15 +26,69 @@ pub const MAX_PATH: usize = 1024;
 pub enum Request {
     /// Liveness and version check.
     Ping,
-    /// Build and start a container: namespaces, rootfs, cgroup, wshd as PID 1.
+    /// Build and start a container: namespaces, rootfs, cgroup (with the
+    /// device allowlist and `limits` in force before wshd starts), wshd as
+    /// PID 1.
     CreateContainer {
         handle: Handle,
         rootfs: RootfsSource,
+        limits: Limits,
     },
     /// Kill every process of the container and remove all it owns.
     DestroyContainer { handle: Handle },
     /// The containers the helper knows, with their state.
     ListContainers,
+    /// Change some of a running container's limits: all of them or none.
+    SetLimits { handle: Handle, limits: Limits },
+    /// The limits in force (`Response::Limits`).
+    GetLimits { handle: Handle },
+    /// Resource usage from the container's cgroups (`Response::Stats`).
+    GetStats { handle: Handle },
+    /// An fd that becomes readable when the kernel OOM-kills in the
+    /// container (`Response::OomWatch`, the fd attached): on v1 an eventfd
+    /// registered on memory.oom_control; on v2 memory.events, which signals
+    /// POLLPRI when it changes.
+    WatchOom { handle: Handle },
+}
+
+/// Resource limits; `None` leaves a limit as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes of memory (v1 memory.limit_in_bytes, v2 memory.max).
+    pub memory_bytes: Option<u64>,
+    /// Relative CPU weight as v1 shares, 2..=262144 (v2: converted to
+    /// cpu.weight).
+    pub cpu_shares: Option<u64>,
+    /// A hard CPU quota: microseconds of CPU time per period.
+    pub cpu_quota: Option<CpuQuota>,
+    /// Most tasks (v1/v2 pids.max).
+    pub pids_max: Option<u64>,
+    /// The CPUs the container may run on, a list such as "0-1,3".
+    pub cpuset: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuQuota {
+    /// 1000..=1_000_000.
+    pub period_us: u64,
+    /// At least 1000; `u64::MAX` removes the quota.
+    pub quota_us: u64,
+}
+
+/// What the container's cgroups report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub memory_usage_bytes: u64,
+    /// Every field of memory.stat, as the kernel names it.
+    pub memory_stat: Vec<(String, u64)>,
+    pub cpu_usage_ns: u64,
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
+    pub pids_current: u64,
+    /// `None`: no limit.
+    pub pids_max: Option<u64>,
+    /// OOM kills the kernel has counted in this container.
+    pub oom_kills: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,10 +174,20 @@ pub struct ContainerSummary {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Pong { version: u16 },
-    Created { wshd_pid: i32 },
+    Pong {
+        version: u16,
+    },
+    Created {
+        wshd_pid: i32,
+    },
     Destroyed,
     Containers(Vec<ContainerSummary>),
+    LimitsSet,
+    /// Limits in force; `None` fields have no limit set.
+    Limits(Limits),
+    Stats(Stats),
+    /// The watch fd is attached to this datagram.
+    OomWatch,
     Error(HelperError),
 }
 
@@ -200,6 +264,10 @@ mod tests {
         Request::CreateContainer {
             handle: Handle::new(handle).unwrap(),
             rootfs: RootfsSource::HostDir(HostPath::new("/var/lib/grove/rootfs").unwrap()),
+            limits: Limits {
+                memory_bytes: Some(1 << 30),
+                ..Limits::default()
+            },
         }
     }
 
@@ -257,6 +325,7 @@ mod tests {
             CreateContainer {
                 handle: String,
                 rootfs: RawRootfs,
+                limits: Limits,
             },
         }
         #[derive(Serialize)]
@@ -271,6 +340,7 @@ mod tests {
                 body: Raw::CreateContainer {
                     handle: h.into(),
                     rootfs: RawRootfs::HostDir(p.into()),
+                    limits: Limits::default(),
                 },
             })
             .unwrap()

@@ -13,9 +13,13 @@ use grove_schema::wshd::{self, Rlimit, SpawnSpec, WindowSize};
 use grove_schema::Handle;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The event an OOM kill adds to a container's info (Garden's wording).
+pub const OUT_OF_MEMORY: &str = "Out of memory";
 
 /// How long stop(kill=false) waits after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -43,6 +47,8 @@ pub struct CreateSpec {
     pub rootfs: String,
     pub env: Vec<String>,
     pub properties: BTreeMap<String, String>,
+    /// In force before the first process runs.
+    pub limits: helper::Limits,
 }
 
 pub struct RunSpec {
@@ -160,6 +166,8 @@ impl Grove {
                 .unwrap_or(0),
             state: "active".into(),
             wshd_pid: 0,
+            events: Vec::new(),
+            oom_kills_seen: 0,
         };
         // Reserve the handle first, so that a concurrent create of the same
         // handle fails at once.
@@ -189,10 +197,11 @@ impl Grove {
             containers.insert(handle.to_string(), container.clone());
             container
         };
-        match self.build(&container, rootfs).await {
+        match self.build(&container, rootfs, spec.limits).await {
             Ok(()) => {
                 container.phase.set(Phase::Active);
                 tracing::info!(%handle, "container created");
+                self.watch_oom(&container).await;
                 Ok(container)
             }
             Err(e) => {
@@ -203,10 +212,16 @@ impl Grove {
         }
     }
 
-    async fn build(&self, container: &Container, rootfs: RootfsSource) -> ApiResult<()> {
+    async fn build(
+        &self,
+        container: &Container,
+        rootfs: RootfsSource,
+        limits: helper::Limits,
+    ) -> ApiResult<()> {
         let request = helper::Request::CreateContainer {
             handle: container.handle.clone(),
             rootfs,
+            limits,
         };
         let wshd_pid = match self.helper.call(&request).await {
             Ok(helper::Response::Created { wshd_pid }) => wshd_pid,
@@ -509,6 +524,149 @@ impl Grove {
         Ok(())
     }
 
+    /// Change some limits of a running container (all or nothing: the
+    /// helper restores what it changed if any write fails).
+    pub async fn set_limits(&self, container: &Container, limits: helper::Limits) -> ApiResult<()> {
+        self.require_running(container)?;
+        let request = helper::Request::SetLimits {
+            handle: container.handle.clone(),
+            limits,
+        };
+        match self.helper.call(&request).await? {
+            helper::Response::LimitsSet => Ok(()),
+            other => Err(ApiError::internal(format!(
+                "unexpected answer to set limits: {other:?}"
+            ))),
+        }
+    }
+
+    /// The limits in force, read back from the kernel.
+    pub async fn limits(&self, container: &Container) -> ApiResult<helper::Limits> {
+        let request = helper::Request::GetLimits {
+            handle: container.handle.clone(),
+        };
+        match self.helper.call(&request).await? {
+            helper::Response::Limits(limits) => Ok(limits),
+            other => Err(ApiError::internal(format!(
+                "unexpected answer to get limits: {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn stats(&self, container: &Container) -> ApiResult<helper::Stats> {
+        let request = helper::Request::GetStats {
+            handle: container.handle.clone(),
+        };
+        match self.helper.call(&request).await? {
+            helper::Response::Stats(stats) => Ok(stats),
+            other => Err(ApiError::internal(format!(
+                "unexpected answer to get stats: {other:?}"
+            ))),
+        }
+    }
+
+    fn require_running(&self, container: &Container) -> ApiResult<()> {
+        match container.phase() {
+            Phase::Active | Phase::Stopped | Phase::Stopping => Ok(()),
+            _ => Err(ApiError::not_found(container.handle.as_str())),
+        }
+    }
+
+    /// Watch every container for OOM kills (at start-up).
+    pub async fn watch_all_oom(self: &Rc<Self>) {
+        for container in self.handles() {
+            self.watch_oom(&container).await;
+        }
+    }
+
+    /// Turn the kernel's OOM kills in the container into the event "Out of
+    /// memory", persisted with the container. The helper hands over an fd
+    /// that wakes on an OOM kill; the count in the stats says how many.
+    pub async fn watch_oom(self: &Rc<Self>, container: &Rc<Container>) {
+        let request = helper::Request::WatchOom {
+            handle: container.handle.clone(),
+        };
+        let fd = match self.helper.call_with_fds(&request).await {
+            Ok((helper::Response::OomWatch, mut fds)) if fds.len() == 1 => fds.remove(0),
+            Ok((other, _)) => {
+                tracing::warn!(handle = %container.handle, ?other, "no OOM watch");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(handle = %container.handle, error = %e, "no OOM watch");
+                return;
+            }
+        };
+        // Never block the runtime on a spurious wake-up.
+        if let Ok(flags) = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL) {
+            let flags =
+                nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+            let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags));
+        }
+        let (this, weak) = (Rc::downgrade(self), Rc::downgrade(container));
+        tokio::task::spawn_local(async move {
+            // SAFETY: the AsyncFd owns the fd for as long as it is registered.
+            let Ok(watch) = (unsafe { tokio::io::unix::AsyncFd::register(fd) }) else {
+                return;
+            };
+            // First catch up on kills that happened while nobody watched
+            // (one look), then look after every wake-up (patiently).
+            let mut looks = 1;
+            loop {
+                {
+                    let (Some(this), Some(container)) = (this.upgrade(), weak.upgrade()) else {
+                        return;
+                    };
+                    if container.phase() == Phase::Destroying {
+                        return;
+                    }
+                    this.record_oom_kills(&container, looks).await;
+                }
+                let Ok(mut guard) = watch.readable().await else {
+                    return;
+                };
+                // Drain an eventfd's counter (v1); a memory.events file (v2)
+                // is re-read through the stats instead.
+                let mut counter = [0u8; 8];
+                let _ = nix::unistd::read(guard.get_inner().as_raw_fd(), &mut counter);
+                guard.clear_ready();
+                looks = 20;
+            }
+        });
+    }
+
+    /// Turn new OOM kills into the event. The notification comes when the
+    /// cgroup runs out of memory, a moment before the kernel has chosen and
+    /// counted its victim: look again briefly before concluding nothing died.
+    async fn record_oom_kills(&self, container: &Container, looks: u32) {
+        for look in 0..looks {
+            if look > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let Ok(stats) = self.stats(container).await else {
+                return;
+            };
+            if stats.oom_kills > container.record.borrow().oom_kills_seen {
+                self.add_oom_event(container, stats.oom_kills);
+                return;
+            }
+        }
+    }
+
+    fn add_oom_event(&self, container: &Container, kills: u64) {
+        {
+            let mut record = container.record.borrow_mut();
+            record.oom_kills_seen = kills;
+            if !record.events.iter().any(|e| e == OUT_OF_MEMORY) {
+                record.events.push(OUT_OF_MEMORY.to_string());
+            }
+        }
+        tracing::warn!(handle = %container.handle, kills, "out of memory");
+        if let Err(e) = self.save(container) {
+            tracing::error!(handle = %container.handle, error = %e, "saving the OOM event");
+        }
+    }
+
     pub fn save(&self, container: &Container) -> ApiResult<()> {
         self.store.save(&container.record.borrow()).map_err(|e| {
             ApiError::internal(format!("saving the record of {}: {e}", container.handle))
@@ -577,6 +735,19 @@ impl Container {
 
     fn has_running_processes(&self) -> bool {
         self.processes.borrow().values().any(|p| p.is_running())
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        self.record.borrow().events.clone()
+    }
+
+    /// Seconds since the container was created.
+    pub fn age_seconds(&self) -> f64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        (now - self.record.borrow().created_at as f64).max(0.0)
     }
 
     pub fn properties(&self) -> BTreeMap<String, String> {

@@ -3,8 +3,11 @@
 
 use crate::error::{ApiError, ApiResult, Code};
 use grove_schema::helper::{self, ErrorKind, HelperError, Request, Response};
+use std::io::IoSliceMut;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use tokio::sync::Mutex;
+use tokio_seqpacket::ancillary::OwnedAncillaryMessage;
 use tokio_seqpacket::UnixSeqpacket;
 
 pub struct HelperClient {
@@ -24,6 +27,13 @@ impl HelperClient {
     }
 
     pub async fn call(&self, request: &Request) -> ApiResult<Response> {
+        self.call_with_fds(request)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// A request whose answer may carry file descriptors.
+    pub async fn call_with_fds(&self, request: &Request) -> ApiResult<(Response, Vec<OwnedFd>)> {
         let mut slot = self.connection.lock().await;
         let socket = match slot.take() {
             Some(socket) => socket,
@@ -36,10 +46,17 @@ impl HelperClient {
             .await
             .map_err(|e| self.unavailable(e))?;
         let mut buffer = vec![0u8; helper::MAX_RESPONSE + 1];
-        let info = socket
-            .recv(&mut buffer)
+        let mut ancillary = [0u8; 128];
+        let (info, messages) = socket
+            .recv_vectored_with_ancillary(&mut [IoSliceMut::new(&mut buffer)], &mut ancillary)
             .await
             .map_err(|e| self.unavailable(e))?;
+        let mut fds = Vec::new();
+        for message in messages.into_messages() {
+            if let OwnedAncillaryMessage::FileDescriptors(received) = message {
+                fds.extend(received);
+            }
+        }
         if info.bytes_read() == 0 {
             return Err(self.unavailable("the helper closed the connection"));
         }
@@ -49,7 +66,7 @@ impl HelperClient {
         *slot = Some(socket);
         match response {
             Response::Error(e) => Err(from_helper_error(e)),
-            other => Ok(other),
+            other => Ok((other, fds)),
         }
     }
 

@@ -134,6 +134,7 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     // The processes and their unread output outlive groved: take them over.
     grove.restore_processes().await;
+    grove.watch_all_oom().await;
     tracing::info!(socket = %listen.display(), "groved listening");
     let bootstrap: grove_schema::api_capnp::grove::Client =
         capnp_rpc::new_client(rpc::grove::GroveServer {

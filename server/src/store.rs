@@ -20,6 +20,12 @@ pub struct Record {
     /// "active" or "stopped".
     pub state: String,
     pub wshd_pid: i32,
+    /// Events such as "Out of memory", oldest first.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// OOM kills already turned into events.
+    #[serde(default)]
+    pub oom_kills_seen: u64,
 }
 
 pub struct Store {
@@ -95,6 +101,8 @@ mod tests {
             created_at: 1,
             state: "active".into(),
             wshd_pid: 42,
+            events: vec!["Out of memory".into()],
+            oom_kills_seen: 1,
         };
         store.save(&record).unwrap();
         record.state = "stopped".into();

@@ -136,6 +136,57 @@ fn every_subcommand_works_and_errors_are_one_line() {
         (Some(4), "kept\n".into())
     );
 
+    // Limits and metrics.
+    assert_eq!(
+        ok(&[
+            "limit",
+            "cli",
+            "--memory",
+            "64M",
+            "--cpu-shares",
+            "256",
+            "--cpu-quota",
+            "20000/100000",
+            "--pids",
+            "40"
+        ]),
+        ""
+    );
+    let limits = ok(&["limits", "cli"]);
+    for line in [
+        "memory_bytes: 67108864",
+        "cpu_shares: 256",
+        "cpu_quota: 20000/100000",
+        "pids_max: 40",
+    ] {
+        assert!(limits.contains(line), "{line} in {limits}");
+    }
+    let metrics = ok(&["metrics", "cli"]);
+    assert!(
+        metrics.contains("pids_max: 40") && metrics.contains("memory_usage: "),
+        "{metrics}"
+    );
+    let out = grove(&env, &["limit", "cli", "--cpu-shares", "1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cpu_shares"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        ok(&[
+            "create",
+            "--handle",
+            "cli-limited",
+            "--memory",
+            "32M",
+            "--pids",
+            "10"
+        ]),
+        "cli-limited\n"
+    );
+    assert!(ok(&["limits", "cli-limited"]).contains("pids_max: 10"));
+    assert_eq!(ok(&["destroy", "cli-limited"]), "");
     assert!(grove(&env, &["stop", "--kill", "cli"], None)
         .status
         .success());

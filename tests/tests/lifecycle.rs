@@ -192,7 +192,7 @@ fn unbuilt_operations_say_not_implemented() {
     env.run(|client| async move {
         let (container, _) = create(&client, "ni", "").await.unwrap();
         let e = container
-            .metrics_request()
+            .net_in_request()
             .send()
             .promise
             .await
@@ -201,16 +201,15 @@ fn unbuilt_operations_say_not_implemented() {
         assert_eq!(e.kind, capnp::ErrorKind::Unimplemented);
         assert!(grove_client::Error::from(e).is("notImplemented"));
         let e = container
-            .limit_memory_request()
+            .limit_bandwidth_request()
             .send()
             .promise
             .await
             .err()
             .unwrap();
         assert!(grove_client::Error::from(e).is("notImplemented"));
-        let e = client
-            .grove
-            .bulk_metrics_request()
+        let e = container
+            .stream_in_request()
             .send()
             .promise
             .await

@@ -5,6 +5,7 @@ use super::{set_properties, text, text_list};
 use crate::containers::{Container, Grove, RunSpec};
 use crate::error::{ApiError, ApiResult};
 use crate::process::Sinks;
+use crate::rpc::limits;
 use crate::rpc::process::ProcessServer;
 use grove_schema::api_capnp::{container as api, container_info};
 use grove_schema::wshd::{Rlimit, WindowSize};
@@ -40,7 +41,11 @@ pub fn fill_info(container: &Container, mut info: container_info::Builder<'_>) {
         info.reborrow().init_properties(properties.len() as u32),
         &properties,
     );
-    info.init_events(0);
+    let events = container.events();
+    let mut list = info.reborrow().init_events(events.len() as u32);
+    for (i, event) in events.iter().enumerate() {
+        list.set(i as u32, event);
+    }
 }
 
 use api::*;
@@ -204,23 +209,94 @@ impl api::Server for ContainerServer {
         Ok(())
     }
 
+    async fn limit_memory(
+        self: Rc<Self>,
+        params: LimitMemoryParams,
+        _: LimitMemoryResults,
+    ) -> Result<(), capnp::Error> {
+        let limits = limits::require_some("limits", limits::memory(params.get()?.get_limits()?))?;
+        self.grove.set_limits(&*self.container()?, limits).await?;
+        Ok(())
+    }
+
+    async fn current_memory_limits(
+        self: Rc<Self>,
+        _: CurrentMemoryLimitsParams,
+        mut results: CurrentMemoryLimitsResults,
+    ) -> Result<(), capnp::Error> {
+        let limits = self.grove.limits(&*self.container()?).await?;
+        limits::fill_memory(&limits, results.get().init_limits());
+        Ok(())
+    }
+
+    async fn limit_cpu(
+        self: Rc<Self>,
+        params: LimitCpuParams,
+        _: LimitCpuResults,
+    ) -> Result<(), capnp::Error> {
+        let limits = limits::require_some(
+            "limits",
+            limits::cpu("limits", params.get()?.get_limits()?)?,
+        )?;
+        self.grove.set_limits(&*self.container()?, limits).await?;
+        Ok(())
+    }
+
+    async fn current_cpu_limits(
+        self: Rc<Self>,
+        _: CurrentCpuLimitsParams,
+        mut results: CurrentCpuLimitsResults,
+    ) -> Result<(), capnp::Error> {
+        let limits = self.grove.limits(&*self.container()?).await?;
+        limits::fill_cpu(&limits, results.get().init_limits());
+        Ok(())
+    }
+
+    async fn limit_pids(
+        self: Rc<Self>,
+        params: LimitPidsParams,
+        _: LimitPidsResults,
+    ) -> Result<(), capnp::Error> {
+        let limits = limits::require_some("limits", limits::pids(params.get()?.get_limits()?))?;
+        self.grove.set_limits(&*self.container()?, limits).await?;
+        Ok(())
+    }
+
+    async fn current_pid_limits(
+        self: Rc<Self>,
+        _: CurrentPidLimitsParams,
+        mut results: CurrentPidLimitsResults,
+    ) -> Result<(), capnp::Error> {
+        let limits = self.grove.limits(&*self.container()?).await?;
+        limits::fill_pids(&limits, results.get().init_limits());
+        Ok(())
+    }
+
+    async fn metrics(
+        self: Rc<Self>,
+        _: MetricsParams,
+        mut results: MetricsResults,
+    ) -> Result<(), capnp::Error> {
+        let container = self.container()?;
+        let stats = self.grove.stats(&container).await?;
+        limits::fill_metrics(
+            &stats,
+            container.age_seconds(),
+            results.get().init_metrics(),
+        );
+        Ok(())
+    }
+
     crate::not_implemented! {
         stream_in: StreamInParams, StreamInResults => "streamIn", "the images and streaming issue";
         stream_out: StreamOutParams, StreamOutResults => "streamOut", "the images and streaming issue";
         limit_bandwidth: LimitBandwidthParams, LimitBandwidthResults => "limitBandwidth", "the networking issue";
         current_bandwidth_limits: CurrentBandwidthLimitsParams, CurrentBandwidthLimitsResults => "currentBandwidthLimits", "the networking issue";
-        limit_cpu: LimitCpuParams, LimitCpuResults => "limitCpu", "the limits issue";
-        current_cpu_limits: CurrentCpuLimitsParams, CurrentCpuLimitsResults => "currentCpuLimits", "the limits issue";
         limit_disk: LimitDiskParams, LimitDiskResults => "limitDisk", "the images issue";
         current_disk_limits: CurrentDiskLimitsParams, CurrentDiskLimitsResults => "currentDiskLimits", "the images issue";
-        limit_memory: LimitMemoryParams, LimitMemoryResults => "limitMemory", "the limits issue";
-        current_memory_limits: CurrentMemoryLimitsParams, CurrentMemoryLimitsResults => "currentMemoryLimits", "the limits issue";
-        limit_pids: LimitPidsParams, LimitPidsResults => "limitPids", "the limits issue";
-        current_pid_limits: CurrentPidLimitsParams, CurrentPidLimitsResults => "currentPidLimits", "the limits issue";
         net_in: NetInParams, NetInResults => "netIn", "the networking issue";
         net_out: NetOutParams, NetOutResults => "netOut", "the networking issue";
         bulk_net_out: BulkNetOutParams, BulkNetOutResults => "bulkNetOut", "the networking issue";
-        metrics: MetricsParams, MetricsResults => "metrics", "the limits and metrics issue";
         set_grace_time: SetGraceTimeParams, SetGraceTimeResults => "setGraceTime", "the systemd and restart issue";
     }
 }

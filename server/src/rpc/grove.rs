@@ -118,12 +118,38 @@ impl api::Server for GroveServer {
         Ok(())
     }
 
-    crate::not_implemented! {
-        bulk_metrics: BulkMetricsParams, BulkMetricsResults => "bulkMetrics", "the limits and metrics issue";
+    async fn bulk_metrics(
+        self: Rc<Self>,
+        params: api::BulkMetricsParams,
+        mut results: api::BulkMetricsResults,
+    ) -> Result<(), capnp::Error> {
+        let handles = text_list("handles", params.get()?.get_handles())?;
+        let mut answers = Vec::with_capacity(handles.len());
+        for handle in &handles {
+            let answer = match self.grove.get(handle) {
+                Ok(container) => self
+                    .grove
+                    .stats(&container)
+                    .await
+                    .map(|s| (s, container.age_seconds())),
+                Err(e) => Err(e),
+            };
+            answers.push(answer);
+        }
+        let mut list = results.get().init_results(handles.len() as u32);
+        for (i, (handle, answer)) in handles.iter().zip(answers).enumerate() {
+            let mut entry = list.reborrow().get(i as u32);
+            entry.set_handle(handle);
+            match answer {
+                Ok((stats, age)) => {
+                    crate::rpc::limits::fill_metrics(&stats, age, entry.init_metrics())
+                }
+                Err(e) => entry.set_error(e.to_string()),
+            }
+        }
+        Ok(())
     }
 }
-
-use api::{BulkMetricsParams, BulkMetricsResults};
 
 fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> ApiResult<CreateSpec> {
     let unsupported = |present: bool, field: &str, issue: &str| -> ApiResult<()> {
@@ -155,7 +181,6 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         "the systemd and restart issue",
     )?;
     unsupported(spec.get_privileged(), "privileged", "the security issue")?;
-    unsupported(spec.has_limits(), "limits", "the limits issue")?;
     unsupported(
         !spec.get_net_out()?.is_empty(),
         "netOut",
@@ -171,6 +196,11 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         rootfs: text("spec.rootfs", spec.get_rootfs())?,
         env: text_list("spec.env", spec.get_env())?,
         properties: properties("spec.properties", spec.get_properties())?,
+        limits: if spec.has_limits() {
+            crate::rpc::limits::from_spec(spec.get_limits()?)?
+        } else {
+            Default::default()
+        },
     })
 }
 

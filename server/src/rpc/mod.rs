@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod grove;
+pub mod limits;
 pub mod process;
 
 use crate::error::{ApiError, ApiResult};

@@ -1,0 +1,613 @@
+//! The cgroup v2 (unified) driver: one hierarchy, rooted at
+//! <root>/<cgroup_parent> (on systemd hosts inside the helper's delegated
+//! subtree). The root directory is a parameter so the driver can be tested
+//! against a fake tree of plain files on hosts that are not unified.
+//!
+//! Devices: v2 has no devices controller; access is controlled by a BPF
+//! program attached to the cgroup (BPF_CGROUP_DEVICE). This driver attaches
+//! none (that is future work): on v2 a container relies on its minimal /dev
+//! (only null, zero, full, random, urandom, tty and its own devpts exist
+//! there) and, once capabilities are dropped, on lacking CAP_MKNOD.
+
+use crate::cgroup::{err, kill_listed, read_max, read_pids, read_u64, walk, write_cg, Cgroups};
+use crate::fs;
+use crate::limits::{self, Current, Write};
+use grove_schema::helper::{CpuQuota, ErrorKind, HelperError, Limits, Stats};
+use grove_schema::Handle;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::unistd::UnlinkatFlags;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Controllers a container's cgroup must have, and one it may have.
+const REQUIRED: [&str; 3] = ["cpu", "memory", "pids"];
+const OPTIONAL: [&str; 1] = ["cpuset"];
+
+pub struct V2 {
+    /// <root>/<cgroup_parent>, opened at start-up.
+    parent: OwnedFd,
+    /// Whether cpuset is enabled for the containers.
+    cpuset: bool,
+}
+
+fn system(msg: String) -> HelperError {
+    HelperError::new(ErrorKind::System, msg)
+}
+
+/// Make `controllers` (those `dir` has) available to `dir`'s children by
+/// writing "+name" to its cgroup.subtree_control, unless already there.
+/// Returns the ones enabled.
+fn enable(dir: BorrowedFd, what: &str, controllers: &[&str]) -> Result<Vec<String>, String> {
+    let have = fs::read_file_at(dir, "cgroup.controllers")
+        .map_err(|e| format!("{what}/cgroup.controllers: {e}"))?;
+    let on = fs::read_file_at(dir, "cgroup.subtree_control")
+        .map_err(|e| format!("{what}/cgroup.subtree_control: {e}"))?;
+    let mut enabled = Vec::new();
+    for c in controllers {
+        if !have.split_whitespace().any(|h| h == *c) {
+            continue;
+        }
+        if !on.split_whitespace().any(|h| h == *c) {
+            // Why safe: it only lets child cgroups use a controller.
+            write_cg(dir, "cgroup.subtree_control", &format!("+{c}"))
+                .map_err(|e| format!("{what}/cgroup.subtree_control +{c}: {e}"))?;
+        }
+        enabled.push(c.to_string());
+    }
+    Ok(enabled)
+}
+
+impl V2 {
+    /// Open <root>, make sure <root>/<parent> exists and hands the
+    /// controllers containers need down to its children.
+    pub fn open(root: &str, parent: &str) -> Result<V2, String> {
+        let root_fd = fs::openat(None, root, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
+            .map_err(|e| err(root, e))?;
+        let all: Vec<&str> = REQUIRED.iter().chain(&OPTIONAL).copied().collect();
+        enable(root_fd.as_fd(), root, &all)?;
+        fs::mkdir_at(root_fd.as_fd(), parent, 0o755, true)
+            .map_err(|e| err(&format!("{root}/{parent}"), e))?;
+        let parent_fd = fs::open_dir(root_fd.as_fd(), parent)
+            .map_err(|e| err(&format!("{root}/{parent}"), e))?;
+        let on = enable(parent_fd.as_fd(), &format!("{root}/{parent}"), &all)?;
+        if let Some(missing) = REQUIRED.iter().find(|c| !on.iter().any(|o| o == *c)) {
+            return Err(format!(
+                "{root}/{parent}: the {missing} controller is not available (cgroup.controllers); \
+                 delegate it to grove-helper"
+            ));
+        }
+        Ok(V2 {
+            parent: parent_fd,
+            cpuset: on.iter().any(|o| o == "cpuset"),
+        })
+    }
+
+    /// The container's cgroup; None if it does not exist.
+    fn open_container(&self, handle: &Handle) -> Result<Option<OwnedFd>, String> {
+        match fs::open_dir(self.parent.as_fd(), handle.as_str()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(format!("{handle}: {e}")),
+        }
+    }
+
+    fn dir(&self, handle: &Handle) -> Result<OwnedFd, String> {
+        self.open_container(handle)?
+            .ok_or_else(|| format!("{handle}: the container's cgroup is missing"))
+    }
+}
+
+/// cpu.max: "max <period>" or "<quota> <period>".
+fn parse_cpu_max(text: &str) -> Result<Option<CpuQuota>, String> {
+    let bad = || format!("cpu.max: {:?} is not \"quota period\"", text.trim());
+    let (q, p) = text.trim().split_once(' ').ok_or_else(bad)?;
+    let period_us = p.parse().map_err(|_| bad())?;
+    match q {
+        "max" => Ok(None),
+        q => Ok(Some(CpuQuota {
+            period_us,
+            quota_us: q.parse().map_err(|_| bad())?,
+        })),
+    }
+}
+
+impl Cgroups for V2 {
+    fn name(&self) -> &'static str {
+        "v2"
+    }
+
+    fn create(&self, handle: &Handle) -> Result<(), String> {
+        // A same-named cgroup that was already there is not ours: EEXIST.
+        fs::mkdir_at(self.parent.as_fd(), handle.as_str(), 0o755, false)
+            .map_err(|e| format!("mkdir cgroup {handle}: {e}"))
+    }
+
+    fn enter(&self, handle: &Handle, pid: i32) -> Result<(), String> {
+        let dir = self.dir(handle)?;
+        write_cg(dir.as_fd(), "cgroup.procs", &pid.to_string())
+            .map_err(|e| format!("{handle}/cgroup.procs: {e}"))
+    }
+
+    fn procs(&self, handle: &Handle) -> Result<Vec<i32>, String> {
+        let Some(top) = self.open_container(handle)? else {
+            return Ok(Vec::new());
+        };
+        let mut all = Vec::new();
+        walk(top.as_fd(), None, &mut |dir| {
+            match read_pids(dir) {
+                Ok(p) => all.extend(p),
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(format!("{handle}: cgroup.procs: {e}")),
+            }
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    fn kill_all(&self, handle: &Handle) -> Result<(), String> {
+        let Some(top) = self.open_container(handle)? else {
+            return Ok(());
+        };
+        // cgroup.kill (5.14+) SIGKILLs the whole subtree atomically, forks
+        // in flight included. Older kernels: signal pidfds, as v1 does (the
+        // caller repeats until the cgroup is empty).
+        match write_cg(top.as_fd(), "cgroup.kill", "1") {
+            Ok(()) => Ok(()),
+            Err(Errno::ENOENT) => walk(top.as_fd(), None, &mut |dir| {
+                kill_listed(dir).map_err(|e| format!("{handle}: kill: {e}"))
+            }),
+            Err(e) => Err(format!("{handle}/cgroup.kill: {e}")),
+        }
+    }
+
+    fn remove(&self, handle: &Handle) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let Some(top) = self.open_container(handle)? else {
+                return Ok(());
+            };
+            walk(top.as_fd(), Some(deadline), &mut |_| Ok(()))
+                .map_err(|e| format!("{handle}: {e}"))?;
+            drop(top);
+            match nix::unistd::unlinkat(
+                Some(self.parent.as_raw_fd()),
+                handle.as_str(),
+                UnlinkatFlags::RemoveDir,
+            ) {
+                Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+                Err(Errno::EBUSY) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return Err(format!("rmdir cgroup {handle}: {e}")),
+            }
+        }
+    }
+
+    fn set_limits(&self, handle: &Handle, l: &Limits) -> Result<(), HelperError> {
+        limits::validate(l, limits::host_ram())?;
+        if l.cpuset.is_some() && !self.cpuset {
+            return Err(system(
+                "cpuset: the cpuset controller is not delegated to grove-helper".into(),
+            ));
+        }
+        let dir = self.dir(handle).map_err(system)?;
+        let d = dir.as_fd();
+        let mut cur = Current::default();
+        if l.memory_bytes.is_some() {
+            cur.memory_usage = Some(read_u64(d, "memory.current").map_err(system)?);
+        }
+        if l.pids_max.is_some() {
+            cur.pids_current = Some(read_u64(d, "pids.current").map_err(system)?);
+        }
+        if l.cpuset.is_some() {
+            let p = fs::read_file_at(self.parent.as_fd(), "cpuset.cpus.effective")
+                .map_err(|e| system(format!("the parent cgroup's cpuset.cpus.effective: {e}")))?;
+            cur.parent_cpus = Some(p);
+        }
+        limits::check_current(l, &cur)?;
+
+        let mut writes = Vec::new();
+        let mut add = |file: &'static str, value: String| {
+            writes.push(Write {
+                dir: d,
+                where_: handle.to_string(),
+                file,
+                value,
+            })
+        };
+        if let Some(c) = &l.cpuset {
+            add("cpuset.cpus", c.clone());
+        }
+        if let Some(m) = l.memory_bytes {
+            add("memory.max", m.to_string());
+        }
+        if let Some(s) = l.cpu_shares {
+            add("cpu.weight", limits::shares_to_weight(s).to_string());
+        }
+        if let Some(q) = l.cpu_quota {
+            let value = if q.quota_us == u64::MAX {
+                format!("max {}", q.period_us)
+            } else {
+                format!("{} {}", q.quota_us, q.period_us)
+            };
+            add("cpu.max", value);
+        }
+        if let Some(p) = l.pids_max {
+            add("pids.max", p.to_string());
+        }
+        limits::apply(&writes)
+    }
+
+    fn get_limits(&self, handle: &Handle) -> Result<Limits, String> {
+        let dir = self.dir(handle)?;
+        let d = dir.as_fd();
+        let cpu_max = fs::read_file_at(d, "cpu.max").map_err(|e| err("cpu.max", e))?;
+        let cpuset = if self.cpuset {
+            let c = fs::read_file_at(d, "cpuset.cpus").map_err(|e| err("cpuset.cpus", e))?;
+            // Empty: the parent's CPUs, i.e. no limit of its own.
+            Some(c.trim().to_string()).filter(|c| !c.is_empty())
+        } else {
+            None
+        };
+        Ok(Limits {
+            memory_bytes: read_max(d, "memory.max")?,
+            cpu_shares: Some(limits::weight_to_shares(read_u64(d, "cpu.weight")?)),
+            cpu_quota: parse_cpu_max(&cpu_max)?,
+            pids_max: read_max(d, "pids.max")?,
+            cpuset,
+        })
+    }
+
+    fn stats(&self, handle: &Handle) -> Result<Stats, String> {
+        let dir = self.dir(handle)?;
+        let d = dir.as_fd();
+        let read = |f: &str| fs::read_file_at(d, f).map_err(|e| err(f, e));
+        let cpu = read("cpu.stat")?;
+        let usec = |k: &str| limits::keyed(&cpu, k).unwrap_or(0).saturating_mul(1000);
+        Ok(Stats {
+            memory_usage_bytes: read_u64(d, "memory.current")?,
+            memory_stat: limits::parse_flat_keyed(&read("memory.stat")?),
+            cpu_usage_ns: usec("usage_usec"),
+            cpu_user_ns: usec("user_usec"),
+            cpu_system_ns: usec("system_usec"),
+            pids_current: read_u64(d, "pids.current")?,
+            pids_max: read_max(d, "pids.max")?,
+            oom_kills: limits::keyed(&read("memory.events")?, "oom_kill").unwrap_or(0),
+        })
+    }
+
+    fn oom_watch(&self, handle: &Handle) -> Result<OwnedFd, String> {
+        let dir = self.dir(handle)?;
+        // Why safe: read-only, the container's own memory.events; the
+        // kernel signals POLLPRI on it when a counter changes.
+        fs::openat(
+            Some(dir.as_fd()),
+            "memory.events",
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+            0,
+        )
+        .map_err(|e| format!("{handle}/memory.events: {e}"))
+    }
+
+    /// No devices controller on v2 (see the module comment): nothing is
+    /// applied here; the minimal /dev and the lack of CAP_MKNOD are what
+    /// restrict devices until a BPF device program is attached.
+    fn apply_device_allowlist(&self, _handle: &Handle) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// These tests run the v2 driver against a fake cgroup v2 tree: plain files
+/// named like the kernel's, in a temp dir (this host is v1 "hybrid", so the
+/// real v2 files are not available). They check what is written and parsed,
+/// not the kernel's reaction to it.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    struct Tree {
+        root: PathBuf,
+        immutable: Option<PathBuf>,
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            if let Some(p) = self.immutable.take() {
+                set_immutable(&p, false);
+            }
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    const FS_IMMUTABLE_FL: libc::c_int = 0x10;
+
+    fn set_immutable(path: &Path, on: bool) {
+        let f = std::fs::File::open(path).unwrap();
+        let mut flags: libc::c_int = 0;
+        // SAFETY: FS_IOC_GETFLAGS writes one int to a live c_int.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
+        assert_eq!(r, 0, "lsattr {}", path.display());
+        if on {
+            flags |= FS_IMMUTABLE_FL;
+        } else {
+            flags &= !FS_IMMUTABLE_FL;
+        }
+        // SAFETY: FS_IOC_SETFLAGS reads one int from a live c_int.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) };
+        assert_eq!(r, 0, "chattr {}", path.display());
+    }
+
+    fn write(p: &Path, s: &str) {
+        std::fs::write(p, s).unwrap();
+    }
+
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    /// A fake root with parent "grove" and a container "c1" created through
+    /// the driver, then given the files the kernel would make.
+    fn tree(name: &str) -> (Tree, V2, PathBuf) {
+        let root = PathBuf::from(format!(
+            "/tmp/grove-helper-v2-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("grove")).unwrap();
+        write(
+            &root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        );
+        write(
+            &root.join("cgroup.subtree_control"),
+            "cpuset cpu io memory pids\n",
+        );
+        let parent = root.join("grove");
+        write(
+            &parent.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        );
+        write(&parent.join("cgroup.subtree_control"), "cpu memory pids\n");
+        write(&parent.join("cpuset.cpus.effective"), "0-3\n");
+        let t = Tree {
+            root: root.clone(),
+            immutable: None,
+        };
+        let v2 = V2::open(root.to_str().unwrap(), "grove").unwrap();
+        assert!(v2.cpuset);
+        // The driver enabled cpuset (the only one missing) for the children.
+        assert_eq!(read(&parent.join("cgroup.subtree_control")), "+cpuset");
+        let c1 = Handle::new("c1").unwrap();
+        v2.create(&c1).unwrap();
+        let d = parent.join("c1");
+        for (f, v) in [
+            ("memory.max", "max\n"),
+            ("memory.current", "8388608\n"),
+            ("memory.stat", "anon 4096\nfile 8192\nkernel 0\n"),
+            (
+                "memory.events",
+                "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\noom_group_kill 0\n",
+            ),
+            ("cpu.weight", "100\n"),
+            ("cpu.max", "max 100000\n"),
+            (
+                "cpu.stat",
+                "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n",
+            ),
+            ("pids.max", "max\n"),
+            ("pids.current", "3\n"),
+            ("cpuset.cpus", "\n"),
+            ("cgroup.procs", ""),
+        ] {
+            write(&d.join(f), v);
+        }
+        (t, v2, d)
+    }
+
+    fn c1() -> Handle {
+        Handle::new("c1").unwrap()
+    }
+
+    #[test]
+    fn limits_are_written_in_v2_format_and_read_back() {
+        let (_t, v2, d) = tree("limits");
+        assert_eq!(
+            v2.get_limits(&c1()).unwrap(),
+            Limits {
+                memory_bytes: None,
+                cpu_shares: Some(limits::weight_to_shares(100)),
+                cpu_quota: None,
+                pids_max: None,
+                cpuset: None,
+            }
+        );
+        let want = Limits {
+            memory_bytes: Some(64 << 20),
+            cpu_shares: Some(512),
+            cpu_quota: Some(CpuQuota {
+                period_us: 100_000,
+                quota_us: 50_000,
+            }),
+            pids_max: Some(50),
+            cpuset: Some("0,2-3".into()),
+        };
+        v2.set_limits(&c1(), &want).unwrap();
+        assert_eq!(read(&d.join("memory.max")), "67108864");
+        assert_eq!(read(&d.join("cpu.weight")), "20");
+        assert_eq!(read(&d.join("cpu.max")), "50000 100000");
+        assert_eq!(read(&d.join("pids.max")), "50");
+        assert_eq!(read(&d.join("cpuset.cpus")), "0,2-3");
+        let got = v2.get_limits(&c1()).unwrap();
+        assert_eq!(
+            got,
+            Limits {
+                // 512 shares is weight 20, whose smallest shares value is 501.
+                cpu_shares: Some(501),
+                ..want.clone()
+            }
+        );
+        assert_eq!(limits::shares_to_weight(got.cpu_shares.unwrap()), 20);
+        // Removing the quota keeps the period.
+        v2.set_limits(
+            &c1(),
+            &Limits {
+                cpu_quota: Some(CpuQuota {
+                    period_us: 20_000,
+                    quota_us: u64::MAX,
+                }),
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(read(&d.join("cpu.max")), "max 20000");
+        assert_eq!(v2.get_limits(&c1()).unwrap().cpu_quota, None);
+    }
+
+    #[test]
+    fn bad_values_and_limits_below_usage_change_nothing() {
+        let (_t, v2, d) = tree("refuse");
+        let before = |f: &str| read(&d.join(f));
+        let (mem, pids) = (before("memory.max"), before("pids.max"));
+        for (l, kind) in [
+            (
+                Limits {
+                    memory_bytes: Some(64 << 20),
+                    cpu_shares: Some(1),
+                    ..Limits::default()
+                },
+                ErrorKind::PolicyRefused,
+            ),
+            (
+                Limits {
+                    memory_bytes: Some(4 << 20), // below memory.current (8 MiB)
+                    ..Limits::default()
+                },
+                ErrorKind::InvalidState,
+            ),
+            (
+                Limits {
+                    memory_bytes: Some(64 << 20),
+                    pids_max: Some(2), // below pids.current (3)
+                    ..Limits::default()
+                },
+                ErrorKind::InvalidState,
+            ),
+            (
+                Limits {
+                    cpuset: Some("4".into()), // not in the parent's 0-3
+                    ..Limits::default()
+                },
+                ErrorKind::PolicyRefused,
+            ),
+        ] {
+            let e = v2.set_limits(&c1(), &l).unwrap_err();
+            assert_eq!(e.kind, kind, "{l:?}: {}", e.message);
+            assert_eq!(
+                (before("memory.max"), before("pids.max")),
+                (mem.clone(), pids.clone())
+            );
+        }
+        let e = v2
+            .set_limits(
+                &c1(),
+                &Limits {
+                    pids_max: Some(2),
+                    ..Limits::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.message, "pids_max 2 is below current usage 3");
+        let unknown = Handle::new("nope").unwrap();
+        assert!(v2.get_limits(&unknown).unwrap_err().contains("missing"));
+    }
+
+    #[test]
+    fn a_failed_write_restores_the_earlier_ones() {
+        let (mut t, v2, d) = tree("restore");
+        // pids.max is written last; immutable, it can be read but not written.
+        set_immutable(&d.join("pids.max"), true);
+        t.immutable = Some(d.join("pids.max"));
+        let e = v2
+            .set_limits(
+                &c1(),
+                &Limits {
+                    memory_bytes: Some(64 << 20),
+                    cpu_shares: Some(512),
+                    cpu_quota: Some(CpuQuota {
+                        period_us: 100_000,
+                        quota_us: 50_000,
+                    }),
+                    pids_max: Some(50),
+                    cpuset: Some("1".into()),
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::System);
+        assert!(
+            e.message.contains("pids.max") && e.message.contains("restored"),
+            "{}",
+            e.message
+        );
+        assert_eq!(read(&d.join("memory.max")), "max");
+        assert_eq!(read(&d.join("cpu.weight")), "100");
+        assert_eq!(read(&d.join("cpu.max")), "max 100000");
+        assert_eq!(read(&d.join("cpuset.cpus")), "");
+        assert_eq!(read(&d.join("pids.max")), "max\n");
+    }
+
+    #[test]
+    fn stats_and_the_oom_watch_come_from_the_v2_files() {
+        let (_t, v2, d) = tree("stats");
+        let s = v2.stats(&c1()).unwrap();
+        assert_eq!(
+            s,
+            Stats {
+                memory_usage_bytes: 8 << 20,
+                memory_stat: vec![
+                    ("anon".into(), 4096),
+                    ("file".into(), 8192),
+                    ("kernel".into(), 0)
+                ],
+                cpu_usage_ns: 1_500_000,
+                cpu_user_ns: 1_000_000,
+                cpu_system_ns: 500_000,
+                pids_current: 3,
+                pids_max: None,
+                oom_kills: 2,
+            }
+        );
+        write(&d.join("pids.max"), "50\n");
+        assert_eq!(v2.stats(&c1()).unwrap().pids_max, Some(50));
+        // The watch is memory.events itself, opened read-only.
+        let fd = v2.oom_watch(&c1()).unwrap();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        assert_eq!(link, d.join("memory.events"));
+        // SAFETY: F_GETFL on an fd we own.
+        let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(fl & libc::O_ACCMODE, libc::O_RDONLY);
+        // Kill writes cgroup.kill; no devices controller to write.
+        write(&d.join("cgroup.kill"), "0");
+        v2.kill_all(&c1()).unwrap();
+        assert_eq!(read(&d.join("cgroup.kill")), "1");
+        v2.apply_device_allowlist(&c1()).unwrap();
+    }
+
+    #[test]
+    fn a_parent_without_required_controllers_is_refused() {
+        let root = PathBuf::from(format!("/tmp/grove-helper-v2-bare-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("grove")).unwrap();
+        let _t = Tree {
+            root: root.clone(),
+            immutable: None,
+        };
+        write(&root.join("cgroup.controllers"), "cpu io\n");
+        write(&root.join("cgroup.subtree_control"), "cpu io\n");
+        write(&root.join("grove/cgroup.controllers"), "cpu io\n");
+        write(&root.join("grove/cgroup.subtree_control"), "cpu\n");
+        let e = V2::open(root.to_str().unwrap(), "grove").err().unwrap();
+        assert!(e.contains("memory controller is not available"), "{e}");
+    }
+}

@@ -1,0 +1,421 @@
+//! Resource limits and metrics on the real kernel (cgroup v1 here): memory
+//! with OOM events, CPU shares and quota, pids, cpuset, the device
+//! allowlist, current* readers, all-or-nothing changes, metrics.
+
+use grove_client::{api, Client, Command};
+use grove_tests::*;
+use std::time::{Duration, Instant};
+
+struct Spec {
+    memory: u64,
+    shares: u64,
+    quota: (u64, u64),
+    cpuset: &'static str,
+    pids: u64,
+}
+
+const NONE: Spec = Spec {
+    memory: 0,
+    shares: 0,
+    quota: (0, 0),
+    cpuset: "",
+    pids: 0,
+};
+
+async fn create_limited(
+    client: &Client,
+    handle: &str,
+    s: Spec,
+) -> Result<api::container::Client, grove_client::Error> {
+    let mut request = client.grove.create_request();
+    let mut spec = request.get().init_spec();
+    spec.set_handle(handle);
+    let mut limits = spec.init_limits();
+    limits.reborrow().init_memory().set_limit_in_bytes(s.memory);
+    limits.reborrow().init_pid().set_max(s.pids);
+    let mut cpu = limits.init_cpu();
+    cpu.set_weight(s.shares);
+    cpu.set_quota_micros(s.quota.0);
+    cpu.set_quota_period_micros(s.quota.1);
+    cpu.set_cpuset(s.cpuset);
+    Ok(request.send().promise.await?.get()?.get_container()?)
+}
+
+async fn memory_limit(c: &api::container::Client) -> u64 {
+    let r = c
+        .current_memory_limits_request()
+        .send()
+        .promise
+        .await
+        .unwrap();
+    r.get().unwrap().get_limits().unwrap().get_limit_in_bytes()
+}
+
+async fn pid_limit(c: &api::container::Client) -> u64 {
+    let r = c.current_pid_limits_request().send().promise.await.unwrap();
+    r.get().unwrap().get_limits().unwrap().get_max()
+}
+
+async fn cpu_limits(c: &api::container::Client) -> (u64, u64, u64, String) {
+    let r = c.current_cpu_limits_request().send().promise.await.unwrap();
+    let l = r.get().unwrap().get_limits().unwrap();
+    (
+        l.get_weight(),
+        l.get_quota_micros(),
+        l.get_quota_period_micros(),
+        l.get_cpuset().unwrap().to_string().unwrap(),
+    )
+}
+
+async fn events(c: &api::container::Client) -> Vec<String> {
+    let r = c.info_request().send().promise.await.unwrap();
+    r.get()
+        .unwrap()
+        .get_info()
+        .unwrap()
+        .get_events()
+        .unwrap()
+        .iter()
+        .map(|e| e.unwrap().to_string().unwrap())
+        .collect()
+}
+
+async fn cpu_usage_ns(c: &api::container::Client) -> u64 {
+    let r = c.metrics_request().send().promise.await.unwrap();
+    r.get()
+        .unwrap()
+        .get_metrics()
+        .unwrap()
+        .get_cpu()
+        .unwrap()
+        .get_usage_nanos()
+}
+
+#[test]
+fn limits_from_the_spec_are_in_force_before_the_first_process() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let spec = Spec {
+            memory: 64 << 20,
+            shares: 512,
+            quota: (50_000, 100_000),
+            cpuset: "0",
+            pids: 50,
+        };
+        let container = create_limited(&client, "spec-limits", spec).await.unwrap();
+        assert_eq!(memory_limit(&container).await, 64 << 20);
+        assert_eq!(pid_limit(&container).await, 50);
+        assert_eq!(
+            cpu_limits(&container).await,
+            (512, 50_000, 100_000, "0".to_string())
+        );
+        let (status, out, _) = exec(
+            &container,
+            "sh",
+            &["-c", "grep Cpus_allowed_list /proc/self/status"],
+        )
+        .await;
+        assert_eq!(status, 0);
+        assert!(out.trim_end().ends_with("\t0"), "{out:?}");
+        // A bad limit in the spec fails the create and leaves nothing.
+        let bad = Spec { shares: 1, ..NONE };
+        let e = create_limited(&client, "bad-limits", bad)
+            .await
+            .err()
+            .unwrap();
+        assert!(!e.is("internal") && e.message.contains("shares"), "{e}");
+        assert_eq!(client.list(&[]).await.unwrap(), vec!["spec-limits"]);
+    });
+}
+
+#[test]
+fn memory_limit_oom_kills_and_the_event_is_kept() {
+    let mut env = TestEnv::start();
+    block_on(async {
+        let client = env.connect().await;
+        let container = create_limited(
+            &client,
+            "oom",
+            Spec {
+                memory: 32 << 20,
+                ..NONE
+            },
+        )
+        .await
+        .unwrap();
+        assert!(events(&container).await.is_empty());
+        // dd allocates its 128 MiB buffer and touches it: over the limit.
+        let (status, _, _) = exec(
+            &container,
+            "dd",
+            &["if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+        )
+        .await;
+        assert_eq!(status, -9, "the kernel's OOM killer ends it with SIGKILL");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while events(&container).await.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(events(&container).await, vec!["Out of memory".to_string()]);
+        // Below-limit work still runs.
+        assert_eq!(
+            exec(
+                &container,
+                "dd",
+                &["if=/dev/zero", "of=/dev/null", "bs=1M", "count=4"]
+            )
+            .await
+            .0,
+            0
+        );
+    });
+    // The event is persisted with the container.
+    env.kill_and_restart_groved();
+    block_on(async {
+        let client = env.connect().await;
+        let container = client.lookup("oom").await.unwrap();
+        assert_eq!(events(&container).await, vec!["Out of memory".to_string()]);
+    });
+}
+
+#[test]
+fn a_cpu_quota_holds_a_busy_loop_near_half_a_cpu() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let container = create_limited(&client, "quota", NONE).await.unwrap();
+        let mut limit = container.limit_cpu_request();
+        let mut cpu = limit.get().init_limits();
+        cpu.set_quota_micros(50_000);
+        cpu.set_quota_period_micros(100_000);
+        limit.send().promise.await.unwrap();
+        let busy = start(
+            &container,
+            &Command::new("sh", &["-c", "while :; do :; done"]),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (used0, t0) = (cpu_usage_ns(&container).await, Instant::now());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (used1, t1) = (cpu_usage_ns(&container).await, Instant::now());
+        let share = (used1 - used0) as f64 / (t1 - t0).as_nanos() as f64;
+        assert!(
+            (0.4..=0.6).contains(&share),
+            "a 0.5 CPU quota gave {share:.3} CPU"
+        );
+        let mut kill = busy.process.signal_request();
+        kill.get().set_signal(api::Signal::Kill);
+        kill.send().promise.await.unwrap();
+    });
+}
+
+#[test]
+fn pids_max_contains_a_fork_bomb() {
+    let env = TestEnv::start();
+    let env_ref = &env;
+    env.run(|client| async move {
+        let container = create_limited(&client, "bomb", Spec { pids: 20, ..NONE })
+            .await
+            .unwrap();
+        let mut forker = start(
+            &container,
+            &Command::new(
+                "sh",
+                &[
+                    "-c",
+                    "i=0; while [ $i -lt 30 ]; do sleep 1 & i=$((i+1)); done; wait",
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+        wait(&forker.process).await.unwrap();
+        let (err, _) = drain(&mut forker.stderr);
+        let err = String::from_utf8_lossy(&err);
+        assert!(
+            err.contains("fork"),
+            "forking past the limit fails: {err:?}"
+        );
+        // A fork bomb stays inside its limit, and the host answers.
+        let bomb = start(
+            &container,
+            &Command::new("sh", &["-c", "b() { b | b & }; b; sleep 5"]),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(env_ref.container_pids("bomb").len() <= 20);
+        let began = Instant::now();
+        assert!(std::process::Command::new("true")
+            .status()
+            .unwrap()
+            .success());
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "the host stays responsive"
+        );
+        let mut stop = container.stop_request();
+        stop.get().set_kill(true);
+        stop.send().promise.await.unwrap();
+        assert!(wait(&bomb.process).await.is_ok());
+    });
+}
+
+#[test]
+fn only_allowlisted_devices_can_be_used() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let container = create_limited(&client, "devices", NONE).await.unwrap();
+        let (status, _, _) = exec(
+            &container,
+            "sh",
+            &[
+                "-c",
+                "echo x > /dev/null && head -c 1 /dev/urandom > /dev/null",
+            ],
+        )
+        .await;
+        assert_eq!(status, 0);
+        let (status, _, err) = exec(&container, "mknod", &["/tmp/disk", "b", "8", "0"]).await;
+        assert_ne!(status, 0, "a block device cannot be created: {err}");
+        let (status, _, err) = exec(
+            &container,
+            "sh",
+            &["-c", "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem"],
+        )
+        .await;
+        assert_ne!(status, 0, "/dev/mem's device is not allowed: {err}");
+        let (status, _, err) = exec(
+            &container,
+            "sh",
+            &["-c", "mknod /tmp/null2 c 1 3 && echo x > /tmp/null2"],
+        )
+        .await;
+        assert_eq!(status, 0, "an allowlisted device works: {err}");
+    });
+}
+
+#[test]
+fn changes_are_all_or_nothing_and_bad_values_are_refused() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let container = create_limited(
+            &client,
+            "changes",
+            Spec {
+                shares: 256,
+                ..NONE
+            },
+        )
+        .await
+        .unwrap();
+        let mut limit = container.limit_memory_request();
+        limit.get().init_limits().set_limit_in_bytes(128 << 20);
+        limit.send().promise.await.unwrap();
+        assert_eq!(memory_limit(&container).await, 128 << 20);
+        let mut limit = container.limit_pids_request();
+        limit.get().init_limits().set_max(64);
+        limit.send().promise.await.unwrap();
+        assert_eq!(pid_limit(&container).await, 64);
+
+        // A good shares value with a bad cpuset: neither applies.
+        let mut limit = container.limit_cpu_request();
+        let mut cpu = limit.get().init_limits();
+        cpu.set_weight(1024);
+        cpu.set_cpuset("999");
+        let e = grove_client::Error::from(limit.send().promise.await.err().unwrap());
+        assert!(!e.is("internal") && e.message.contains("cpuset"), "{e}");
+        assert_eq!(cpu_limits(&container).await.0, 256);
+
+        // Below current usage.
+        let sleepers = start(
+            &container,
+            &Command::new("sh", &["-c", "sleep 100 & sleep 100"]),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut limit = container.limit_pids_request();
+        limit.get().init_limits().set_max(1);
+        let e = grove_client::Error::from(limit.send().promise.await.err().unwrap());
+        assert!(e.is("invalidState") && e.message.contains("current"), "{e}");
+        assert_eq!(pid_limit(&container).await, 64);
+        let mut limit = container.limit_memory_request();
+        limit.get().init_limits().set_limit_in_bytes(4096);
+        let e = grove_client::Error::from(limit.send().promise.await.err().unwrap());
+        assert!(!e.is("internal"), "{e}");
+        assert_eq!(memory_limit(&container).await, 128 << 20);
+        // Nothing given.
+        let e = grove_client::Error::from(
+            container
+                .limit_cpu_request()
+                .send()
+                .promise
+                .await
+                .err()
+                .unwrap(),
+        );
+        assert!(e.is("invalidSpec"), "{e}");
+        let mut kill = sleepers.process.signal_request();
+        kill.get().set_signal(api::Signal::Kill);
+        kill.send().promise.await.unwrap();
+    });
+}
+
+#[test]
+fn metrics_and_bulk_metrics() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let container = create_limited(&client, "metered", Spec { pids: 30, ..NONE })
+            .await
+            .unwrap();
+        assert_eq!(
+            exec(
+                &container,
+                "sh",
+                &["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"]
+            )
+            .await
+            .0,
+            0
+        );
+        let response = container.metrics_request().send().promise.await.unwrap();
+        let m = response.get().unwrap().get_metrics().unwrap();
+        let memory = m.get_memory().unwrap();
+        assert!(memory.get_usage() > 0);
+        let fields: Vec<String> = memory
+            .get_stat()
+            .unwrap()
+            .iter()
+            .map(|s| s.get_name().unwrap().to_string().unwrap())
+            .collect();
+        for field in ["cache", "rss", "total_rss", "pgfault"] {
+            assert!(
+                fields.iter().any(|f| f == field),
+                "memory.stat has {field}: {fields:?}"
+            );
+        }
+        let cpu = m.get_cpu().unwrap();
+        assert!(cpu.get_usage_nanos() > 0 && cpu.get_user_nanos() + cpu.get_system_nanos() > 0);
+        let pid = m.get_pid().unwrap();
+        assert!(pid.get_current() >= 1);
+        assert_eq!(pid.get_max(), 30);
+        assert!(m.get_age_seconds() > 0.0);
+
+        let mut request = client.grove.bulk_metrics_request();
+        let mut handles = request.get().init_handles(2);
+        handles.set(0, "metered");
+        handles.set(1, "absent");
+        let response = request.send().promise.await.unwrap();
+        let results = response.get().unwrap().get_results().unwrap();
+        use grove_client::api::metrics_result::Which;
+        assert!(matches!(results.get(0).which().unwrap(), Which::Metrics(_)));
+        match results.get(1).which().unwrap() {
+            Which::Error(e) => assert_eq!(
+                e.unwrap().to_str().unwrap(),
+                "[containerNotFound] unknown handle: absent"
+            ),
+            Which::Metrics(_) => panic!("no metrics for an absent container"),
+        }
+    });
+}
