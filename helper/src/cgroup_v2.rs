@@ -477,7 +477,7 @@ mod tests {
                     cpu_shares: Some(1),
                     ..Limits::default()
                 },
-                ErrorKind::PolicyRefused,
+                ErrorKind::InvalidValue,
             ),
             (
                 Limits {
@@ -499,7 +499,7 @@ mod tests {
                     cpuset: Some("4".into()), // not in the parent's 0-3
                     ..Limits::default()
                 },
-                ErrorKind::PolicyRefused,
+                ErrorKind::InvalidValue,
             ),
         ] {
             let e = v2.set_limits(&c1(), &l).unwrap_err();

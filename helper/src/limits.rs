@@ -30,7 +30,7 @@ pub const MAX_CPUSET_LEN: usize = 1024;
 pub const UNLIMITED_MEMORY: u64 = 1 << 62;
 
 fn refused(msg: String) -> HelperError {
-    HelperError::new(ErrorKind::PolicyRefused, msg)
+    HelperError::new(ErrorKind::InvalidValue, msg)
 }
 
 /// The host's RAM in bytes.
@@ -45,7 +45,7 @@ pub fn host_ram() -> u64 {
 }
 
 /// Check every field's value on its own (no cgroup read): the errors name
-/// the field and say what is allowed. Kind PolicyRefused.
+/// the field and say what is allowed. Kind InvalidValue.
 pub fn validate(l: &Limits, host_ram: u64) -> Result<(), HelperError> {
     if let Some(m) = l.memory_bytes {
         if m < MIN_MEMORY || m > host_ram {
@@ -103,7 +103,7 @@ pub struct Current {
 }
 
 /// The checks that depend on the container: a limit below current usage
-/// (InvalidState) and CPUs outside the parent's cpuset (PolicyRefused).
+/// (InvalidState) and CPUs outside the parent's cpuset (InvalidValue).
 pub fn check_current(l: &Limits, cur: &Current) -> Result<(), HelperError> {
     let below = |field: &str, want: u64, now: u64| {
         HelperError::new(
@@ -282,7 +282,7 @@ mod tests {
 
     fn refused_field(l: Limits, field: &str) {
         let e = validate(&l, 4 * GIB).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::PolicyRefused, "{l:?}");
+        assert_eq!(e.kind, ErrorKind::InvalidValue, "{l:?}");
         assert!(e.message.starts_with(field), "{l:?}: {}", e.message);
     }
 
@@ -414,7 +414,7 @@ mod tests {
             &cur,
         )
         .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::PolicyRefused);
+        assert_eq!(e.kind, ErrorKind::InvalidValue);
         assert!(e.message.contains("CPU 2 is not in"), "{}", e.message);
         check_current(
             &Limits {

@@ -1092,7 +1092,7 @@ fn limits_are_applied_at_create_changed_and_read_back() {
         },
     }) {
         Response::Error(e) => {
-            assert_eq!(e.kind, ErrorKind::PolicyRefused);
+            assert_eq!(e.kind, ErrorKind::InvalidValue);
             assert!(
                 e.message.contains("cpu_shares 1") && e.message.contains("2..=262144"),
                 "{}",
@@ -1128,7 +1128,7 @@ fn limits_are_applied_at_create_changed_and_read_back() {
                 handle: h("l1"),
                 limits: bad.clone()
             })),
-            ErrorKind::PolicyRefused,
+            ErrorKind::InvalidValue,
             "{bad:?}"
         );
         assert_eq!(v1_limits(&f, "l1"), before);
@@ -1262,7 +1262,7 @@ fn a_bad_limit_fails_the_create_and_leaves_nothing() {
                 cpu_shares: Some(1),
                 ..Limits::default()
             },
-            ErrorKind::PolicyRefused,
+            ErrorKind::InvalidValue,
         ),
         // Valid on its own; refused once the parent's cpuset is read, with
         // the cgroups already made: the rollback removes them.
@@ -1272,7 +1272,7 @@ fn a_bad_limit_fails_the_create_and_leaves_nothing() {
                 cpuset: Some("4095".into()),
                 ..Limits::default()
             },
-            ErrorKind::PolicyRefused,
+            ErrorKind::InvalidValue,
         ),
     ] {
         let r = f.call(&Request::CreateContainer {

@@ -199,6 +199,9 @@ pub enum ErrorKind {
     UnsupportedVersion,
     /// The request is well-formed but the helper's policy forbids it.
     PolicyRefused,
+    /// A field's value is out of range or malformed (e.g. a limit); the
+    /// message names the field and what is allowed.
+    InvalidValue,
     /// No container has that handle.
     NotFound,
     /// A container with that handle exists already.

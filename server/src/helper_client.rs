@@ -81,6 +81,7 @@ impl HelperClient {
 fn from_helper_error(e: HelperError) -> ApiError {
     let code = match e.kind {
         ErrorKind::PolicyRefused => Code::PolicyRefused,
+        ErrorKind::InvalidValue => Code::InvalidSpec,
         ErrorKind::NotFound => Code::ContainerNotFound,
         ErrorKind::AlreadyExists => Code::HandleTaken,
         ErrorKind::InvalidState => Code::InvalidState,

@@ -123,7 +123,7 @@ fn limits_from_the_spec_are_in_force_before_the_first_process() {
             .await
             .err()
             .unwrap();
-        assert!(!e.is("internal") && e.message.contains("shares"), "{e}");
+        assert!(e.is("invalidSpec") && e.message.contains("shares"), "{e}");
         assert_eq!(client.list(&[]).await.unwrap(), vec!["spec-limits"]);
     });
 }
@@ -324,7 +324,7 @@ fn changes_are_all_or_nothing_and_bad_values_are_refused() {
         cpu.set_weight(1024);
         cpu.set_cpuset("999");
         let e = grove_client::Error::from(limit.send().promise.await.err().unwrap());
-        assert!(!e.is("internal") && e.message.contains("cpuset"), "{e}");
+        assert!(e.is("invalidSpec") && e.message.contains("cpuset"), "{e}");
         assert_eq!(cpu_limits(&container).await.0, 256);
 
         // Below current usage.
@@ -343,7 +343,7 @@ fn changes_are_all_or_nothing_and_bad_values_are_refused() {
         let mut limit = container.limit_memory_request();
         limit.get().init_limits().set_limit_in_bytes(4096);
         let e = grove_client::Error::from(limit.send().promise.await.err().unwrap());
-        assert!(!e.is("internal"), "{e}");
+        assert!(e.is("invalidSpec"), "{e}");
         assert_eq!(memory_limit(&container).await, 128 << 20);
         // Nothing given.
         let e = grove_client::Error::from(
