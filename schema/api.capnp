@@ -226,8 +226,9 @@ struct ContainerInfo {
   mappedPorts @8 :List(PortMapping);
 }
 
-# Disk and network figures are zero until Grove measures them (the images
-# and networking work).
+# Network figures are zero until Grove measures them (the networking work).
+# Disk figures come from the container's btrfs qgroup (zero where the depot
+# is not on btrfs with quotas); inode counts are zero (btrfs has none).
 struct Metrics {
   memory @0 :MemoryStat;
   cpu @1 :CpuStat;

@@ -75,6 +75,28 @@ enum Cmd {
     },
     /// Destroy a container and everything it owns.
     Destroy { handle: String },
+    /// Extract a tar read from stdin into a directory of the container
+    /// (created when missing), as a user.
+    StreamIn {
+        handle: String,
+        /// The directory to extract into (absolute).
+        #[arg(long)]
+        path: String,
+        /// User name or uid[:gid] inside the container (default: root).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Write a tar of a file or directory of the container to stdout, read
+    /// as a user; entries are named from the path's parent directory.
+    StreamOut {
+        handle: String,
+        /// The file or directory to archive (absolute).
+        #[arg(long)]
+        path: String,
+        /// User name or uid[:gid] inside the container (default: root).
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -94,11 +116,18 @@ struct LimitArgs {
     /// Most processes and threads.
     #[arg(long)]
     pids: Option<u64>,
+    /// Disk limit in bytes for the container's writable layer (suffixes K, M, G).
+    #[arg(long, value_parser = parse_size)]
+    disk: Option<u64>,
+    /// What the disk limit counts: total or exclusive.
+    #[arg(long, value_parser = ["total", "exclusive"], requires = "disk")]
+    disk_scope: Option<String>,
 }
 
 impl LimitArgs {
     fn is_empty(&self) -> bool {
         self.memory.is_none()
+            && self.disk.is_none()
             && self.cpu_shares.is_none()
             && self.cpu_quota.is_none()
             && self.cpuset.is_none()
@@ -120,6 +149,15 @@ impl LimitArgs {
 
     fn fill_pids(&self, mut p: api::pid_limits::Builder<'_>) {
         p.set_max(self.pids.unwrap_or(0));
+    }
+
+    fn fill_disk(&self, mut d: api::disk_limits::Builder<'_>) {
+        d.set_byte_hard(self.disk.unwrap_or(0));
+        d.set_scope(if self.disk_scope.as_deref() == Some("exclusive") {
+            api::disk_limits::Scope::Exclusive
+        } else {
+            api::disk_limits::Scope::Total
+        });
     }
 
     fn has_cpu(&self) -> bool {
@@ -256,6 +294,7 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                 let mut l = spec.reborrow().init_limits();
                 limits.fill_memory(l.reborrow().init_memory());
                 limits.fill_cpu(l.reborrow().init_cpu());
+                limits.fill_disk(l.reborrow().init_disk());
                 limits.fill_pids(l.init_pid());
             }
             let mut list = spec.init_properties(properties.len() as u32);
@@ -297,6 +336,11 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             if let Some(pids) = limits.pids {
                 let mut request = container.limit_pids_request();
                 request.get().init_limits().set_max(pids);
+                request.send().promise.await?;
+            }
+            if limits.disk.is_some() {
+                let mut request = container.limit_disk_request();
+                limits.fill_disk(request.get().init_limits());
                 request.send().promise.await?;
             }
         }
@@ -343,6 +387,17 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             let cpuset = cpu.get_cpuset()?.to_str().map_err(capnp::Error::from)?;
             println!("cpuset: {}", if cpuset.is_empty() { "all" } else { cpuset });
             println!("pids_max: {}", or_none(pids.get_max()));
+            let disk = container
+                .current_disk_limits_request()
+                .send()
+                .promise
+                .await?;
+            let disk = disk.get()?.get_limits()?;
+            let scope = match disk.get_scope() {
+                Ok(api::disk_limits::Scope::Exclusive) => "exclusive",
+                _ => "total",
+            };
+            println!("disk_bytes: {} ({scope})", or_none(disk.get_byte_hard()));
         }
         Cmd::Metrics { handle } => {
             let container = client.lookup(&handle).await?;
@@ -364,6 +419,9 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                     pid.get_max().to_string()
                 }
             );
+            let disk = m.get_disk()?;
+            println!("disk_total_bytes: {}", disk.get_total_bytes_used());
+            println!("disk_exclusive_bytes: {}", disk.get_exclusive_bytes_used());
             println!("age_seconds: {:.1}", m.get_age_seconds());
         }
         Cmd::List { properties } => {
@@ -385,8 +443,50 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             request.send().promise.await?;
         }
         Cmd::Destroy { handle } => client.destroy(&handle).await?,
+        Cmd::StreamIn { handle, path, user } => {
+            let container = client.lookup(&handle).await?;
+            let mut request = container.stream_in_request();
+            request.get().set_path(&path);
+            request.get().set_user(user.as_deref().unwrap_or(""));
+            // Wait for the answer: a bad path or user is reported before
+            // any of stdin is read.
+            let sink = request.send().promise.await?.get()?.get_sink()?;
+            stream_stdin_to(&sink).await?;
+        }
+        Cmd::StreamOut { handle, path, user } => {
+            let container = client.lookup(&handle).await?;
+            let (sink, _done) = writer_sink(std::io::stdout());
+            let mut request = container.stream_out_request();
+            request.get().set_path(&path);
+            request.get().set_user(user.as_deref().unwrap_or(""));
+            request.get().set_sink(sink);
+            // groved answers once the sink has taken everything and `done`.
+            request.send().promise.await?;
+        }
     }
     Ok(0)
+}
+
+/// Copy this command's stdin to a ByteStream, then `done`, whose answer
+/// (the extraction's outcome) is the result.
+async fn stream_stdin_to(sink: &api::byte_stream::Client) -> Result<(), Error> {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = stdin.read(&mut buffer).await.map_err(|e| Error {
+            code: "internal".into(),
+            message: format!("reading stdin: {e}"),
+        })?;
+        if n == 0 {
+            break;
+        }
+        let mut request = sink.write_request();
+        request.get().set_data(&buffer[..n]);
+        request.send().await?;
+    }
+    sink.done_request().send().promise.await?;
+    Ok(())
 }
 
 fn print_info(handle: &str, info: api::container_info::Reader<'_>) -> Result<(), Error> {
@@ -458,17 +558,14 @@ async fn run(client: &Client, args: RunArgs) -> Result<i32, Error> {
     }
     let response = process.wait_request().send().promise.await?;
     let status = response.get()?.get_exit_status();
-    // No need to await `done`: when the output reached end of file, groved
-    // had it delivered before answering wait; when a process left behind
-    // keeps the pipes open, the command still ends with the process.
-    drop((stdout_done, stderr_done));
+    finish_output(stdout_done, stderr_done).await;
     Ok(shell_exit_code(status))
 }
 
 async fn attach(client: &Client, handle: &str, process_id: &str) -> Result<i32, Error> {
     let container = client.lookup(handle).await?;
-    let (stdout, _stdout_done) = writer_sink(std::io::stdout());
-    let (stderr, _stderr_done) = writer_sink(std::io::stderr());
+    let (stdout, stdout_done) = writer_sink(std::io::stdout());
+    let (stderr, stderr_done) = writer_sink(std::io::stderr());
     let mut request = container.attach_request();
     request.get().set_process_id(process_id);
     let mut io = request.get().init_io();
@@ -476,7 +573,24 @@ async fn attach(client: &Client, handle: &str, process_id: &str) -> Result<i32, 
     io.set_stderr(stderr);
     let process = request.send().pipeline.get_process();
     let response = process.wait_request().send().promise.await?;
-    Ok(shell_exit_code(response.get()?.get_exit_status()))
+    let status = response.get()?.get_exit_status();
+    finish_output(stdout_done, stderr_done).await;
+    Ok(shell_exit_code(status))
+}
+
+/// Let the last output land before exiting. When the output reached end of
+/// file, groved told the streams `done` before answering wait, so this
+/// returns at once; when a process left behind keeps the pipes open, the
+/// command still ends shortly after the process.
+async fn finish_output(
+    stdout: tokio::sync::oneshot::Receiver<()>,
+    stderr: tokio::sync::oneshot::Receiver<()>,
+) {
+    let both = async {
+        let _ = stdout.await;
+        let _ = stderr.await;
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), both).await;
 }
 
 /// Tell the process about every resize of the local terminal.

@@ -256,6 +256,7 @@ impl Cgroups for V2 {
             cpu_quota: parse_cpu_max(&cpu_max)?,
             pids_max: read_max(d, "pids.max")?,
             cpuset,
+            disk: None, // the depot's qgroup, filled in by the caller
         })
     }
 
@@ -274,6 +275,7 @@ impl Cgroups for V2 {
             pids_current: read_u64(d, "pids.current")?,
             pids_max: read_max(d, "pids.max")?,
             oom_kills: limits::keyed(&read("memory.events")?, "oom_kill").unwrap_or(0),
+            disk: None, // the depot's qgroup, filled in by the caller
         })
     }
 
@@ -421,6 +423,7 @@ mod tests {
                 cpu_quota: None,
                 pids_max: None,
                 cpuset: None,
+                disk: None,
             }
         );
         let want = Limits {
@@ -432,6 +435,7 @@ mod tests {
             }),
             pids_max: Some(50),
             cpuset: Some("0,2-3".into()),
+            disk: None,
         };
         v2.set_limits(&c1(), &want).unwrap();
         assert_eq!(read(&d.join("memory.max")), "67108864");
@@ -541,6 +545,7 @@ mod tests {
                     }),
                     pids_max: Some(50),
                     cpuset: Some("1".into()),
+                    disk: None,
                 },
             )
             .unwrap_err();
@@ -576,6 +581,7 @@ mod tests {
                 pids_current: 3,
                 pids_max: None,
                 oom_kills: 2,
+                disk: None,
             }
         );
         write(&d.join("pids.max"), "50\n");

@@ -2,6 +2,7 @@
 //! already decoded and syntactically valid; policy checks happen here, before
 //! anything is changed on the host.
 
+use crate::btrfs::Disk;
 use crate::cgroup::Cgroups;
 use crate::fs;
 use crate::limits;
@@ -33,6 +34,8 @@ pub struct Helper {
     /// The depot and runtime dirs, opened once at start-up.
     pub depot: OwnedFd,
     pub runtime: OwnedFd,
+    /// Whether the depot can limit disk use (btrfs with quotas).
+    pub disk: Disk,
     /// The sealed wshd image.
     pub wshd: OwnedFd,
     pub containers: BTreeMap<Handle, Container>,
@@ -85,23 +88,25 @@ impl Helper {
             Request::DestroyContainer { handle } => self.destroy(handle).map(Reply::from),
             Request::SetLimits { handle, limits } => {
                 self.check(&handle, Event::SetLimits)?;
-                self.cgroups.set_limits(&handle, &limits)?;
+                self.set_limits(&handle, &limits)?;
                 Ok(Response::LimitsSet.into())
             }
             Request::GetLimits { handle } => {
                 self.check(&handle, Event::GetLimits)?;
-                let l = self
+                let mut l = self
                     .cgroups
                     .get_limits(&handle)
                     .map_err(|e| system("reading limits", e))?;
+                l.disk = self.disk.limit(self.depot.as_fd(), handle.as_str())?;
                 Ok(Response::Limits(l).into())
             }
             Request::GetStats { handle } => {
                 self.check(&handle, Event::GetStats)?;
-                let s = self
+                let mut s = self
                     .cgroups
                     .stats(&handle)
                     .map_err(|e| system("reading stats", e))?;
+                s.disk = self.disk.usage(self.depot.as_fd(), handle.as_str())?;
                 Ok(Response::Stats(s).into())
             }
             Request::WatchOom { handle } => {
@@ -116,6 +121,36 @@ impl Helper {
                 })
             }
         }
+    }
+
+    /// Change limits, all or nothing: the disk limit first (one ioctl,
+    /// whose old value is put back if the cgroup writes then fail), then
+    /// the cgroup limits (all or nothing themselves).
+    fn set_limits(&self, handle: &Handle, limits: &Limits) -> Result<(), HelperError> {
+        limits::validate(limits, limits::host_ram())?;
+        let Some(disk) = limits.disk else {
+            return self.cgroups.set_limits(handle, limits);
+        };
+        let old = self
+            .disk
+            .set_limit(self.depot.as_fd(), handle.as_str(), disk)?;
+        if let Err(e) = self.cgroups.set_limits(handle, limits) {
+            if let Err(r) = self
+                .disk
+                .restore_limit(self.depot.as_fd(), handle.as_str(), old)
+            {
+                eprintln!("grove-helper: {handle}: {}", r.message);
+                return Err(HelperError::new(
+                    e.kind,
+                    format!(
+                        "{}; restoring the disk limit failed too: {}",
+                        e.message, r.message
+                    ),
+                ));
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The container must be one the helper created (in its own table) and
@@ -162,6 +197,9 @@ impl Helper {
         // Every limit's value is checked before anything is touched; what
         // depends on the cgroup is checked again when they are written.
         limits::validate(&limits, limits::host_ram())?;
+        if limits.disk.is_some() {
+            self.disk.check()?;
+        }
         // 1. The rootfs: a policy-approved path, opened without following any
         // symlink, so the directory used is the one the policy approved.
         let path = match &rootfs {
@@ -239,9 +277,24 @@ impl Helper {
             .map_err(|e| system("mkdir depot dir", e))?;
         undo.push(Undo::DepotDir);
         let dir = fs::open_dir(self.depot.as_fd(), h).map_err(|e| system("open depot dir", e))?;
-        for (name, mode) in [("upper", 0o755), ("work", 0o700), ("rootfs", 0o755)] {
-            fs::mkdir_at(dir.as_fd(), name, mode, false)
+        fs::mkdir_at(dir.as_fd(), "rootfs", 0o755, false).map_err(|e| system("mkdir rootfs", e))?;
+        // 2b. The writable layer: on btrfs a subvolume of its own, whose
+        // qgroup counts exactly the container's writes. Removing the depot
+        // dir removes it (rmdir of an empty subvolume deletes it; the
+        // kernel drops its qgroup once the subvolume is cleaned up).
+        self.disk
+            .make_layer(dir.as_fd())
+            .map_err(|e| system("create the writable layer", e))?;
+        let layer = fs::open_dir(dir.as_fd(), crate::btrfs::LAYER)
+            .map_err(|e| system("open the writable layer", e))?;
+        for (name, mode) in [("upper", 0o755), ("work", 0o700)] {
+            fs::mkdir_at(layer.as_fd(), name, mode, false)
                 .map_err(|e| system(&format!("mkdir {name}"), e))?;
+        }
+        drop(layer);
+        // 2c. The disk limit, in force before anything runs in the container.
+        if let Some(disk) = limits.disk {
+            self.disk.set_limit(self.depot.as_fd(), h, disk)?;
         }
 
         // 3. Cgroups, beneath our parent cgroup in each controller.

@@ -26,6 +26,10 @@ pub const MAX_PIDS: u64 = 4_194_304;
 pub const MAX_CPU: u32 = 8191;
 /// Longest cpuset list accepted.
 pub const MAX_CPUSET_LEN: usize = 1024;
+/// Smallest disk limit: below this a container could not even start.
+pub const MIN_DISK: u64 = MIB;
+/// Largest disk limit (all ones would mean "clear the limit" to btrfs).
+pub const MAX_DISK: u64 = u64::MAX - 1;
 /// v1 reports "no limit" as a page-rounded i64::MAX; anything this large is none.
 pub const UNLIMITED_MEMORY: u64 = 1 << 62;
 
@@ -88,6 +92,14 @@ pub fn validate(l: &Limits, host_ram: u64) -> Result<(), HelperError> {
     }
     if let Some(c) = &l.cpuset {
         parse_cpus(c).map_err(|e| refused(format!("cpuset {c:?}: {e}")))?;
+    }
+    if let Some(d) = l.disk {
+        if !(MIN_DISK..=MAX_DISK).contains(&d.bytes) {
+            return Err(refused(format!(
+                "disk.bytes {} is out of range: allowed {MIN_DISK} (1 MiB) to {MAX_DISK}",
+                d.bytes
+            )));
+        }
     }
     Ok(())
 }
@@ -358,6 +370,10 @@ mod tests {
             }),
             pids_max: Some(1),
             cpuset: Some("0-1,3".into()),
+            disk: Some(grove_schema::helper::DiskLimit {
+                bytes: MIB,
+                scope: grove_schema::helper::DiskScope::Total,
+            }),
         };
         validate(&good, 4 * GIB).unwrap();
         validate(&Limits::default(), 4 * GIB).unwrap();

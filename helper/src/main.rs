@@ -8,6 +8,7 @@
 //!
 //!   grove-helper [--policy PATH]
 
+mod btrfs;
 mod cgroup;
 mod cgroup_v2;
 mod container;
@@ -171,6 +172,7 @@ fn run() -> Result<(), String> {
     let cgroups = cgroup::detect(&policy.conf.cgroup_parent)?;
     let depot = own_dir(policy.conf.depot.as_str(), 0, 0o700)?;
     let runtime = own_dir(policy.conf.runtime_dir.as_str(), policy.server_gid, 0o710)?;
+    let disk = btrfs::Disk::detect(std::os::fd::AsFd::as_fd(&depot), policy.conf.depot.as_str());
     let signals = server::signals()?;
     let listener = listen_at(policy.conf.socket.as_str(), policy.server_gid)?;
     let socket_path = policy.conf.socket.as_str().to_string();
@@ -179,14 +181,16 @@ fn run() -> Result<(), String> {
         cgroups,
         depot,
         runtime,
+        disk,
         wshd,
         containers: BTreeMap::new(),
     };
     helper.recover()?;
     eprintln!(
-        "grove-helper: ready on {socket_path} (server uid {}, cgroups {}, {} containers recovered, pid {})",
+        "grove-helper: ready on {socket_path} (server uid {}, cgroups {}, disk: {}, {} containers recovered, pid {})",
         helper.policy.server_uid,
         helper.cgroups.name(),
+        helper.disk.describe(),
         helper.containers.len(),
         std::process::id()
     );

@@ -306,8 +306,12 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
     )?;
     let lower = step("open the rootfs", fs::open_dir_no_symlinks(s.rootfs_path))?;
     step("check the rootfs", same_inode(lower.as_fd(), s.lower))?;
-    let upper = step("open upper", fs::open_path_dir(dir.as_fd(), "upper"))?;
-    let work = step("open work", fs::open_path_dir(dir.as_fd(), "work"))?;
+    let layer = step(
+        "open the writable layer",
+        fs::open_path_dir(dir.as_fd(), crate::btrfs::LAYER),
+    )?;
+    let upper = step("open upper", fs::open_path_dir(layer.as_fd(), "upper"))?;
+    let work = step("open work", fs::open_path_dir(layer.as_fd(), "work"))?;
     let mount_point = step("open rootfs", fs::open_path_dir(dir.as_fd(), "rootfs"))?;
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -327,7 +331,7 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
     )?;
     // Looking up "rootfs" again crosses into the overlay just mounted on it.
     let root = step("open the overlay", fs::open_dir(dir.as_fd(), "rootfs"))?;
-    drop((depot, dir, lower, upper, work, mount_point));
+    drop((depot, dir, layer, lower, upper, work, mount_point));
     step(
         "chdir into the overlay",
         nix::unistd::fchdir(root.as_raw_fd()),

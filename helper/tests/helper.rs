@@ -6,8 +6,8 @@
 //! temp dir: it prints what it sees inside the container to its log and sleeps.
 
 use grove_schema::helper::{
-    decode_response, encode_request, ContainerState, CpuQuota, ErrorKind, HostPath, Limits,
-    Request, Response, RootfsSource, MAX_DATAGRAM, PROTOCOL_VERSION,
+    decode_response, encode_request, ContainerState, CpuQuota, DiskLimit, DiskScope, ErrorKind,
+    HostPath, Limits, Request, Response, RootfsSource, MAX_DATAGRAM, PROTOCOL_VERSION,
 };
 use grove_schema::Handle;
 use nix::sys::socket::{
@@ -53,12 +53,20 @@ struct Fixture {
     cgroup_parent: String,
     helper: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// The depot is a loop-mounted btrfs of this fixture's own.
+    btrfs: bool,
 }
 
 impl Fixture {
     /// A temp dir with a busybox rootfs, a policy and (if `real_wshd`) the
     /// sleeper as wshd; the helper is started and ready.
     fn new(server_user: &str, real_wshd: bool) -> Fixture {
+        Fixture::with_depot(server_user, real_wshd, false)
+    }
+
+    /// `btrfs`: the depot is a fresh btrfs (a sparse 1 GiB image file,
+    /// loop-mounted, quotas enabled) instead of a directory of /tmp.
+    fn with_depot(server_user: &str, real_wshd: bool, btrfs: bool) -> Fixture {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = PathBuf::from(format!("/tmp/grove-helper-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -68,8 +76,41 @@ impl Fixture {
             dir,
             helper: None,
             log: Arc::new(Mutex::new(String::new())),
+            btrfs,
         };
         let d = f.dir.clone();
+        if btrfs {
+            let img = d.join("depot.btrfs");
+            let depot = d.join("depot");
+            std::fs::create_dir_all(&depot).unwrap();
+            std::fs::File::create(&img)
+                .unwrap()
+                .set_len(1 << 30)
+                .unwrap();
+            for args in [
+                vec!["mkfs.btrfs", "-q", img.to_str().unwrap()],
+                vec![
+                    "mount",
+                    "-o",
+                    "loop",
+                    img.to_str().unwrap(),
+                    depot.to_str().unwrap(),
+                ],
+                vec!["btrfs", "quota", "enable", depot.to_str().unwrap()],
+            ] {
+                let out = Command::new(args[0])
+                    .args(&args[1..])
+                    .output()
+                    .unwrap_or_else(|e| {
+                        panic!("{}: {e} (./dev setup installs btrfs-progs)", args[0])
+                    });
+                assert!(
+                    out.status.success(),
+                    "{args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
         std::fs::copy("/bin/busybox", d.join("rootfs/busybox/bin/busybox")).unwrap();
         std::os::unix::fs::symlink("busybox", d.join("rootfs/busybox/bin/sh")).unwrap();
         let wshd = if real_wshd {
@@ -241,6 +282,19 @@ impl Drop for Fixture {
             }
             let _ = std::fs::remove_dir(&parent);
         }
+        if self.btrfs {
+            // The loop device goes with the last unmount (mount -o loop sets autoclear).
+            for _ in 0..50 {
+                let ok = Command::new("umount")
+                    .arg(self.dir.join("depot"))
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         for _ in 0..50 {
             if std::fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
                 break;
@@ -298,7 +352,7 @@ fn raw_create(handle: &str) -> Vec<u8> {
     let mut b = vec![PROTOCOL_VERSION as u8, 1, handle.len() as u8];
     b.extend_from_slice(handle.as_bytes());
     b.push(0);
-    b.extend_from_slice(&[0; 5]); // Limits::default(): five Nones
+    b.extend_from_slice(&[0; 6]); // Limits::default(): six Nones
     b
 }
 
@@ -635,7 +689,7 @@ fn create_and_destroy_a_container() {
 
     // Writes go to the container's upper dir, not the shared rootfs.
     assert!(!f.dir.join("rootfs/busybox/proc").exists());
-    assert!(f.dir.join("depot/c1/upper/proc").is_dir());
+    assert!(f.dir.join("depot/c1/layer/upper/proc").is_dir());
 
     assert_eq!(
         error_kind(f.call(&Request::CreateContainer {
@@ -1008,6 +1062,7 @@ fn limits_are_applied_at_create_changed_and_read_back() {
         }),
         pids_max: Some(50),
         cpuset: Some("0".into()),
+        disk: None,
     };
     let pid = create_with(&f, "l1", limits.clone());
     wshd_log(&f, "l1");
@@ -1061,6 +1116,7 @@ fn limits_are_applied_at_create_changed_and_read_back() {
         }),
         pids_max: Some(100),
         cpuset: Some("0-1".into()),
+        disk: None,
     };
     assert_eq!(
         f.call(&Request::SetLimits {
@@ -1320,4 +1376,222 @@ fn a_bad_limit_fails_the_create_and_leaves_nothing() {
         f.call(&Request::DestroyContainer { handle: h("b1") }),
         Response::Destroyed
     );
+}
+
+/// Write `mib` MiB of zeros to `path` (fsync'd); the errno of the first
+/// failed write, with the bytes written before it.
+fn write_mib(path: &Path, mib: u64) -> (Option<i32>, u64) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; MIB as usize];
+    let mut written = 0;
+    for _ in 0..mib {
+        if let Err(e) = file.write_all(&chunk) {
+            return (e.raw_os_error(), written);
+        }
+        written += MIB;
+    }
+    match file.sync_all() {
+        Err(e) => (e.raw_os_error(), written),
+        Ok(()) => (None, written),
+    }
+}
+
+fn btrfs_cmd(args: &[&str]) -> String {
+    let out = Command::new("btrfs").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "btrfs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn disk_limit_of(f: &Fixture, handle: &str) -> Option<DiskLimit> {
+    match f.call(&Request::GetLimits { handle: h(handle) }) {
+        Response::Limits(l) => l.disk,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn disk_limits_are_btrfs_qgroups_on_a_subvolume_per_container() {
+    let f = Fixture::with_depot("root", true, true);
+    assert!(
+        f.log.lock().unwrap().contains("with quotas"),
+        "{}",
+        f.log.lock().unwrap()
+    );
+    let depot = f.dir.join("depot");
+    let d = depot.to_str().unwrap();
+    let limit = |bytes, scope| DiskLimit { bytes, scope };
+    let pid = create_with(
+        &f,
+        "d1",
+        Limits {
+            disk: Some(limit(50 * MIB, DiskScope::Total)),
+            ..Limits::default()
+        },
+    );
+    wshd_log(&f, "d1");
+    // The writable layer is a subvolume's root, and the limit is its qgroup's.
+    let layer = depot.join("d1/layer");
+    assert_eq!(std::fs::metadata(&layer).unwrap().ino(), 256);
+    assert!(btrfs_cmd(&["subvolume", "list", d]).contains("path d1/layer"));
+    assert_eq!(
+        disk_limit_of(&f, "d1"),
+        Some(limit(50 * MIB, DiskScope::Total))
+    );
+
+    // The kernel refuses writes past the limit, to root on the host too.
+    let (errno, written) = write_mib(&layer.join("upper/big"), 100);
+    assert_eq!(errno, Some(libc::EDQUOT), "wrote {written} bytes");
+    assert!(
+        (40 * MIB..=50 * MIB).contains(&written),
+        "{written} bytes got through a 50 MiB limit"
+    );
+    btrfs_cmd(&["filesystem", "sync", d]);
+    match f.call(&Request::GetStats { handle: h("d1") }) {
+        Response::Stats(s) => {
+            let u = s.disk.expect("disk usage on btrfs");
+            assert!(u.exclusive_bytes >= written, "{u:?}");
+            assert!(u.referenced_bytes <= 51 * MIB, "{u:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Raised, in the other scope: the bigger write goes through.
+    assert_eq!(
+        f.call(&Request::SetLimits {
+            handle: h("d1"),
+            limits: Limits {
+                disk: Some(limit(300 * MIB, DiskScope::Exclusive)),
+                ..Limits::default()
+            },
+        }),
+        Response::LimitsSet
+    );
+    assert_eq!(
+        disk_limit_of(&f, "d1"),
+        Some(limit(300 * MIB, DiskScope::Exclusive))
+    );
+    assert_eq!(write_mib(&layer.join("upper/big"), 100), (None, 100 * MIB));
+
+    // All or nothing: a bad cgroup value leaves the disk limit as it was.
+    for bad in [
+        Limits {
+            disk: Some(limit(10 * MIB, DiskScope::Total)),
+            cpuset: Some("0-8000".into()),
+            ..Limits::default()
+        },
+        Limits {
+            disk: Some(limit(1, DiskScope::Total)),
+            ..Limits::default()
+        },
+    ] {
+        assert_eq!(
+            error_kind(f.call(&Request::SetLimits {
+                handle: h("d1"),
+                limits: bad
+            })),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            disk_limit_of(&f, "d1"),
+            Some(limit(300 * MIB, DiskScope::Exclusive))
+        );
+    }
+
+    // A create that fails after the subvolume was made leaves none behind.
+    let bad = f.dir.join("rootfs/bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::os::unix::fs::symlink("/tmp", bad.join("proc")).unwrap();
+    let r = f.call(&Request::CreateContainer {
+        handle: h("bad1"),
+        rootfs: RootfsSource::HostDir(HostPath::new(bad.to_str().unwrap()).unwrap()),
+        limits: Limits {
+            disk: Some(limit(20 * MIB, DiskScope::Total)),
+            ..Limits::default()
+        },
+    });
+    assert!(matches!(r, Response::Error(_)), "{r:?}");
+    assert!(!depot.join("bad1").exists());
+    assert!(!btrfs_cmd(&["subvolume", "list", d]).contains("bad1"));
+
+    // Destroy deletes the subvolume; the kernel drops its qgroup once the
+    // subvolume is cleaned up.
+    let id = btrfs_cmd(&["inspect-internal", "rootid", layer.to_str().unwrap()]);
+    let id = id.trim().to_string();
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("d1") }),
+        Response::Destroyed
+    );
+    assert_gone(&f, "d1", pid);
+    assert!(!btrfs_cmd(&["subvolume", "list", d]).contains("d1"));
+    btrfs_cmd(&["subvolume", "sync", d]);
+    let qgroups = btrfs_cmd(&["qgroup", "show", d]);
+    assert!(
+        !qgroups.lines().any(|l| l.starts_with(&format!("0/{id} "))),
+        "qgroup 0/{id} left:\n{qgroups}"
+    );
+}
+
+#[test]
+fn disk_limits_off_btrfs_are_refused_with_the_reason() {
+    let f = Fixture::new("root", true);
+    assert!(
+        f.log.lock().unwrap().contains("not on btrfs"),
+        "{}",
+        f.log.lock().unwrap()
+    );
+    match f.call(&Request::CreateContainer {
+        handle: h("n1"),
+        rootfs: RootfsSource::Default,
+        limits: Limits {
+            disk: Some(DiskLimit {
+                bytes: 50 * MIB,
+                scope: DiskScope::Exclusive,
+            }),
+            ..Limits::default()
+        },
+    }) {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::PolicyRefused);
+            assert!(
+                e.message.contains("disk limits are unavailable")
+                    && e.message.contains("not on btrfs"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!f.dir.join("depot/n1").exists());
+    // Without a limit the container works, on a plain layer directory, and
+    // reports no disk figures rather than made-up ones.
+    let pid = create(&f, "n1");
+    assert!(f.dir.join("depot/n1/layer/upper").is_dir());
+    assert_eq!(disk_limit_of(&f, "n1"), None);
+    match f.call(&Request::GetStats { handle: h("n1") }) {
+        Response::Stats(s) => assert_eq!(s.disk, None),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        error_kind(f.call(&Request::SetLimits {
+            handle: h("n1"),
+            limits: Limits {
+                disk: Some(DiskLimit {
+                    bytes: 50 * MIB,
+                    scope: DiskScope::Total,
+                }),
+                ..Limits::default()
+            },
+        })),
+        ErrorKind::PolicyRefused
+    );
+    assert_eq!(
+        f.call(&Request::DestroyContainer { handle: h("n1") }),
+        Response::Destroyed
+    );
+    assert_gone(&f, "n1", pid);
 }

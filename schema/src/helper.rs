@@ -65,6 +65,39 @@ pub struct Limits {
     pub pids_max: Option<u64>,
     /// The CPUs the container may run on, a list such as "0-1,3".
     pub cpuset: Option<String>,
+    /// Bytes the container's writable layer may hold (a btrfs qgroup limit
+    /// on the layer's subvolume). Refused when the depot has no qgroups.
+    pub disk: Option<DiskLimit>,
+}
+
+/// A byte limit on a container's writable layer, enforced by the kernel
+/// (btrfs qgroups): writes past it fail with EDQUOT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskLimit {
+    /// At least 1 MiB.
+    pub bytes: u64,
+    pub scope: DiskScope,
+}
+
+/// Which qgroup figure the limit applies to. The layer's subvolume shares
+/// no extents with anything (no snapshots are taken of it), so both count
+/// the same bytes today: the container's own writes (overlayfs upper and
+/// work dirs), never the read-only image below them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskScope {
+    /// max_rfer: every byte the subvolume references.
+    Total,
+    /// max_excl: the bytes only this subvolume references.
+    Exclusive,
+}
+
+/// Usage of the container's writable layer, from its btrfs qgroup, as of
+/// the filesystem's last transaction commit (btrfs accounts at commit time,
+/// so fresh writes show after a sync or within the commit interval).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub referenced_bytes: u64,
+    pub exclusive_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +122,8 @@ pub struct Stats {
     pub pids_max: Option<u64>,
     /// OOM kills the kernel has counted in this container.
     pub oom_kills: u64,
+    /// `None`: the depot cannot measure it (not btrfs, or quotas off).
+    pub disk: Option<DiskUsage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,18 @@
 //! `open_stdin` was asked for. There is no separate stderr.
 //! `Wait` is answered once the process has exited; the connection stays
 //! open until then.
+//!
+//! `StreamIn` and `StreamOut` move a tar archive into or out of the
+//! container. wshd forks a child that takes the user's identity (as
+//! `Spawn` does) and checks the path before wshd answers, so a bad path or
+//! user is refused at once. The answer, `StreamStarted`, carries one fd: the
+//! write end of a pipe the child extracts from (`StreamIn`), or the read end
+//! of a pipe the child writes the tar to (`StreamOut`). wshd keeps no copy,
+//! so closing it is the end of the archive (in) or stops the child (out).
+//! `StreamWait` on the same connection answers `StreamFinished` or the
+//! child's error once it has exited. A stream belongs to the connection that
+//! started it: when that connection closes, an unfinished stream is killed
+//! and its record dropped.
 
 pub use crate::envelope::Envelope;
 use crate::envelope::{self, DecodeError};
@@ -69,6 +81,26 @@ pub enum Request {
     SetWindowSize {
         id: String,
         size: WindowSize,
+    },
+    /// Extract a tar into the directory `path` (created, as the user, when
+    /// missing) as `user` (`None`: root). Answered with `StreamStarted` and
+    /// the write end of the pipe the tar goes into.
+    StreamIn {
+        path: String,
+        user: Option<String>,
+    },
+    /// Write a tar of `path` (a file or a directory), read as `user`, with
+    /// entries named relative to its parent (`tar -C dirname -cf - basename`;
+    /// a trailing '/' names the directory's contents "./..."). Answered with
+    /// `StreamStarted` and the read end of the pipe the tar comes out of.
+    StreamOut {
+        path: String,
+        user: Option<String>,
+    },
+    /// Answered with `StreamFinished` or an error once the stream's child has
+    /// exited; the stream is then forgotten.
+    StreamWait {
+        id: u64,
     },
 }
 
@@ -162,6 +194,12 @@ pub enum Response {
     Exited(ExitStatus),
     Ok,
     Processes(Vec<ProcessSummary>),
+    /// Answer to `StreamIn` / `StreamOut`; one fd follows.
+    StreamStarted {
+        id: u64,
+    },
+    /// Answer to `StreamWait`: the archive was extracted or written whole.
+    StreamFinished,
     Error(WshdError),
 }
 
@@ -234,6 +272,26 @@ mod tests {
         assert_eq!(decode::<Request>(&bytes).unwrap(), r);
         for n in 0..bytes.len() {
             assert!(decode::<Request>(&bytes[..n]).is_err(), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn stream_requests_round_trip() {
+        for r in [
+            Request::StreamIn {
+                path: "/a".into(),
+                user: Some("user".into()),
+            },
+            Request::StreamOut {
+                path: "/b/".into(),
+                user: None,
+            },
+            Request::StreamWait { id: 7 },
+        ] {
+            assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+        }
+        for r in [Response::StreamStarted { id: 3 }, Response::StreamFinished] {
+            assert_eq!(decode::<Response>(&encode(&r)).unwrap(), r);
         }
     }
 

@@ -493,35 +493,47 @@ impl Grove {
             )));
         };
         for summary in summaries {
-            let request = wshd::Request::Reattach {
-                id: summary.id.clone(),
-            };
-            let (response, fds) = wshd_client::call(&container.wshd_socket, &request).await?;
-            let wshd::Response::Attached {
-                tty, stdin, exit, ..
-            } = response
-            else {
-                return Err(ApiError::internal(format!(
-                    "unexpected answer to reattach: {response:?}"
-                )));
-            };
-            let fds = ProcessFds::from_wshd(fds, tty, stdin)?;
-            let sinks = Sinks {
-                stdout: None,
-                stderr: None,
-            };
-            let entry = ProcessEntry::start(
-                summary.id.clone(),
-                container.wshd_socket.clone(),
-                tty,
-                fds,
-                exit,
-                sinks,
-            )?;
-            tracing::info!(handle = %container.handle, process = %summary.id, ?exit, "process restored");
-            container.adopt(entry);
+            // One process that cannot be taken over must not cost the others.
+            match self.restore_process(container, &summary.id).await {
+                Ok(entry) => container.adopt(entry),
+                Err(e) => {
+                    tracing::warn!(handle = %container.handle, process = %summary.id, error = %e, "not restored")
+                }
+            }
         }
         Ok(())
+    }
+
+    async fn restore_process(
+        &self,
+        container: &Container,
+        id: &str,
+    ) -> ApiResult<Rc<ProcessEntry>> {
+        let request = wshd::Request::Reattach { id: id.to_string() };
+        let (response, fds) = wshd_client::call(&container.wshd_socket, &request).await?;
+        let wshd::Response::Attached {
+            tty, stdin, exit, ..
+        } = response
+        else {
+            return Err(ApiError::internal(format!(
+                "unexpected answer to reattach: {response:?}"
+            )));
+        };
+        let fds = ProcessFds::from_wshd(fds, tty, stdin)?;
+        let sinks = Sinks {
+            stdout: None,
+            stderr: None,
+        };
+        let entry = ProcessEntry::start(
+            id.to_string(),
+            container.wshd_socket.clone(),
+            tty,
+            fds,
+            exit,
+            sinks,
+        )?;
+        tracing::info!(handle = %container.handle, process = %id, ?exit, "process restored");
+        Ok(entry)
     }
 
     /// Change some limits of a running container (all or nothing: the

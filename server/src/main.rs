@@ -11,6 +11,7 @@ mod process;
 mod rpc;
 mod seqpacket;
 mod store;
+mod stream;
 mod wshd_client;
 
 use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};

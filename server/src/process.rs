@@ -26,6 +26,9 @@ use tokio::sync::{watch, Notify};
 /// Most bytes read from a pipe at once (and sent in one write).
 const CHUNK: usize = 256 * 1024;
 
+/// How long `wait` gives a terminal's last output to reach end of file.
+const TTY_DRAIN: Duration = Duration::from_secs(2);
+
 /// How long a process that has exited stays known: late `attach` and `wait`
 /// calls see its exit status and the output nobody read. Then it is
 /// forgotten and its unread output discarded.
@@ -164,8 +167,8 @@ impl ProcessEntry {
             .clone();
         match state {
             ExitState::Exited(status) => {
-                self.stdout.settled().await;
-                self.stderr.settled().await;
+                self.stdout.settled(self.tty).await;
+                self.stderr.settled(self.tty).await;
                 Ok(status)
             }
             ExitState::Lost(why) => Err(ApiError::new(
@@ -180,16 +183,7 @@ impl ProcessEntry {
     /// exits), keep the finished process for KEEP_FINISHED, then release it.
     async fn watch_exit(self: Rc<Self>) {
         if self.is_running() {
-            let request = Request::Wait {
-                id: self.id.clone(),
-            };
-            let state = match wshd_client::call(&self.wshd_socket, &request).await {
-                Ok((Response::Exited(status), _)) => ExitState::Exited(status),
-                Ok((other, _)) => {
-                    ExitState::Lost(format!("unexpected answer from wshd: {other:?}"))
-                }
-                Err(e) => ExitState::Lost(format!("lost contact with wshd: {e}")),
-            };
+            let state = self.exit_from_wshd().await;
             self.exit.send_if_modified(|current| {
                 if *current == ExitState::Running {
                     *current = state;
@@ -201,21 +195,54 @@ impl ProcessEntry {
         }
         if matches!(self.exit_state(), ExitState::Exited(_)) {
             tokio::time::sleep(KEEP_FINISHED).await;
-            // Output still being read to a client is not cut off.
-            while self.stdout.is_streaming() || self.stderr.is_streaming() {
-                self.stdout.finished_or_idle().await;
-                self.stderr.finished_or_idle().await;
-            }
+            // Output still being read to a client is not cut off, but a
+            // client that went away without a word cannot hold it forever.
+            let streaming = async {
+                while self.stdout.is_streaming() || self.stderr.is_streaming() {
+                    self.stdout.finished_or_idle().await;
+                    self.stderr.finished_or_idle().await;
+                }
+            };
+            let _ = tokio::time::timeout(KEEP_FINISHED, streaming).await;
             let release = Request::Release {
                 id: self.id.clone(),
             };
             if let Err(e) = wshd_client::call(&self.wshd_socket, &release).await {
                 tracing::debug!(process = %self.id, error = %e, "release");
             }
-            self.stdout.close();
-            self.stderr.close();
         }
+        // Exited or lost: either way its pipes are of no more use.
+        self.stdout.close();
+        self.stderr.close();
         self.released.send_replace(true);
+    }
+
+    /// Ask wshd for the exit status; the answer comes when the process
+    /// exits. A passing failure (a full accept queue, a broken connection)
+    /// is retried while wshd is there; only its absence makes the process
+    /// lost.
+    async fn exit_from_wshd(&self) -> ExitState {
+        let request = Request::Wait {
+            id: self.id.clone(),
+        };
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match wshd_client::call(&self.wshd_socket, &request).await {
+                Ok((Response::Exited(status), _)) => return ExitState::Exited(status),
+                Ok((other, _)) => {
+                    return ExitState::Lost(format!("unexpected answer from wshd: {other:?}"))
+                }
+                Err(e) if e.code == Code::ProcessNotFound || !self.wshd_socket.exists() => {
+                    return ExitState::Lost(format!("lost contact with wshd: {e}"))
+                }
+                Err(e) if !self.is_running() => return ExitState::Lost(e.to_string()),
+                Err(e) => {
+                    tracing::debug!(process = %self.id, error = %e, "waiting again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
     }
 
     /// Resolves once the process is forgotten.
@@ -317,7 +344,9 @@ impl OutputStream {
     }
 
     fn subscribe(&self, sink: byte_stream::Client) {
-        if self.finished.get() {
+        // Finished, or at end of file and telling the streams: nothing more
+        // will come, so end this one at once.
+        if self.finished.get() || self.fd.borrow().is_none() {
             // Nothing more will come: end the stream at once.
             tokio::task::spawn_local(async move {
                 let _ = sink.done_request().send().promise.await;
@@ -367,6 +396,7 @@ impl OutputStream {
                 self.busy.set(true);
                 self.deliver(chunk).await;
                 self.busy.set(false);
+                self.changed.notify_waiters();
                 continue;
             }
             let Ok(mut guard) = fd.readable().await else {
@@ -453,7 +483,10 @@ impl OutputStream {
     /// process it left behind keeps the pipe open, once the pipe is empty and
     /// nothing is in hand. With no stream attached there is nobody to wait
     /// for: the output stays in the pipe for a later attach.
-    async fn settled(&self) {
+    async fn settled(&self, tty: bool) {
+        // A terminal's last output passes through the pty and wshd's relay
+        // after the exit is known: give it a moment to reach end of file.
+        let patience = tokio::time::Instant::now() + if tty { TTY_DRAIN } else { Duration::ZERO };
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -461,14 +494,22 @@ impl OutputStream {
             if self.finished.get() || (self.subscribers.borrow().is_empty() && !self.busy.get()) {
                 return;
             }
-            {
+            let drained = {
                 let fd = self.fd.borrow();
-                let Some(fd) = fd.as_ref() else { return };
-                if !self.busy.get() && !hang_up_pending(fd) && bytes_in_pipe(fd) == 0 {
-                    return;
+                match fd.as_ref() {
+                    // End of file was read; the streams are being told.
+                    None => false,
+                    Some(fd) => !self.busy.get() && !hang_up_pending(fd) && bytes_in_pipe(fd) == 0,
                 }
+            };
+            if drained && tokio::time::Instant::now() >= patience {
+                return;
             }
-            notified.await;
+            if drained {
+                let _ = tokio::time::timeout_at(patience, notified).await;
+            } else {
+                notified.await;
+            }
         }
     }
 }

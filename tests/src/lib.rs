@@ -27,6 +27,11 @@ pub const CONTROLLERS: &[&str] = &[
     "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio",
 ];
 
+/// Where every test env's files (its depot included) live. `./dev setup`
+/// makes it a btrfs with quotas (a loop-mounted image when the host is not
+/// btrfs), so containers get disk limits; other tests do not depend on it.
+pub const TEST_ROOT: &str = "/var/lib/grove-test";
+
 pub struct TestEnv {
     /// Unique per test: names the cgroup parent and the directories.
     pub name: String,
@@ -77,7 +82,7 @@ impl TestEnv {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
-        let root = PathBuf::from("/var/lib/grove-test").join(&name);
+        let root = PathBuf::from(TEST_ROOT).join(&name);
         let run_dir = PathBuf::from("/run/grove-test").join(&name);
         let (uid, gid) = grove_user();
         let bins = bin_dir();
@@ -237,6 +242,20 @@ impl TestEnv {
             read("helper.log"),
             read("groved.log")
         )
+    }
+
+    /// Fail with the remedy unless this env's depot can have disk limits.
+    pub fn assert_depot_on_btrfs(&self) {
+        let st = nix::sys::statfs::statfs(&self.root).unwrap();
+        assert!(
+            st.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC,
+            "{TEST_ROOT} is not on btrfs; run ./dev setup (it loop-mounts a btrfs there)"
+        );
+        assert!(
+            self.logs().contains("with quotas"),
+            "the helper reports no btrfs quotas:\n{}",
+            self.logs()
+        );
     }
 
     pub fn helper_pid(&self) -> u32 {

@@ -161,7 +161,20 @@ fn every_subcommand_works_and_errors_are_one_line() {
     ] {
         assert!(limits.contains(line), "{line} in {limits}");
     }
+    assert_eq!(
+        ok(&[
+            "limit",
+            "cli",
+            "--disk",
+            "100M",
+            "--disk-scope",
+            "exclusive"
+        ]),
+        ""
+    );
+    assert!(ok(&["limits", "cli"]).contains("disk_bytes: 104857600 (exclusive)"));
     let metrics = ok(&["metrics", "cli"]);
+    assert!(metrics.contains("disk_exclusive_bytes: "), "{metrics}");
     assert!(
         metrics.contains("pids_max: 40") && metrics.contains("memory_usage: "),
         "{metrics}"

@@ -209,7 +209,7 @@ fn unbuilt_operations_say_not_implemented() {
             .unwrap();
         assert!(grove_client::Error::from(e).is("notImplemented"));
         let e = container
-            .stream_in_request()
+            .set_grace_time_request()
             .send()
             .promise
             .await

@@ -5,8 +5,10 @@
 //! `OUTPUT_BUFFER` bytes, or on a pseudo-terminal whose output a relay task
 //! copies into such a pipe), hands groved the parent ends of their stdio
 //! (keeping copies of its own, which `Reattach` hands out again), reaps
-//! every child and remembers exit statuses until they are released. The
-//! protocol is `grove_schema::wshd`.
+//! every child and remembers exit statuses until they are released. It
+//! also moves tar archives in and out of the container (`stream`), each in
+//! a child that has taken the user's identity. The protocol is
+//! `grove_schema::wshd`.
 
 /// One line per event on stderr (grove-helper points it at a log file).
 macro_rules! log {
@@ -19,12 +21,15 @@ macro_rules! log {
 
 mod relay;
 mod spawn;
+mod stream;
 mod users;
 mod wire;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
 
 use grove_schema::wshd::{
@@ -137,10 +142,24 @@ impl Proc {
     }
 }
 
+/// A tar stream in progress (or finished, not yet waited for).
+struct Stream {
+    dir: stream::Direction,
+    path: String,
+    pid: i32,
+    exit: watch::Sender<Option<ExitStatus>>,
+    /// wshd's end of the child's report pipe (its final report).
+    report: OwnedFd,
+}
+
 struct State {
     procs: BTreeMap<String, Proc>,
     /// Running processes by pid, for the reaper.
     running: HashMap<i32, String>,
+    streams: BTreeMap<u64, Stream>,
+    /// Stream children by pid, for the reaper.
+    stream_pids: HashMap<i32, u64>,
+    next_stream: u64,
     devnull: OwnedFd,
     server_uid: u32,
 }
@@ -190,6 +209,16 @@ fn reap(state: &Shared) {
             continue;
         };
         let mut st = state.borrow_mut();
+        if let Some(id) = st.stream_pids.remove(&pid) {
+            match st.streams.get(&id) {
+                Some(s) => {
+                    log!("stream {id} (pid {pid}) ended: {exit:?}");
+                    s.exit.send_replace(Some(exit));
+                }
+                None => log!("reaped abandoned stream {id} (pid {pid}): {exit:?}"),
+            }
+            continue;
+        }
         match st.running.remove(&pid) {
             Some(id) => {
                 log!("process {id:?} (pid {pid}) exited: {exit:?}");
@@ -202,10 +231,113 @@ fn reap(state: &Shared) {
     }
 }
 
-/// What a request gets: an answer now (with fds), or one when a process exits.
+/// What a request gets: an answer now (with fds), or one later (when a
+/// process or a stream's child exits).
 enum Reply {
     Now(Response, Vec<OwnedFd>),
-    Later(watch::Receiver<Option<ExitStatus>>),
+    Later(Pin<Box<dyn Future<Output = Response>>>),
+}
+
+fn do_stream(state: &Shared, dir: stream::Direction, path: String, user: Option<String>) -> Reply {
+    let now = |r: Response| Reply::Now(r, Vec::new());
+    let (passwd, groups) = users::load();
+    let user = match users::resolve(user.as_deref(), &passwd, &groups) {
+        Ok(u) => u,
+        Err(e) => return now(err(e.kind, format!("{} {path}: {}", dir.verb(), e.message))),
+    };
+    let started = match stream::start(dir, &path, &user) {
+        Ok(s) => s,
+        Err(e) => return now(Response::Error(e)),
+    };
+    let mut st = state.borrow_mut();
+    let id = st.next_stream;
+    st.next_stream += 1;
+    log!(
+        "stream {id}: {} {path:?} as uid {} gid {} (pid {})",
+        dir.verb(),
+        user.uid,
+        user.gid,
+        started.pid
+    );
+    // Registered before the next await, so the reaper cannot miss it.
+    st.stream_pids.insert(started.pid, id);
+    st.streams.insert(
+        id,
+        Stream {
+            dir,
+            path,
+            pid: started.pid,
+            exit: watch::Sender::new(None),
+            report: started.report,
+        },
+    );
+    Reply::Now(Response::StreamStarted { id }, vec![started.data])
+}
+
+/// The answer to StreamWait for a stream whose child has exited; forgets it.
+fn stream_result(state: &Shared, id: u64) -> Response {
+    let Some(s) = state.borrow_mut().streams.remove(&id) else {
+        return err(ErrorKind::ProcessNotFound, format!("no stream has id {id}"));
+    };
+    let Some(status) = *s.exit.borrow() else {
+        return err(ErrorKind::System, format!("stream {id} has not ended"));
+    };
+    match stream::outcome(s.dir, &s.path, &s.report, status) {
+        Ok(()) => Response::StreamFinished,
+        Err(e) => Response::Error(e),
+    }
+}
+
+fn stream_wait(state: &Shared, id: u64) -> Reply {
+    let mut rx = {
+        let st = state.borrow();
+        let Some(s) = st.streams.get(&id) else {
+            return Reply::Now(
+                err(ErrorKind::ProcessNotFound, format!("no stream has id {id}")),
+                Vec::new(),
+            );
+        };
+        if s.exit.borrow().is_some() {
+            drop(st);
+            return Reply::Now(stream_result(state, id), Vec::new());
+        }
+        s.exit.subscribe()
+    };
+    let state = state.clone();
+    Reply::Later(Box::pin(async move {
+        match rx.wait_for(Option::is_some).await {
+            Ok(_) => stream_result(&state, id),
+            Err(_) => err(
+                ErrorKind::ProcessNotFound,
+                format!("stream {id} was dropped"),
+            ),
+        }
+    }))
+}
+
+/// The streams a connection started: when it closes, the unfinished ones
+/// are killed and every one of them forgotten.
+struct OwnedStreams {
+    state: Shared,
+    ids: Vec<u64>,
+}
+
+impl Drop for OwnedStreams {
+    fn drop(&mut self) {
+        let mut st = self.state.borrow_mut();
+        for id in self.ids.drain(..) {
+            let Some(s) = st.streams.remove(&id) else {
+                continue;
+            };
+            if s.exit.borrow().is_none() {
+                // SAFETY: kill has no memory effects. The pid is still ours:
+                // the reaper records every exit in the stream before the pid
+                // can be reused, and none is recorded.
+                unsafe { libc::kill(s.pid, libc::SIGKILL) };
+                log!("stream {id}: its connection closed; killed pid {}", s.pid);
+            }
+        }
+    }
 }
 
 fn do_spawn(state: &Shared, spec: SpawnSpec) -> Result<Reply, Response> {
@@ -284,7 +416,17 @@ fn handle(state: &Shared, req: Request) -> Reply {
                 None => now(not_found(&id)),
                 Some(p) => match p.status() {
                     Some(s) => now(Response::Exited(s)),
-                    None => Reply::Later(p.exit.subscribe()),
+                    None => {
+                        let mut rx = p.exit.subscribe();
+                        Reply::Later(Box::pin(async move {
+                            match rx.wait_for(Option::is_some).await {
+                                Ok(s) => Response::Exited(s.expect("waited for Some")),
+                                Err(_) => {
+                                    err(ErrorKind::ProcessNotFound, "the process was released")
+                                }
+                            }
+                        }))
+                    }
                 },
             }
         }
@@ -406,12 +548,17 @@ fn handle(state: &Shared, req: Request) -> Reply {
                 .collect();
             now(Response::Processes(list))
         }
+        Request::StreamIn { path, user } => do_stream(state, stream::Direction::In, path, user),
+        Request::StreamOut { path, user } => do_stream(state, stream::Direction::Out, path, user),
+        Request::StreamWait { id } => stream_wait(state, id),
     }
 }
 
 fn describe(req: &Request) -> String {
     match req {
         Request::Spawn(s) => format!("Spawn {:?} path {:?}", s.id, s.path),
+        Request::StreamIn { path, user } => format!("StreamIn {path:?} user {user:?}"),
+        Request::StreamOut { path, user } => format!("StreamOut {path:?} user {user:?}"),
         other => format!("{other:?}"),
     }
 }
@@ -459,6 +606,10 @@ async fn serve(state: Shared, conn: Conn) {
         send(&conn, &err(ErrorKind::System, msg), &[]).await;
         return;
     }
+    let mut owned = OwnedStreams {
+        state: state.clone(),
+        ids: Vec::new(),
+    };
     loop {
         let bytes = match conn.recv().await {
             Ok(Some(b)) => b,
@@ -484,12 +635,9 @@ async fn serve(state: Shared, conn: Conn) {
         log!("request: {}", describe(&req));
         let (resp, fds) = match handle(&state, req) {
             Reply::Now(r, fds) => (r, fds),
-            Reply::Later(mut rx) => {
+            Reply::Later(answer) => {
                 tokio::select! {
-                    r = rx.wait_for(Option::is_some) => match r {
-                        Ok(s) => (Response::Exited(s.expect("waited for Some")), Vec::new()),
-                        Err(_) => (err(ErrorKind::ProcessNotFound, "the process was released"), Vec::new()),
-                    },
+                    r = answer => (r, Vec::new()),
                     () = conn.closed_or_spoke() => {
                         // One request at a time: hang-up or a new request
                         // before the answer ends the connection.
@@ -500,6 +648,9 @@ async fn serve(state: Shared, conn: Conn) {
         };
         if let Response::Error(e) = &resp {
             log!("answer: {e}");
+        }
+        if let Response::StreamStarted { id } = resp {
+            owned.ids.push(id);
         }
         if !send(&conn, &resp, &fds).await {
             return;
@@ -621,6 +772,9 @@ fn main() {
         let state = Rc::new(RefCell::new(State {
             procs: BTreeMap::new(),
             running: HashMap::new(),
+            streams: BTreeMap::new(),
+            stream_pids: HashMap::new(),
+            next_stream: 1,
             devnull,
             server_uid: args.server_uid,
         }));

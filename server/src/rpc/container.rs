@@ -272,6 +272,29 @@ impl api::Server for ContainerServer {
         Ok(())
     }
 
+    async fn limit_disk(
+        self: Rc<Self>,
+        params: LimitDiskParams,
+        _: LimitDiskResults,
+    ) -> Result<(), capnp::Error> {
+        let limits = limits::require_some(
+            "limits",
+            limits::disk("limits", params.get()?.get_limits()?)?,
+        )?;
+        self.grove.set_limits(&*self.container()?, limits).await?;
+        Ok(())
+    }
+
+    async fn current_disk_limits(
+        self: Rc<Self>,
+        _: CurrentDiskLimitsParams,
+        mut results: CurrentDiskLimitsResults,
+    ) -> Result<(), capnp::Error> {
+        let limits = self.grove.limits(&*self.container()?).await?;
+        limits::fill_disk(&limits, results.get().init_limits());
+        Ok(())
+    }
+
     async fn metrics(
         self: Rc<Self>,
         _: MetricsParams,
@@ -287,13 +310,39 @@ impl api::Server for ContainerServer {
         Ok(())
     }
 
+    async fn stream_in(
+        self: Rc<Self>,
+        params: StreamInParams,
+        mut results: StreamInResults,
+    ) -> Result<(), capnp::Error> {
+        let container = self.container()?;
+        let params = params.get()?;
+        let path = text("path", params.get_path())?;
+        let user = text("user", params.get_user())?;
+        let sink = crate::stream::stream_in(&container, path, user).await?;
+        results.get().set_sink(capnp_rpc::new_client(sink));
+        Ok(())
+    }
+
+    async fn stream_out(
+        self: Rc<Self>,
+        params: StreamOutParams,
+        _: StreamOutResults,
+    ) -> Result<(), capnp::Error> {
+        let container = self.container()?;
+        let params = params.get()?;
+        let path = text("path", params.get_path())?;
+        let user = text("user", params.get_user())?;
+        let sink = params
+            .get_sink()
+            .map_err(|e| ApiError::invalid("sink", e.extra))?;
+        crate::stream::stream_out(&container, path, user, sink).await?;
+        Ok(())
+    }
+
     crate::not_implemented! {
-        stream_in: StreamInParams, StreamInResults => "streamIn", "the images and streaming issue";
-        stream_out: StreamOutParams, StreamOutResults => "streamOut", "the images and streaming issue";
         limit_bandwidth: LimitBandwidthParams, LimitBandwidthResults => "limitBandwidth", "the networking issue";
         current_bandwidth_limits: CurrentBandwidthLimitsParams, CurrentBandwidthLimitsResults => "currentBandwidthLimits", "the networking issue";
-        limit_disk: LimitDiskParams, LimitDiskResults => "limitDisk", "the images issue";
-        current_disk_limits: CurrentDiskLimitsParams, CurrentDiskLimitsResults => "currentDiskLimits", "the images issue";
         net_in: NetInParams, NetInResults => "netIn", "the networking issue";
         net_out: NetOutParams, NetOutResults => "netOut", "the networking issue";
         bulk_net_out: BulkNetOutParams, BulkNetOutResults => "bulkNetOut", "the networking issue";

@@ -2,8 +2,10 @@
 //! `Limits` and `Stats`. Zero means "not given" in the API's structs.
 
 use crate::error::{ApiError, ApiResult};
-use grove_schema::api_capnp::{cpu_limits, limits, memory_limits, metrics, pid_limits};
-use grove_schema::helper::{CpuQuota, Limits, Stats};
+use grove_schema::api_capnp::{
+    cpu_limits, disk_limits, limits, memory_limits, metrics, pid_limits,
+};
+use grove_schema::helper::{CpuQuota, DiskLimit, DiskScope, Limits, Stats};
 
 /// CFS period used when a quota comes without one.
 const DEFAULT_PERIOD_US: u64 = 100_000;
@@ -48,7 +50,51 @@ pub fn cpu(field: &str, c: cpu_limits::Reader<'_>) -> ApiResult<Limits> {
     Ok(limits)
 }
 
-/// The limits of a ContainerSpec; bandwidth and disk belong to later work.
+/// A disk limit: a byte limit on the container's writable layer, enforced
+/// by a btrfs qgroup. btrfs has no inode limits and no soft limits, so
+/// inodeSoft/inodeHard are refused, and byteSoft is accepted only as 0 or
+/// equal to byteHard (a client that sends soft = hard, as Garden clients
+/// often do, gets the hard limit; a soft limit on its own is refused rather
+/// than silently made hard). Both scopes count the same bytes today (see
+/// DiskScope): the container's own writes, never the shared image.
+pub fn disk(field: &str, d: disk_limits::Reader<'_>) -> ApiResult<Limits> {
+    for (name, v) in [
+        ("inodeSoft", d.get_inode_soft()),
+        ("inodeHard", d.get_inode_hard()),
+    ] {
+        if v != 0 {
+            return Err(ApiError::invalid(
+                &format!("{field}.{name}"),
+                "btrfs has no inode limits (the depot is btrfs; only byte limits are enforced); give 0",
+            ));
+        }
+    }
+    let (soft, hard) = (d.get_byte_soft(), d.get_byte_hard());
+    if soft != 0 && soft != hard {
+        return Err(ApiError::invalid(
+            &format!("{field}.byteSoft"),
+            format!(
+                "btrfs qgroups have no soft limit; give byteHard, with byteSoft 0 or equal to it                  (byteSoft {soft}, byteHard {hard})"
+            ),
+        ));
+    }
+    let scope = match d.get_scope() {
+        Ok(disk_limits::Scope::Exclusive) => DiskScope::Exclusive,
+        Ok(disk_limits::Scope::Total) => DiskScope::Total,
+        Err(_) => {
+            return Err(ApiError::invalid(
+                &format!("{field}.scope"),
+                "unknown scope (total or exclusive)",
+            ))
+        }
+    };
+    Ok(Limits {
+        disk: (hard != 0).then_some(DiskLimit { bytes: hard, scope }),
+        ..Limits::default()
+    })
+}
+
+/// The limits of a ContainerSpec; bandwidth belongs to later work.
 pub fn from_spec(l: limits::Reader<'_>) -> ApiResult<Limits> {
     let bandwidth = l.get_bandwidth()?;
     if bandwidth.get_rate_in_bytes_per_second() != 0
@@ -59,21 +105,12 @@ pub fn from_spec(l: limits::Reader<'_>) -> ApiResult<Limits> {
             "the networking issue",
         ));
     }
-    let disk = l.get_disk()?;
-    if disk.get_byte_hard() != 0
-        || disk.get_byte_soft() != 0
-        || disk.get_inode_hard() != 0
-        || disk.get_inode_soft() != 0
-    {
-        return Err(ApiError::not_implemented(
-            "spec.limits.disk",
-            "the images issue",
-        ));
-    }
+    let disk = disk("spec.limits.disk", l.get_disk()?)?.disk;
     let cpu = cpu("spec.limits.cpu", l.get_cpu()?)?;
     Ok(Limits {
         memory_bytes: memory(l.get_memory()?).memory_bytes,
         pids_max: pids(l.get_pid()?).pids_max,
+        disk,
         ..cpu
     })
 }
@@ -110,6 +147,18 @@ pub fn fill_cpu(l: &Limits, mut c: cpu_limits::Builder<'_>) {
     c.set_cpuset(l.cpuset.as_deref().unwrap_or(""));
 }
 
+/// byteSoft is reported equal to byteHard (the one limit there is).
+pub fn fill_disk(l: &Limits, mut d: disk_limits::Builder<'_>) {
+    if let Some(limit) = l.disk {
+        d.set_byte_hard(limit.bytes);
+        d.set_byte_soft(limit.bytes);
+        d.set_scope(match limit.scope {
+            DiskScope::Total => disk_limits::Scope::Total,
+            DiskScope::Exclusive => disk_limits::Scope::Exclusive,
+        });
+    }
+}
+
 pub fn fill_metrics(stats: &Stats, age_seconds: f64, mut m: metrics::Builder<'_>) {
     let field = |name: &str| {
         stats
@@ -143,6 +192,17 @@ pub fn fill_metrics(stats: &Stats, age_seconds: f64, mut m: metrics::Builder<'_>
         let mut pid = m.reborrow().init_pid();
         pid.set_current(stats.pids_current);
         pid.set_max(stats.pids_max.unwrap_or(0));
+    }
+    {
+        // From the writable layer's btrfs qgroup: total = referenced,
+        // exclusive = exclusive (equal while nothing shares the layer's
+        // extents). Inode counts stay 0: btrfs qgroups count no inodes.
+        // Figures are as of the last btrfs commit (after a sync, or within
+        // the commit interval); all 0 when the depot cannot measure them.
+        let usage = stats.disk.unwrap_or_default();
+        let mut disk = m.reborrow().init_disk();
+        disk.set_total_bytes_used(usage.referenced_bytes);
+        disk.set_exclusive_bytes_used(usage.exclusive_bytes);
     }
     m.set_age_seconds(age_seconds);
 }
