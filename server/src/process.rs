@@ -301,7 +301,8 @@ impl ProcessEntry {
     }
 }
 
-fn async_fd(fd: OwnedFd) -> ApiResult<AsyncFd<OwnedFd>> {
+/// Register a pipe (or other fd) with the runtime, non-blocking.
+pub(crate) fn async_fd(fd: OwnedFd) -> ApiResult<AsyncFd<OwnedFd>> {
     let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
         .map_err(|e| ApiError::internal(format!("fcntl: {e}")))?;
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;

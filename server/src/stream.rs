@@ -11,6 +11,7 @@
 
 use crate::containers::{Container, Phase};
 use crate::error::{ApiError, ApiResult, Code};
+use crate::process::async_fd;
 use crate::wshd_client::WshdConnection;
 use grove_schema::api_capnp::byte_stream;
 use grove_schema::wshd::{Request, Response};
@@ -100,18 +101,6 @@ impl Stream {
             ))),
         }
     }
-}
-
-fn async_fd(fd: OwnedFd) -> ApiResult<AsyncFd<OwnedFd>> {
-    let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
-        .map_err(|e| ApiError::internal(format!("fcntl: {e}")))?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
-        .map_err(|e| ApiError::internal(format!("fcntl: {e}")))?;
-    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and is not
-    // replaced for as long as it is registered.
-    unsafe { AsyncFd::register(fd) }
-        .map_err(|e| ApiError::internal(format!("registering a pipe: {e}")))
 }
 
 /// streamIn: the ByteStream the client writes the tar to.

@@ -537,3 +537,47 @@ pub fn host_mount_points() -> Vec<String> {
         .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
         .collect()
 }
+
+/// Run the `grove` CLI against this environment's groved, feeding `stdin`.
+pub fn run_cli(env: &TestEnv, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(bin_dir().join("grove"))
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running grove");
+    if let Some(input) = stdin {
+        // A writer thread, so a large input cannot deadlock against output.
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The ids `info` lists as running.
+pub async fn running_process_ids(container: &api::container::Client) -> Vec<String> {
+    let response = container.info_request().send().promise.await.unwrap();
+    let info = response.get().unwrap().get_info().unwrap();
+    info.get_process_ids()
+        .unwrap()
+        .iter()
+        .map(|s| s.unwrap().to_string().unwrap())
+        .collect()
+}
+
+/// A process's stdin stream.
+pub async fn stdin_of(process: &api::process::Client) -> api::byte_stream::Client {
+    let response = process.stdin_request().send().promise.await.unwrap();
+    response.get().unwrap().get_stream().unwrap()
+}

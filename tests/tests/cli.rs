@@ -3,28 +3,6 @@
 
 use grove_client::Command;
 use grove_tests::*;
-use std::io::Write;
-use std::process::{Output, Stdio};
-
-fn grove(env: &TestEnv, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = std::process::Command::new(bin_dir().join("grove"))
-        .arg("--socket")
-        .arg(&env.socket)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running grove");
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -34,7 +12,7 @@ fn text(bytes: &[u8]) -> String {
 fn every_subcommand_works_and_errors_are_one_line() {
     let env = TestEnv::start();
     let ok = |args: &[&str]| {
-        let out = grove(&env, args, None);
+        let out = run_cli(&env, args, None);
         assert!(
             out.status.success(),
             "grove {args:?}: {}",
@@ -64,7 +42,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
         "{info}"
     );
 
-    let out = grove(
+    let out = run_cli(
         &env,
         &[
             "run",
@@ -80,19 +58,19 @@ fn every_subcommand_works_and_errors_are_one_line() {
         (out.status.code(), text(&out.stdout), text(&out.stderr)),
         (Some(3), "hi\n".into(), "err\n".into())
     );
-    let out = grove(&env, &["run", "cli", "--", "sh", "-c", "kill -9 $$"], None);
+    let out = run_cli(&env, &["run", "cli", "--", "sh", "-c", "kill -9 $$"], None);
     assert_eq!(
         out.status.code(),
         Some(137),
         "128 + SIGKILL, as a shell reports it"
     );
-    let out = grove(
+    let out = run_cli(
         &env,
         &["run", "-i", "cli", "--", "tr", "a-z", "A-Z"],
         Some(b"shout\n"),
     );
     assert_eq!(text(&out.stdout), "SHOUT\n");
-    let out = grove(
+    let out = run_cli(
         &env,
         &[
             "run",
@@ -130,7 +108,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
             .unwrap();
         process.wait_request().send().promise.await.unwrap();
     });
-    let out = grove(&env, &["attach", "cli", "bg"], None);
+    let out = run_cli(&env, &["attach", "cli", "bg"], None);
     assert_eq!(
         (out.status.code(), text(&out.stdout)),
         (Some(4), "kept\n".into())
@@ -179,7 +157,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
         metrics.contains("pids_max: 40") && metrics.contains("memory_usage: "),
         "{metrics}"
     );
-    let out = grove(&env, &["limit", "cli", "--cpu-shares", "1"], None);
+    let out = run_cli(&env, &["limit", "cli", "--cpu-shares", "1"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("cpu_shares"),
@@ -200,7 +178,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
     );
     assert!(ok(&["limits", "cli-limited"]).contains("pids_max: 10"));
     assert_eq!(ok(&["destroy", "cli-limited"]), "");
-    assert!(grove(&env, &["stop", "--kill", "cli"], None)
+    assert!(run_cli(&env, &["stop", "--kill", "cli"], None)
         .status
         .success());
     assert!(ok(&["info", "cli"]).contains("state: stopped"));
@@ -215,7 +193,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
             "grove: unknown process: nope\n",
         ),
     ] {
-        let out = grove(&env, &args, None);
+        let out = run_cli(&env, &args, None);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert_eq!(text(&out.stderr), message, "{args:?}");
     }

@@ -60,17 +60,7 @@ fn lifecycle_end_to_end() {
         let mut sleeper = Command::new("sleep", &["100"]);
         sleeper.id = "the-sleeper".into();
         let started = start(&container, &sleeper).await.unwrap();
-        let info = container.info_request().send().promise.await.unwrap();
-        let ids: Vec<String> = info
-            .get()
-            .unwrap()
-            .get_info()
-            .unwrap()
-            .get_process_ids()
-            .unwrap()
-            .iter()
-            .map(|s| s.unwrap().to_string().unwrap())
-            .collect();
+        let ids = running_process_ids(&container).await;
         assert_eq!(ids, vec!["the-sleeper".to_string()]);
         let id = started.process.id_request().send().promise.await.unwrap();
         assert_eq!(id.get().unwrap().get_id().unwrap(), "the-sleeper");

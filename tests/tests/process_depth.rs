@@ -224,17 +224,7 @@ fn sixty_four_mebibytes_of_random_stdin_come_back_intact() {
         let mut started = start_with(&container, &Command::new("cat", &[]), true)
             .await
             .unwrap();
-        let stdin = started
-            .process
-            .stdin_request()
-            .send()
-            .promise
-            .await
-            .unwrap()
-            .get()
-            .unwrap()
-            .get_stream()
-            .unwrap();
+        let stdin = stdin_of(&started.process).await;
         let collector =
             tokio::task::spawn_local(async move { read_all(&mut started.stdout).await });
         for chunk in payload.chunks(256 << 10) {
@@ -336,17 +326,7 @@ fn processes_and_their_unread_output_survive_a_groved_kill() {
     block_on(async {
         let client = env.connect().await;
         let container = client.lookup("survivor").await.unwrap();
-        let info = container.info_request().send().promise.await.unwrap();
-        let ids: Vec<String> = info
-            .get()
-            .unwrap()
-            .get_info()
-            .unwrap()
-            .get_process_ids()
-            .unwrap()
-            .iter()
-            .map(|s| s.unwrap().to_string().unwrap())
-            .collect();
+        let ids = running_process_ids(&container).await;
         assert_eq!(
             ids,
             vec!["survivor".to_string()],

@@ -174,17 +174,7 @@ fn stdin_is_binary_safe_and_done_closes_it() {
         let mut started = start_with(&container, &Command::new("cat", &[]), true)
             .await
             .unwrap();
-        let stdin = started
-            .process
-            .stdin_request()
-            .send()
-            .promise
-            .await
-            .unwrap()
-            .get()
-            .unwrap()
-            .get_stream()
-            .unwrap();
+        let stdin = stdin_of(&started.process).await;
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
         for chunk in payload.chunks(10_000) {
             let mut request = stdin.write_request();

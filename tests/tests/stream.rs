@@ -6,7 +6,7 @@ use grove_client::{api, channel_sink, Command, Error};
 use grove_tests::*;
 use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::rc::Rc;
 
 /// Stream `tar` into `path` as `user`, in 64 KiB writes, then `done`.
@@ -752,30 +752,6 @@ fn a_truncated_or_malformed_tar_fails_at_done() {
     });
 }
 
-fn grove(env: &TestEnv, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = std::process::Command::new(bin_dir().join("grove"))
-        .arg("--socket")
-        .arg(&env.socket)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running grove");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&input);
-        });
-    }
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn the_cli_round_trips() {
     let env = TestEnv::start();
@@ -783,7 +759,7 @@ fn the_cli_round_trips() {
         create(&client, "cli-s", "").await.unwrap();
     });
     let tree = sample_tree();
-    let out = grove(
+    let out = run_cli(
         &env,
         &["stream-in", "cli-s", "--path", "/tmp/cli", "--user", "user"],
         Some(&tree),
@@ -793,7 +769,7 @@ fn the_cli_round_trips() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = grove(
+    let out = run_cli(
         &env,
         &[
             "stream-out",
@@ -816,7 +792,7 @@ fn the_cli_round_trips() {
     assert_eq!(got[2].3, b"hello\n");
 
     // Errors: one line, exit status 1.
-    let out = grove(&env, &["stream-out", "cli-s", "--path", "/nope"], None);
+    let out = run_cli(&env, &["stream-out", "cli-s", "--path", "/nope"], None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
@@ -824,7 +800,7 @@ fn the_cli_round_trips() {
         err.starts_with("grove: ") && err.lines().count() == 1 && err.contains("/nope"),
         "{err}"
     );
-    let out = grove(
+    let out = run_cli(
         &env,
         &["stream-in", "cli-s", "--path", "/tmp/bad"],
         Some(b"not a tar at all, not a tar at all"),
