@@ -547,7 +547,13 @@ impl Cgroups for V1 {
 
         let mut cur = Current::default();
         if let Some((d, _)) = &memory {
-            cur.memory_usage = Some(read_u64(d.as_fd(), "memory.usage_in_bytes").map_err(system)?);
+            // The working set: page cache the kernel would reclaim does
+            // not count against a lower limit.
+            let usage = read_u64(d.as_fd(), "memory.usage_in_bytes").map_err(system)?;
+            let stat = fs::read_file_at(d.as_fd(), "memory.stat")
+                .map_err(|e| system(format!("memory.stat: {e}")))?;
+            let inactive = limits::keyed(&stat, "total_inactive_file").unwrap_or(0);
+            cur.memory_usage = Some(usage.saturating_sub(inactive));
         }
         if let Some((d, _)) = &pids {
             cur.pids_current = Some(read_u64(d.as_fd(), "pids.current").map_err(system)?);

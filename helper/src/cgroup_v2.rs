@@ -195,7 +195,13 @@ impl Cgroups for V2 {
         let d = dir.as_fd();
         let mut cur = Current::default();
         if l.memory_bytes.is_some() {
-            cur.memory_usage = Some(read_u64(d, "memory.current").map_err(system)?);
+            // The working set: page cache the kernel would reclaim does
+            // not count against a lower limit.
+            let usage = read_u64(d, "memory.current").map_err(system)?;
+            let stat = fs::read_file_at(d, "memory.stat")
+                .map_err(|e| system(format!("memory.stat: {e}")))?;
+            let inactive = limits::keyed(&stat, "inactive_file").unwrap_or(0);
+            cur.memory_usage = Some(usage.saturating_sub(inactive));
         }
         if l.pids_max.is_some() {
             cur.pids_current = Some(read_u64(d, "pids.current").map_err(system)?);

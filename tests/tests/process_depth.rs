@@ -164,6 +164,16 @@ fn a_tty_process_has_a_real_terminal_that_resizes() {
         let out = String::from_utf8_lossy(&read_all(&mut started.stdout).await).into_owned();
         assert!(out.contains("got:hello"), "{out:?}");
 
+        // Closing a terminal's stdin sends end-of-file (^D).
+        let mut eof = Command::new("sh", &["-c", "cat > /dev/null; echo eof-seen"]);
+        eof.tty = Some((80, 24));
+        let mut started = start_with(&container, &eof, true).await.unwrap();
+        let stdin = stdin_of(&started.process).await;
+        stdin.done_request().send().promise.await.unwrap();
+        assert_eq!(wait(&started.process).await.unwrap(), 0);
+        let out = String::from_utf8_lossy(&read_all(&mut started.stdout).await).into_owned();
+        assert!(out.contains("eof-seen"), "{out:?}");
+
         // A process without a tty cannot be resized.
         let plain = start(&container, &Command::new("true", &[])).await.unwrap();
         let mut resize = plain.process.set_tty_request();

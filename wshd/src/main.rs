@@ -476,7 +476,14 @@ fn handle(state: &Shared, req: Request) -> Reply {
                 return now(not_found(&id));
             };
             // For a tty, only the extra copy of the master that was handed
-            // out for input: the terminal stays open.
+            // out for input: the terminal stays open. A terminal has no
+            // end-of-file of its own, so send the EOF character (^D), which
+            // a reader in canonical mode takes as end of input.
+            if p.tty() {
+                if let Some(master) = &p.stdin {
+                    let _ = nix::unistd::write(master, &[0x04]);
+                }
+            }
             p.stdin = None;
             now(Response::Ok)
         }
