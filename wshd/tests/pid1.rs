@@ -930,7 +930,8 @@ fn tty_input_and_close_stdin() {
         read_until(&mut out, "got:hello\r\n"),
         "hello\r\ngot:hello\r\n"
     );
-    // CloseStdin drops wshd's copy of the master, not the terminal.
+    // CloseStdin sends the terminal's EOF character (^D) and drops wshd's
+    // copy of the master; the terminal itself stays open.
     assert_eq!(
         w.ask(&Request::CloseStdin { id: "t".into() }).0,
         Response::Ok
@@ -941,12 +942,12 @@ fn tty_input_and_close_stdin() {
         Response::Attached {
             tty: true,
             stdin: false,
-            exit: None,
             ..
         }
     ));
-    master.write_all(b"bye\n").unwrap();
-    assert_eq!(read_to_eof(out.into()), "bye\r\nthen:bye\r\n");
+    // The second `read` sees end of file.
+    drop(master);
+    assert_eq!(read_to_eof(out.into()), "then:\r\n");
     assert_eq!(w.wait("t"), Response::Exited(ExitStatus::Code(0)));
 }
 
