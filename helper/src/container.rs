@@ -5,14 +5,15 @@
 use crate::btrfs::Disk;
 use crate::cgroup::Cgroups;
 use crate::fs;
+use crate::image;
 use crate::limits;
 use crate::policy::Policy;
 use crate::spawn::{self, Spawn};
 use crate::state::{transition, Container, Event};
 use grove_schema::helper::PROTOCOL_VERSION;
 use grove_schema::helper::{
-    ContainerState, ContainerSummary, ErrorKind, HelperError, Limits, Request, Response,
-    RootfsSource,
+    ContainerState, ContainerSummary, ErrorKind, HelperError, HostPath, ImageDefaults, Limits,
+    Request, Response, RootfsSource,
 };
 use grove_schema::Handle;
 use nix::errno::Errno;
@@ -24,7 +25,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{umask, Mode};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid, UnlinkatFlags};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,9 @@ pub struct Helper {
 fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
     HelperError::new(ErrorKind::System, format!("{what}: {e}"))
 }
+
+/// The list of image layers a container uses, in its depot dir.
+const LAYERS_FILE: &str = "layers";
 
 fn sock_name(handle: &Handle) -> String {
     format!("{handle}.sock")
@@ -201,26 +205,57 @@ impl Helper {
             self.disk.check()?;
         }
         // 1. The rootfs: a policy-approved path, opened without following any
-        // symlink, so the directory used is the one the policy approved.
-        let path = match &rootfs {
-            RootfsSource::Default => self.policy.conf.default_rootfs.clone(),
-            RootfsSource::HostDir(p) => {
-                self.policy.check_rootfs(p)?;
-                p.clone()
-            }
-        };
-        let lower = fs::open_dir_no_symlinks(path.as_str()).map_err(|e| {
+        // symlink, so the directory used is the one the policy approved; or
+        // an image from a policy-approved path, unpacked (by a confined
+        // child) into the layer store.
+        let open_err = |path: &HostPath, what: &str, e: Errno| {
             let why = match e {
                 Errno::ELOOP => {
-                    "a component is a symlink, which a rootfs path may not contain".to_string()
+                    format!("a component is a symlink, which {what} path may not contain")
                 }
                 e => e.desc().to_string(),
             };
             HelperError::new(
-                ErrorKind::System,
-                format!("rootfs {}: {why}", path.as_str()),
+                ErrorKind::InvalidValue,
+                format!("{} {}: {why}", what, path.as_str()),
             )
-        })?;
+        };
+        let (base, layers, defaults) = match &rootfs {
+            RootfsSource::Default | RootfsSource::HostDir(_) => {
+                let path = match &rootfs {
+                    RootfsSource::HostDir(p) => {
+                        self.policy.check_rootfs(p)?;
+                        p.clone()
+                    }
+                    _ => self.policy.conf.default_rootfs.clone(),
+                };
+                let lower = fs::open_dir_no_symlinks(path.as_str()).map_err(|e| {
+                    let mut err = open_err(&path, "rootfs", e);
+                    err.kind = ErrorKind::System;
+                    err
+                })?;
+                (Some((path, lower)), Vec::new(), ImageDefaults::default())
+            }
+            RootfsSource::OciLayout { dir, tag } => {
+                self.policy.check_image(dir)?;
+                let fd = fs::open_dir_no_symlinks(dir.as_str())
+                    .map_err(|e| open_err(dir, "image", e))?;
+                let name = format!("oci:{}:{}", dir.as_str(), tag.as_str());
+                let source = image::Source::Oci {
+                    tag: tag.as_str().to_string(),
+                };
+                let p = self.prepare_image(fd, source, &name)?;
+                (None, p.layers, p.defaults)
+            }
+            RootfsSource::DockerArchive { path } => {
+                self.policy.check_image(path)?;
+                let fd = fs::open_file_no_symlinks(path.as_str())
+                    .map_err(|e| open_err(path, "image", e))?;
+                let name = format!("docker-archive:{}", path.as_str());
+                let p = self.prepare_image(fd, image::Source::DockerArchive, &name)?;
+                (None, p.layers, p.defaults)
+            }
+        };
 
         self.containers.insert(
             handle.clone(),
@@ -229,10 +264,20 @@ impl Helper {
                 wshd_pid: 0,
                 pidfd: None,
                 our_child: false,
+                layers: layers.clone(),
             },
         );
+        let top_down: Vec<String> = layers.iter().rev().cloned().collect();
+        let lower = match &base {
+            Some((path, fd)) => spawn::Lower::Dir {
+                path: path.as_str(),
+                fd: fd.as_fd(),
+            },
+            None => spawn::Lower::Layers(&top_down),
+        };
         let mut undo = Vec::new();
-        match self.create_steps(&handle, path.as_str(), lower, &limits, &mut undo) {
+        let result = self.create_steps(&handle, lower, &layers, &limits, &mut undo);
+        match result {
             Ok(child) => {
                 let c = self
                     .containers
@@ -245,6 +290,7 @@ impl Helper {
                 c.our_child = true;
                 Ok(Response::Created {
                     wshd_pid: child.pid,
+                    defaults,
                 })
             }
             Err(e) => {
@@ -257,6 +303,9 @@ impl Helper {
                 if let Ok(None) = transition(state, Event::CreateFailed) {
                     self.containers.remove(&handle);
                 }
+                if !layers.is_empty() {
+                    self.collect_layers();
+                }
                 Err(e)
             }
         }
@@ -265,8 +314,8 @@ impl Helper {
     fn create_steps(
         &self,
         handle: &Handle,
-        rootfs_path: &str,
-        lower: OwnedFd,
+        lower: spawn::Lower,
+        layers: &[String],
         limits: &Limits,
         undo: &mut Vec<Undo>,
     ) -> Result<spawn::Child, HelperError> {
@@ -356,13 +405,21 @@ impl Helper {
         )
         .map_err(|e| system("open wshd.log", e))?;
 
+        // 5b. The image layers it uses, for the layer GC of a restarted helper.
+        let mut list = String::new();
+        for id in layers {
+            list.push_str(id);
+            list.push('\n');
+        }
+        fs::write_file_at(dir.as_fd(), LAYERS_FILE, list.as_bytes(), 0o600)
+            .map_err(|e| system("write the layer list", e))?;
+
         // 6. The container's first process.
         let spec = Spawn {
             handle,
             depot_path: self.policy.conf.depot.as_str(),
             container_dir: dir.as_fd(),
-            rootfs_path,
-            lower: lower.as_fd(),
+            lower,
             log: log.as_fd(),
             socket: sock.as_fd(),
             wshd: self.wshd.as_fd(),
@@ -425,7 +482,11 @@ impl Helper {
         match result {
             Ok(()) => {
                 transition(Some(&c.state), Event::Destroyed)?;
+                let had_layers = !c.layers.is_empty();
                 self.containers.remove(&handle);
+                if had_layers {
+                    self.collect_layers();
+                }
                 Ok(Response::Destroyed)
             }
             Err(e) => {
@@ -500,6 +561,42 @@ impl Helper {
         }
     }
 
+    /// Unpack an image (in a confined child) and return its layers.
+    fn prepare_image(
+        &self,
+        fd: OwnedFd,
+        source: image::Source,
+        name: &str,
+    ) -> Result<image::Prepared, HelperError> {
+        match image::prepare(self.depot.as_fd(), fd, source, name) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                // Nothing of a failed unpack is kept.
+                self.collect_layers();
+                Err(e)
+            }
+        }
+    }
+
+    /// The layer GC, when the policy has it on: remove every unpacked
+    /// layer no container (in any state) uses. Errors are logged; a layer
+    /// left behind is removed by a later pass.
+    pub fn collect_layers(&self) {
+        if !self.policy.conf.layer_gc {
+            return;
+        }
+        let in_use: BTreeSet<String> = self
+            .containers
+            .values()
+            .flat_map(|c| c.layers.iter().cloned())
+            .collect();
+        match image::collect(self.depot.as_fd(), &in_use) {
+            Ok(0) => {}
+            Ok(n) => eprintln!("grove-helper: layer GC removed {n} unused layers"),
+            Err(e) => eprintln!("grove-helper: layer GC: {}", e.message),
+        }
+    }
+
     /// Rebuild the state from the depot after a start-up: a container whose
     /// recorded wshd pid is alive and in its cgroup is Running.
     pub fn recover(&mut self) -> Result<(), String> {
@@ -507,6 +604,9 @@ impl Helper {
             fs::list_dir(self.depot.as_fd()).map_err(|e| format!("reading the depot: {e}"))?
         {
             let name = name.to_string_lossy().into_owned();
+            if name == image::LAYERS_DIR {
+                continue;
+            }
             let Ok(handle) = Handle::new(name.clone()) else {
                 eprintln!("grove-helper: depot entry {name:?} is not a container handle; ignored");
                 continue;
@@ -535,6 +635,14 @@ impl Helper {
                 "grove-helper: recovered {handle}: {state:?} (wshd pid {})",
                 pid.unwrap_or(0)
             );
+            let layers = fs::read_file_at(self.depot.as_fd(), &format!("{handle}/{LAYERS_FILE}"))
+                .map(|s| {
+                    s.lines()
+                        .filter(|l| image::is_layer_id(l))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
             self.containers.insert(
                 handle,
                 Container {
@@ -542,6 +650,7 @@ impl Helper {
                     wshd_pid: if running { pid.unwrap_or(0) } else { 0 },
                     pidfd: if running { pidfd } else { None },
                     our_child: false,
+                    layers,
                 },
             );
         }

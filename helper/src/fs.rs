@@ -53,10 +53,20 @@ pub fn open_path_dir(dir: BorrowedFd, name: &str) -> Result<OwnedFd> {
 /// can redirect the lookup, so what the policy checked by components is
 /// what gets opened.
 pub fn open_dir_no_symlinks(path: &str) -> Result<OwnedFd> {
+    open_no_symlinks(path, libc::O_PATH | libc::O_DIRECTORY)
+}
+
+/// Like `open_dir_no_symlinks`, for a file to read (O_RDONLY|O_NOCTTY|
+/// O_NONBLOCK, so a FIFO or tty cannot block or become ours).
+pub fn open_file_no_symlinks(path: &str) -> Result<OwnedFd> {
+    open_no_symlinks(path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)
+}
+
+fn open_no_symlinks(path: &str, flags: libc::c_int) -> Result<OwnedFd> {
     let cpath = CString::new(path).map_err(|_| Errno::EINVAL)?;
     // SAFETY: open_how is plain old data; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: cpath is NUL-terminated and `how` is a valid open_how of the
     // size we pass; the kernel only reads both.

@@ -13,6 +13,7 @@ mod cgroup;
 mod cgroup_v2;
 mod container;
 mod fs;
+mod image;
 mod limits;
 mod policy;
 mod server;
@@ -186,6 +187,7 @@ fn run() -> Result<(), String> {
         containers: BTreeMap::new(),
     };
     helper.recover()?;
+    helper.collect_layers();
     eprintln!(
         "grove-helper: ready on {socket_path} (server uid {}, cgroups {}, disk: {}, {} containers recovered, pid {})",
         helper.policy.server_uid,

@@ -27,6 +27,12 @@ pub struct PolicyConf {
     pub runtime_dir: HostPath,
     pub default_rootfs: HostPath,
     pub rootfs_allow: Vec<HostPath>,
+    /// Directories beneath which image sources (OCI layouts, docker-archive
+    /// tarballs) may lie.
+    pub image_allow: Vec<HostPath>,
+    /// Remove unpacked layers no container uses after each destroy and at
+    /// start-up.
+    pub layer_gc: bool,
     /// None: the file `wshd` next to the running grove-helper.
     pub wshd: Option<HostPath>,
     pub cgroup_parent: String,
@@ -46,6 +52,8 @@ impl Default for PolicyConf {
             runtime_dir: path("/run/grove/wshd"),
             default_rootfs: path("/var/lib/grove/rootfs/busybox"),
             rootfs_allow: vec![path("/var/lib/grove/rootfs")],
+            image_allow: vec![path("/var/lib/grove/images")],
+            layer_gc: true,
             wshd: None,
             cgroup_parent: "grove".into(),
             max_containers: 1024,
@@ -89,6 +97,20 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                     .map(|s| abs(s.trim()))
                     .collect::<Result<_, _>>()?;
             }
+            "image_allow" => {
+                p.image_allow = e
+                    .value
+                    .split(',')
+                    .map(|s| abs(s.trim()))
+                    .collect::<Result<_, _>>()?;
+            }
+            "layer_gc" => {
+                p.layer_gc = match e.value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(bad(format!("{v:?} is neither on nor off"))),
+                }
+            }
             "wshd" => p.wshd = Some(abs(&e.value)?),
             "cgroup_parent" => {
                 // Handle syntax is exactly "one harmless path component".
@@ -109,7 +131,8 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
             other => {
                 return Err(format!(
                 "line {}: unknown key {other:?} (known: server_user, socket, depot, runtime_dir, \
-                     default_rootfs, rootfs_allow, wshd, cgroup_parent, max_containers)",
+                     default_rootfs, rootfs_allow, image_allow, layer_gc, wshd, cgroup_parent, \
+                     max_containers)",
                 e.line
             ))
             }
@@ -165,6 +188,26 @@ impl Policy {
                 p.as_str(),
                 allow.join(","),
                 self.conf.default_rootfs.as_str()
+            ),
+        ))
+    }
+}
+
+impl Policy {
+    /// May a container's image come from this host path (an OCI layout
+    /// directory or a docker-archive tarball)? Syntax only, as for a rootfs:
+    /// the caller opens it without following any symlink.
+    pub fn check_image(&self, p: &HostPath) -> Result<(), HelperError> {
+        if self.conf.image_allow.iter().any(|d| is_beneath(p, d)) {
+            return Ok(());
+        }
+        let allow: Vec<&str> = self.conf.image_allow.iter().map(|d| d.as_str()).collect();
+        Err(HelperError::new(
+            ErrorKind::PolicyRefused,
+            format!(
+                "image {} is not beneath an allowed directory (image_allow = {})",
+                p.as_str(),
+                allow.join(",")
             ),
         ))
     }
@@ -250,12 +293,14 @@ mod tests {
         let p = parse(
             "server_user = 998\nsocket = /s/h.sock\ndepot = /d\nruntime_dir = /r\n\
              default_rootfs = /x/y\nrootfs_allow = /a, /b/c\nwshd = /bin/wshd\n\
-             cgroup_parent = g-1\nmax_containers = 3\n",
+             cgroup_parent = g-1\nmax_containers = 3\nimage_allow = /i, /j\nlayer_gc = off\n",
         )
         .unwrap();
         assert_eq!(p.server_user, UserSpec::Uid(998));
         assert_eq!(p.rootfs_allow, vec![hp("/a"), hp("/b/c")]);
         assert_eq!(p.wshd, Some(hp("/bin/wshd")));
+        assert_eq!(p.image_allow, vec![hp("/i"), hp("/j")]);
+        assert!(!p.layer_gc);
         assert_eq!((p.cgroup_parent.as_str(), p.max_containers), ("g-1", 3));
         assert_eq!(
             parse("server_user = grove\n").unwrap().server_user,
@@ -280,6 +325,8 @@ mod tests {
             "cgroup_parent = ..",
             "max_containers = 0",
             "max_containers = lots",
+            "layer_gc = maybe",
+            "image_allow = rel",
             "server_user = a b",
             "server_user =",
             "socket = /x\nsocket = /y",

@@ -262,6 +262,23 @@ fn describe(r: &grove_schema::helper::Request) -> String {
                 p.as_str()
             )
         }
+        CreateContainer {
+            handle,
+            rootfs: RootfsSource::OciLayout { dir, tag },
+            limits,
+        } => format!(
+            "CreateContainer handle={handle} rootfs=oci:{}:{} limits={limits:?}",
+            dir.as_str(),
+            tag.as_str()
+        ),
+        CreateContainer {
+            handle,
+            rootfs: RootfsSource::DockerArchive { path },
+            limits,
+        } => format!(
+            "CreateContainer handle={handle} rootfs=docker-archive:{} limits={limits:?}",
+            path.as_str()
+        ),
         DestroyContainer { handle } => format!("DestroyContainer handle={handle}"),
         SetLimits { handle, limits } => format!("SetLimits handle={handle} limits={limits:?}"),
         GetLimits { handle } => format!("GetLimits handle={handle}"),

@@ -76,13 +76,22 @@ pub struct Spawn<'a> {
     /// made it (its `upper`, `work` and `rootfs` entries are the overlay's).
     pub depot_path: &'a str,
     pub container_dir: BorrowedFd<'a>,
-    /// The policy-approved rootfs path, and the directory the parent opened.
-    pub rootfs_path: &'a str,
-    pub lower: BorrowedFd<'a>,
+    /// The overlay's lower layers.
+    pub lower: Lower<'a>,
     pub log: BorrowedFd<'a>,
     pub socket: BorrowedFd<'a>,
     pub wshd: BorrowedFd<'a>,
     pub server_uid: u32,
+}
+
+/// What lies beneath the container's writable layer.
+pub enum Lower<'a> {
+    /// A policy-approved rootfs directory: its path, and the directory the
+    /// parent opened.
+    Dir { path: &'a str, fd: BorrowedFd<'a> },
+    /// Image layers in depot/.layers/sha256, by id (64 hex digits, checked
+    /// by the parent), top to bottom.
+    Layers(&'a [String]),
 }
 
 pub struct Child {
@@ -304,8 +313,36 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
         "check the depot dir",
         same_inode(dir.as_fd(), s.container_dir),
     )?;
-    let lower = step("open the rootfs", fs::open_dir_no_symlinks(s.rootfs_path))?;
-    step("check the rootfs", same_inode(lower.as_fd(), s.lower))?;
+    let lower: Vec<OwnedFd> = match &s.lower {
+        Lower::Dir { path, fd } => {
+            let lower = step("open the rootfs", fs::open_dir_no_symlinks(path))?;
+            step("check the rootfs", same_inode(lower.as_fd(), *fd))?;
+            vec![lower]
+        }
+        Lower::Layers(ids) => {
+            let layers = step(
+                "open the layer store",
+                fs::open_path_dir(depot.as_fd(), crate::image::LAYERS_DIR),
+            )?;
+            let store = step(
+                "open the layer store",
+                fs::open_path_dir(layers.as_fd(), crate::image::ALGO_DIR),
+            )?;
+            ids.iter()
+                .map(|id| {
+                    step(
+                        &format!("open layer {id}"),
+                        fs::open_path_dir(store.as_fd(), id),
+                    )
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let lowerdir = lower
+        .iter()
+        .map(|fd| fd_path(fd.as_raw_fd()))
+        .collect::<Vec<_>>()
+        .join(":");
     let layer = step(
         "open the writable layer",
         fs::open_path_dir(dir.as_fd(), crate::btrfs::LAYER),
@@ -315,7 +352,7 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
     let mount_point = step("open rootfs", fs::open_path_dir(dir.as_fd(), "rootfs"))?;
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
-        fd_path(lower.as_raw_fd()),
+        lowerdir,
         fd_path(upper.as_raw_fd()),
         fd_path(work.as_raw_fd())
     );

@@ -83,6 +83,8 @@ pub struct Container {
     pub pidfd: Option<OwnedFd>,
     /// wshd is our unreaped child (false after recovery or once reaped).
     pub our_child: bool,
+    /// Image layer ids the container's overlay uses (empty for a rootfs dir).
+    pub layers: Vec<String>,
 }
 
 #[cfg(test)]

@@ -646,7 +646,7 @@ fn create_with(f: &Fixture, handle: &str, limits: Limits) -> i32 {
         rootfs: RootfsSource::Default,
         limits,
     }) {
-        Response::Created { wshd_pid } => wshd_pid,
+        Response::Created { wshd_pid, .. } => wshd_pid,
         other => panic!("create {handle}: {other:?}\n{}", f.log.lock().unwrap()),
     }
 }

@@ -132,6 +132,67 @@ pub enum RootfsSource {
     Default,
     /// A host directory; the helper's policy must allow it.
     HostDir(HostPath),
+    /// An OCI image layout directory and the tag (the
+    /// `org.opencontainers.image.ref.name` annotation) of one of its
+    /// manifests; the helper's policy (`image_allow`) must allow the path.
+    OciLayout { dir: HostPath, tag: ImageTag },
+    /// A `docker save` tarball; the policy (`image_allow`) must allow it.
+    DockerArchive { path: HostPath },
+}
+
+/// An image tag: 1 to 128 of `[A-Za-z0-9._-]`, not starting with '.' or
+/// '-' (the OCI ref.name component grammar, narrowed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ImageTag(String);
+
+impl ImageTag {
+    pub fn new(s: impl Into<String>) -> Result<ImageTag, String> {
+        let s = s.into();
+        if s.is_empty() || s.len() > 128 {
+            return Err(format!("tag {s:?} must be 1 to 128 characters"));
+        }
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || s.starts_with('.')
+            || s.starts_with('-')
+        {
+            return Err(format!(
+                "tag {s:?} may hold only letters, digits, '.', '_' and '-', and may not start with '.' or '-'"
+            ));
+        }
+        Ok(ImageTag(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ImageTag {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        ImageTag::new(s)
+    }
+}
+
+impl From<ImageTag> for String {
+    fn from(t: ImageTag) -> String {
+        t.0
+    }
+}
+
+/// Process defaults from an image's config (`Env`, `WorkingDir`, `User`);
+/// empty for a plain rootfs directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageDefaults {
+    /// "NAME=value" entries, in the image's order.
+    pub env: Vec<String>,
+    /// Empty: none.
+    pub working_dir: String,
+    /// Empty: none.
+    pub user: String,
 }
 
 /// An absolute host path with no "." or ".." components, no NUL and no
@@ -214,6 +275,8 @@ pub enum Response {
     },
     Created {
         wshd_pid: i32,
+        /// The image's process defaults (empty for a rootfs directory).
+        defaults: ImageDefaults,
     },
     Destroyed,
     Containers(Vec<ContainerSummary>),
@@ -311,9 +374,40 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for r in [Request::Ping, Request::ListContainers, create("c1")] {
+        let image = |rootfs| Request::CreateContainer {
+            handle: Handle::new("img").unwrap(),
+            rootfs,
+            limits: Limits::default(),
+        };
+        for r in [
+            Request::Ping,
+            Request::ListContainers,
+            create("c1"),
+            image(RootfsSource::OciLayout {
+                dir: HostPath::new("/var/lib/grove/images/x").unwrap(),
+                tag: ImageTag::new("v1.0_rc-1").unwrap(),
+            }),
+            image(RootfsSource::DockerArchive {
+                path: HostPath::new("/var/lib/grove/images/x.tar").unwrap(),
+            }),
+        ] {
             assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
         }
+        for bad in ["", ".x", "-x", "a/b", "a:b", &"t".repeat(129)] {
+            assert!(ImageTag::new(bad).is_err(), "{bad:?}");
+        }
+        let created = Response::Created {
+            wshd_pid: 7,
+            defaults: ImageDefaults {
+                env: vec!["FOO=bar".into()],
+                working_dir: "/opt".into(),
+                user: "user".into(),
+            },
+        };
+        assert_eq!(
+            decode_response(&encode_response(&created)).unwrap(),
+            created
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct CreateSpec {
     /// Empty: generate one.
     pub handle: String,
     pub rootfs: String,
+    /// An image URI (spec.image.uri); at most one of rootfs and image.
+    pub image: String,
     pub env: Vec<String>,
     pub properties: BTreeMap<String, String>,
     /// In force before the first process runs.
@@ -144,20 +146,24 @@ impl Grove {
         } else {
             Handle::new(spec.handle).map_err(|e| ApiError::invalid("spec.handle", e))?
         };
-        let rootfs = if spec.rootfs.is_empty() {
-            RootfsSource::Default
+        if !spec.rootfs.is_empty() && !spec.image.is_empty() {
+            return Err(ApiError::invalid(
+                "spec.image",
+                "give either rootfs or image.uri, not both",
+            ));
+        }
+        let (field, source) = if spec.image.is_empty() {
+            ("spec.rootfs", spec.rootfs.clone())
         } else {
-            RootfsSource::HostDir(
-                HostPath::new(spec.rootfs.clone())
-                    .map_err(|e| ApiError::invalid("spec.rootfs", e))?,
-            )
+            ("spec.image.uri", spec.image.clone())
         };
+        let rootfs = parse_rootfs(field, &source)?;
         for (i, entry) in spec.env.iter().enumerate() {
             check_env_entry(entry).map_err(|e| ApiError::invalid(&format!("spec.env[{i}]"), e))?;
         }
         let record = Record {
             handle: handle.to_string(),
-            rootfs: spec.rootfs,
+            rootfs: source,
             env: spec.env,
             properties: spec.properties,
             created_at: SystemTime::now()
@@ -168,6 +174,9 @@ impl Grove {
             wshd_pid: 0,
             events: Vec::new(),
             oom_kills_seen: 0,
+            image_env: Vec::new(),
+            image_dir: String::new(),
+            image_user: String::new(),
         };
         // Reserve the handle first, so that a concurrent create of the same
         // handle fails at once.
@@ -223,8 +232,8 @@ impl Grove {
             rootfs,
             limits,
         };
-        let wshd_pid = match self.helper.call(&request).await {
-            Ok(helper::Response::Created { wshd_pid }) => wshd_pid,
+        let (wshd_pid, defaults) = match self.helper.call(&request).await {
+            Ok(helper::Response::Created { wshd_pid, defaults }) => (wshd_pid, defaults),
             Ok(other) => {
                 self.rollback(&container.handle).await;
                 return Err(ApiError::internal(format!(
@@ -239,7 +248,13 @@ impl Grove {
             }
             Err(e) => return Err(e),
         };
-        container.record.borrow_mut().wshd_pid = wshd_pid;
+        {
+            let mut record = container.record.borrow_mut();
+            record.wshd_pid = wshd_pid;
+            record.image_env = defaults.env;
+            record.image_dir = defaults.working_dir;
+            record.image_user = defaults.user;
+        }
         let saved = self.store.save(&container.record.borrow());
         if let Err(e) = saved {
             self.rollback(&container.handle).await;
@@ -412,19 +427,31 @@ impl Grove {
                 format!("process id {id} is already in use"),
             ));
         }
-        let mut env = container.record.borrow().env.clone();
+        // The image's Env, then the container's env, then the process's:
+        // a later entry for a name replaces an earlier one.
+        let (mut env, image_dir, image_user) = {
+            let r = container.record.borrow();
+            let mut env = r.image_env.clone();
+            env.extend(r.env.iter().cloned());
+            (env, r.image_dir.clone(), r.image_user.clone())
+        };
         for (i, entry) in spec.env.iter().enumerate() {
             check_env_entry(entry).map_err(|e| ApiError::invalid(&format!("spec.env[{i}]"), e))?;
         }
         env.extend(spec.env);
+        let env = merge_env(env);
         let tty = spec.tty.is_some();
         let request = wshd::Request::Spawn(SpawnSpec {
             id: id.clone(),
             path: spec.path,
             args: spec.args,
             env,
-            dir: Some(spec.dir).filter(|d| !d.is_empty()),
-            user: Some(spec.user).filter(|u| !u.is_empty()),
+            dir: Some(spec.dir)
+                .filter(|d| !d.is_empty())
+                .or(Some(image_dir).filter(|d| !d.is_empty())),
+            user: Some(spec.user)
+                .filter(|u| !u.is_empty())
+                .or(Some(image_user).filter(|u| !u.is_empty())),
             open_stdin: spec.open_stdin,
             tty: spec.tty,
             rlimits: spec.rlimits,
@@ -772,6 +799,67 @@ impl Container {
 
     pub fn remove_property(&self, name: &str) -> Option<String> {
         self.record.borrow_mut().properties.remove(name)
+    }
+}
+
+/// Keep one entry per name: the last one given, at the first one's place.
+fn merge_env(entries: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(entries.len());
+    let mut at: BTreeMap<String, usize> = BTreeMap::new();
+    for e in entries {
+        let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n).to_string();
+        match at.get(&name) {
+            Some(&i) => out[i] = e,
+            None => {
+                at.insert(name, out.len());
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
+/// A rootfs or image source: "" (the default rootfs), an absolute host
+/// directory, `oci:PATH[:TAG]` (tag "latest" when absent), or
+/// `docker-archive:PATH`. `docker://` names registry pulls, not built yet.
+fn parse_rootfs(field: &str, source: &str) -> ApiResult<RootfsSource> {
+    if source.is_empty() {
+        return Ok(RootfsSource::Default);
+    }
+    let path = |p: &str| HostPath::new(p).map_err(|e| ApiError::invalid(field, e));
+    if source.starts_with('/') {
+        return Ok(RootfsSource::HostDir(path(source)?));
+    }
+    let Some((scheme, rest)) = source.split_once(':') else {
+        return Err(ApiError::invalid(
+            field,
+            format!("{source:?} is neither an absolute path nor SCHEME:... (oci:, docker-archive:, docker://)"),
+        ));
+    };
+    match scheme {
+        "oci" => {
+            // The tag follows the last ':' when what follows has no '/'.
+            let (dir, tag) = match rest.rsplit_once(':') {
+                Some((d, t)) if !t.contains('/') => (d, t),
+                _ => (rest, "latest"),
+            };
+            let tag = helper::ImageTag::new(tag).map_err(|e| ApiError::invalid(field, e))?;
+            Ok(RootfsSource::OciLayout {
+                dir: path(dir)?,
+                tag,
+            })
+        }
+        "docker-archive" => Ok(RootfsSource::DockerArchive { path: path(rest)? }),
+        "docker" => Err(ApiError::not_implemented(
+            "pulling images from a registry (docker://)",
+            "the registry work of the images issue: Docker Registry HTTP API v2",
+        )),
+        other => Err(ApiError::invalid(
+            field,
+            format!(
+                "unknown scheme {other:?} (known: oci:PATH[:TAG], docker-archive:PATH, docker://)"
+            ),
+        )),
     }
 }
 

@@ -26,6 +26,14 @@ pub struct Record {
     /// OOM kills already turned into events.
     #[serde(default)]
     pub oom_kills_seen: u64,
+    /// Process defaults from the image's config (Env, WorkingDir, User);
+    /// empty for a rootfs directory.
+    #[serde(default)]
+    pub image_env: Vec<String>,
+    #[serde(default)]
+    pub image_dir: String,
+    #[serde(default)]
+    pub image_user: String,
 }
 
 pub struct Store {
@@ -103,6 +111,9 @@ mod tests {
             wshd_pid: 42,
             events: vec!["Out of memory".into()],
             oom_kills_seen: 1,
+            image_env: vec!["FOO=bar".into()],
+            image_dir: "/opt".into(),
+            image_user: "user".into(),
         };
         store.save(&record).unwrap();
         record.state = "stopped".into();

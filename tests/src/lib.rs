@@ -125,12 +125,13 @@ impl TestEnv {
             &policy,
             format!(
                 "server_user = grove\nsocket = {}\ndepot = {}\nruntime_dir = {}\ndefault_rootfs = {}\n\
-                 rootfs_allow = {}\nwshd = {}\ncgroup_parent = {}\nmax_containers = 100\n",
+                 rootfs_allow = {}\nimage_allow = {}\nwshd = {}\ncgroup_parent = {}\nmax_containers = 100\n",
                 env.helper_socket.display(),
                 env.depot.display(),
                 env.wshd_dir.display(),
                 env.rootfs.display(),
                 env.rootfs.parent().unwrap().display(),
+                env.images_dir().display(),
                 bins.join("wshd").display(),
                 env.name,
             ),
@@ -166,6 +167,11 @@ impl TestEnv {
         env.wait_for(|| helper_socket.exists(), "the helper's socket");
         env.start_groved();
         env
+    }
+
+    /// Where this env's helper policy allows images (`image_allow`).
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
     }
 
     /// Start groved as `grove` and wait until it listens.
