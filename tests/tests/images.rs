@@ -294,13 +294,31 @@ fn a_docker_archive_of_the_same_image_works() {
     let path = env.images_dir().join("busybox.tar");
     write_docker_archive(&path, &[base_layer(&env.rootfs), top_layer()]);
     let uri = format!("docker-archive:{}", path.display());
+    let for_api = uri.clone();
     env.run(|client| async move {
-        let c = create_image(&client, "archive", &uri).await.unwrap();
+        let c = create_image(&client, "archive", &for_api).await.unwrap();
         let (st, out, _) = sh(&c, "cat /etc/motd-grove; id -u; pwd; echo $FOO").await;
         assert_eq!(st, 0);
         assert_eq!(out, "hello from layer 2\n1000\n/opt/work\nbar\n");
         assert_ne!(sh(&c, "test -e /etc/os-release").await.0, 0);
     });
+    // The CLI takes an image wherever it takes a rootfs.
+    let out = run_cli(
+        &env,
+        &["create", "--handle", "cli-image", "--rootfs", &uri],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_cli(
+        &env,
+        &["run", "cli-image", "--", "cat", "/etc/motd-grove"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from layer 2\n");
 }
 
 #[test]
