@@ -84,17 +84,23 @@ fn sanitize_process() -> Result<(), String> {
     Ok(())
 }
 
+/// Create the directories above `path` (0755) when missing.
+fn create_parent(path: &Path) -> Result<(), String> {
+    match path.parent() {
+        Some(parent) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| format!("{}: {e}", parent.display())),
+        None => Ok(()),
+    }
+}
+
 /// Create `path` if missing and open it, then make it root:`gid` `mode`
 /// through the fd (never by path, so nothing can be swapped in between).
 fn own_dir(path: &str, gid: u32, mode: u32) -> Result<OwnedFd, String> {
     let p = Path::new(path);
-    if let Some(parent) = p.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| format!("{}: {e}", parent.display()))?;
-    }
+    create_parent(p)?;
     match std::fs::DirBuilder::new().mode(0o700).create(p) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
             return Err(format!("{path}: {e}"))
@@ -125,13 +131,7 @@ fn own_dir(path: &str, gid: u32, mode: u32) -> Result<OwnedFd, String> {
 /// server's group can connect, and SO_PEERCRED then narrows it to one uid.
 fn listen_at(path: &str, gid: u32) -> Result<OwnedFd, String> {
     let p = Path::new(path);
-    if let Some(parent) = p.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| format!("{}: {e}", parent.display()))?;
-    }
+    create_parent(p)?;
     match std::fs::remove_file(p) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(format!("removing stale {path}: {e}"))
