@@ -52,7 +52,10 @@ impl Default for PolicyConf {
             runtime_dir: path("/run/grove/wshd"),
             default_rootfs: path("/var/lib/grove/rootfs/busybox"),
             rootfs_allow: vec![path("/var/lib/grove/rootfs")],
-            image_allow: vec![path("/var/lib/grove/images")],
+            image_allow: vec![
+                path("/var/lib/grove/images"),
+                path("/var/lib/grove/server/downloads"),
+            ],
             layer_gc: true,
             wshd: None,
             cgroup_parent: "grove".into(),

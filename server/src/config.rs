@@ -16,6 +16,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Reported by capacity; the helper's policy enforces its own maximum.
     pub max_containers: u64,
+    /// Registries (`host[:port]`) pulled from over plain HTTP; every other
+    /// registry is HTTPS only.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Default for Config {
@@ -26,6 +29,7 @@ impl Default for Config {
             wshd_socket_dir: "/run/grove/wshd".into(),
             state_dir: "/var/lib/grove/server".into(),
             max_containers: 1024,
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -56,9 +60,18 @@ impl Config {
                         .parse()
                         .map_err(|_| at(format!("max_containers must be a number, not {:?}", entry.value)))?
                 }
+                "insecure_registries" => {
+                    config.insecure_registries = entry
+                        .value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }
                 other => {
                     return Err(at(format!(
-                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers)"
+                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries)"
                     )))
                 }
             }
@@ -74,6 +87,9 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let c = Config::parse("listen = /tmp/g.sock\nmax_containers = 5\n").unwrap();
+        assert!(c.insecure_registries.is_empty());
+        let c2 = Config::parse("insecure_registries = 127.0.0.1:5000, reg:1 ,\n").unwrap();
+        assert_eq!(c2.insecure_registries, ["127.0.0.1:5000", "reg:1"]);
         assert_eq!(c.listen, PathBuf::from("/tmp/g.sock"));
         assert_eq!(c.max_containers, 5);
         assert_eq!(c.helper_socket, PathBuf::from("/run/grove/helper.sock"));

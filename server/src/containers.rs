@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::helper_client::HelperClient;
 use crate::process::{ProcessEntry, ProcessFds, Sinks};
+use crate::registry;
 use crate::store::{Record, Store};
 use crate::wshd_client;
 use grove_schema::helper::{self, HostPath, RootfsSource};
@@ -47,6 +48,8 @@ pub struct CreateSpec {
     pub rootfs: String,
     /// An image URI (spec.image.uri); at most one of rootfs and image.
     pub image: String,
+    /// For registry pulls (spec.image.username/password).
+    pub credentials: registry::Credentials,
     pub env: Vec<String>,
     pub properties: BTreeMap<String, String>,
     /// In force before the first process runs.
@@ -78,6 +81,7 @@ impl Grove {
     /// restart issue does that); the containers themselves are listed again.
     pub fn open(config: Config) -> std::io::Result<Rc<Grove>> {
         let store = Store::open(&config.state_dir)?;
+        registry::clean_downloads(&config.state_dir.join("downloads"));
         let (records, problems) = store.load_all()?;
         for problem in problems {
             tracing::warn!(%problem, "unreadable container record skipped");
@@ -157,13 +161,24 @@ impl Grove {
         } else {
             ("spec.image.uri", spec.image.clone())
         };
-        let rootfs = parse_rootfs(field, &source)?;
+        let rootfs = if let Some(rest) = source.strip_prefix("docker:") {
+            let reference = registry::parse(rest).map_err(|e| ApiError::invalid(field, e))?;
+            Source::Pull(reference)
+        } else {
+            if !spec.credentials.username.is_empty() || !spec.credentials.password.is_empty() {
+                return Err(ApiError::invalid(
+                    "spec.image.username",
+                    "credentials apply only to docker:// images",
+                ));
+            }
+            Source::Ready(parse_rootfs(field, &source)?)
+        };
         for (i, entry) in spec.env.iter().enumerate() {
             check_env_entry(entry).map_err(|e| ApiError::invalid(&format!("spec.env[{i}]"), e))?;
         }
         let record = Record {
             handle: handle.to_string(),
-            rootfs: source,
+            rootfs: source.clone(),
             env: spec.env,
             properties: spec.properties,
             created_at: SystemTime::now()
@@ -206,7 +221,20 @@ impl Grove {
             containers.insert(handle.to_string(), container.clone());
             container
         };
-        match self.build(&container, rootfs, spec.limits).await {
+        let built = match rootfs {
+            Source::Ready(rootfs) => self.build(&container, rootfs, spec.limits).await,
+            Source::Pull(reference) => {
+                self.pull_and_build(
+                    &container,
+                    &source,
+                    reference,
+                    spec.credentials,
+                    spec.limits,
+                )
+                .await
+            }
+        };
+        match built {
             Ok(()) => {
                 container.phase.set(Phase::Active);
                 tracing::info!(%handle, "container created");
@@ -263,6 +291,65 @@ impl Grove {
             )));
         }
         Ok(())
+    }
+
+    /// Pull a registry image into a download dir beneath the state dir
+    /// (off the runtime thread), create the container from it as an OCI
+    /// layout, and remove the download whatever happened.
+    async fn pull_and_build(
+        &self,
+        container: &Container,
+        uri: &str,
+        reference: registry::Reference,
+        credentials: registry::Credentials,
+        limits: helper::Limits,
+    ) -> ApiResult<()> {
+        let downloads = self.config.state_dir.join("downloads");
+        let insecure = self.config.insecure_registries.contains(&reference.host);
+        let owned_uri = uri.to_string();
+        tracing::info!(handle = %container.handle, image = uri, insecure, "pulling");
+        let pulled = tokio::task::spawn_blocking(move || {
+            registry::pull(&owned_uri, &reference, insecure, &credentials, &downloads)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        let dir = match pulled {
+            Ok(dir) => dir,
+            Err(registry::PullError::Invalid(m)) => {
+                return Err(ApiError::new(Code::InvalidSpec, m))
+            }
+            Err(registry::PullError::Unavailable(m)) => {
+                return Err(ApiError::new(Code::ServiceUnavailable, m))
+            }
+        };
+        let rootfs = match dir.to_str().map(HostPath::new) {
+            Some(Ok(path)) => Ok(RootfsSource::OciLayout {
+                dir: path,
+                tag: helper::ImageTag::new("latest").expect("latest is a valid tag"),
+            }),
+            Some(Err(e)) => Err(ApiError::internal(format!(
+                "download dir {}: {e}",
+                dir.display()
+            ))),
+            None => Err(ApiError::internal(format!(
+                "download dir {} is not UTF-8",
+                dir.display()
+            ))),
+        };
+        let built = match rootfs {
+            Ok(rootfs) => self.build(container, rootfs, limits).await,
+            Err(e) => Err(e),
+        };
+        let removed = tokio::task::spawn_blocking(move || {
+            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))
+        })
+        .await;
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "removing a download"),
+            Err(e) => tracing::warn!(error = %e, "removing a download"),
+        }
+        built
     }
 
     async fn rollback(&self, handle: &Handle) {
@@ -819,9 +906,16 @@ fn merge_env(entries: Vec<String>) -> Vec<String> {
     out
 }
 
+/// What a create starts from: a source the helper takes as it is, or a
+/// registry image to pull first.
+enum Source {
+    Ready(RootfsSource),
+    Pull(registry::Reference),
+}
+
 /// A rootfs or image source: "" (the default rootfs), an absolute host
 /// directory, `oci:PATH[:TAG]` (tag "latest" when absent), or
-/// `docker-archive:PATH`. `docker://` names registry pulls, not built yet.
+/// `docker-archive:PATH`. (`docker://` is handled by `registry`.)
 fn parse_rootfs(field: &str, source: &str) -> ApiResult<RootfsSource> {
     if source.is_empty() {
         return Ok(RootfsSource::Default);
@@ -850,10 +944,6 @@ fn parse_rootfs(field: &str, source: &str) -> ApiResult<RootfsSource> {
             })
         }
         "docker-archive" => Ok(RootfsSource::DockerArchive { path: path(rest)? }),
-        "docker" => Err(ApiError::not_implemented(
-            "pulling images from a registry (docker://)",
-            "the registry work of the images issue: Docker Registry HTTP API v2",
-        )),
         other => Err(ApiError::invalid(
             field,
             format!(

@@ -8,6 +8,7 @@ mod containers;
 mod error;
 mod helper_client;
 mod process;
+mod registry;
 mod rpc;
 mod seqpacket;
 mod store;

@@ -20,6 +20,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use grove_client;
 
+pub mod registry;
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// The cgroup v1 controllers the helper puts each container in.
@@ -73,6 +75,11 @@ pub fn grove_user() -> (u32, u32) {
 
 impl TestEnv {
     pub fn start() -> TestEnv {
+        TestEnv::start_with("")
+    }
+
+    /// Start with extra lines appended to groved's config file.
+    pub fn start_with(groved_extra: &str) -> TestEnv {
         assert!(
             nix::unistd::geteuid().is_root(),
             "integration tests run as root (use ./dev test)"
@@ -125,13 +132,14 @@ impl TestEnv {
             &policy,
             format!(
                 "server_user = grove\nsocket = {}\ndepot = {}\nruntime_dir = {}\ndefault_rootfs = {}\n\
-                 rootfs_allow = {}\nimage_allow = {}\nwshd = {}\ncgroup_parent = {}\nmax_containers = 100\n",
+                 rootfs_allow = {}\nimage_allow = {}, {}\nwshd = {}\ncgroup_parent = {}\nmax_containers = 100\n",
                 env.helper_socket.display(),
                 env.depot.display(),
                 env.wshd_dir.display(),
                 env.rootfs.display(),
                 env.rootfs.parent().unwrap().display(),
                 env.images_dir().display(),
+                env.downloads_dir().display(),
                 bins.join("wshd").display(),
                 env.name,
             ),
@@ -142,11 +150,12 @@ impl TestEnv {
         fs::write(
             &config,
             format!(
-                "listen = {}\nhelper_socket = {}\nwshd_socket_dir = {}\nstate_dir = {}\nmax_containers = 100\n",
+                "listen = {}\nhelper_socket = {}\nwshd_socket_dir = {}\nstate_dir = {}\nmax_containers = 100\n{}",
                 env.socket.display(),
                 env.helper_socket.display(),
                 env.wshd_dir.display(),
                 state_dir.display(),
+                groved_extra,
             ),
         )
         .unwrap();
@@ -172,6 +181,12 @@ impl TestEnv {
     /// Where this env's helper policy allows images (`image_allow`).
     pub fn images_dir(&self) -> PathBuf {
         self.root.join("images")
+    }
+
+    /// Where groved writes registry downloads (`<state_dir>/downloads`);
+    /// the helper policy allows images from there too.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.root.join("server/downloads")
     }
 
     /// Start groved as `grove` and wait until it listens.

@@ -1,8 +1,11 @@
 //! Container images on the real kernel: OCI layouts and docker-archive
 //! tarballs built here at test time from the busybox rootfs, unpacked once
-//! into the depot's layer store and stacked as overlayfs lower dirs.
+//! into the depot's layer store and stacked as overlayfs lower dirs; and
+//! the same image pushed to a local `docker-registry` and pulled from it
+//! (`docker://`).
 
 use grove_client::{api, Client};
+use grove_tests::registry::{free_port, Registry};
 use grove_tests::*;
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -357,9 +360,14 @@ fn bad_image_references_get_clear_errors() {
         for (uri, code, needle) in [
             ("ftp:/x".to_string(), "invalidSpec", "unknown scheme"),
             (
-                "docker://example.com/busybox:1".to_string(),
-                "notImplemented",
-                "registry",
+                "docker://127.0.0.1:1/Upper/case:1".to_string(),
+                "invalidSpec",
+                "not a valid repository",
+            ),
+            (
+                "docker:127.0.0.1:1/x:1".to_string(),
+                "invalidSpec",
+                "docker://HOST",
             ),
             (format!("oci:{d}:nope"), "invalidSpec", "nope"),
             (format!("oci:{d}"), "invalidSpec", "latest"),
@@ -450,5 +458,441 @@ fn layers_that_escape_are_refused_and_write_nothing_outside() {
         }
         assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
         assert!(client.list(&[]).await.unwrap().is_empty());
+    });
+}
+
+// ---------------------------------------------------------------- registry
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+static NEXT_REGISTRY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn start_registry() -> Registry {
+    let n = NEXT_REGISTRY.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Registry::start(std::env::temp_dir().join(format!("grove-registry-{}-{n}", std::process::id())))
+}
+
+/// Push an image (layer 0 gzip-compressed, the others plain) with a config
+/// for `arch`; returns the manifest's bytes and digest.
+fn push_image(
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+    layers: &[Vec<u8>],
+    arch: &str,
+) -> (Vec<u8>, String) {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&config(&diff_ids)).unwrap();
+    cfg["architecture"] = arch.into();
+    let cfg = serde_json::to_vec(&cfg).unwrap();
+    let mut descs = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let (bytes, mt) = if i == 0 {
+            (gzip(l), "application/vnd.oci.image.layer.v1.tar+gzip")
+        } else {
+            (l.clone(), "application/vnd.oci.image.layer.v1.tar")
+        };
+        let digest = reg.push_blob(repo, &bytes);
+        descs.push(serde_json::json!({"mediaType": mt, "digest": digest, "size": bytes.len()}));
+    }
+    let cfg_digest = reg.push_blob(repo, &cfg);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cfg_digest, "size": cfg.len()},
+        "layers": descs
+    }))
+    .unwrap();
+    let digest = reg.push_manifest(repo, tag, OCI_MANIFEST, &manifest);
+    (manifest, digest)
+}
+
+/// Push an OCI index under `tag` naming the given (manifest, digest, arch).
+fn push_index(reg: &Registry, repo: &str, tag: &str, entries: &[(&[u8], &str, &str)]) {
+    let manifests: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(bytes, digest, arch)| {
+            serde_json::json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": bytes.len(),
+                "platform": {"os": "linux", "architecture": arch}
+            })
+        })
+        .collect();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": manifests
+    }))
+    .unwrap();
+    reg.push_manifest(repo, tag, OCI_INDEX, &index);
+}
+
+fn downloads_left(env: &TestEnv) -> Vec<String> {
+    match fs::read_dir(env.downloads_dir()) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn a_registry_image_is_pulled_by_tag_by_digest_and_through_an_index() {
+    let reg = start_registry();
+    let env = TestEnv::start_with(&format!("insecure_registries = {}\n", reg.addr));
+    let layers = [base_layer(&env.rootfs), top_layer()];
+    let (amd64, amd64_digest) = push_image(&reg, "test/busybox", "v1", &layers, "amd64");
+    // An arm64 image whose only file would make the amd64 checks fail.
+    let mut b = tar::Builder::new(Vec::new());
+    file(&mut b, "arm64-only", b"arm\n");
+    let (arm64, arm64_digest) = push_image(
+        &reg,
+        "test/busybox",
+        "arm64",
+        &[b.into_inner().unwrap()],
+        "arm64",
+    );
+    push_index(
+        &reg,
+        "test/busybox",
+        "multi",
+        &[
+            (&arm64, &arm64_digest, "arm64"),
+            (&amd64, &amd64_digest, "amd64"),
+        ],
+    );
+    let base = format!("docker://{}/test/busybox", reg.addr);
+    let env = &env;
+    env.run(|client| async move {
+        let c = create_image(&client, "pulled", &format!("{base}:v1"))
+            .await
+            .unwrap();
+        let (st, out, err) = sh(&c, "cat /etc/motd-grove").await;
+        assert_eq!((st, out.as_str()), (0, "hello from layer 2\n"), "{err}");
+        assert_eq!(sh(&c, "test -e /etc/passwd").await.0, 0, "layer 1 is there");
+        assert_ne!(sh(&c, "test -e /etc/os-release").await.0, 0, "whited out");
+        let (_, out, _) = sh(&c, "ls /opt").await;
+        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["new", "work"]);
+        assert_eq!(sh(&c, "id -u").await.1.trim(), "1000");
+        assert_eq!(sh(&c, "pwd").await.1.trim(), "/opt/work");
+        assert_eq!(sh(&c, "echo $FOO").await.1.trim(), "bar");
+        let layers = store_entries(env);
+        assert_eq!(layers.len(), 2, "{layers:?}");
+        assert!(downloads_left(env).is_empty(), "{:?}", downloads_left(env));
+
+        // By digest: the same layers.
+        let c2 = create_image(&client, "by-digest", &format!("{base}@{amd64_digest}"))
+            .await
+            .unwrap();
+        assert_eq!(sh(&c2, "cat /etc/motd-grove").await.0, 0);
+        assert_eq!(store_entries(env), layers);
+
+        // Through an index with arm64 and amd64: amd64 is chosen.
+        let c3 = create_image(&client, "multi", &format!("{base}:multi"))
+            .await
+            .unwrap();
+        assert_eq!(sh(&c3, "cat /etc/motd-grove").await.0, 0);
+        assert_ne!(sh(&c3, "test -e /arm64-only").await.0, 0);
+        assert_eq!(store_entries(env), layers, "the arm64 layer was not pulled");
+        assert!(downloads_left(env).is_empty(), "{:?}", downloads_left(env));
+
+        for h in ["pulled", "by-digest", "multi"] {
+            client.destroy(h).await.unwrap();
+        }
+        assert!(store_entries(env).is_empty());
+    });
+}
+
+#[test]
+fn registry_failures_get_clear_errors_and_leave_nothing() {
+    let reg = start_registry();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let env = TestEnv::start_with(&format!("insecure_registries = {}, {dead}\n", reg.addr));
+    let layers = [base_layer(&env.rootfs), top_layer()];
+    let (arm64, arm64_digest) = push_image(&reg, "test/busybox", "arm", &layers, "arm64");
+    push_index(
+        &reg,
+        "test/busybox",
+        "armonly",
+        &[(&arm64, &arm64_digest, "arm64")],
+    );
+    let base = format!("docker://{}/test/busybox", reg.addr);
+    let env = &env;
+    env.run(|client| async move {
+        for (uri, code, needles) in [
+            (
+                format!("{base}:v9"),
+                "invalidSpec",
+                &["v9", "not found"][..],
+            ),
+            (
+                format!("{base}@sha256:{}", "0".repeat(64)),
+                "invalidSpec",
+                &["not found"][..],
+            ),
+            (
+                format!("docker://{}/nothing/here:v1", reg.addr),
+                "invalidSpec",
+                &["nothing/here", "not found"][..],
+            ),
+            (
+                format!("{base}:armonly"),
+                "invalidSpec",
+                &["linux/amd64", "linux/arm64"][..],
+            ),
+            (
+                format!("docker://{dead}/test/busybox:v1"),
+                "serviceUnavailable",
+                &["unreachable", dead.as_str()][..],
+            ),
+        ] {
+            let e = create_image(&client, "bad", &uri).await.err().unwrap();
+            assert!(e.is(code), "{uri}: {e}");
+            assert!(e.message.contains(&uri), "names the image: {e}");
+            for needle in needles {
+                assert!(e.message.contains(needle), "{uri}: {needle:?} in {e}");
+            }
+        }
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        assert!(store_entries(env).is_empty());
+        assert!(downloads_left(env).is_empty(), "{:?}", downloads_left(env));
+    });
+}
+
+#[test]
+fn a_registry_not_named_insecure_gets_no_plain_http() {
+    let reg = start_registry();
+    let env = TestEnv::start();
+    let layers = [base_layer(&env.rootfs), top_layer()];
+    push_image(&reg, "test/busybox", "v1", &layers, "amd64");
+    let uri = format!("docker://{}/test/busybox:v1", reg.addr);
+    let env = &env;
+    env.run(|client| async move {
+        let e = create_image(&client, "plain", &uri).await.err().unwrap();
+        assert!(e.is("serviceUnavailable"), "{e}");
+        assert!(
+            e.message.contains(&uri)
+                && e.message.contains("https://")
+                && e.message.contains("insecure_registries"),
+            "{e}"
+        );
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        assert!(store_entries(env).is_empty());
+        assert!(downloads_left(env).is_empty());
+    });
+}
+
+/// A minimal fake registry on 127.0.0.1 (one GET per connection) that
+/// wants a bearer token from its own `/token` realm, which wants basic auth
+/// `alice:s3cret`. Serves `routes` (path → content type, body).
+struct FakeRegistry {
+    addr: String,
+    token_queries: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn fake_registry(routes: std::collections::HashMap<String, (String, Vec<u8>)>) -> FakeRegistry {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let token_queries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let queries = token_queries.clone();
+    let realm = format!("http://{addr}/token");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("authorization") {
+                        auth = v.trim().to_string();
+                    }
+                }
+            }
+            let target = first.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+            let (status, headers, ctype, body): (&str, String, String, Vec<u8>) = if path
+                == "/token"
+            {
+                queries.lock().unwrap().push(query.to_string());
+                if auth == "Basic YWxpY2U6czNjcmV0" {
+                    let body = br#"{"token":"tok-123"}"#.to_vec();
+                    ("200 OK", String::new(), "application/json".into(), body)
+                } else {
+                    (
+                        "401 Unauthorized",
+                        String::new(),
+                        "text/plain".into(),
+                        b"no".to_vec(),
+                    )
+                }
+            } else if auth != "Bearer tok-123" {
+                let challenge = format!(
+                        "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\",scope=\"repository:test/busybox:pull\"\r\n"
+                    );
+                (
+                    "401 Unauthorized",
+                    challenge,
+                    "text/plain".into(),
+                    b"auth".to_vec(),
+                )
+            } else if let Some((ctype, body)) = routes.get(path) {
+                ("200 OK", String::new(), ctype.clone(), body.clone())
+            } else {
+                (
+                    "404 Not Found",
+                    String::new(),
+                    "text/plain".into(),
+                    b"none".to_vec(),
+                )
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\n{headers}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    FakeRegistry {
+        addr,
+        token_queries,
+    }
+}
+
+#[test]
+fn bearer_token_auth_works_and_a_corrupt_blob_is_refused() {
+    let base_tar = base_layer(&default_rootfs());
+    let layers = [gzip(&base_tar), top_layer()];
+    let diff_ids = vec![sha(&base_tar), sha(&layers[1])];
+    let cfg = config(&diff_ids);
+    let mut routes = std::collections::HashMap::new();
+    let repo = "/v2/test/busybox";
+    let mut descs = Vec::new();
+    for (l, mt) in layers.iter().zip([
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.diff.tar",
+    ]) {
+        let d = format!("sha256:{}", sha(l));
+        routes.insert(
+            format!("{repo}/blobs/{d}"),
+            ("application/octet-stream".into(), l.clone()),
+        );
+        descs.push(serde_json::json!({"mediaType": mt, "digest": d, "size": l.len()}));
+    }
+    let cfg_d = format!("sha256:{}", sha(&cfg));
+    routes.insert(
+        format!("{repo}/blobs/{cfg_d}"),
+        ("application/octet-stream".into(), cfg.clone()),
+    );
+    const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    let manifest = |config: serde_json::Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": config,
+            "layers": descs
+        }))
+        .unwrap()
+    };
+    routes.insert(
+        format!("{repo}/manifests/v1"),
+        (
+            DOCKER_MANIFEST.into(),
+            manifest(
+                serde_json::json!({"mediaType": "application/vnd.docker.container.image.v1+json",
+                                        "digest": cfg_d, "size": cfg.len()}),
+            ),
+        ),
+    );
+    // "corrupt": its config blob is served with other bytes than its digest.
+    let mut evil = cfg.clone();
+    evil[0] = b' ';
+    let good_d = cfg_d.clone();
+    let bad_d = format!("sha256:{}", sha(b"some other config"));
+    routes.insert(
+        format!("{repo}/blobs/{bad_d}"),
+        ("application/octet-stream".into(), evil),
+    );
+    routes.insert(
+        format!("{repo}/manifests/corrupt"),
+        (
+            DOCKER_MANIFEST.into(),
+            manifest(
+                serde_json::json!({"mediaType": "application/vnd.docker.container.image.v1+json",
+                                        "digest": bad_d, "size": cfg.len()}),
+            ),
+        ),
+    );
+    let fake = fake_registry(routes);
+    let env = TestEnv::start_with(&format!("insecure_registries = {}\n", fake.addr));
+    let base = format!("docker://{}/test/busybox", fake.addr);
+    let env = &env;
+    let fake = &fake;
+    env.run(|client| async move {
+        // Without credentials the token service refuses.
+        let e = create_image(&client, "anon", &format!("{base}:v1"))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.is("invalidSpec") && e.message.contains("token"), "{e}");
+
+        let with_login = |handle: &str, uri: String| {
+            let mut request = client.grove.create_request();
+            let mut spec = request.get().init_spec();
+            spec.set_handle(handle);
+            let mut image = spec.init_image();
+            image.set_uri(&uri);
+            image.set_username("alice");
+            image.set_password("s3cret");
+            request.send().promise
+        };
+        let c = with_login("authed", format!("{base}:v1"))
+            .await
+            .unwrap()
+            .get()
+            .unwrap()
+            .get_container()
+            .unwrap();
+        let (st, out, err) = sh(&c, "cat /etc/motd-grove; echo $FOO").await;
+        assert_eq!(
+            (st, out.as_str()),
+            (0, "hello from layer 2\nbar\n"),
+            "{err}"
+        );
+        let queries = fake.token_queries.lock().unwrap().clone();
+        assert!(
+            queries
+                .iter()
+                .any(|q| q.contains("service=fake") && q.contains("scope=repository")),
+            "{queries:?}"
+        );
+
+        let e = match with_login("corrupt", format!("{base}:corrupt")).await {
+            Ok(_) => panic!("a corrupt config blob was accepted"),
+            Err(e) => grove_client::Error::from(e),
+        };
+        assert!(e.is("invalidSpec"), "{e}");
+        assert!(
+            e.message.contains(&format!("{base}:corrupt")) && e.message.contains(&bad_d),
+            "names the image and the blob: {e}"
+        );
+        assert!(!e.message.contains(&good_d));
+        assert_eq!(client.list(&[]).await.unwrap(), ["authed"]);
+        assert!(downloads_left(env).is_empty(), "{:?}", downloads_left(env));
+        client.destroy("authed").await.unwrap();
+        assert!(store_entries(env).is_empty());
     });
 }

@@ -161,12 +161,10 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
     };
     let image = spec.get_image()?;
     let image_uri = text("spec.image.uri", image.get_uri())?;
-    unsupported(
-        !text("spec.image.username", image.get_username())?.is_empty()
-            || !text("spec.image.password", image.get_password())?.is_empty(),
-        "image.username/password",
-        "the registry work of the images issue",
-    )?;
+    let credentials = crate::registry::Credentials {
+        username: text("spec.image.username", image.get_username())?,
+        password: text("spec.image.password", image.get_password())?,
+    };
     unsupported(
         !spec.get_bind_mounts()?.is_empty(),
         "bindMounts",
@@ -197,6 +195,7 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         handle: text("spec.handle", spec.get_handle())?,
         rootfs: text("spec.rootfs", spec.get_rootfs())?,
         image: image_uri,
+        credentials,
         env: text_list("spec.env", spec.get_env())?,
         properties: properties("spec.properties", spec.get_properties())?,
         limits: if spec.has_limits() {
