@@ -124,6 +124,15 @@ struct ContainerSpec {
   limits @9 :Limits;
   netOut @10 :List(NetOutRule);
   netIn @11 :List(PortMapping);
+  # Told how a registry pull (docker://) advances; may be null.
+  pullProgress @12 :PullProgress;
+}
+
+# How far a pull has come: bytes of blobs downloaded out of all the image's
+# blobs (config and layers). Called as downloads advance, at least once at
+# the end with bytesDone = bytesTotal.
+interface PullProgress {
+  update @0 (bytesDone :UInt64, bytesTotal :UInt64) -> stream;
 }
 
 struct ImageRef {

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use grove_client::{api, shell_exit_code, socket_path, writer_sink, Client, Command, Error};
 use std::path::PathBuf;
 
+mod progress;
 mod terminal;
 use std::process::ExitCode;
 
@@ -289,6 +290,12 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             let mut spec = request.get().init_spec();
             spec.set_handle(handle.as_deref().unwrap_or(""));
             spec.set_rootfs(rootfs.as_deref().unwrap_or(""));
+            let pulling = rootfs
+                .as_deref()
+                .is_some_and(|r| r.starts_with("docker://"));
+            if pulling {
+                spec.set_pull_progress(capnp_rpc::new_client(progress::Bar::new()));
+            }
             grove_client::fill_text_list(spec.reborrow().init_env(env.len() as u32), &env);
             if !limits.is_empty() {
                 let mut l = spec.reborrow().init_limits();

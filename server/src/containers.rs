@@ -54,6 +54,8 @@ pub struct CreateSpec {
     pub properties: BTreeMap<String, String>,
     /// In force before the first process runs.
     pub limits: helper::Limits,
+    /// Told how a registry pull advances.
+    pub pull_progress: Option<grove_schema::api_capnp::pull_progress::Client>,
 }
 
 pub struct RunSpec {
@@ -230,6 +232,7 @@ impl Grove {
                     reference,
                     spec.credentials,
                     spec.limits,
+                    spec.pull_progress,
                 )
                 .await
             }
@@ -303,16 +306,43 @@ impl Grove {
         reference: registry::Reference,
         credentials: registry::Credentials,
         limits: helper::Limits,
+        progress: Option<grove_schema::api_capnp::pull_progress::Client>,
     ) -> ApiResult<()> {
         let downloads = self.config.state_dir.join("downloads");
         let insecure = self.config.insecure_registries.contains(&reference.host);
         let owned_uri = uri.to_string();
         tracing::info!(handle = %container.handle, image = uri, insecure, "pulling");
+        // Progress travels from the blocking download to the client's
+        // PullProgress capability (if any) through a channel.
+        let (sender, mut updates) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+        let reporter = progress.map(|sink| {
+            tokio::task::spawn_local(async move {
+                while let Some((done, total)) = updates.recv().await {
+                    let mut request = sink.update_request();
+                    request.get().set_bytes_done(done);
+                    request.get().set_bytes_total(total);
+                    if request.send().await.is_err() {
+                        break; // the client stopped listening; the pull goes on
+                    }
+                }
+            })
+        });
         let pulled = tokio::task::spawn_blocking(move || {
-            registry::pull(&owned_uri, &reference, insecure, &credentials, &downloads)
+            let progress = registry::Progress::new(Some(sender));
+            registry::pull(
+                &owned_uri,
+                &reference,
+                insecure,
+                &credentials,
+                &downloads,
+                &progress,
+            )
         })
         .await
         .map_err(ApiError::internal)?;
+        if let Some(reporter) = reporter {
+            let _ = reporter.await;
+        }
         let dir = match pulled {
             Ok(dir) => dir,
             Err(registry::PullError::Invalid(m)) => {

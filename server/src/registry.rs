@@ -138,6 +138,7 @@ pub fn pull(
     insecure: bool,
     credentials: &Credentials,
     downloads: &Path,
+    progress: &Progress,
 ) -> Result<PathBuf, PullError> {
     fs::DirBuilder::new()
         .recursive(true)
@@ -146,7 +147,7 @@ pub fn pull(
         .map_err(|e| PullError::Unavailable(format!("creating {}: {e}", downloads.display())))?;
     let name = format!("{:016x}", rand::random::<u64>());
     let tmp = downloads.join(format!("tmp-{name}"));
-    let result = Puller::new(uri, reference, insecure, credentials).run(&tmp);
+    let result = Puller::new(uri, reference, insecure, credentials, progress).run(&tmp);
     match result {
         Ok(()) => {
             let done = downloads.join(&name);
@@ -185,6 +186,37 @@ struct Puller<'a> {
     agent: ureq::Agent,
     /// The `Authorization` header value, once a challenge was answered.
     auth: Option<String>,
+    progress: &'a Progress,
+}
+
+/// Where a pull reports its bytes (done, total); the receiver is groved's
+/// runtime side, which tells the client.
+pub struct Progress {
+    sender: Option<tokio::sync::mpsc::UnboundedSender<(u64, u64)>>,
+    done: std::cell::Cell<u64>,
+    total: std::cell::Cell<u64>,
+}
+
+impl Progress {
+    pub fn new(sender: Option<tokio::sync::mpsc::UnboundedSender<(u64, u64)>>) -> Progress {
+        Progress {
+            sender,
+            done: 0.into(),
+            total: 0.into(),
+        }
+    }
+
+    fn set_total(&self, total: u64) {
+        self.total.set(total);
+        self.report(0);
+    }
+
+    fn report(&self, more: u64) {
+        self.done.set(self.done.get() + more);
+        if let Some(sender) = &self.sender {
+            let _ = sender.send((self.done.get(), self.total.get().max(self.done.get())));
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -233,6 +265,7 @@ impl<'a> Puller<'a> {
         r: &'a Reference,
         insecure: bool,
         credentials: &'a Credentials,
+        progress: &'a Progress,
     ) -> Puller<'a> {
         let scheme = if insecure { "http" } else { "https" };
         let agent = ureq::AgentBuilder::new()
@@ -250,6 +283,7 @@ impl<'a> Puller<'a> {
             credentials,
             agent,
             auth: None,
+            progress,
         }
     }
 
@@ -525,6 +559,8 @@ impl<'a> Puller<'a> {
         write(blobs.join(&manifest_hex), &bytes)?;
         let mut wanted = vec![("config", &manifest.config)];
         wanted.extend(manifest.layers.iter().map(|l| ("layer", l)));
+        self.progress
+            .set_total(wanted.iter().filter_map(|(_, d)| d.size).sum());
         for (kind, d) in wanted {
             self.blob(kind, d, &blobs)?;
         }
@@ -555,7 +591,10 @@ impl<'a> Puller<'a> {
         let partial = blobs.join(format!(".partial-{hex}"));
         let file = fs::File::create(&partial)
             .map_err(|e| self.unavailable(format!("creating {}: {e}", partial.display())))?;
-        let copied = copy_verified(resp.into_reader(), file, hex, d.size);
+        let progress = self.progress;
+        let copied = copy_verified(resp.into_reader(), file, hex, d.size, &|n| {
+            progress.report(n)
+        });
         match copied {
             Ok(()) => fs::rename(&partial, &path)
                 .map_err(|e| self.unavailable(format!("renaming {}: {e}", partial.display()))),
@@ -591,6 +630,7 @@ fn copy_verified(
     mut to: impl Write,
     hex: &str,
     size: Option<u64>,
+    advanced: &dyn Fn(u64),
 ) -> Result<(), CopyError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -612,6 +652,7 @@ fn copy_verified(
         }
         hasher.update(&buf[..n]);
         to.write_all(&buf[..n]).map_err(CopyError::Io)?;
+        advanced(n as u64);
     }
     to.flush().map_err(CopyError::Io)?;
     let got = hex_of(&hasher.finalize());
@@ -731,18 +772,18 @@ mod tests {
         let data = b"hello".as_slice();
         let hex = hex_of(&Sha256::digest(data));
         let mut out = Vec::new();
-        copy_verified(data, &mut out, &hex, Some(5)).unwrap();
+        copy_verified(data, &mut out, &hex, Some(5), &|_| {}).unwrap();
         assert_eq!(out, data);
         assert!(matches!(
-            copy_verified(data, Vec::new(), &"0".repeat(64), None),
+            copy_verified(data, Vec::new(), &"0".repeat(64), None, &|_| {}),
             Err(CopyError::Mismatch(_))
         ));
         assert!(matches!(
-            copy_verified(data, Vec::new(), &hex, Some(4)),
+            copy_verified(data, Vec::new(), &hex, Some(4), &|_| {}),
             Err(CopyError::Mismatch(_))
         ));
         assert!(matches!(
-            copy_verified(data, Vec::new(), &hex, Some(6)),
+            copy_verified(data, Vec::new(), &hex, Some(6), &|_| {}),
             Err(CopyError::Mismatch(_))
         ));
     }

@@ -566,6 +566,7 @@ fn a_registry_image_is_pulled_by_tag_by_digest_and_through_an_index() {
         ],
     );
     let base = format!("docker://{}/test/busybox", reg.addr);
+    let cli_uri = format!("{base}:v1");
     let env = &env;
     env.run(|client| async move {
         let c = create_image(&client, "pulled", &format!("{base}:v1"))
@@ -584,10 +585,34 @@ fn a_registry_image_is_pulled_by_tag_by_digest_and_through_an_index() {
         assert_eq!(layers.len(), 2, "{layers:?}");
         assert!(downloads_left(env).is_empty(), "{:?}", downloads_left(env));
 
-        // By digest: the same layers.
-        let c2 = create_image(&client, "by-digest", &format!("{base}@{amd64_digest}"))
+        // By digest: the same layers; the pull reports its progress.
+        let (progress, mut updates) = Recorder::new();
+        let mut request = client.grove.create_request();
+        let mut spec = request.get().init_spec();
+        spec.set_handle("by-digest");
+        spec.reborrow()
+            .init_image()
+            .set_uri(format!("{base}@{amd64_digest}"));
+        spec.set_pull_progress(capnp_rpc::new_client(progress));
+        let c2 = request
+            .send()
+            .promise
             .await
+            .unwrap()
+            .get()
+            .unwrap()
+            .get_container()
             .unwrap();
+        let mut seen = Vec::new();
+        while let Ok(update) = updates.try_recv() {
+            seen.push(update);
+        }
+        let (done, total) = *seen.last().expect("progress updates arrived");
+        assert!(total > 1 << 20 && done == total, "ends complete: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0].0 <= w[1].0),
+            "done only grows: {seen:?}"
+        );
         assert_eq!(sh(&c2, "cat /etc/motd-grove").await.0, 0);
         assert_eq!(store_entries(env), layers);
 
@@ -598,6 +623,7 @@ fn a_registry_image_is_pulled_by_tag_by_digest_and_through_an_index() {
         assert_eq!(sh(&c3, "cat /etc/motd-grove").await.0, 0);
         assert_ne!(sh(&c3, "test -e /arm64-only").await.0, 0);
         assert_eq!(store_entries(env), layers, "the arm64 layer was not pulled");
+
         assert!(downloads_left(env).is_empty(), "{:?}", downloads_left(env));
 
         for h in ["pulled", "by-digest", "multi"] {
@@ -605,6 +631,15 @@ fn a_registry_image_is_pulled_by_tag_by_digest_and_through_an_index() {
         }
         assert!(store_entries(env).is_empty());
     });
+    // The CLI pulls too, with a progress line on stderr.
+    let out = run_cli(
+        env,
+        &["create", "--handle", "cli-pull", "--rootfs", &cli_uri],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("pulled "), "{stderr}");
 }
 
 #[test]
@@ -895,4 +930,25 @@ fn bearer_token_auth_works_and_a_corrupt_blob_is_refused() {
         client.destroy("authed").await.unwrap();
         assert!(store_entries(env).is_empty());
     });
+}
+
+/// A PullProgress that records every update.
+struct Recorder(tokio::sync::mpsc::UnboundedSender<(u64, u64)>);
+
+impl Recorder {
+    fn new() -> (Recorder, tokio::sync::mpsc::UnboundedReceiver<(u64, u64)>) {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        (Recorder(sender), receiver)
+    }
+}
+
+impl api::pull_progress::Server for Recorder {
+    async fn update(
+        self: std::rc::Rc<Self>,
+        params: api::pull_progress::UpdateParams,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let _ = self.0.send((p.get_bytes_done(), p.get_bytes_total()));
+        Ok(())
+    }
 }

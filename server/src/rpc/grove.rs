@@ -203,6 +203,11 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         } else {
             Default::default()
         },
+        pull_progress: if spec.has_pull_progress() {
+            spec.get_pull_progress().ok()
+        } else {
+            None
+        },
     })
 }
 
