@@ -602,3 +602,10 @@ pub async fn stdin_of(process: &api::process::Client) -> api::byte_stream::Clien
     let response = process.stdin_request().send().promise.await.unwrap();
     response.get().unwrap().get_stream().unwrap()
 }
+
+/// Send a signal to a process (it must still be running).
+pub async fn signal(process: &api::process::Client, signal: api::Signal) {
+    let mut request = process.signal_request();
+    request.get().set_signal(signal);
+    request.send().promise.await.unwrap();
+}

@@ -203,9 +203,7 @@ fn a_cpu_quota_holds_a_busy_loop_near_half_a_cpu() {
             (0.4..=0.6).contains(&share),
             "a 0.5 CPU quota gave {share:.3} CPU"
         );
-        let mut kill = busy.process.signal_request();
-        kill.get().set_signal(api::Signal::Kill);
-        kill.send().promise.await.unwrap();
+        signal(&busy.process, api::Signal::Kill).await;
     });
 }
 
@@ -356,9 +354,7 @@ fn changes_are_all_or_nothing_and_bad_values_are_refused() {
                 .unwrap(),
         );
         assert!(e.is("invalidSpec"), "{e}");
-        let mut kill = sleepers.process.signal_request();
-        kill.get().set_signal(api::Signal::Kill);
-        kill.send().promise.await.unwrap();
+        signal(&sleepers.process, api::Signal::Kill).await;
     });
 }
 

@@ -49,12 +49,6 @@ async fn read_all(receiver: &mut UnboundedReceiver<Chunk>) -> Vec<u8> {
     seen
 }
 
-async fn signal(process: &api::process::Client, signal: api::Signal) {
-    let mut request = process.signal_request();
-    request.get().set_signal(signal);
-    request.send().promise.await.unwrap();
-}
-
 async fn attach(
     container: &api::container::Client,
     id: &str,

@@ -54,7 +54,7 @@ fn exit_codes_and_signals() {
         let (status, _, _) = exec(&container, "sh", &["-c", "exit 137"]).await;
         assert_eq!(status, 137);
 
-        for (signal, number) in [
+        for (sig, number) in [
             (api::Signal::Terminate, 15),
             (api::Signal::Kill, 9),
             (api::Signal::Interrupt, 2),
@@ -64,9 +64,7 @@ fn exit_codes_and_signals() {
             let started = start(&container, &Command::new("sleep", &["100"]))
                 .await
                 .unwrap();
-            let mut request = started.process.signal_request();
-            request.get().set_signal(signal);
-            request.send().promise.await.unwrap();
+            grove_tests::signal(&started.process, sig).await;
             assert_eq!(wait(&started.process).await.unwrap(), -number);
             // Signalling an exited process is a clear error.
             let mut request = started.process.signal_request();
@@ -160,9 +158,7 @@ fn executables_users_dirs_and_env() {
         let running = start(&container, &first).await.unwrap();
         let e = start(&container, &first).await.err().unwrap();
         assert!(e.is("invalidSpec") && e.message.contains("twice"), "{e}");
-        let mut kill = running.process.signal_request();
-        kill.get().set_signal(api::Signal::Kill);
-        kill.send().promise.await.unwrap();
+        signal(&running.process, api::Signal::Kill).await;
     });
 }
 
