@@ -186,6 +186,9 @@ struct DiskLimits {
   byteSoft @2 :UInt64;
   byteHard @3 :UInt64;
   scope @4 :Scope;
+  # total: the image and the container's writes together (the image's size,
+  # measured at create, is taken off the limit the writable layer gets);
+  # exclusive: the container's own writes only.
   enum Scope { total @0; exclusive @1; }
 }
 
@@ -268,9 +271,9 @@ struct CpuStat {
 }
 
 struct DiskStat {
-  totalBytesUsed @0 :UInt64;
+  totalBytesUsed @0 :UInt64;      # the image's size + the container's writes
   totalInodesUsed @1 :UInt64;
-  exclusiveBytesUsed @2 :UInt64;
+  exclusiveBytesUsed @2 :UInt64;  # the container's own writes
   exclusiveInodesUsed @3 :UInt64;
 }
 

@@ -3,6 +3,14 @@
 //! its qgroup 0/<subvolume id> counts exactly the container's writes and a
 //! qgroup limit makes the kernel fail writes past it with EDQUOT.
 //!
+//! The two scopes: `Exclusive` limits the container's own writes (max_excl
+//! of the layer's qgroup). `Total` limits image + writes: the image below
+//! the layer is shared read-only by every container of it, so it cannot be
+//! charged to one qgroup; instead its size, measured once at create
+//! (`depot/<handle>/image-bytes`), is taken off the limit, and the layer gets
+//! max_rfer = limit − image size. Reading back adds it again, and the
+//! total usage reported is image size + the layer's referenced bytes.
+//!
 //! Everything here is an ioctl on a directory fd the helper opened beneath
 //! its depot (never a path from a request, never btrfs-progs), or a read of
 //! the filesystem's own sysfs qgroup files. The ioctl layouts are those of
@@ -21,6 +29,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// The name of the writable layer inside a container's depot dir.
 pub const LAYER: &str = "layer";
+/// The size of the container's image (bytes allocated on disk), in its
+/// depot dir; absent (0) for containers made before it was recorded.
+pub const IMAGE_BYTES: &str = "image-bytes";
+/// The least room a total-scope limit must leave for the container's writes.
+const MIN_WRITABLE: u64 = 1 << 20;
 
 const BTRFS_IOCTL_MAGIC: u64 = 0x94;
 /// The inode number of every subvolume's root directory.
@@ -172,6 +185,7 @@ fn fsid(fd: BorrowedFd) -> Result<String, Errno> {
 /// Why safe: the qgroup is the one of a subvolume the helper created for
 /// this container (its id read from the layer's own fd); a limit only makes
 /// the kernel refuse writes into that subvolume.
+/// For a total-scope limit the caller passes what is left for writes.
 fn qgroup_limit(fd: BorrowedFd, id: u64, limit: Option<DiskLimit>) -> Result<(), Errno> {
     let (rfer, excl) = match limit {
         None => (CLEAR_VALUE, CLEAR_VALUE),
@@ -195,6 +209,42 @@ fn qgroup_limit(fd: BorrowedFd, id: u64, limit: Option<DiskLimit>) -> Result<(),
     // SAFETY: args is a live btrfs_ioctl_qgroup_limit_args (size checked
     // above); the kernel only reads it.
     unsafe { ioctl(fd, BTRFS_IOC_QGROUP_LIMIT, &mut args) }
+}
+
+/// A container's writable layer as the limit code sees it.
+struct Layer {
+    /// Held so the subvolume stays the one whose id we read.
+    _fd: OwnedFd,
+    /// Its qgroup is 0/id.
+    id: u64,
+    /// The size of the image beneath it, recorded at create.
+    image_bytes: u64,
+}
+
+impl Layer {
+    /// The limit to give the kernel for the limit a client asked for: a
+    /// total-scope limit covers the image too, so the layer gets what is
+    /// left once the image is counted; a limit that leaves less than 1 MiB
+    /// for writes is refused with both sizes.
+    fn kernel_limit(&self, limit: DiskLimit) -> Result<DiskLimit, HelperError> {
+        match limit.scope {
+            DiskScope::Exclusive => Ok(limit),
+            DiskScope::Total => match limit.bytes.checked_sub(self.image_bytes) {
+                Some(left) if left >= MIN_WRITABLE => Ok(DiskLimit {
+                    bytes: left,
+                    scope: DiskScope::Total,
+                }),
+                _ => Err(HelperError::new(
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "disk.bytes {} with scope total must exceed the image's size ({} bytes) \
+                         by at least 1 MiB for the container's own writes",
+                        limit.bytes, self.image_bytes
+                    ),
+                )),
+            },
+        }
+    }
 }
 
 /// What the depot supports, decided at start-up.
@@ -273,18 +323,33 @@ impl Disk {
         }
     }
 
-    /// The container's layer (opened without following symlinks) and its
-    /// qgroup id; refused when limits are unavailable or the layer is not a
-    /// subvolume (a container made while the depot was elsewhere).
-    fn layer(&self, depot: BorrowedFd, handle: &str) -> Result<(OwnedFd, u64), HelperError> {
+    /// The container's layer (opened without following symlinks), its
+    /// qgroup id and its image's size; refused when limits are unavailable
+    /// or the layer is not a subvolume (a container made while the depot
+    /// was elsewhere).
+    fn layer(&self, depot: BorrowedFd, handle: &str) -> Result<Layer, HelperError> {
         self.check()?;
         let sys = |what: &str, e: Errno| {
             HelperError::new(ErrorKind::System, format!("{what} of {handle}: {e}"))
         };
         let dir = fs::open_dir(depot, handle).map_err(|e| sys("depot dir", e))?;
+        let image_bytes = match fs::read_file_at(dir.as_fd(), IMAGE_BYTES) {
+            Ok(s) => s.trim().parse().map_err(|_| {
+                HelperError::new(
+                    ErrorKind::System,
+                    format!("{IMAGE_BYTES} of {handle} holds {s:?}, not a number"),
+                )
+            })?,
+            Err(Errno::ENOENT) => 0,
+            Err(e) => return Err(sys(IMAGE_BYTES, e)),
+        };
         let layer = fs::open_dir(dir.as_fd(), LAYER).map_err(|e| sys("writable layer", e))?;
         match subvolume_id(layer.as_fd()).map_err(|e| sys("subvolume id", e))? {
-            Some(id) => Ok((layer, id)),
+            Some(id) => Ok(Layer {
+                _fd: layer,
+                id,
+                image_bytes,
+            }),
             None => Err(unavailable(&format!(
                 "the writable layer of {handle} is not a btrfs subvolume"
             ))),
@@ -310,11 +375,16 @@ impl Disk {
         })
     }
 
-    fn read_limit(&self, id: u64) -> Result<Option<DiskLimit>, HelperError> {
+    /// The limit in force, as the client set it (a total-scope limit with
+    /// the image's size added back).
+    fn read_limit(&self, layer: &Layer) -> Result<Option<DiskLimit>, HelperError> {
+        let id = layer.id;
         let flags = self.qgroup_file(id, "limit_flags")?;
         Ok(if flags & BTRFS_QGROUP_LIMIT_MAX_RFER != 0 {
             Some(DiskLimit {
-                bytes: self.qgroup_file(id, "max_referenced")?,
+                bytes: self
+                    .qgroup_file(id, "max_referenced")?
+                    .saturating_add(layer.image_bytes),
                 scope: DiskScope::Total,
             })
         } else if flags & BTRFS_QGROUP_LIMIT_MAX_EXCL != 0 {
@@ -335,9 +405,11 @@ impl Disk {
         handle: &str,
         limit: DiskLimit,
     ) -> Result<Option<DiskLimit>, HelperError> {
-        let (_layer, id) = self.layer(depot, handle)?;
-        let old = self.read_limit(id)?;
-        qgroup_limit(depot, id, Some(limit)).map_err(|e| {
+        let layer = self.layer(depot, handle)?;
+        let id = layer.id;
+        let old = self.read_limit(&layer)?;
+        let kernel = layer.kernel_limit(limit)?;
+        qgroup_limit(depot, id, Some(kernel)).map_err(|e| {
             HelperError::new(
                 ErrorKind::System,
                 format!("BTRFS_IOC_QGROUP_LIMIT on qgroup 0/{id}: {e}"),
@@ -353,7 +425,10 @@ impl Disk {
         handle: &str,
         old: Option<DiskLimit>,
     ) -> Result<(), HelperError> {
-        let (_layer, id) = self.layer(depot, handle)?;
+        let layer = self.layer(depot, handle)?;
+        let id = layer.id;
+        // What read_limit reported is always at least the image's size.
+        let old = old.map(|l| layer.kernel_limit(l).unwrap_or(l));
         qgroup_limit(depot, id, old).map_err(|e| {
             HelperError::new(
                 ErrorKind::System,
@@ -365,7 +440,7 @@ impl Disk {
     /// The limit in force; None when there is none or none can be had.
     pub fn limit(&self, depot: BorrowedFd, handle: &str) -> Result<Option<DiskLimit>, HelperError> {
         match self.layer(depot, handle) {
-            Ok((_, id)) => self.read_limit(id),
+            Ok(layer) => self.read_limit(&layer),
             Err(e) if e.kind == ErrorKind::PolicyRefused => Ok(None),
             Err(e) => Err(e),
         }
@@ -374,9 +449,11 @@ impl Disk {
     /// The layer's usage; None when it cannot be measured here.
     pub fn usage(&self, depot: BorrowedFd, handle: &str) -> Result<Option<DiskUsage>, HelperError> {
         match self.layer(depot, handle) {
-            Ok((_, id)) => Ok(Some(DiskUsage {
-                referenced_bytes: self.qgroup_file(id, "referenced")?,
-                exclusive_bytes: self.qgroup_file(id, "exclusive")?,
+            Ok(layer) => Ok(Some(DiskUsage {
+                referenced_bytes: self
+                    .qgroup_file(layer.id, "referenced")?
+                    .saturating_add(layer.image_bytes),
+                exclusive_bytes: self.qgroup_file(layer.id, "exclusive")?,
             })),
             Err(e) if e.kind == ErrorKind::PolicyRefused => Ok(None),
             Err(e) => Err(e),

@@ -25,7 +25,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{umask, Mode};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid, UnlinkatFlags};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,9 @@ pub struct Helper {
     /// The sealed wshd image.
     pub wshd: OwnedFd,
     pub containers: BTreeMap<Handle, Container>,
+    /// Sizes of images measured so far (`image_bytes`): an unpacked layer
+    /// or a host rootfs dir does not change while it is in use.
+    pub image_sizes: HashMap<String, u64>,
 }
 
 fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
@@ -257,6 +260,11 @@ impl Helper {
             }
         };
 
+        let image_bytes = match &base {
+            Some((_, fd)) => self.dir_bytes(fd.as_fd())?,
+            None => self.layer_bytes(&layers)?,
+        };
+
         self.containers.insert(
             handle.clone(),
             Container {
@@ -276,7 +284,7 @@ impl Helper {
             None => spawn::Lower::Layers(&top_down),
         };
         let mut undo = Vec::new();
-        let result = self.create_steps(&handle, lower, &layers, &limits, &mut undo);
+        let result = self.create_steps(&handle, lower, &layers, image_bytes, &limits, &mut undo);
         match result {
             Ok(child) => {
                 let c = self
@@ -316,6 +324,7 @@ impl Helper {
         handle: &Handle,
         lower: spawn::Lower,
         layers: &[String],
+        image_bytes: u64,
         limits: &Limits,
         undo: &mut Vec<Undo>,
     ) -> Result<spawn::Child, HelperError> {
@@ -341,7 +350,15 @@ impl Helper {
                 .map_err(|e| system(&format!("mkdir {name}"), e))?;
         }
         drop(layer);
-        // 2c. The disk limit, in force before anything runs in the container.
+        // 2c. The image's size, which a total-scope disk limit includes, and
+        // the disk limit, in force before anything runs in the container.
+        fs::write_file_at(
+            dir.as_fd(),
+            crate::btrfs::IMAGE_BYTES,
+            format!("{image_bytes}\n").as_bytes(),
+            0o600,
+        )
+        .map_err(|e| system("write the image size", e))?;
         if let Some(disk) = limits.disk {
             self.disk.set_limit(self.depot.as_fd(), h, disk)?;
         }
@@ -561,9 +578,46 @@ impl Helper {
         }
     }
 
+    /// The size of a host rootfs dir (an O_PATH fd), measured once per
+    /// helper run; keyed by device and inode, which name the directory the
+    /// policy approved whatever path led to it.
+    fn dir_bytes(&mut self, dir: std::os::fd::BorrowedFd) -> Result<u64, HelperError> {
+        let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(|e| system("stat rootfs", e))?;
+        let key = format!("dir:{}:{}", st.st_dev, st.st_ino);
+        if let Some(n) = self.image_sizes.get(&key) {
+            return Ok(*n);
+        }
+        let n = fs::tree_bytes(dir).map_err(|e| system("measuring the rootfs", e))?;
+        self.image_sizes.insert(key, n);
+        Ok(n)
+    }
+
+    /// The size of an image: the sum of its unpacked layers' sizes, each
+    /// measured once per helper run (forgotten when the layer is collected).
+    fn layer_bytes(&mut self, layers: &[String]) -> Result<u64, HelperError> {
+        let mut total = 0u64;
+        for id in layers {
+            let key = format!("layer:{id}");
+            let n = match self.image_sizes.get(&key) {
+                Some(n) => *n,
+                None => {
+                    let store = image::open_store(self.depot.as_fd())?;
+                    let dir = fs::open_dir(store.as_fd(), id.as_str())
+                        .map_err(|e| system(&format!("open layer {id}"), e))?;
+                    let n = fs::tree_bytes(dir.as_fd())
+                        .map_err(|e| system(&format!("measuring layer {id}"), e))?;
+                    self.image_sizes.insert(key, n);
+                    n
+                }
+            };
+            total = total.saturating_add(n);
+        }
+        Ok(total)
+    }
+
     /// Unpack an image (in a confined child) and return its layers.
     fn prepare_image(
-        &self,
+        &mut self,
         fd: OwnedFd,
         source: image::Source,
         name: &str,
@@ -581,7 +635,7 @@ impl Helper {
     /// The layer GC, when the policy has it on: remove every unpacked
     /// layer no container (in any state) uses. Errors are logged; a layer
     /// left behind is removed by a later pass.
-    pub fn collect_layers(&self) {
+    pub fn collect_layers(&mut self) {
         if !self.policy.conf.layer_gc {
             return;
         }
@@ -590,6 +644,11 @@ impl Helper {
             .values()
             .flat_map(|c| c.layers.iter().cloned())
             .collect();
+        self.image_sizes
+            .retain(|key, _| match key.strip_prefix("layer:") {
+                Some(id) => in_use.contains(id),
+                None => true,
+            });
         match image::collect(self.depot.as_fd(), &in_use) {
             Ok(0) => {}
             Ok(n) => eprintln!("grove-helper: layer GC removed {n} unused layers"),

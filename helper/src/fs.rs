@@ -387,10 +387,101 @@ pub fn remove_tree(parent: BorrowedFd, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Deepest directory level `tree_bytes` descends into.
+const MAX_SIZE_DEPTH: usize = 128;
+
+/// Bytes allocated on disk (st_blocks × 512) by the tree beneath `dir`, the
+/// directory itself included, each inode counted once (hard links share
+/// one). Never follows a symlink: directories are opened with O_NOFOLLOW
+/// relative to their parent, everything else is lstat'ed. The trees it
+/// measures are the helper's own layer store and policy-approved rootfs
+/// dirs; directories deeper than MAX_SIZE_DEPTH levels are counted but not
+/// descended into, so a pathological tree is undercounted, never walked
+/// without bound.
+pub fn tree_bytes(dir: BorrowedFd) -> Result<u64> {
+    use std::collections::HashSet;
+    let top = nix::dir::Dir::openat(
+        Some(dir.as_raw_fd()),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = nix::sys::stat::fstat(top.as_raw_fd())?;
+    let mut total = st.st_blocks as u64 * 512;
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut stack = vec![top.into_iter()];
+    while let Some(level) = stack.last_mut() {
+        let fd = level.as_raw_fd();
+        let Some(entry) = level.next() else {
+            stack.pop();
+            continue;
+        };
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let st = match nix::sys::stat::fstatat(Some(fd), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Removed while we walk (a layer GC cannot run meanwhile: the
+            // helper is single-threaded; a host rootfs may change).
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if !is_dir && st.st_nlink > 1 && !seen.insert((st.st_dev as u64, st.st_ino as u64)) {
+            continue;
+        }
+        total += st.st_blocks as u64 * 512;
+        if is_dir && stack.len() < MAX_SIZE_DEPTH {
+            let name = name.to_owned();
+            let sub = nix::dir::Dir::openat(
+                Some(fd),
+                name.as_c_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            stack.push(sub.into_iter());
+        }
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn tree_bytes_counts_allocated_bytes_once_per_inode_and_follows_no_symlink() {
+        let base = std::path::PathBuf::from(format!(
+            "/tmp/grove-helper-size-test-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&base);
+        let tree = base.join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/data"), vec![7u8; 1 << 20]).unwrap();
+        std::fs::hard_link(tree.join("a/b/data"), tree.join("link")).unwrap();
+        // 8 MiB outside the tree, reachable only through a symlink.
+        std::fs::write(base.join("outside"), vec![1u8; 8 << 20]).unwrap();
+        std::os::unix::fs::symlink(base.join("outside"), tree.join("escape")).unwrap();
+        let dir = openat(
+            None,
+            tree.to_str().unwrap(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            0,
+        )
+        .unwrap();
+        let bytes = tree_bytes(dir.as_fd()).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+        // The 1 MiB file once (not twice for its hard link, not the 8 MiB
+        // behind the symlink), plus a few directory and symlink blocks.
+        assert!(
+            ((1 << 20)..(1 << 20) + 64 * 1024).contains(&bytes),
+            "{bytes} bytes"
+        );
+    }
 
     #[test]
     fn remove_tree_removes_deep_trees_and_never_follows_symlinks() {

@@ -21,7 +21,7 @@
 //! a symlink (see SECURITY.md for what this does and does not stop).
 
 use crate::fs;
-use grove_schema::helper::{ErrorKind, HelperError, ImageDefaults};
+use grove_schema::helper::{ErrorKind, HelperError, ImageDefaults, LAYER_MEDIA_TYPES};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -63,6 +63,8 @@ pub struct Prepared {
 enum Report {
     Ok {
         layers: Vec<String>,
+        /// How many of them this child unpacked (the rest were in the store).
+        unpacked: usize,
         defaults: ImageDefaults,
     },
     Err(String),
@@ -115,7 +117,11 @@ pub fn prepare(
                     child_main(image, store, &source)
                 }));
                 let report = match outcome {
-                    Ok(Ok((layers, defaults))) => Report::Ok { layers, defaults },
+                    Ok(Ok((layers, unpacked, defaults))) => Report::Ok {
+                        layers,
+                        unpacked,
+                        defaults,
+                    },
                     Ok(Err(e)) => Report::Err(e),
                     Err(_) => Report::Err("the unpacking child panicked".into()),
                 };
@@ -178,7 +184,11 @@ pub fn prepare(
     }
     let _ = waitpid(pid, None);
     match serde_json::from_slice::<Report>(&report) {
-        Ok(Report::Ok { layers, defaults }) => {
+        Ok(Report::Ok {
+            layers,
+            unpacked,
+            defaults,
+        }) => {
             for id in &layers {
                 let ok = is_layer_id(id)
                     && nix::sys::stat::fstatat(
@@ -197,6 +207,11 @@ pub fn prepare(
             if layers.is_empty() {
                 return Err(invalid(name, "the image has no layers"));
             }
+            eprintln!(
+                "grove-helper: image {name}: {} layers, {unpacked} unpacked now, {} already in the store",
+                layers.len(),
+                layers.len().saturating_sub(unpacked)
+            );
             Ok(Prepared { layers, defaults })
         }
         Ok(Report::Err(e)) => Err(invalid(name, e)),
@@ -466,7 +481,7 @@ fn child_main(
     image: BorrowedFd,
     store: BorrowedFd,
     source: &Source,
-) -> Result<(Vec<String>, ImageDefaults), String> {
+) -> Result<(Vec<String>, usize, ImageDefaults), String> {
     let (config, layers) = match source {
         Source::Oci { tag } => oci_plan(image, tag)?,
         Source::DockerArchive => archive_plan(image)?,
@@ -494,8 +509,11 @@ fn child_main(
             }
         }
     }
+    let mut unpacked = 0;
     for l in &layers {
-        unpack(image, store, l)?;
+        if unpack(image, store, l)? {
+            unpacked += 1;
+        }
     }
     let p = config.config.unwrap_or_default();
     let defaults = ImageDefaults {
@@ -508,7 +526,11 @@ fn child_main(
             return Err(format!("config Env entry {e:?} is not NAME=value"));
         }
     }
-    Ok((layers.into_iter().map(|l| l.diff_id).collect(), defaults))
+    Ok((
+        layers.into_iter().map(|l| l.diff_id).collect(),
+        unpacked,
+        defaults,
+    ))
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, String> {
@@ -581,8 +603,13 @@ fn oci_plan(dir: BorrowedFd, tag: &str) -> Result<(ConfigFile, Vec<Layer>), Stri
     let ids = diff_ids(&config, manifest.layers.len())?;
     let mut layers = Vec::new();
     for (d, diff_id) in manifest.layers.iter().zip(ids) {
-        if d.media_type.contains("zstd") {
-            return Err(format!("layer {}: zstd layers are not supported", d.digest));
+        if !LAYER_MEDIA_TYPES.contains(&d.media_type.as_str()) {
+            return Err(format!(
+                "layer {}: media type {:?} is not supported (supported: {})",
+                d.digest,
+                d.media_type,
+                LAYER_MEDIA_TYPES.join(", ")
+            ));
         }
         let h = hex_of(&d.digest)?;
         layers.push(Layer {
@@ -779,14 +806,14 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Unpack one layer unless the store has it: into a temp dir, renamed into
-/// place only once complete and its diff id checked.
-fn unpack(image: BorrowedFd, store: BorrowedFd, l: &Layer) -> Result<(), String> {
+/// place only once complete and its diff id checked. True when it unpacked.
+fn unpack(image: BorrowedFd, store: BorrowedFd, l: &Layer) -> Result<bool, String> {
     match nix::sys::stat::fstatat(
         Some(store.as_raw_fd()),
         l.diff_id.as_str(),
         AtFlags::AT_SYMLINK_NOFOLLOW,
     ) {
-        Ok(_) => return Ok(()),
+        Ok(_) => return Ok(false),
         Err(Errno::ENOENT) => {}
         Err(e) => return Err(format!("layer store: {e}")),
     }
@@ -821,7 +848,7 @@ fn unpack(image: BorrowedFd, store: BorrowedFd, l: &Layer) -> Result<(), String>
     if result.is_err() {
         let _ = fs::remove_tree(store, &tmp);
     }
-    result
+    result.map(|()| true)
 }
 
 /// The components of a path inside a layer: leading "/" and "./" and empty

@@ -25,7 +25,7 @@ use nix::sys::socket::{
 };
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{Gid, Uid};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -185,6 +185,7 @@ fn run() -> Result<(), String> {
         disk,
         wshd,
         containers: BTreeMap::new(),
+        image_sizes: HashMap::new(),
     };
     helper.recover()?;
     helper.collect_layers();

@@ -21,6 +21,17 @@ pub const MAX_RESPONSE: usize = 192 * 1024;
 pub const MAX_FDS: usize = 4;
 /// Longest path the protocol carries.
 pub const MAX_PATH: usize = 1024;
+/// The image layer media types Grove unpacks (tar, gzip-compressed or not);
+/// a manifest naming any other (zstd, Docker's foreign Windows layers,
+/// unknown types) is refused, by groved before a pull and by the helper.
+pub const LAYER_MEDIA_TYPES: [&str; 6] = [
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -65,8 +76,8 @@ pub struct Limits {
     pub pids_max: Option<u64>,
     /// The CPUs the container may run on, a list such as "0-1,3".
     pub cpuset: Option<String>,
-    /// Bytes the container's writable layer may hold (a btrfs qgroup limit
-    /// on the layer's subvolume). Refused when the depot has no qgroups.
+    /// A disk limit (a btrfs qgroup limit on the writable layer's
+    /// subvolume; see `DiskScope`). Refused when the depot has no qgroups.
     pub disk: Option<DiskLimit>,
 }
 
@@ -79,24 +90,25 @@ pub struct DiskLimit {
     pub scope: DiskScope,
 }
 
-/// Which qgroup figure the limit applies to. The layer's subvolume shares
-/// no extents with anything (no snapshots are taken of it), so both count
-/// the same bytes today: the container's own writes (overlayfs upper and
-/// work dirs), never the read-only image below them.
+/// What the limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DiskScope {
-    /// max_rfer: every byte the subvolume references.
+    /// The image and the container's writes: the layer's qgroup gets
+    /// max_rfer = bytes − the image's size (measured at create); refused
+    /// when that leaves less than 1 MiB.
     Total,
-    /// max_excl: the bytes only this subvolume references.
+    /// The container's own writes only: max_excl = bytes.
     Exclusive,
 }
 
-/// Usage of the container's writable layer, from its btrfs qgroup, as of
-/// the filesystem's last transaction commit (btrfs accounts at commit time,
-/// so fresh writes show after a sync or within the commit interval).
+/// Disk usage, from the writable layer's btrfs qgroup as of the
+/// filesystem's last transaction commit (btrfs accounts at commit time, so
+/// fresh writes show after a sync or within the commit interval).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskUsage {
+    /// The image's size plus the bytes the layer references.
     pub referenced_bytes: u64,
+    /// The container's own writes.
     pub exclusive_bytes: u64,
 }
 

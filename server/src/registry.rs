@@ -535,10 +535,12 @@ impl<'a> Puller<'a> {
             )));
         }
         for l in &manifest.layers {
-            if l.media_type.contains("zstd") || l.media_type.contains("foreign") {
+            if !grove_schema::helper::LAYER_MEDIA_TYPES.contains(&l.media_type.as_str()) {
                 return Err(self.invalid(format!(
-                    "layer {} has unsupported media type {:?}",
-                    l.digest, l.media_type
+                    "layer {} has unsupported media type {:?} (supported: {})",
+                    l.digest,
+                    l.media_type,
+                    grove_schema::helper::LAYER_MEDIA_TYPES.join(", ")
                 )));
             }
         }

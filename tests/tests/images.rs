@@ -112,6 +112,12 @@ struct Oci {
 
 /// Write an OCI layout at `dir`: layer 0 gzip-compressed, the others not.
 fn write_oci(dir: &Path, layers: &[Vec<u8>], tag: &str) -> Oci {
+    write_oci_as(dir, layers, tag, None)
+}
+
+/// `write_oci`, with the media type of the top layer's descriptor replaced
+/// when `top_media_type` is given.
+fn write_oci_as(dir: &Path, layers: &[Vec<u8>], tag: &str, top_media_type: Option<&str>) -> Oci {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| {
@@ -123,11 +129,14 @@ fn write_oci(dir: &Path, layers: &[Vec<u8>], tag: &str) -> Oci {
     let mut descs = Vec::new();
     let mut layer_blobs = Vec::new();
     for (i, l) in layers.iter().enumerate() {
-        let (bytes, mt) = if i == 0 {
+        let (bytes, mut mt) = if i == 0 {
             (gzip(l), "application/vnd.oci.image.layer.v1.tar+gzip")
         } else {
             (l.clone(), "application/vnd.oci.image.layer.v1.tar")
         };
+        if i + 1 == layers.len() {
+            mt = top_media_type.unwrap_or(mt);
+        }
         let h = put(&bytes);
         descs.push(serde_json::json!({"mediaType": mt, "digest": format!("sha256:{h}"), "size": bytes.len()}));
         layer_blobs.push(h);
@@ -458,6 +467,206 @@ fn layers_that_escape_are_refused_and_write_nothing_outside() {
         }
         assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
         assert!(client.list(&[]).await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn truncated_layers_and_unsupported_media_types_get_clear_errors_and_leave_nothing() {
+    let env = TestEnv::start();
+    let base = base_layer(&env.rootfs);
+    // A layer whose tar stops in the middle of a file's data; its digests
+    // are those of the truncated bytes, so only the tar reader can tell.
+    let mut b = tar::Builder::new(Vec::new());
+    file(&mut b, "big", &vec![7u8; 64 * 1024]);
+    let full = b.into_inner().unwrap();
+    let truncated = full[..20 * 1024].to_vec();
+    let cut = write_oci(
+        &env.images_dir().join("truncated"),
+        &[base.clone(), truncated],
+        "v1",
+    );
+    let zstd = write_oci_as(
+        &env.images_dir().join("zstd"),
+        &[base.clone(), top_layer()],
+        "v1",
+        Some("application/vnd.oci.image.layer.v1.tar+zstd"),
+    );
+    let odd = write_oci_as(
+        &env.images_dir().join("odd"),
+        &[base, top_layer()],
+        "v1",
+        Some("application/x-grove-made-up"),
+    );
+    let env = &env;
+    env.run(|client| async move {
+        let uri = format!("oci:{}:v1", cut.dir.display());
+        let e = create_image(&client, "cut", &uri).await.err().unwrap();
+        assert!(e.is("invalidSpec"), "{e}");
+        assert!(
+            e.message.contains(&uri) && e.message.contains(&cut.layer_blobs[1]),
+            "names the image and the layer: {e}"
+        );
+        for (image, media_type) in [
+            (&zstd, "application/vnd.oci.image.layer.v1.tar+zstd"),
+            (&odd, "application/x-grove-made-up"),
+        ] {
+            let uri = format!("oci:{}:v1", image.dir.display());
+            let e = create_image(&client, "typed", &uri).await.err().unwrap();
+            assert!(e.is("invalidSpec"), "{e}");
+            assert!(
+                e.message.contains(&uri)
+                    && e.message.contains(media_type)
+                    && e.message.contains("not supported"),
+                "names the image and the media type: {e}"
+            );
+        }
+        // Nothing half-made: no container, no layer (the base layer of the
+        // truncated image was unpacked, then collected), no temp dir.
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+        for h in ["cut", "typed"] {
+            assert!(!env.depot.join(h).exists(), "{h}");
+        }
+    });
+}
+
+#[test]
+fn two_creates_of_the_same_image_at_once_unpack_it_once() {
+    let env = TestEnv::start();
+    let image = standard_image(&env);
+    let uri = format!("oci:{}:v1", image.dir.display());
+    let env = &env;
+    env.run(|client| async move {
+        let (a, b) = futures::join!(
+            create_image(&client, "twin-a", &uri),
+            create_image(&client, "twin-b", &uri)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        for c in [&a, &b] {
+            let (st, out, _) = sh(c, "cat /etc/motd-grove").await;
+            assert_eq!((st, out.as_str()), (0, "hello from layer 2\n"));
+        }
+        // The store holds the image's two layers once, and no temp dir.
+        assert_eq!(store_entries(env).len(), 2, "{:?}", store_entries(env));
+        // The helper's account: one create unpacked both, the other none.
+        let log = env.logs();
+        let name = format!("image {uri}: 2 layers");
+        assert_eq!(
+            log.matches(&format!("{name}, 2 unpacked now")).count(),
+            1,
+            "{log}"
+        );
+        assert_eq!(
+            log.matches(&format!("{name}, 0 unpacked now")).count(),
+            1,
+            "{log}"
+        );
+        for h in ["twin-a", "twin-b"] {
+            client.destroy(h).await.unwrap();
+        }
+        assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+    });
+}
+
+#[test]
+fn a_total_disk_limit_counts_the_image_and_an_exclusive_one_only_the_writes() {
+    const MIB: u64 = 1 << 20;
+    let env = TestEnv::start();
+    env.assert_depot_on_btrfs();
+    // An image of busybox plus a 24 MiB file (zeros: a tiny gzip blob, but
+    // 24 MiB of blocks once unpacked).
+    let mut b = tar::Builder::new(Vec::new());
+    file(&mut b, "ballast", &vec![0u8; 24 << 20]);
+    let image = write_oci(
+        &env.images_dir().join("ballast"),
+        &[base_layer(&env.rootfs), b.into_inner().unwrap()],
+        "v1",
+    );
+    let uri = format!("oci:{}:v1", image.dir.display());
+    env.run(|client| async move {
+        let limit = |c: &api::container::Client, bytes: u64, exclusive: bool| {
+            let mut r = c.limit_disk_request();
+            let mut l = r.get().init_limits();
+            l.set_byte_hard(bytes);
+            l.set_scope(if exclusive {
+                api::disk_limits::Scope::Exclusive
+            } else {
+                api::disk_limits::Scope::Total
+            });
+            r.send().promise
+        };
+        let current = |c: &api::container::Client| {
+            let r = c.current_disk_limits_request().send().promise;
+            async move {
+                let r = r.await.unwrap();
+                let l = r.get().unwrap().get_limits().unwrap();
+                (l.get_byte_hard(), l.get_scope().unwrap())
+            }
+        };
+        let mut request = client.grove.create_request();
+        let mut spec = request.get().init_spec();
+        spec.set_handle("ballast");
+        spec.reborrow().init_image().set_uri(&uri);
+        let mut disk = spec.init_limits().init_disk();
+        disk.set_byte_hard(40 * MIB);
+        disk.set_scope(api::disk_limits::Scope::Total);
+        let c = request
+            .send()
+            .promise
+            .await
+            .unwrap()
+            .get()
+            .unwrap()
+            .get_container()
+            .unwrap();
+        assert_eq!(
+            current(&c).await,
+            (40 * MIB, api::disk_limits::Scope::Total)
+        );
+        // The image counts toward total usage from the start, not toward
+        // the exclusive figure.
+        let m = c.metrics_request().send().promise.await.unwrap();
+        let d = m.get().unwrap().get_metrics().unwrap().get_disk().unwrap();
+        assert!(
+            (24 * MIB..30 * MIB).contains(&d.get_total_bytes_used()),
+            "total {}",
+            d.get_total_bytes_used()
+        );
+        assert!(
+            d.get_exclusive_bytes_used() < MIB,
+            "exclusive {}",
+            d.get_exclusive_bytes_used()
+        );
+
+        // 40 MiB in all, 24+ of them the image: a 30 MiB write stops short.
+        let (st, _, err) = sh(&c, "dd if=/dev/zero of=/tmp/w bs=1M count=30").await;
+        assert_ne!(st, 0, "{err}");
+        assert!(err.contains("quota") || err.contains("space"), "{err}");
+        let (_, out, _) = sh(&c, "wc -c </tmp/w; rm /tmp/w; sync").await;
+        let wrote: u64 = out.trim().parse().unwrap();
+        assert!((8 * MIB..=16 * MIB).contains(&wrote), "wrote {wrote}");
+
+        // A total limit the image alone fills is refused, naming its size;
+        // the limit in force stays.
+        let e = grove_client::Error::from(limit(&c, 20 * MIB, false).await.err().unwrap());
+        assert!(
+            e.is("invalidSpec") && e.message.contains("image's size"),
+            "{e}"
+        );
+        assert_eq!(
+            current(&c).await,
+            (40 * MIB, api::disk_limits::Scope::Total)
+        );
+
+        // The same 40 MiB as an exclusive limit leaves the image out.
+        limit(&c, 40 * MIB, true).await.unwrap();
+        assert_eq!(
+            current(&c).await,
+            (40 * MIB, api::disk_limits::Scope::Exclusive)
+        );
+        let (st, _, err) = sh(&c, "dd if=/dev/zero of=/tmp/w bs=1M count=30").await;
+        assert_eq!(st, 0, "{err}");
+        client.destroy("ballast").await.unwrap();
     });
 }
 
