@@ -84,7 +84,10 @@ interface Container {
   # Write a tar of `path`, read as `user`, to `sink`.
   streamOut @6 (path :Text, user :Text, sink :ByteStream) -> ();
 
+  # Shape the container's traffic (both directions). A rate and a burst are
+  # both needed; rate 0 (removing the shaping) is refused (invalidSpec).
   limitBandwidth @7 (limits :BandwidthLimits) -> ();
+  # Zeros: not shaped.
   currentBandwidthLimits @8 () -> (limits :BandwidthLimits);
   limitCpu @9 (limits :CpuLimits) -> ();
   currentCpuLimits @10 () -> (limits :CpuLimits);
@@ -95,8 +98,12 @@ interface Container {
   limitPids @15 (limits :PidLimits) -> ();
   currentPidLimits @16 () -> (limits :PidLimits);
 
+  # TCP to hostPort on the host's own addresses goes to containerPort.
   # hostPort 0 takes one from the pool; containerPort 0 means "same as hostPort".
+  # Answers the ports used. A value above 65535 is invalidSpec.
   netIn @17 (hostPort :UInt32, containerPort :UInt32) -> (hostPort :UInt32, containerPort :UInt32);
+  # Egress is denied until rules allow it; rules only add. bulkNetOut adds
+  # all its rules or none (at most 64 per call).
   netOut @18 (rule :NetOutRule) -> ();
   bulkNetOut @19 (rules :List(NetOutRule)) -> ();
 
@@ -117,11 +124,16 @@ struct ContainerSpec {
   image @2 :ImageRef;           # an image instead of a rootfs directory
   env @3 :List(Text);           # "NAME=value", the base of every process's env
   bindMounts @4 :List(BindMount);
-  network @5 :Text;             # "a.b.c.d" or "a.b.c.d/n"; empty: from the pool
+  # "a.b.c.d" or "a.b.c.d/n" (n 0..32): the container's address, which must
+  # lie in the server's pool (the pool's prefix applies; n is checked for
+  # syntax only); empty: a free address from the pool.
+  network @5 :Text;
   properties @6 :List(Property);
   graceTimeSeconds @7 :UInt64;  # 0: the server default
   privileged @8 :Bool;          # no user namespace (policy permitting)
   limits @9 :Limits;
+  # Applied once the container exists, as bulkNetOut and netIn would; if
+  # any fails, the create fails and leaves no container.
   netOut @10 :List(NetOutRule);
   netIn @11 :List(PortMapping);
   # Told how a registry pull (docker://) advances; may be null.
@@ -168,6 +180,8 @@ struct Limits {
   pid @4 :PidLimits;
 }
 
+# Both 0: no shaping. Otherwise both are needed: the rate in bytes per
+# second and the most bytes that may pass in one burst.
 struct BandwidthLimits {
   rateInBytesPerSecond @0 :UInt64;
   burstRateInBytesPerSecond @1 :UInt64;
@@ -200,21 +214,26 @@ struct PidLimits {
   max @0 :UInt64;
 }
 
+# Allows traffic from the container to the given destinations. A field that
+# does not fit the protocol is refused (invalidSpec), never ignored.
 struct NetOutRule {
   protocol @0 :Protocol;
   networks @1 :List(IpRange);   # empty: every address
-  ports @2 :List(PortRange);    # empty: every port; ignored for ICMP
-  icmps @3 :IcmpControl;
-  hasIcmps @4 :Bool;
+  ports @2 :List(PortRange);    # empty: every port; tcp and udp only
+  icmps @3 :IcmpControl;        # icmp only, when hasIcmps
+  hasIcmps @4 :Bool;            # false: every ICMP type
   log @5 :Bool;                 # tcp and all only
+  # icmpv6 is refused: containers have no IPv6.
   enum Protocol { all @0; tcp @1; udp @2; icmp @3; icmpv6 @4; }
 }
 
+# IPv4 addresses, inclusive; end empty: start alone.
 struct IpRange {
   start @0 :Text;
   end @1 :Text;
 }
 
+# Inclusive, 1..65535; end 0: start alone.
 struct PortRange {
   start @0 :UInt16;
   end @1 :UInt16;
@@ -229,17 +248,17 @@ struct IcmpControl {
 struct ContainerInfo {
   state @0 :Text;               # "active" or "stopped"
   events @1 :List(Text);        # e.g. "Out of memory"
-  hostIp @2 :Text;
+  hostIp @2 :Text;              # the host's side of the container's network (its gateway)
   containerIp @3 :Text;
-  externalIp @4 :Text;
+  externalIp @4 :Text;          # groved's `external_ip` setting; empty: not set
   containerPath @5 :Text;
   processIds @6 :List(Text);    # processes that are still running
   properties @7 :List(Property);
-  mappedPorts @8 :List(PortMapping);
+  mappedPorts @8 :List(PortMapping);  # the netIn mappings in force
 }
 
-# Network figures are zero until Grove measures them (the networking work).
-# Disk figures come from the container's btrfs qgroup (zero where the depot
+# Network figures count the container's traffic as it sees it (rx: received
+# by the container). Disk figures come from the container's btrfs qgroup (zero where the depot
 # is not on btrfs with quotas); inode counts are zero (btrfs has none).
 struct Metrics {
   memory @0 :MemoryStat;

@@ -272,6 +272,88 @@ pub fn fill_text_list(mut list: capnp::text_list::Builder<'_>, items: &[String])
     }
 }
 
+/// Map a host port to a port of the container (TCP). `host_port` 0: the
+/// server picks one from its range; `container_port` 0: the same as the
+/// host port. Answers the (host, container) ports used.
+pub async fn net_in(
+    container: &api::container::Client,
+    host_port: u32,
+    container_port: u32,
+) -> Result<(u32, u32)> {
+    let mut request = container.net_in_request();
+    request.get().set_host_port(host_port);
+    request.get().set_container_port(container_port);
+    let response = request.send().promise.await?;
+    let ports = response.get()?;
+    Ok((ports.get_host_port(), ports.get_container_port()))
+}
+
+/// What a NetOut rule allows, for `NetOutRule::fill`: traffic of
+/// `protocol` to `networks` (empty: every address) on `ports` (empty: every
+/// port; tcp and udp only).
+#[derive(Debug, Clone)]
+pub struct NetOutRule {
+    pub protocol: api::net_out_rule::Protocol,
+    /// (start, end) IPv4 addresses; end "" = start alone.
+    pub networks: Vec<(String, String)>,
+    /// (start, end) ports, inclusive; end 0 = start alone.
+    pub ports: Vec<(u16, u16)>,
+    /// ICMP (type, code); code `None` = every code. icmp rules only.
+    pub icmp: Option<(u8, Option<u8>)>,
+    /// Log new connections (tcp and all only).
+    pub log: bool,
+}
+
+impl NetOutRule {
+    /// A rule allowing every address and port of `protocol`.
+    pub fn new(protocol: api::net_out_rule::Protocol) -> NetOutRule {
+        NetOutRule {
+            protocol,
+            networks: Vec::new(),
+            ports: Vec::new(),
+            icmp: None,
+            log: false,
+        }
+    }
+
+    pub fn fill(&self, mut rule: api::net_out_rule::Builder<'_>) {
+        rule.set_protocol(self.protocol);
+        let mut networks = rule.reborrow().init_networks(self.networks.len() as u32);
+        for (i, (start, end)) in self.networks.iter().enumerate() {
+            let mut range = networks.reborrow().get(i as u32);
+            range.set_start(start);
+            range.set_end(end);
+        }
+        let mut ports = rule.reborrow().init_ports(self.ports.len() as u32);
+        for (i, (start, end)) in self.ports.iter().enumerate() {
+            let mut range = ports.reborrow().get(i as u32);
+            range.set_start(*start);
+            range.set_end(*end);
+        }
+        if let Some((icmp_type, code)) = self.icmp {
+            rule.set_has_icmps(true);
+            let mut icmps = rule.reborrow().init_icmps();
+            icmps.set_type(icmp_type);
+            if let Some(code) = code {
+                icmps.set_code(code);
+                icmps.set_has_code(true);
+            }
+        }
+        rule.set_log(self.log);
+    }
+}
+
+/// Allow the container's egress by these rules: all of them or none.
+pub async fn net_out(container: &api::container::Client, rules: &[NetOutRule]) -> Result<()> {
+    let mut request = container.bulk_net_out_request();
+    let mut list = request.get().init_rules(rules.len() as u32);
+    for (i, rule) in rules.iter().enumerate() {
+        rule.fill(list.reborrow().get(i as u32));
+    }
+    request.send().promise.await?;
+    Ok(())
+}
+
 /// What a channel sink reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chunk {

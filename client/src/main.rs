@@ -1,7 +1,10 @@
 //! `grove`: the command-line client for groved.
 
 use clap::{Parser, Subcommand};
-use grove_client::{api, shell_exit_code, socket_path, writer_sink, Client, Command, Error};
+use grove_client::{
+    api, shell_exit_code, socket_path, writer_sink, Client, Command, Error, NetOutRule,
+};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 mod progress;
@@ -42,10 +45,17 @@ enum Cmd {
         /// NAME=value property (repeatable).
         #[arg(long = "property", value_name = "NAME=VALUE", value_parser = parse_pair)]
         properties: Vec<(String, String)>,
+        /// The container's IPv4 address, A.B.C.D[/N] (default: one from the server's pool).
+        #[arg(long, value_name = "IP")]
+        network: Option<String>,
+        /// Map a host port to a container port (TCP; 0 = picked / the same; repeatable).
+        #[arg(long = "net-in", value_name = "HOST:CONTAINER", value_parser = parse_port_pair)]
+        net_in: Vec<(u16, u16)>,
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// Change a container's memory, CPU or pid limits (all or none apply).
+    /// Change a container's memory, CPU, pid, disk or bandwidth limits
+    /// (each kind is all or none).
     Limit {
         handle: String,
         #[command(flatten)]
@@ -55,6 +65,39 @@ enum Cmd {
     Limits { handle: String },
     /// Show a container's resource usage.
     Metrics { handle: String },
+    /// Map a port of the host to a port of the container (TCP); prints
+    /// HOST_PORT CONTAINER_PORT.
+    NetIn {
+        handle: String,
+        /// The host port (default: one from the server's range).
+        #[arg(long)]
+        host_port: Option<u16>,
+        /// The container port (default: the same as the host port).
+        #[arg(long)]
+        container_port: Option<u16>,
+    },
+    /// Allow traffic out of a container (everything else stays denied).
+    NetOut {
+        handle: String,
+        /// The traffic it allows.
+        #[arg(long, value_parser = ["all", "tcp", "udp", "icmp"])]
+        protocol: String,
+        /// Destination addresses, A.B.C.D or A.B.C.D-E.F.G.H (repeatable; default: all).
+        #[arg(long = "network", value_name = "A.B.C.D[-E.F.G.H]", value_parser = parse_ip_range)]
+        networks: Vec<(String, String)>,
+        /// Destination ports, N or N-M, tcp and udp only (repeatable; default: all).
+        #[arg(long = "port", value_name = "N[-M]", value_parser = parse_port_range)]
+        ports: Vec<(u16, u16)>,
+        /// ICMP type (icmp only; default: every type).
+        #[arg(long)]
+        icmp_type: Option<u8>,
+        /// ICMP code (default: every code of the type).
+        #[arg(long, requires = "icmp_type")]
+        icmp_code: Option<u8>,
+        /// Log new connections (tcp and all only).
+        #[arg(long)]
+        log: bool,
+    },
     /// List container handles, optionally only those with all given properties.
     List {
         #[arg(long = "property", value_name = "NAME=VALUE", value_parser = parse_pair)]
@@ -123,6 +166,10 @@ struct LimitArgs {
     /// What the disk limit counts: total or exclusive.
     #[arg(long, value_parser = ["total", "exclusive"], requires = "disk")]
     disk_scope: Option<String>,
+    /// Traffic shaping, bytes per second and burst bytes (suffixes K, M, G;
+    /// the burst defaults to the rate).
+    #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_bandwidth)]
+    bandwidth: Option<(u64, u64)>,
 }
 
 impl LimitArgs {
@@ -133,6 +180,7 @@ impl LimitArgs {
             && self.cpu_quota.is_none()
             && self.cpuset.is_none()
             && self.pids.is_none()
+            && self.bandwidth.is_none()
     }
 
     fn fill_memory(&self, mut m: api::memory_limits::Builder<'_>) {
@@ -161,6 +209,12 @@ impl LimitArgs {
         });
     }
 
+    fn fill_bandwidth(&self, mut b: api::bandwidth_limits::Builder<'_>) {
+        let (rate, burst) = self.bandwidth.unwrap_or((0, 0));
+        b.set_rate_in_bytes_per_second(rate);
+        b.set_burst_rate_in_bytes_per_second(burst);
+    }
+
     fn has_cpu(&self) -> bool {
         self.cpu_shares.is_some() || self.cpu_quota.is_some() || self.cpuset.is_some()
     }
@@ -183,6 +237,37 @@ fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_bandwidth(s: &str) -> Result<(u64, u64), String> {
+    let (rate, burst) = s.split_once(':').unwrap_or((s, s));
+    Ok((parse_size(rate)?, parse_size(burst)?))
+}
+
+fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not HOST_PORT:CONTAINER_PORT (0..65535 each)");
+    let (host, container) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        host.parse().map_err(|_| bad())?,
+        container.parse().map_err(|_| bad())?,
+    ))
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a port N or a range N-M (1..65535)");
+    let (start, end) = s.split_once('-').unwrap_or((s, s));
+    Ok((
+        start.parse().map_err(|_| bad())?,
+        end.parse().map_err(|_| bad())?,
+    ))
+}
+
+fn parse_ip_range(s: &str) -> Result<(String, String), String> {
+    let bad = || format!("{s:?} is not an IPv4 address A.B.C.D or a range A.B.C.D-E.F.G.H");
+    let (start, end) = s.split_once('-').unwrap_or((s, s));
+    start.parse::<Ipv4Addr>().map_err(|_| bad())?;
+    end.parse::<Ipv4Addr>().map_err(|_| bad())?;
+    Ok((start.to_string(), end.to_string()))
 }
 
 fn parse_quota(s: &str) -> Result<(u64, u64), String> {
@@ -284,6 +369,8 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             rootfs,
             env,
             properties,
+            network,
+            net_in,
             limits,
         } => {
             let mut request = client.grove.create_request();
@@ -302,7 +389,15 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                 limits.fill_memory(l.reborrow().init_memory());
                 limits.fill_cpu(l.reborrow().init_cpu());
                 limits.fill_disk(l.reborrow().init_disk());
+                limits.fill_bandwidth(l.reborrow().init_bandwidth());
                 limits.fill_pids(l.init_pid());
+            }
+            spec.set_network(network.as_deref().unwrap_or(""));
+            let mut list = spec.reborrow().init_net_in(net_in.len() as u32);
+            for (i, (host, container)) in net_in.iter().enumerate() {
+                let mut m = list.reborrow().get(i as u32);
+                m.set_host_port((*host).into());
+                m.set_container_port((*container).into());
             }
             let mut list = spec.init_properties(properties.len() as u32);
             for (i, (k, v)) in properties.iter().enumerate() {
@@ -348,6 +443,11 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             if limits.disk.is_some() {
                 let mut request = container.limit_disk_request();
                 limits.fill_disk(request.get().init_limits());
+                request.send().promise.await?;
+            }
+            if limits.bandwidth.is_some() {
+                let mut request = container.limit_bandwidth_request();
+                limits.fill_bandwidth(request.get().init_limits());
                 request.send().promise.await?;
             }
         }
@@ -405,6 +505,21 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                 _ => "total",
             };
             println!("disk_bytes: {} ({scope})", or_none(disk.get_byte_hard()));
+            let bandwidth = container
+                .current_bandwidth_limits_request()
+                .send()
+                .promise
+                .await?;
+            let bandwidth = bandwidth.get()?.get_limits()?;
+            if bandwidth.get_rate_in_bytes_per_second() == 0 {
+                println!("bandwidth: none");
+            } else {
+                println!(
+                    "bandwidth: {}:{}",
+                    bandwidth.get_rate_in_bytes_per_second(),
+                    bandwidth.get_burst_rate_in_bytes_per_second()
+                );
+            }
         }
         Cmd::Metrics { handle } => {
             let container = client.lookup(&handle).await?;
@@ -429,7 +544,51 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             let disk = m.get_disk()?;
             println!("disk_total_bytes: {}", disk.get_total_bytes_used());
             println!("disk_exclusive_bytes: {}", disk.get_exclusive_bytes_used());
+            let network = m.get_network()?;
+            println!("net_rx_bytes: {}", network.get_rx_bytes());
+            println!("net_tx_bytes: {}", network.get_tx_bytes());
+            println!("net_rx_packets: {}", network.get_rx_packets());
+            println!("net_tx_packets: {}", network.get_tx_packets());
             println!("age_seconds: {:.1}", m.get_age_seconds());
+        }
+        Cmd::NetIn {
+            handle,
+            host_port,
+            container_port,
+        } => {
+            let container = client.lookup(&handle).await?;
+            let (host, container) = grove_client::net_in(
+                &container,
+                host_port.unwrap_or(0).into(),
+                container_port.unwrap_or(0).into(),
+            )
+            .await?;
+            println!("{host} {container}");
+        }
+        Cmd::NetOut {
+            handle,
+            protocol,
+            networks,
+            ports,
+            icmp_type,
+            icmp_code,
+            log,
+        } => {
+            let protocol = match protocol.as_str() {
+                "tcp" => api::net_out_rule::Protocol::Tcp,
+                "udp" => api::net_out_rule::Protocol::Udp,
+                "icmp" => api::net_out_rule::Protocol::Icmp,
+                _ => api::net_out_rule::Protocol::All,
+            };
+            let rule = NetOutRule {
+                networks,
+                ports,
+                icmp: icmp_type.map(|t| (t, icmp_code)),
+                log,
+                ..NetOutRule::new(protocol)
+            };
+            let container = client.lookup(&handle).await?;
+            grove_client::net_out(&container, &[rule]).await?;
         }
         Cmd::List { properties } => {
             for handle in client.list(&properties).await? {
@@ -508,6 +667,22 @@ fn print_info(handle: &str, info: api::container_info::Reader<'_>) -> Result<(),
         .map(|id| id?.to_string().map_err(capnp::Error::from))
         .collect::<Result<_, capnp::Error>>()?;
     println!("processes: {}", ids.join(" "));
+    let text = |t: capnp::Result<capnp::text::Reader<'_>>| -> Result<String, Error> {
+        Ok(t?.to_string().map_err(capnp::Error::from)?)
+    };
+    println!("container_ip: {}", text(info.get_container_ip())?);
+    println!("host_ip: {}", text(info.get_host_ip())?);
+    let external = text(info.get_external_ip())?;
+    if !external.is_empty() {
+        println!("external_ip: {external}");
+    }
+    for m in info.get_mapped_ports()? {
+        println!(
+            "mapped_port: {}:{}",
+            m.get_host_port(),
+            m.get_container_port()
+        );
+    }
     for p in info.get_properties()? {
         let name = p.get_name()?.to_str().map_err(capnp::Error::from)?;
         let value = p.get_value()?.to_str().map_err(capnp::Error::from)?;
@@ -637,4 +812,71 @@ async fn forward_stdin(stream: api::byte_stream::Client) {
         }
     }
     let _ = stream.done_request().send().promise.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_arguments_parse() {
+        assert_eq!(parse_bandwidth("1M").unwrap(), (1 << 20, 1 << 20));
+        assert_eq!(parse_bandwidth("1M:64K").unwrap(), (1 << 20, 64 << 10));
+        assert!(parse_bandwidth("1M:").is_err());
+        assert_eq!(parse_port_pair("8080:80").unwrap(), (8080, 80));
+        assert_eq!(parse_port_pair("0:0").unwrap(), (0, 0));
+        assert!(parse_port_pair("8080").is_err());
+        assert!(parse_port_pair("70000:80").is_err());
+        assert_eq!(parse_port_range("53").unwrap(), (53, 53));
+        assert_eq!(parse_port_range("8000-8080").unwrap(), (8000, 8080));
+        assert!(parse_port_range("80-").is_err());
+        assert_eq!(
+            parse_ip_range("10.0.0.1").unwrap(),
+            ("10.0.0.1".to_string(), "10.0.0.1".to_string())
+        );
+        assert_eq!(
+            parse_ip_range("10.0.0.1-10.0.0.9").unwrap().1,
+            "10.0.0.9".to_string()
+        );
+        assert!(parse_ip_range("10.0.0.0/8").is_err());
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "grove",
+            "net-out",
+            "h",
+            "--protocol",
+            "icmp",
+            "--icmp-type",
+            "8",
+        ]);
+        assert!(cli.is_ok());
+        let cli = Cli::try_parse_from([
+            "grove",
+            "net-out",
+            "h",
+            "--protocol",
+            "icmp",
+            "--icmp-code",
+            "0",
+        ]);
+        assert!(cli.is_err(), "--icmp-code needs --icmp-type");
+        let cli = Cli::try_parse_from([
+            "grove",
+            "create",
+            "--network",
+            "10.254.0.9",
+            "--net-in",
+            "0:80",
+            "--net-in",
+            "8080:80",
+            "--bandwidth",
+            "1M",
+        ]);
+        assert!(cli.is_ok());
+    }
 }

@@ -262,7 +262,8 @@ impl Cgroups for V2 {
             cpu_quota: parse_cpu_max(&cpu_max)?,
             pids_max: read_max(d, "pids.max")?,
             cpuset,
-            disk: None, // the depot's qgroup, filled in by the caller
+            disk: None,      // the depot's qgroup, filled in by the caller
+            bandwidth: None, // tc on the veth, likewise
         })
     }
 
@@ -282,6 +283,7 @@ impl Cgroups for V2 {
             pids_max: read_max(d, "pids.max")?,
             oom_kills: limits::keyed(&read("memory.events")?, "oom_kill").unwrap_or(0),
             disk: None, // the depot's qgroup, filled in by the caller
+            net: Default::default(),
         })
     }
 
@@ -430,6 +432,7 @@ mod tests {
                 pids_max: None,
                 cpuset: None,
                 disk: None,
+                bandwidth: None,
             }
         );
         let want = Limits {
@@ -442,6 +445,7 @@ mod tests {
             pids_max: Some(50),
             cpuset: Some("0,2-3".into()),
             disk: None,
+            bandwidth: None,
         };
         v2.set_limits(&c1(), &want).unwrap();
         assert_eq!(read(&d.join("memory.max")), "67108864");
@@ -552,6 +556,7 @@ mod tests {
                     pids_max: Some(50),
                     cpuset: Some("1".into()),
                     disk: None,
+                    bandwidth: None,
                 },
             )
             .unwrap_err();
@@ -588,6 +593,7 @@ mod tests {
                 pids_max: None,
                 oom_kills: 2,
                 disk: None,
+                net: Default::default(),
             }
         );
         write(&d.join("pids.max"), "50\n");

@@ -43,6 +43,8 @@ pub struct Helper {
     /// Sizes of images measured so far (`image_bytes`): an unpacked layer
     /// or a host rootfs dir does not change while it is in use.
     pub image_sizes: HashMap<String, u64>,
+    /// The bridge, IP and port allocations, firewall and shaping.
+    pub net: crate::net::Network,
 }
 
 fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
@@ -91,7 +93,8 @@ impl Helper {
                 handle,
                 rootfs,
                 limits,
-            } => self.create(handle, rootfs, limits).map(Reply::from),
+                ip,
+            } => self.create(handle, rootfs, limits, ip).map(Reply::from),
             Request::DestroyContainer { handle } => self.destroy(handle).map(Reply::from),
             Request::SetLimits { handle, limits } => {
                 self.check(&handle, Event::SetLimits)?;
@@ -105,6 +108,7 @@ impl Helper {
                     .get_limits(&handle)
                     .map_err(|e| system("reading limits", e))?;
                 l.disk = self.disk.limit(self.depot.as_fd(), handle.as_str())?;
+                l.bandwidth = self.net.bandwidth(&handle)?;
                 Ok(Response::Limits(l).into())
             }
             Request::GetStats { handle } => {
@@ -114,6 +118,7 @@ impl Helper {
                     .stats(&handle)
                     .map_err(|e| system("reading stats", e))?;
                 s.disk = self.disk.usage(self.depot.as_fd(), handle.as_str())?;
+                s.net = self.net.stats(&handle)?;
                 Ok(Response::Stats(s).into())
             }
             Request::WatchOom { handle } => {
@@ -127,14 +132,56 @@ impl Helper {
                     fds: vec![fd],
                 })
             }
+            Request::NetIn {
+                handle,
+                host_port,
+                container_port,
+            } => {
+                self.check(&handle, Event::Network)?;
+                let dir = self.depot_dir(&handle)?;
+                let m = self
+                    .net
+                    .net_in(&handle, dir.as_fd(), host_port, container_port)?;
+                Ok(Response::NetIn(m).into())
+            }
+            Request::NetOut { handle, rules } => {
+                self.check(&handle, Event::Network)?;
+                let dir = self.depot_dir(&handle)?;
+                self.net.net_out(&handle, dir.as_fd(), rules)?;
+                Ok(Response::NetOutAdded.into())
+            }
+            Request::GetNetwork { handle } => {
+                self.check(&handle, Event::GetStats)?;
+                let (info, net_in) = self.net.network(&handle)?;
+                Ok(Response::Network { info, net_in }.into())
+            }
         }
+    }
+
+    fn depot_dir(&self, handle: &Handle) -> Result<OwnedFd, HelperError> {
+        fs::open_dir(self.depot.as_fd(), handle.as_str()).map_err(|e| system("depot dir", e))
     }
 
     /// Change limits, all or nothing: the disk limit first (one ioctl,
     /// whose old value is put back if the cgroup writes then fail), then
     /// the cgroup limits (all or nothing themselves).
-    fn set_limits(&self, handle: &Handle, limits: &Limits) -> Result<(), HelperError> {
+    fn set_limits(&mut self, handle: &Handle, limits: &Limits) -> Result<(), HelperError> {
         limits::validate(limits, limits::host_ram())?;
+        // Bandwidth first: if the rest then fails, the old shaping goes back.
+        let Some(bandwidth) = limits.bandwidth else {
+            return self.set_host_limits(handle, limits);
+        };
+        let dir = self.depot_dir(handle)?;
+        let old = self.net.set_bandwidth(handle, dir.as_fd(), bandwidth)?;
+        let result = self.set_host_limits(handle, limits);
+        if result.is_err() {
+            self.net.restore_bandwidth(handle, dir.as_fd(), old);
+        }
+        result
+    }
+
+    /// The disk and cgroup part of `set_limits`.
+    fn set_host_limits(&self, handle: &Handle, limits: &Limits) -> Result<(), HelperError> {
         let Some(disk) = limits.disk else {
             return self.cgroups.set_limits(handle, limits);
         };
@@ -186,6 +233,7 @@ impl Helper {
         handle: Handle,
         rootfs: RootfsSource,
         limits: Limits,
+        ip: Option<std::net::Ipv4Addr>,
     ) -> Result<Response, HelperError> {
         let next = transition(
             self.containers.get(&handle).map(|c| &c.state),
@@ -207,6 +255,11 @@ impl Helper {
         if limits.disk.is_some() {
             self.disk.check()?;
         }
+        if let Some(b) = &limits.bandwidth {
+            self.net.validate_bandwidth(b)?;
+        }
+        // The address, chosen (or checked) before anything is made.
+        let ip = self.net.allocate(ip)?;
         // 1. The rootfs: a policy-approved path, opened without following any
         // symlink, so the directory used is the one the policy approved; or
         // an image from a policy-approved path, unpacked (by a confined
@@ -284,9 +337,18 @@ impl Helper {
             None => spawn::Lower::Layers(&top_down),
         };
         let mut undo = Vec::new();
-        let result = self.create_steps(&handle, lower, &layers, image_bytes, &limits, &mut undo);
+        let result = self
+            .create_steps(&handle, lower, &layers, image_bytes, &limits, &mut undo)
+            .and_then(|child| {
+                // 8. The network, last: it needs wshd's netns.
+                let dir = self.depot_dir(&handle)?;
+                let info =
+                    self.net
+                        .attach(&handle, dir.as_fd(), child.pid, ip, limits.bandwidth)?;
+                Ok((child, info))
+            });
         match result {
-            Ok(child) => {
+            Ok((child, network)) => {
                 let c = self
                     .containers
                     .get_mut(&handle)
@@ -299,6 +361,7 @@ impl Helper {
                 Ok(Response::Created {
                     wshd_pid: child.pid,
                     defaults,
+                    network,
                 })
             }
             Err(e) => {
@@ -501,6 +564,7 @@ impl Helper {
                 transition(Some(&c.state), Event::Destroyed)?;
                 let had_layers = !c.layers.is_empty();
                 self.containers.remove(&handle);
+                self.net.detach(&handle);
                 if had_layers {
                     self.collect_layers();
                 }
@@ -702,6 +766,10 @@ impl Helper {
                         .collect()
                 })
                 .unwrap_or_default();
+            match fs::open_dir(self.depot.as_fd(), handle.as_str()) {
+                Ok(dir) => self.net.recover(&handle, dir.as_fd()),
+                Err(e) => eprintln!("grove-helper: {handle}: depot dir: {e}"),
+            }
             self.containers.insert(
                 handle,
                 Container {

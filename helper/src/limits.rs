@@ -374,6 +374,7 @@ mod tests {
                 bytes: MIB,
                 scope: grove_schema::helper::DiskScope::Total,
             }),
+            bandwidth: None,
         };
         validate(&good, 4 * GIB).unwrap();
         validate(&Limits::default(), 4 * GIB).unwrap();

@@ -15,6 +15,7 @@ mod container;
 mod fs;
 mod image;
 mod limits;
+mod net;
 mod policy;
 mod server;
 mod spawn;
@@ -26,7 +27,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{Gid, Uid};
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -174,6 +175,7 @@ fn run() -> Result<(), String> {
     let depot = own_dir(policy.conf.depot.as_str(), 0, 0o700)?;
     let runtime = own_dir(policy.conf.runtime_dir.as_str(), policy.server_gid, 0o710)?;
     let disk = btrfs::Disk::detect(std::os::fd::AsFd::as_fd(&depot), policy.conf.depot.as_str());
+    let network = net::Network::init(policy.conf.net.clone(), runtime.as_fd())?;
     let signals = server::signals()?;
     let listener = listen_at(policy.conf.socket.as_str(), policy.server_gid)?;
     let socket_path = policy.conf.socket.as_str().to_string();
@@ -186,14 +188,22 @@ fn run() -> Result<(), String> {
         wshd,
         containers: BTreeMap::new(),
         image_sizes: HashMap::new(),
+        net: network,
     };
     helper.recover()?;
+    helper.net.rebuild_rules()?;
     helper.collect_layers();
     eprintln!(
-        "grove-helper: ready on {socket_path} (server uid {}, cgroups {}, disk: {}, {} containers recovered, pid {})",
+        "grove-helper: ready on {socket_path} (server uid {}, cgroups {}, disk: {}, network: bridge {} pool {}/{} ports {}-{} table {}, {} containers recovered, pid {})",
         helper.policy.server_uid,
         helper.cgroups.name(),
         helper.disk.describe(),
+        helper.net.conf.bridge,
+        helper.net.conf.pool.0,
+        helper.net.conf.pool.1,
+        helper.net.conf.port_range.0,
+        helper.net.conf.port_range.1,
+        helper.net.conf.nft_table,
         helper.containers.len(),
         std::process::id()
     );

@@ -37,6 +37,8 @@ pub struct PolicyConf {
     pub wshd: Option<HostPath>,
     pub cgroup_parent: String,
     pub max_containers: usize,
+    /// bridge, pool, port_range, nft_table, mtu.
+    pub net: crate::net::NetConf,
 }
 
 fn path(s: &str) -> HostPath {
@@ -60,6 +62,7 @@ impl Default for PolicyConf {
             wshd: None,
             cgroup_parent: "grove".into(),
             max_containers: 1024,
+            net: crate::net::NetConf::default(),
         }
     }
 }
@@ -131,11 +134,26 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 }
                 p.max_containers = n;
             }
+            "bridge" => p.net.bridge = crate::net::parse_ifname(&e.value).map_err(bad)?,
+            "pool" => p.net.pool = crate::net::parse_cidr(&e.value).map_err(bad)?,
+            "port_range" => {
+                p.net.port_range = crate::net::parse_port_range(&e.value).map_err(bad)?
+            }
+            "nft_table" => p.net.nft_table = crate::net::parse_table(&e.value).map_err(bad)?,
+            "uplinks" => p.net.uplinks = crate::net::parse_uplinks(&e.value).map_err(bad)?,
+            "mtu" => {
+                p.net.mtu = e
+                    .value
+                    .parse()
+                    .ok()
+                    .filter(|m| (576..=9000).contains(m))
+                    .ok_or_else(|| bad(format!("{:?} is not an MTU of 576 to 9000", e.value)))?
+            }
             other => {
                 return Err(format!(
                 "line {}: unknown key {other:?} (known: server_user, socket, depot, runtime_dir, \
                      default_rootfs, rootfs_allow, image_allow, layer_gc, wshd, cgroup_parent, \
-                     max_containers)",
+                     max_containers, bridge, pool, port_range, nft_table, mtu, uplinks)",
                 e.line
             ))
             }

@@ -251,14 +251,16 @@ fn describe(r: &grove_schema::helper::Request) -> String {
             handle,
             rootfs: RootfsSource::Default,
             limits,
-        } => format!("CreateContainer handle={handle} rootfs=default limits={limits:?}"),
+            ip,
+        } => format!("CreateContainer handle={handle} rootfs=default limits={limits:?} ip={ip:?}"),
         CreateContainer {
             handle,
             rootfs: RootfsSource::HostDir(p),
             limits,
+            ip,
         } => {
             format!(
-                "CreateContainer handle={handle} rootfs={} limits={limits:?}",
+                "CreateContainer handle={handle} rootfs={} limits={limits:?} ip={ip:?}",
                 p.as_str()
             )
         }
@@ -266,8 +268,9 @@ fn describe(r: &grove_schema::helper::Request) -> String {
             handle,
             rootfs: RootfsSource::OciLayout { dir, tag },
             limits,
+            ip,
         } => format!(
-            "CreateContainer handle={handle} rootfs=oci:{}:{} limits={limits:?}",
+            "CreateContainer handle={handle} rootfs=oci:{}:{} limits={limits:?} ip={ip:?}",
             dir.as_str(),
             tag.as_str()
         ),
@@ -275,8 +278,9 @@ fn describe(r: &grove_schema::helper::Request) -> String {
             handle,
             rootfs: RootfsSource::DockerArchive { path },
             limits,
+            ip,
         } => format!(
-            "CreateContainer handle={handle} rootfs=docker-archive:{} limits={limits:?}",
+            "CreateContainer handle={handle} rootfs=docker-archive:{} limits={limits:?} ip={ip:?}",
             path.as_str()
         ),
         DestroyContainer { handle } => format!("DestroyContainer handle={handle}"),
@@ -284,6 +288,13 @@ fn describe(r: &grove_schema::helper::Request) -> String {
         GetLimits { handle } => format!("GetLimits handle={handle}"),
         GetStats { handle } => format!("GetStats handle={handle}"),
         WatchOom { handle } => format!("WatchOom handle={handle}"),
+        NetIn {
+            handle,
+            host_port,
+            container_port,
+        } => format!("NetIn handle={handle} host_port={host_port} container_port={container_port}"),
+        NetOut { handle, rules } => format!("NetOut handle={handle} rules={rules:?}"),
+        GetNetwork { handle } => format!("GetNetwork handle={handle}"),
     }
 }
 

@@ -28,6 +28,8 @@ pub enum Event {
     GetStats,
     /// A WatchOom request (Running only).
     WatchOom,
+    /// A NetIn or NetOut request (Running only).
+    Network,
 }
 
 /// The next state (None = no such container) for `event` in `current`, or
@@ -60,13 +62,13 @@ pub fn transition(
         // wshd may die while we create or destroy; those paths look for themselves.
         (Some(s @ (Stopped | Creating | Destroying)), WshdExited) => Ok(Some(s.clone())),
         // Requests about a container's resources leave its state as it is.
-        (None, SetLimits | GetLimits | GetStats | WatchOom) => Err(HelperError::new(
+        (None, SetLimits | GetLimits | GetStats | WatchOom | Network) => Err(HelperError::new(
             ErrorKind::NotFound,
             "no container has that handle",
         )),
-        (Some(Running), SetLimits | GetLimits | GetStats | WatchOom) => Ok(Some(Running)),
+        (Some(Running), SetLimits | GetLimits | GetStats | WatchOom | Network) => Ok(Some(Running)),
         (Some(Stopped), GetLimits | GetStats) => Ok(Some(Stopped)),
-        (Some(s), e @ (SetLimits | WatchOom)) => invalid(&format!(
+        (Some(s), e @ (SetLimits | WatchOom | Network)) => invalid(&format!(
             "{e:?} needs a running container; this one is {s:?}"
         )),
         (s, e) => invalid(&format!("event {e:?} is not valid in state {s:?}")),
@@ -100,7 +102,7 @@ mod tests {
         Some(Stopped),
         Some(Destroying),
     ];
-    const EVENTS: [Event; 11] = [
+    const EVENTS: [Event; 12] = [
         Create,
         Created,
         CreateFailed,
@@ -112,8 +114,9 @@ mod tests {
         GetLimits,
         GetStats,
         WatchOom,
+        Network,
     ];
-    const QUERIES: [Event; 4] = [SetLimits, GetLimits, GetStats, WatchOom];
+    const QUERIES: [Event; 5] = [SetLimits, GetLimits, GetStats, WatchOom, Network];
 
     #[test]
     fn resource_requests_need_the_right_state_and_change_none() {

@@ -51,6 +51,12 @@ fn main() {
 struct Fixture {
     dir: PathBuf,
     cgroup_parent: String,
+    /// This fixture's bridge and nftables table (kernel-global names, so
+    /// unique per fixture), and its /24 pool in 10.253.0.0/16.
+    net_name: String,
+    pool: String,
+    /// Its NetIn port range.
+    ports: String,
     helper: Option<Child>,
     log: Arc<Mutex<String>>,
     /// The depot is a loop-mounted btrfs of this fixture's own.
@@ -71,8 +77,12 @@ impl Fixture {
         let dir = PathBuf::from(format!("/tmp/grove-helper-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("rootfs/busybox/bin")).unwrap();
+        let k = (std::process::id() as usize * 7 + n) % 250;
         let mut f = Fixture {
             cgroup_parent: format!("grove-test-{}-{n}", std::process::id()),
+            net_name: format!("ht{}x{n}", std::process::id() % 100_000),
+            ports: format!("{}-{}", 30000 + k * 100, 30000 + k * 100 + 99),
+            pool: format!("10.253.{k}.0/24"),
             dir,
             helper: None,
             log: Arc::new(Mutex::new(String::new())),
@@ -136,10 +146,14 @@ impl Fixture {
         let policy = format!(
             "# test policy\nserver_user = {server_user}\nsocket = {d}/helper.sock\ndepot = {d}/depot\n\
              runtime_dir = {d}/run\ndefault_rootfs = {d}/rootfs/busybox\nrootfs_allow = {d}/rootfs\n\
-             wshd = {w}\ncgroup_parent = {cg}\nmax_containers = 2\n",
+             wshd = {w}\ncgroup_parent = {cg}\nmax_containers = 2\nuplinks = none\n\
+             bridge = {net}\nnft_table = {net}\npool = {pool}\nport_range = {ports}\n",
             d = d.display(),
             w = wshd.display(),
-            cg = f.cgroup_parent
+            cg = f.cgroup_parent,
+            net = f.net_name,
+            pool = f.pool,
+            ports = f.ports,
         );
         std::fs::write(d.join("policy.conf"), policy).unwrap();
         std::fs::set_permissions(
@@ -282,6 +296,18 @@ impl Drop for Fixture {
             }
             let _ = std::fs::remove_dir(&parent);
         }
+        // The bridge and tables this fixture's helper made (by their unique
+        // names; containers' veths went with their netns).
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.net_name])
+            .stderr(Stdio::null())
+            .status();
+        for family in ["inet", "bridge"] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", family, &self.net_name])
+                .stderr(Stdio::null())
+                .status();
+        }
         if self.btrfs {
             // The loop device goes with the last unmount (mount -o loop sets autoclear).
             for _ in 0..50 {
@@ -352,7 +378,8 @@ fn raw_create(handle: &str) -> Vec<u8> {
     let mut b = vec![PROTOCOL_VERSION as u8, 1, handle.len() as u8];
     b.extend_from_slice(handle.as_bytes());
     b.push(0);
-    b.extend_from_slice(&[0; 6]); // Limits::default(): six Nones
+    b.extend_from_slice(&[0; 7]); // Limits::default(): seven Nones
+    b.push(0); // ip: None
     b
 }
 
@@ -366,12 +393,14 @@ fn protocol_violations_end_only_that_conversation() {
             handle: h("ok-handle"),
             rootfs: RootfsSource::Default,
             limits: Limits::default(),
+            ip: None,
         })
     );
     let create = encode_request(&Request::CreateContainer {
         handle: h("abc"),
         rootfs: RootfsSource::HostDir(HostPath::new("/srv/x").unwrap()),
         limits: Limits::default(),
+        ip: None,
     });
     let cases: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
         ("garbage", vec![0xff; 10], ErrorKind::Malformed),
@@ -459,6 +488,7 @@ fn protocol_violations_end_only_that_conversation() {
         handle: h("c1"),
         rootfs: RootfsSource::HostDir(HostPath::new(p).unwrap()),
         limits: Limits::default(),
+        ip: None,
     };
     match f.call(&host_dir("/etc")) {
         Response::Error(e) => {
@@ -645,6 +675,7 @@ fn create_with(f: &Fixture, handle: &str, limits: Limits) -> i32 {
         handle: h(handle),
         rootfs: RootfsSource::Default,
         limits,
+        ip: None,
     }) {
         Response::Created { wshd_pid, .. } => wshd_pid,
         other => panic!("create {handle}: {other:?}\n{}", f.log.lock().unwrap()),
@@ -696,6 +727,7 @@ fn create_and_destroy_a_container() {
             handle: h("c1"),
             rootfs: RootfsSource::Default,
             limits: Limits::default(),
+            ip: None,
         })),
         ErrorKind::AlreadyExists
     );
@@ -717,6 +749,7 @@ fn create_and_destroy_a_container() {
             handle: h("c3"),
             rootfs: RootfsSource::Default,
             limits: Limits::default(),
+            ip: None,
         })),
         ErrorKind::LimitExceeded
     );
@@ -754,6 +787,7 @@ fn a_failed_create_leaves_nothing_behind() {
         handle: h("bad1"),
         rootfs: RootfsSource::HostDir(HostPath::new(bad.to_str().unwrap()).unwrap()),
         limits: Limits::default(),
+        ip: None,
     });
     match r {
         Response::Error(e) => {
@@ -1063,6 +1097,7 @@ fn limits_are_applied_at_create_changed_and_read_back() {
         pids_max: Some(50),
         cpuset: Some("0".into()),
         disk: None,
+        bandwidth: None,
     };
     let pid = create_with(&f, "l1", limits.clone());
     wshd_log(&f, "l1");
@@ -1117,6 +1152,7 @@ fn limits_are_applied_at_create_changed_and_read_back() {
         pids_max: Some(100),
         cpuset: Some("0-1".into()),
         disk: None,
+        bandwidth: None,
     };
     assert_eq!(
         f.call(&Request::SetLimits {
@@ -1335,6 +1371,7 @@ fn a_bad_limit_fails_the_create_and_leaves_nothing() {
             handle: h("b1"),
             rootfs: RootfsSource::Default,
             limits: limits.clone(),
+            ip: None,
         });
         assert_eq!(error_kind(r), kind, "{limits:?}");
         assert_gone(&f, "b1", 0);
@@ -1513,6 +1550,7 @@ fn disk_limits_are_btrfs_qgroups_on_a_subvolume_per_container() {
             disk: Some(limit(20 * MIB, DiskScope::Total)),
             ..Limits::default()
         },
+        ip: None,
     });
     assert!(matches!(r, Response::Error(_)), "{r:?}");
     assert!(!depot.join("bad1").exists());
@@ -1554,6 +1592,7 @@ fn disk_limits_off_btrfs_are_refused_with_the_reason() {
             }),
             ..Limits::default()
         },
+        ip: None,
     }) {
         Response::Error(e) => {
             assert_eq!(e.kind, ErrorKind::PolicyRefused);

@@ -9,10 +9,12 @@
 
 pub use crate::envelope::Envelope;
 use crate::envelope::{self, DecodeError};
+use crate::net::{Bandwidth, NetOutRule, NetStats, NetworkInfo, PortMapping};
 use crate::Handle;
 use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
 
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest datagram either side sends or accepts.
 pub const MAX_DATAGRAM: usize = 4096;
 /// Largest response datagram (a container list can exceed a request's size).
@@ -40,10 +42,16 @@ pub enum Request {
     /// Build and start a container: namespaces, rootfs, cgroup (with the
     /// device allowlist and `limits` in force before wshd starts), wshd as
     /// PID 1.
+    ///
+    /// Its network: a netns with lo up and a veth pair, the host end on the
+    /// policy's bridge, `ip` from the policy's pool (None: the helper picks
+    /// a free one), a default route via the bridge, egress denied until
+    /// NetOut allows it, `limits.bandwidth` shaped on the host end.
     CreateContainer {
         handle: Handle,
         rootfs: RootfsSource,
         limits: Limits,
+        ip: Option<Ipv4Addr>,
     },
     /// Kill every process of the container and remove all it owns.
     DestroyContainer { handle: Handle },
@@ -60,6 +68,22 @@ pub enum Request {
     /// registered on memory.oom_control; on v2 memory.events, which signals
     /// POLLPRI when it changes.
     WatchOom { handle: Handle },
+    /// Map a host port to a container port (TCP, DNAT on the host's own
+    /// addresses, 127.0.0.1 included). host_port 0: the helper picks one
+    /// from the policy's range; container_port 0: the same as the host
+    /// port (`Response::NetIn` says which were used).
+    NetIn {
+        handle: Handle,
+        host_port: u16,
+        container_port: u16,
+    },
+    /// Add egress allow rules, all of them or none.
+    NetOut {
+        handle: Handle,
+        rules: Vec<NetOutRule>,
+    },
+    /// The container's network and NetIn mappings (`Response::Network`).
+    GetNetwork { handle: Handle },
 }
 
 /// Resource limits; `None` leaves a limit as it is.
@@ -79,6 +103,8 @@ pub struct Limits {
     /// A disk limit (a btrfs qgroup limit on the writable layer's
     /// subvolume; see `DiskScope`). Refused when the depot has no qgroups.
     pub disk: Option<DiskLimit>,
+    /// Shaping on the container's host-side veth (tc).
+    pub bandwidth: Option<Bandwidth>,
 }
 
 /// A byte limit on a container's writable layer, enforced by the kernel
@@ -136,6 +162,8 @@ pub struct Stats {
     pub oom_kills: u64,
     /// `None`: the depot cannot measure it (not btrfs, or quotas off).
     pub disk: Option<DiskUsage>,
+    /// The container's traffic, from its host-side veth's counters.
+    pub net: NetStats,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +317,7 @@ pub enum Response {
         wshd_pid: i32,
         /// The image's process defaults (empty for a rootfs directory).
         defaults: ImageDefaults,
+        network: NetworkInfo,
     },
     Destroyed,
     Containers(Vec<ContainerSummary>),
@@ -298,6 +327,14 @@ pub enum Response {
     Stats(Stats),
     /// The watch fd is attached to this datagram.
     OomWatch,
+    NetIn(PortMapping),
+    NetOutAdded,
+    /// The container's address and NetIn mappings (its NetOut rules are
+    /// not sent back: 512 rules of 32 ranges would not fit a response).
+    Network {
+        info: NetworkInfo,
+        net_in: Vec<PortMapping>,
+    },
     Error(HelperError),
 }
 
@@ -381,6 +418,7 @@ mod tests {
                 memory_bytes: Some(1 << 30),
                 ..Limits::default()
             },
+            ip: None,
         }
     }
 
@@ -390,6 +428,7 @@ mod tests {
             handle: Handle::new("img").unwrap(),
             rootfs,
             limits: Limits::default(),
+            ip: None,
         };
         for r in [
             Request::Ping,
@@ -414,6 +453,12 @@ mod tests {
                 env: vec!["FOO=bar".into()],
                 working_dir: "/opt".into(),
                 user: "user".into(),
+            },
+            network: crate::net::NetworkInfo {
+                ip: Ipv4Addr::new(10, 254, 0, 2),
+                gateway: Ipv4Addr::new(10, 254, 0, 1),
+                prefix_len: 22,
+                mtu: 1500,
             },
         };
         assert_eq!(
@@ -470,6 +515,7 @@ mod tests {
                 handle: String,
                 rootfs: RawRootfs,
                 limits: Limits,
+                ip: Option<Ipv4Addr>,
             },
         }
         #[derive(Serialize)]
@@ -485,6 +531,7 @@ mod tests {
                     handle: h.into(),
                     rootfs: RawRootfs::HostDir(p.into()),
                     limits: Limits::default(),
+                    ip: None,
                 },
             })
             .unwrap()

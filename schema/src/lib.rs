@@ -2,6 +2,7 @@
 //! - `api_capnp`: the public Cap'n Proto API (schema/api.capnp);
 //! - `helper`: the closed request enum that groved sends to grove-helper;
 //! - `wshd`: the protocol between groved and wshd, PID 1 of each container;
+//! - `net`: network values of the helper protocol (rules, mappings, bandwidth);
 //! - `handle`: the one definition of a valid container handle.
 //!
 //! The helper and wshd protocols are postcard-encoded serde enums: a small,
@@ -13,6 +14,7 @@ pub mod conf;
 pub mod envelope;
 pub mod handle;
 pub mod helper;
+pub mod net;
 pub mod wshd;
 
 pub use handle::{Handle, HandleError};

@@ -2,6 +2,7 @@
 //! `key = value` file (`groved --config PATH`).
 
 use grove_schema::conf;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
@@ -19,6 +20,11 @@ pub struct Config {
     /// Registries (`host[:port]`) pulled from over plain HTTP; every other
     /// registry is HTTPS only.
     pub insecure_registries: Vec<String>,
+    /// The nameservers written to each container's /etc/resolv.conf.
+    /// `None`: the host's own (`host_dns_servers`), read at each create.
+    pub dns_servers: Option<Vec<Ipv4Addr>>,
+    /// Reported as every container's externalIp ("" = none).
+    pub external_ip: String,
 }
 
 impl Default for Config {
@@ -30,6 +36,8 @@ impl Default for Config {
             state_dir: "/var/lib/grove/server".into(),
             max_containers: 1024,
             insecure_registries: Vec::new(),
+            dns_servers: None,
+            external_ip: String::new(),
         }
     }
 }
@@ -69,15 +77,72 @@ impl Config {
                         .map(str::to_string)
                         .collect()
                 }
+                "dns_servers" => {
+                    config.dns_servers = Some(
+                        entry
+                            .value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|a| !a.is_empty())
+                            .map(|a| {
+                                a.parse::<Ipv4Addr>().map_err(|_| {
+                                    at(format!("dns_servers: {a:?} is not an IPv4 address"))
+                                })
+                            })
+                            .collect::<Result<_, _>>()?,
+                    )
+                }
+                "external_ip" => {
+                    if !entry.value.is_empty() && entry.value.parse::<Ipv4Addr>().is_err() {
+                        return Err(at(format!(
+                            "external_ip must be an IPv4 address, not {:?}",
+                            entry.value
+                        )));
+                    }
+                    config.external_ip = entry.value.clone();
+                }
                 other => {
                     return Err(at(format!(
-                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries)"
+                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip)"
                     )))
                 }
             }
         }
         Ok(config)
     }
+}
+
+impl Config {
+    /// The nameservers for a container's /etc/resolv.conf: the configured
+    /// ones, else the host's.
+    pub fn dns_servers(&self) -> Vec<Ipv4Addr> {
+        match &self.dns_servers {
+            Some(servers) => servers.clone(),
+            None => {
+                host_dns_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// The IPv4 `nameserver` lines of a resolv.conf, without loopback
+/// addresses (a container cannot reach the host's 127.0.0.53) and without
+/// IPv6 ones (containers have no IPv6).
+pub fn host_dns_servers(resolv_conf: &str) -> Vec<Ipv4Addr> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("nameserver"), Some(address)) => address.parse::<IpAddr>().ok(),
+                _ => None,
+            }
+        })
+        .filter_map(|address| match address {
+            IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_unspecified() => Some(v4),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -106,5 +171,37 @@ mod tests {
         assert!(Config::parse("max_containers = lots")
             .unwrap_err()
             .contains("number"));
+        assert!(Config::parse("dns_servers = 8.8.8.8, dns.example")
+            .unwrap_err()
+            .contains("dns.example"));
+        assert!(Config::parse("external_ip = 10.0.0.300")
+            .unwrap_err()
+            .contains("external_ip"));
+    }
+
+    #[test]
+    fn network_keys() {
+        let c =
+            Config::parse("dns_servers = 8.8.8.8, 1.1.1.1\nexternal_ip = 203.0.113.7\n").unwrap();
+        assert_eq!(
+            c.dns_servers(),
+            [Ipv4Addr::new(8, 8, 8, 8), Ipv4Addr::new(1, 1, 1, 1)]
+        );
+        assert_eq!(c.external_ip, "203.0.113.7");
+        let none = Config::parse("dns_servers =\n").unwrap();
+        assert!(none.dns_servers().is_empty());
+        assert!(Config::default().dns_servers.is_none());
+        assert_eq!(Config::default().external_ip, "");
+    }
+
+    #[test]
+    fn host_nameservers_skip_loopback_and_ipv6() {
+        let text = "# generated\nnameserver 127.0.0.53\nnameserver 10.0.2.3\n\
+                    nameserver ::1\nnameserver 2001:db8::1\nsearch example\n\
+                    nameserver 192.0.2.1 # second\nnameserver junk\n";
+        assert_eq!(
+            host_dns_servers(text),
+            [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(192, 0, 2, 1)]
+        );
     }
 }

@@ -10,10 +10,12 @@ use crate::registry;
 use crate::store::{Record, Store};
 use crate::wshd_client;
 use grove_schema::helper::{self, HostPath, RootfsSource};
+use grove_schema::net::{NetOutRule, NetworkInfo, PortMapping};
 use grove_schema::wshd::{self, Rlimit, SpawnSpec, WindowSize};
 use grove_schema::Handle;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -56,6 +58,18 @@ pub struct CreateSpec {
     pub limits: helper::Limits,
     /// Told how a registry pull advances.
     pub pull_progress: Option<grove_schema::api_capnp::pull_progress::Client>,
+    pub network: NetSpec,
+}
+
+/// A new container's network as its spec asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct NetSpec {
+    /// `None`: the helper picks a free address from its pool.
+    pub ip: Option<Ipv4Addr>,
+    /// Mapped one by one once the container exists (spec.netIn).
+    pub net_in: Vec<PortMapping>,
+    /// Added in one request once the container exists (spec.netOut).
+    pub net_out: Vec<NetOutRule>,
 }
 
 pub struct RunSpec {
@@ -178,6 +192,7 @@ impl Grove {
         for (i, entry) in spec.env.iter().enumerate() {
             check_env_entry(entry).map_err(|e| ApiError::invalid(&format!("spec.env[{i}]"), e))?;
         }
+        check_net_out_size("spec.netOut", &handle, &spec.network.net_out)?;
         let record = Record {
             handle: handle.to_string(),
             rootfs: source.clone(),
@@ -194,6 +209,7 @@ impl Grove {
             image_env: Vec::new(),
             image_dir: String::new(),
             image_user: String::new(),
+            network: None,
         };
         // Reserve the handle first, so that a concurrent create of the same
         // handle fails at once.
@@ -224,17 +240,19 @@ impl Grove {
             container
         };
         let built = match rootfs {
-            Source::Ready(rootfs) => self.build(&container, rootfs, spec.limits).await,
+            Source::Ready(rootfs) => {
+                self.build(&container, rootfs, spec.limits, &spec.network)
+                    .await
+            }
             Source::Pull(reference) => {
-                self.pull_and_build(
-                    &container,
-                    &source,
+                let pull = Pull {
+                    uri: &source,
                     reference,
-                    spec.credentials,
-                    spec.limits,
-                    spec.pull_progress,
-                )
-                .await
+                    credentials: spec.credentials,
+                    progress: spec.pull_progress,
+                };
+                self.pull_and_build(&container, pull, spec.limits, &spec.network)
+                    .await
             }
         };
         match built {
@@ -257,14 +275,20 @@ impl Grove {
         container: &Container,
         rootfs: RootfsSource,
         limits: helper::Limits,
+        net: &NetSpec,
     ) -> ApiResult<()> {
         let request = helper::Request::CreateContainer {
             handle: container.handle.clone(),
             rootfs,
             limits,
+            ip: net.ip,
         };
-        let (wshd_pid, defaults) = match self.helper.call(&request).await {
-            Ok(helper::Response::Created { wshd_pid, defaults }) => (wshd_pid, defaults),
+        let (wshd_pid, defaults, network) = match self.helper.call(&request).await {
+            Ok(helper::Response::Created {
+                wshd_pid,
+                defaults,
+                network,
+            }) => (wshd_pid, defaults, network),
             Ok(other) => {
                 self.rollback(&container.handle).await;
                 return Err(ApiError::internal(format!(
@@ -285,6 +309,12 @@ impl Grove {
             record.image_env = defaults.env;
             record.image_dir = defaults.working_dir;
             record.image_user = defaults.user;
+            record.network = Some(network);
+        }
+        // Nothing half-made: a container whose network set-up failed goes.
+        if let Err(e) = self.set_up_network(container, network, net).await {
+            self.rollback(&container.handle).await;
+            return Err(e);
         }
         let saved = self.store.save(&container.record.borrow());
         if let Err(e) = saved {
@@ -302,12 +332,16 @@ impl Grove {
     async fn pull_and_build(
         &self,
         container: &Container,
-        uri: &str,
-        reference: registry::Reference,
-        credentials: registry::Credentials,
+        pull: Pull<'_>,
         limits: helper::Limits,
-        progress: Option<grove_schema::api_capnp::pull_progress::Client>,
+        net: &NetSpec,
     ) -> ApiResult<()> {
+        let Pull {
+            uri,
+            reference,
+            credentials,
+            progress,
+        } = pull;
         let downloads = self.config.state_dir.join("downloads");
         let insecure = self.config.insecure_registries.contains(&reference.host);
         let owned_uri = uri.to_string();
@@ -367,7 +401,7 @@ impl Grove {
             ))),
         };
         let built = match rootfs {
-            Ok(rootfs) => self.build(container, rootfs, limits).await,
+            Ok(rootfs) => self.build(container, rootfs, limits, net).await,
             Err(e) => Err(e),
         };
         let removed = tokio::task::spawn_blocking(move || {
@@ -380,6 +414,121 @@ impl Grove {
             Err(e) => tracing::warn!(error = %e, "removing a download"),
         }
         built
+    }
+
+    /// What follows the helper's create: /etc/hosts and /etc/resolv.conf
+    /// written into the container (as root, through wshd), then the spec's
+    /// NetIn mappings and NetOut rules.
+    async fn set_up_network(
+        &self,
+        container: &Container,
+        network: NetworkInfo,
+        net: &NetSpec,
+    ) -> ApiResult<()> {
+        let archive = etc_files(
+            container.handle.as_str(),
+            network.ip,
+            &self.config.dns_servers(),
+        )
+        .map_err(|e| ApiError::internal(format!("building /etc/hosts and resolv.conf: {e}")))?;
+        crate::stream::put_archive(container, "/etc", &archive)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    e.code,
+                    format!("writing /etc/hosts and /etc/resolv.conf: {}", e.message),
+                )
+            })?;
+        for (i, mapping) in net.net_in.iter().enumerate() {
+            self.helper_net_in(&container.handle, *mapping)
+                .await
+                .map_err(|e| ApiError::new(e.code, format!("spec.netIn[{i}]: {}", e.message)))?;
+        }
+        if !net.net_out.is_empty() {
+            self.helper_net_out(&container.handle, net.net_out.clone())
+                .await
+                .map_err(|e| ApiError::new(e.code, format!("spec.netOut: {}", e.message)))?;
+        }
+        Ok(())
+    }
+
+    /// Map a host port to a container port; 0s are chosen by the helper.
+    /// Answers the ports used.
+    pub async fn net_in(
+        &self,
+        container: &Container,
+        host_port: u16,
+        container_port: u16,
+    ) -> ApiResult<PortMapping> {
+        self.require_running(container)?;
+        let mapping = PortMapping {
+            host_port,
+            container_port,
+        };
+        self.helper_net_in(&container.handle, mapping).await
+    }
+
+    /// Allow egress: every rule or none.
+    pub async fn net_out(&self, container: &Container, rules: Vec<NetOutRule>) -> ApiResult<()> {
+        self.require_running(container)?;
+        if rules.is_empty() {
+            return Ok(());
+        }
+        check_net_out_size("rules", &container.handle, &rules)?;
+        self.helper_net_out(&container.handle, rules).await
+    }
+
+    /// The container's network as the helper holds it, and its NetIn
+    /// mappings.
+    pub async fn network(
+        &self,
+        container: &Container,
+    ) -> ApiResult<(NetworkInfo, Vec<PortMapping>)> {
+        let request = helper::Request::GetNetwork {
+            handle: container.handle.clone(),
+        };
+        match self.helper.call(&request).await? {
+            helper::Response::Network { info, net_in, .. } => {
+                Ok((container.network().unwrap_or(info), net_in))
+            }
+            other => Err(ApiError::internal(format!(
+                "unexpected answer to get network: {other:?}"
+            ))),
+        }
+    }
+
+    async fn helper_net_in(&self, handle: &Handle, mapping: PortMapping) -> ApiResult<PortMapping> {
+        let request = helper::Request::NetIn {
+            handle: handle.clone(),
+            host_port: mapping.host_port,
+            container_port: mapping.container_port,
+        };
+        match self.helper.call(&request).await? {
+            helper::Response::NetIn(used) => {
+                tracing::info!(%handle, host_port = used.host_port, container_port = used.container_port, "net in");
+                Ok(used)
+            }
+            other => Err(ApiError::internal(format!(
+                "unexpected answer to net in: {other:?}"
+            ))),
+        }
+    }
+
+    async fn helper_net_out(&self, handle: &Handle, rules: Vec<NetOutRule>) -> ApiResult<()> {
+        let count = rules.len();
+        let request = helper::Request::NetOut {
+            handle: handle.clone(),
+            rules,
+        };
+        match self.helper.call(&request).await? {
+            helper::Response::NetOutAdded => {
+                tracing::info!(%handle, rules = count, "net out");
+                Ok(())
+            }
+            other => Err(ApiError::internal(format!(
+                "unexpected answer to net out: {other:?}"
+            ))),
+        }
     }
 
     async fn rollback(&self, handle: &Handle) {
@@ -910,6 +1059,12 @@ impl Container {
         self.record.borrow().properties.clone()
     }
 
+    /// The address the helper gave the container (`None` for a record from
+    /// before networking).
+    pub fn network(&self) -> Option<NetworkInfo> {
+        self.record.borrow().network
+    }
+
     pub fn set_property(&self, name: String, value: String) {
         self.record.borrow_mut().properties.insert(name, value);
     }
@@ -934,6 +1089,15 @@ fn merge_env(entries: Vec<String>) -> Vec<String> {
         }
     }
     out
+}
+
+/// A registry image to pull: the URI as the spec gave it, parsed, the
+/// login, and whom to tell how the download advances.
+struct Pull<'a> {
+    uri: &'a str,
+    reference: registry::Reference,
+    credentials: registry::Credentials,
+    progress: Option<grove_schema::api_capnp::pull_progress::Client>,
 }
 
 /// What a create starts from: a source the helper takes as it is, or a
@@ -983,6 +1147,54 @@ fn parse_rootfs(field: &str, source: &str) -> ApiResult<RootfsSource> {
     }
 }
 
+/// NetOut rules travel in one helper datagram (all or nothing): refuse,
+/// before anything happens, rules too large to fit in one.
+fn check_net_out_size(field: &str, handle: &Handle, rules: &[NetOutRule]) -> ApiResult<()> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let request = helper::Request::NetOut {
+        handle: handle.clone(),
+        rules: rules.to_vec(),
+    };
+    let size = helper::encode_request(&request).len();
+    if size > helper::MAX_DATAGRAM {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "these {} rules take {size} bytes, more than the {} one request may hold; add them in smaller groups",
+                rules.len(),
+                helper::MAX_DATAGRAM
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A tar of `hosts` and `resolv.conf` (root's, mode 0644) for the
+/// container's /etc: the handle resolves to the container's address; the
+/// nameservers are groved's `dns_servers`.
+fn etc_files(handle: &str, ip: Ipv4Addr, dns: &[Ipv4Addr]) -> std::io::Result<Vec<u8>> {
+    let hosts = format!("127.0.0.1 localhost\n::1 localhost\n{ip} {handle}\n");
+    let resolv: String = dns.iter().map(|s| format!("nameserver {s}\n")).collect();
+    let mtime = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, content) in [("hosts", hosts), ("resolv.conf", resolv)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(mtime);
+        builder.append_data(&mut header, name, content.as_bytes())?;
+    }
+    builder.into_inner()
+}
+
 fn check_env_entry(entry: &str) -> Result<(), String> {
     match entry.split_once('=') {
         Some((name, _)) if !name.is_empty() && !entry.contains('\0') => Ok(()),
@@ -1000,4 +1212,55 @@ fn generate_handle() -> Handle {
 
 fn generate_process_id() -> String {
     random_hex()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_rule_sets_are_refused_before_the_helper_sees_them() {
+        use grove_schema::net::{IpRange, PortRange, Protocol};
+        let handle = Handle::new("h").unwrap();
+        let rule = |n: usize| {
+            let ip = Ipv4Addr::new(10, 0, 0, 1);
+            NetOutRule::new(
+                Protocol::Tcp,
+                vec![IpRange::new(ip, ip).unwrap(); n],
+                vec![PortRange::new(1000, 2000).unwrap(); n],
+                None,
+                false,
+            )
+            .unwrap()
+        };
+        assert!(check_net_out_size("rules", &handle, &[rule(1), rule(2)]).is_ok());
+        let e = check_net_out_size("rules", &handle, &vec![rule(32); 64]).unwrap_err();
+        assert!(e.message.starts_with("rules: these 64 rules take"), "{e}");
+    }
+
+    #[test]
+    fn etc_files_name_the_container_and_the_nameservers() {
+        let dns = [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(192, 0, 2, 1)];
+        let archive = etc_files("web-1", Ipv4Addr::new(10, 254, 0, 6), &dns).unwrap();
+        let mut files = BTreeMap::new();
+        for entry in tar::Archive::new(&archive[..]).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let header = entry.header().clone();
+            assert_eq!(header.mode().unwrap(), 0o644);
+            assert_eq!((header.uid().unwrap(), header.gid().unwrap()), (0, 0));
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            files.insert(name, text);
+        }
+        assert_eq!(
+            files["hosts"],
+            "127.0.0.1 localhost\n::1 localhost\n10.254.0.6 web-1\n"
+        );
+        assert_eq!(
+            files["resolv.conf"],
+            "nameserver 10.0.2.3\nnameserver 192.0.2.1\n"
+        );
+        assert_eq!(files.len(), 2);
+    }
 }

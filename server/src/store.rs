@@ -2,6 +2,7 @@
 //! `<state_dir>/containers/`, written atomically (temp file, fsync, rename,
 //! fsync of the directory), so a crash leaves the old or the new record.
 
+use grove_schema::net::NetworkInfo;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -34,6 +35,10 @@ pub struct Record {
     pub image_dir: String,
     #[serde(default)]
     pub image_user: String,
+    /// The container's address, gateway and prefix, as the helper made them
+    /// (`None` in records of containers made before networking).
+    #[serde(default)]
+    pub network: Option<NetworkInfo>,
 }
 
 pub struct Store {
@@ -114,16 +119,31 @@ mod tests {
             image_env: vec!["FOO=bar".into()],
             image_dir: "/opt".into(),
             image_user: "user".into(),
+            network: Some(NetworkInfo {
+                ip: "10.254.0.2".parse().unwrap(),
+                gateway: "10.254.0.1".parse().unwrap(),
+                prefix_len: 24,
+                mtu: 1500,
+            }),
         };
         store.save(&record).unwrap();
         record.state = "stopped".into();
         store.save(&record).unwrap();
         fs::write(dir.join("containers/broken.json"), b"{").unwrap();
+        // A record written before networking loads without one.
+        fs::write(
+            dir.join("containers/old.json"),
+            br#"{"handle":"old","rootfs":"","env":[],"properties":{},"created_at":1,"state":"active","wshd_pid":1}"#,
+        )
+        .unwrap();
         let (records, problems) = store.load_all().unwrap();
-        assert_eq!(records, vec![record]);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0], record);
+        assert_eq!(records[1].network, None);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("broken.json"));
         store.remove("c1").unwrap();
+        store.remove("old").unwrap();
         store.remove("c1").unwrap();
         assert!(store.load_all().unwrap().0.is_empty());
         fs::remove_dir_all(&dir).unwrap();

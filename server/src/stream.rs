@@ -106,6 +106,21 @@ impl Stream {
 /// streamIn: the ByteStream the client writes the tar to.
 pub async fn stream_in(container: &Container, path: String, user: String) -> ApiResult<TarSink> {
     check_request(container, &path)?;
+    open_sink(container, path, user).await
+}
+
+/// Extract a whole archive held in memory into the directory `path`, as
+/// root: groved's own files in a container (/etc/hosts, ...). Works while
+/// the container is still being created.
+pub async fn put_archive(container: &Container, path: &str, archive: &[u8]) -> ApiResult<()> {
+    let sink = open_sink(container, path.to_string(), String::new()).await?;
+    for chunk in archive.chunks(CHUNK) {
+        sink.write(chunk).await?;
+    }
+    sink.finish().await
+}
+
+async fn open_sink(container: &Container, path: String, user: String) -> ApiResult<TarSink> {
     let request = Request::StreamIn {
         path: path.clone(),
         user: Some(user).filter(|u| !u.is_empty()),

@@ -7,14 +7,23 @@
 //! Dropping a `TestEnv` destroys whatever containers the test left, stops
 //! both daemons (by pid) and removes every file and cgroup the test made,
 //! even when the test failed.
+//!
+//! Every env also gets a network of its own, so parallel tests never meet:
+//! a bridge and an nftables table named after the env, a /24 pool carved
+//! from 10.254.128.0/17 and a range of 100 NetIn host ports. Dropping the
+//! env deletes the links on that bridge, the bridge and the table, by those
+//! unique names only.
 
 use grove_client::{api, channel_sink, Chunk, Client, Command};
+use std::collections::HashSet;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -23,6 +32,13 @@ pub use grove_client;
 pub mod registry;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Network slots (see `TestEnv::slot`) held by live envs of this process.
+static SLOTS: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+
+/// How many network slots there are: slot k has the pool 10.254.(128+k).0/24
+/// and the host ports 20000 + 100k ..= 20000 + 100k + 99.
+pub const NET_SLOTS: usize = 120;
 
 /// The cgroup v1 controllers the helper puts each container in.
 pub const CONTROLLERS: &[&str] = &[
@@ -44,8 +60,47 @@ pub struct TestEnv {
     pub depot: PathBuf,
     pub wshd_dir: PathBuf,
     pub rootfs: PathBuf,
+    /// This env's network slot (0..NET_SLOTS).
+    pub slot: usize,
+    /// The helper's bridge (`bridge`), unique per env, <= 15 characters.
+    pub bridge: String,
+    /// The helper's nftables table (`nft_table`, family inet).
+    pub nft_table: String,
+    /// The pool's network address and prefix length (`pool`).
+    pub pool_base: Ipv4Addr,
+    pub pool_prefix: u8,
+    /// The pool's first address, which sits on the bridge.
+    pub gateway: Ipv4Addr,
+    /// NetIn host ports (`port_range`), inclusive.
+    pub ports: (u16, u16),
+    pub mtu: u32,
     helper: Option<Child>,
     groved: Option<Child>,
+}
+
+/// How to start a `TestEnv` beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct EnvOptions {
+    /// Lines appended to groved's config file.
+    pub groved_extra: String,
+    /// `key = value` lines for the helper policy; a key the harness already
+    /// writes is replaced (the policy refuses repeated keys), others are
+    /// appended.
+    pub helper_extra: String,
+    /// The pool's prefix length, carved from the env's /24 (default 24).
+    pub pool_prefix: Option<u8>,
+    /// How many NetIn host ports, from the env's range (default 100).
+    pub port_count: Option<u16>,
+    /// The policy's `mtu` (default 1500).
+    pub mtu: Option<u32>,
+}
+
+/// Why an env did not start: the helper's exit status (None: it still
+/// ran but never listened) and the daemons' logs.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub status: Option<ExitStatus>,
+    pub log: String,
 }
 
 pub fn bin_dir() -> PathBuf {
@@ -80,15 +135,42 @@ impl TestEnv {
 
     /// Start with extra lines appended to groved's config file.
     pub fn start_with(groved_extra: &str) -> TestEnv {
+        TestEnv::start_with_options(EnvOptions {
+            groved_extra: groved_extra.into(),
+            ..EnvOptions::default()
+        })
+    }
+
+    /// Start with extra groved config lines and helper policy lines (a
+    /// policy key given here replaces the harness's value).
+    pub fn start_with_policy(groved_extra: &str, helper_extra: &str) -> TestEnv {
+        TestEnv::start_with_options(EnvOptions {
+            groved_extra: groved_extra.into(),
+            helper_extra: helper_extra.into(),
+            ..EnvOptions::default()
+        })
+    }
+
+    pub fn start_with_options(options: EnvOptions) -> TestEnv {
+        match TestEnv::try_start(options) {
+            Ok(env) => env,
+            Err(failure) => panic!(
+                "the helper did not start ({:?})\n{}",
+                failure.status, failure.log
+            ),
+        }
+    }
+
+    /// Start the helper and, once it listens, groved. When the helper exits
+    /// (or never listens) this cleans up and returns its status and logs
+    /// instead of panicking, for tests that expect a policy to be refused.
+    pub fn try_start(options: EnvOptions) -> Result<TestEnv, StartFailure> {
         assert!(
             nix::unistd::geteuid().is_root(),
             "integration tests run as root (use ./dev test)"
         );
-        let name = format!(
-            "gt{}x{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
+        let seq = NEXT.fetch_add(1, Ordering::SeqCst);
+        let name = format!("gt{}x{}", std::process::id(), seq);
         let root = PathBuf::from(TEST_ROOT).join(&name);
         let run_dir = PathBuf::from("/run/grove-test").join(&name);
         let (uid, gid) = grove_user();
@@ -115,11 +197,29 @@ impl TestEnv {
         chown(&state_dir, Some(uid), Some(gid)).unwrap();
         fs::set_permissions(&state_dir, fs::Permissions::from_mode(0o700)).unwrap();
 
+        let slot = claim_slot(seq);
+        let pool_prefix = options.pool_prefix.unwrap_or(24);
+        assert!(
+            (24..=30).contains(&pool_prefix),
+            "a test pool is carved from the env's /24"
+        );
+        let pool_base = Ipv4Addr::new(10, 254, 128 + slot as u8, 0);
+        let port_first = 20000 + 100 * slot as u16;
+        let port_count = options.port_count.unwrap_or(100);
+        assert!((1..=100).contains(&port_count));
         let mut env = TestEnv {
             socket: run_dir.join("grove.sock"),
             helper_socket: run_dir.join("helper.sock"),
             depot: root.join("depot"),
             wshd_dir: run_dir.join("wshd"),
+            bridge: format!("gb{}", &name[2..]),
+            nft_table: name.clone(),
+            slot,
+            pool_base,
+            pool_prefix,
+            gateway: Ipv4Addr::from(u32::from(pool_base) + 1),
+            ports: (port_first, port_first + port_count - 1),
+            mtu: options.mtu.unwrap_or(1500),
             name,
             root,
             run_dir,
@@ -127,24 +227,57 @@ impl TestEnv {
             helper: None,
             groved: None,
         };
-        let policy = env.root.join("helper-policy.conf");
-        fs::write(
-            &policy,
-            format!(
-                "server_user = grove\nsocket = {}\ndepot = {}\nruntime_dir = {}\ndefault_rootfs = {}\n\
-                 rootfs_allow = {}\nimage_allow = {}, {}\nwshd = {}\ncgroup_parent = {}\nmax_containers = 100\n",
-                env.helper_socket.display(),
-                env.depot.display(),
-                env.wshd_dir.display(),
-                env.rootfs.display(),
-                env.rootfs.parent().unwrap().display(),
-                env.images_dir().display(),
-                env.downloads_dir().display(),
-                bins.join("wshd").display(),
-                env.name,
+        assert!(env.bridge.len() <= 15, "{} is too long", env.bridge);
+        let mut lines: Vec<(String, String)> = [
+            ("server_user", "grove".to_string()),
+            ("socket", env.helper_socket.display().to_string()),
+            ("depot", env.depot.display().to_string()),
+            ("runtime_dir", env.wshd_dir.display().to_string()),
+            ("default_rootfs", env.rootfs.display().to_string()),
+            (
+                "rootfs_allow",
+                env.rootfs.parent().unwrap().display().to_string(),
             ),
-        )
-        .unwrap();
+            (
+                "image_allow",
+                format!(
+                    "{}, {}",
+                    env.images_dir().display(),
+                    env.downloads_dir().display()
+                ),
+            ),
+            ("wshd", bins.join("wshd").display().to_string()),
+            ("cgroup_parent", env.name.clone()),
+            ("max_containers", "100".to_string()),
+            ("bridge", env.bridge.clone()),
+            ("pool", env.pool()),
+            ("port_range", format!("{}-{}", env.ports.0, env.ports.1)),
+            ("nft_table", env.nft_table.clone()),
+            ("mtu", env.mtu.to_string()),
+            // The host's real uplink is never touched by tests: a test that
+            // checks uplink forwarding names a dummy link of its own.
+            ("uplinks", "none".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for line in options.helper_extra.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("helper_extra: {line:?} is not key = value"));
+            let (key, value) = (key.trim().to_string(), value.trim().to_string());
+            match lines.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = value,
+                None => lines.push((key, value)),
+            }
+        }
+        let policy = env.root.join("helper-policy.conf");
+        let text: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        fs::write(&policy, text).unwrap();
         fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
         let config = env.root.join("groved.conf");
         fs::write(
@@ -155,27 +288,98 @@ impl TestEnv {
                 env.helper_socket.display(),
                 env.wshd_dir.display(),
                 state_dir.display(),
-                groved_extra,
+                options.groved_extra,
             ),
         )
         .unwrap();
 
-        let root = env.root.clone();
-        let log = move |name: &str| fs::File::create(root.join(name)).unwrap();
-        env.helper = Some(
-            std::process::Command::new(bins.join("grove-helper"))
+        env.start_helper();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if env.helper_socket.exists() {
+                break;
+            }
+            let exited = env.helper.as_mut().unwrap().try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                // An exited helper is reaped (try_wait): never signal its
+                // pid again; one still running is stopped.
+                match exited {
+                    Some(_) => drop(env.helper.take()),
+                    None => env.stop_helper(),
+                }
+                return Err(StartFailure {
+                    status: exited,
+                    log: env.logs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        env.start_groved();
+        Ok(env)
+    }
+
+    /// The pool in CIDR notation, as the policy has it.
+    pub fn pool(&self) -> String {
+        format!("{}/{}", self.pool_base, self.pool_prefix)
+    }
+
+    /// The n-th address of the pool (0 = the network address, 1 = the
+    /// gateway).
+    pub fn pool_ip(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.pool_base) + n)
+    }
+
+    /// Is `ip` inside the pool?
+    pub fn in_pool(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX << (32 - self.pool_prefix as u32);
+        u32::from(ip) & mask == u32::from(self.pool_base)
+    }
+
+    fn start_helper(&mut self) {
+        let root = self.root.clone();
+        let log = move |name: &str| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(root.join(name))
+                .unwrap()
+        };
+        self.helper = Some(
+            std::process::Command::new(bin_dir().join("grove-helper"))
                 .arg("--policy")
-                .arg(&policy)
+                .arg(self.root.join("helper-policy.conf"))
                 .stdin(Stdio::null())
                 .stdout(log("helper.log"))
                 .stderr(log("helper.log"))
                 .spawn()
                 .expect("starting grove-helper"),
         );
-        let helper_socket = env.helper_socket.clone();
-        env.wait_for(|| helper_socket.exists(), "the helper's socket");
-        env.start_groved();
-        env
+    }
+
+    /// Stop the helper (SIGTERM, by pid; SIGKILL after 5 s).
+    pub fn stop_helper(&mut self) {
+        if let Some(child) = self.helper.take() {
+            stop_child(child);
+        }
+    }
+
+    /// Stop the helper (unless stopped) and start it again with the same
+    /// policy; waits until it says it is ready (its socket exists before
+    /// it has recovered its containers). groved reconnects on its next
+    /// call.
+    pub fn restart_helper(&mut self) {
+        self.stop_helper();
+        let _ = fs::remove_file(&self.helper_socket);
+        let log = self.root.join("helper.log");
+        let readies = move || {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("grove-helper: ready on")
+                .count()
+        };
+        let before = readies();
+        self.start_helper();
+        self.wait_for(|| readies() > before, "the restarted helper's ready line");
     }
 
     /// Where this env's helper policy allows images (`image_allow`).
@@ -340,8 +544,10 @@ impl TestEnv {
     }
 
     /// Remove what a failed test may have left: processes in our cgroups
-    /// (killed by pid), cgroup dirs, files.
+    /// (killed by pid), cgroup dirs, files, and the env's network: the
+    /// links on its bridge, the bridge and its nft table, by name.
     fn remove_leftovers(&self) {
+        self.remove_network();
         for controller in CONTROLLERS {
             let parent = self.cgroup_dir(controller);
             let Ok(entries) = fs::read_dir(&parent) else {
@@ -358,6 +564,116 @@ impl TestEnv {
         let _ = fs::remove_dir_all(&self.run_dir);
         let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+impl TestEnv {
+    /// Names of the links whose master is this env's bridge.
+    pub fn bridge_ports(&self) -> Vec<String> {
+        bridge_ports(&self.bridge)
+    }
+
+    /// The helper's nft tables of this env, `inet <nft_table>` and, when
+    /// the helper has one, `bridge <nft_table>`, as `nft -s` lists them
+    /// (no counters); None when the inet table does not exist.
+    pub fn nft_table_text(&self) -> Option<String> {
+        let list = |family: &str| {
+            let out = std::process::Command::new("nft")
+                .args(["-s", "list", "table", family, &self.nft_table])
+                .stderr(Stdio::null())
+                .output()
+                .expect("running nft");
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let inet = list("inet")?;
+        Some(inet + &list("bridge").unwrap_or_default())
+    }
+
+    fn remove_network(&self) {
+        for port in self.bridge_ports() {
+            let _ = quiet("ip", &["link", "del", "dev", &port]);
+        }
+        if link_exists(&self.bridge) {
+            let _ = quiet("ip", &["link", "del", "dev", &self.bridge]);
+        }
+        // The helper's tables, by this env's unique name only (it keeps
+        // a bridge-family table of the same name next to the inet one).
+        for family in ["inet", "bridge"] {
+            if quiet("nft", &["list", "table", family, &self.nft_table]) {
+                let _ = quiet("nft", &["delete", "table", family, &self.nft_table]);
+            }
+        }
+        if let Some(slots) = SLOTS.lock().unwrap().as_mut() {
+            slots.remove(&self.slot);
+        }
+    }
+}
+
+/// Run a command, its output discarded; true when it succeeded.
+fn quiet(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Names of the links whose master is `bridge` (none when it is missing).
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(Path::new("/sys/class/net").join(bridge).join("brif")) else {
+        return Vec::new();
+    };
+    let mut ports: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ports.sort();
+    ports
+}
+
+/// The host's IPv4 addresses with prefix lengths, per interface:
+/// (interface, address, prefix).
+pub fn host_addresses() -> Vec<(String, Ipv4Addr, u8)> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .expect("running ip");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let i = f.iter().position(|w| *w == "inet")?;
+            let (addr, prefix) = f.get(i + 1)?.split_once('/')?;
+            Some((f[1].to_string(), addr.parse().ok()?, prefix.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Pick a network slot no live env of this process holds and whose pool no
+/// host interface uses (a crashed earlier run may have left a bridge).
+fn claim_slot(seq: usize) -> usize {
+    let used: Vec<Ipv4Addr> = host_addresses().into_iter().map(|(_, a, _)| a).collect();
+    let mut guard = SLOTS.lock().unwrap();
+    let slots = guard.get_or_insert_with(HashSet::new);
+    let base = (std::process::id() as usize).wrapping_mul(7919) + seq;
+    for i in 0..NET_SLOTS {
+        let k = (base + i) % NET_SLOTS;
+        let taken = used
+            .iter()
+            .any(|a| a.octets()[..3] == [10, 254, 128 + k as u8]);
+        if !slots.contains(&k) && !taken {
+            slots.insert(k);
+            return k;
+        }
+    }
+    panic!("all {NET_SLOTS} test network slots are in use");
 }
 
 impl Drop for TestEnv {

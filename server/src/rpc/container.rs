@@ -6,8 +6,10 @@ use crate::containers::{Container, Grove, RunSpec};
 use crate::error::{ApiError, ApiResult};
 use crate::process::Sinks;
 use crate::rpc::limits;
+use crate::rpc::net;
 use crate::rpc::process::ProcessServer;
 use grove_schema::api_capnp::{container as api, container_info};
+use grove_schema::net::{NetworkInfo, PortMapping};
 use grove_schema::wshd::{Rlimit, WindowSize};
 use std::rc::Rc;
 
@@ -29,8 +31,23 @@ impl ContainerServer {
     }
 }
 
-pub fn fill_info(container: &Container, mut info: container_info::Builder<'_>) {
+/// A container's info; `network` is its address and NetIn mappings as the
+/// helper holds them (`Grove::network`).
+pub fn fill_info(
+    container: &Container,
+    network: &(NetworkInfo, Vec<PortMapping>),
+    external_ip: &str,
+    mut info: container_info::Builder<'_>,
+) {
     info.set_state(container.state_name());
+    let (address, mappings) = network;
+    info.set_container_ip(address.ip.to_string());
+    info.set_host_ip(address.gateway.to_string());
+    info.set_external_ip(external_ip);
+    net::fill_port_mappings(
+        info.reborrow().init_mapped_ports(mappings.len() as u32),
+        mappings,
+    );
     let ids = container.running_process_ids();
     let mut list = info.reborrow().init_process_ids(ids.len() as u32);
     for (i, id) in ids.iter().enumerate() {
@@ -66,7 +83,14 @@ impl api::Server for ContainerServer {
         _: InfoParams,
         mut results: InfoResults,
     ) -> Result<(), capnp::Error> {
-        fill_info(&*self.container()?, results.get().init_info());
+        let container = self.container()?;
+        let network = self.grove.network(&container).await?;
+        fill_info(
+            &container,
+            &network,
+            &self.grove.config.external_ip,
+            results.get().init_info(),
+        );
         Ok(())
     }
 
@@ -340,12 +364,65 @@ impl api::Server for ContainerServer {
         Ok(())
     }
 
+    async fn limit_bandwidth(
+        self: Rc<Self>,
+        params: LimitBandwidthParams,
+        _: LimitBandwidthResults,
+    ) -> Result<(), capnp::Error> {
+        let limits = limits::limit_bandwidth("limits", params.get()?.get_limits()?)?;
+        self.grove.set_limits(&*self.container()?, limits).await?;
+        Ok(())
+    }
+
+    async fn current_bandwidth_limits(
+        self: Rc<Self>,
+        _: CurrentBandwidthLimitsParams,
+        mut results: CurrentBandwidthLimitsResults,
+    ) -> Result<(), capnp::Error> {
+        let limits = self.grove.limits(&*self.container()?).await?;
+        limits::fill_bandwidth(&limits, results.get().init_limits());
+        Ok(())
+    }
+
+    async fn net_in(
+        self: Rc<Self>,
+        params: NetInParams,
+        mut results: NetInResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let host_port = net::port("hostPort", params.get_host_port())?;
+        let container_port = net::port("containerPort", params.get_container_port())?;
+        let used = self
+            .grove
+            .net_in(&*self.container()?, host_port, container_port)
+            .await?;
+        let mut results = results.get();
+        results.set_host_port(used.host_port.into());
+        results.set_container_port(used.container_port.into());
+        Ok(())
+    }
+
+    async fn net_out(
+        self: Rc<Self>,
+        params: NetOutParams,
+        _: NetOutResults,
+    ) -> Result<(), capnp::Error> {
+        let rule = net::net_out_rule("rule", params.get()?.get_rule()?)?;
+        self.grove.net_out(&*self.container()?, vec![rule]).await?;
+        Ok(())
+    }
+
+    async fn bulk_net_out(
+        self: Rc<Self>,
+        params: BulkNetOutParams,
+        _: BulkNetOutResults,
+    ) -> Result<(), capnp::Error> {
+        let rules = net::net_out_rules("rules", params.get()?.get_rules()?)?;
+        self.grove.net_out(&*self.container()?, rules).await?;
+        Ok(())
+    }
+
     crate::not_implemented! {
-        limit_bandwidth: LimitBandwidthParams, LimitBandwidthResults => "limitBandwidth", "the networking issue";
-        current_bandwidth_limits: CurrentBandwidthLimitsParams, CurrentBandwidthLimitsResults => "currentBandwidthLimits", "the networking issue";
-        net_in: NetInParams, NetInResults => "netIn", "the networking issue";
-        net_out: NetOutParams, NetOutResults => "netOut", "the networking issue";
-        bulk_net_out: BulkNetOutParams, BulkNetOutResults => "bulkNetOut", "the networking issue";
         set_grace_time: SetGraceTimeParams, SetGraceTimeResults => "setGraceTime", "the systemd and restart issue";
     }
 }

@@ -1,9 +1,10 @@
 //! The root interface, `Grove`.
 
 use super::{properties, text, text_list};
-use crate::containers::{CreateSpec, Grove};
+use crate::containers::{CreateSpec, Grove, NetSpec};
 use crate::error::{ApiError, ApiResult};
 use crate::rpc::container::{fill_info, ContainerServer};
+use crate::rpc::net;
 use grove_schema::api_capnp::grove as api;
 use std::rc::Rc;
 
@@ -106,12 +107,27 @@ impl api::Server for GroveServer {
         mut results: api::BulkInfoResults,
     ) -> Result<(), capnp::Error> {
         let handles = text_list("handles", params.get()?.get_handles())?;
+        let mut answers = Vec::with_capacity(handles.len());
+        for handle in &handles {
+            let answer = match self.grove.get(handle) {
+                Ok(container) => self
+                    .grove
+                    .network(&container)
+                    .await
+                    .map(|network| (container, network)),
+                Err(e) => Err(e),
+            };
+            answers.push(answer);
+        }
+        let external_ip = &self.grove.config.external_ip;
         let mut list = results.get().init_results(handles.len() as u32);
-        for (i, handle) in handles.iter().enumerate() {
+        for (i, (handle, answer)) in handles.iter().zip(answers).enumerate() {
             let mut entry = list.reborrow().get(i as u32);
             entry.set_handle(handle);
-            match self.grove.get(handle) {
-                Ok(container) => fill_info(&container, entry.init_info()),
+            match answer {
+                Ok((container, network)) => {
+                    fill_info(&container, &network, external_ip, entry.init_info())
+                }
                 Err(e) => entry.set_error(e.to_string()),
             }
         }
@@ -171,26 +187,16 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         "the images issue",
     )?;
     unsupported(
-        !text("spec.network", spec.get_network())?.is_empty(),
-        "network",
-        "the networking issue",
-    )?;
-    unsupported(
         spec.get_grace_time_seconds() != 0,
         "graceTimeSeconds",
         "the systemd and restart issue",
     )?;
     unsupported(spec.get_privileged(), "privileged", "the security issue")?;
-    unsupported(
-        !spec.get_net_out()?.is_empty(),
-        "netOut",
-        "the networking issue",
-    )?;
-    unsupported(
-        !spec.get_net_in()?.is_empty(),
-        "netIn",
-        "the networking issue",
-    )?;
+    let network = NetSpec {
+        ip: net::network_spec("spec.network", &text("spec.network", spec.get_network())?)?,
+        net_in: net::port_mappings("spec.netIn", spec.get_net_in()?)?,
+        net_out: net::net_out_rules("spec.netOut", spec.get_net_out()?)?,
+    };
     Ok(CreateSpec {
         handle: text("spec.handle", spec.get_handle())?,
         rootfs: text("spec.rootfs", spec.get_rootfs())?,
@@ -208,6 +214,7 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         } else {
             None
         },
+        network,
     })
 }
 

@@ -3,9 +3,10 @@
 
 use crate::error::{ApiError, ApiResult};
 use grove_schema::api_capnp::{
-    cpu_limits, disk_limits, limits, memory_limits, metrics, pid_limits,
+    bandwidth_limits, cpu_limits, disk_limits, limits, memory_limits, metrics, pid_limits,
 };
 use grove_schema::helper::{CpuQuota, DiskLimit, DiskScope, Limits, Stats};
+use grove_schema::net::Bandwidth;
 
 /// CFS period used when a quota comes without one.
 const DEFAULT_PERIOD_US: u64 = 100_000;
@@ -94,23 +95,55 @@ pub fn disk(field: &str, d: disk_limits::Reader<'_>) -> ApiResult<Limits> {
     })
 }
 
-/// The limits of a ContainerSpec; bandwidth belongs to later work.
-pub fn from_spec(l: limits::Reader<'_>) -> ApiResult<Limits> {
-    let bandwidth = l.get_bandwidth()?;
-    if bandwidth.get_rate_in_bytes_per_second() != 0
-        || bandwidth.get_burst_rate_in_bytes_per_second() != 0
-    {
-        return Err(ApiError::not_implemented(
-            "spec.limits.bandwidth",
-            "the networking issue",
-        ));
+/// Shaping of the container's traffic: both 0 = none (`None`); otherwise
+/// both are needed (a rate without a burst would let nothing through).
+pub fn bandwidth(field: &str, b: bandwidth_limits::Reader<'_>) -> ApiResult<Option<Bandwidth>> {
+    let (rate, burst) = (
+        b.get_rate_in_bytes_per_second(),
+        b.get_burst_rate_in_bytes_per_second(),
+    );
+    match (rate, burst) {
+        (0, 0) => Ok(None),
+        (0, _) => Err(ApiError::invalid(
+            &format!("{field}.rateInBytesPerSecond"),
+            format!("0 with a burst of {burst}: give a rate (bytes per second) too"),
+        )),
+        (_, 0) => Err(ApiError::invalid(
+            &format!("{field}.burstRateInBytesPerSecond"),
+            format!("0 with a rate of {rate}: give a burst (bytes) too"),
+        )),
+        _ => Ok(Some(Bandwidth {
+            rate_bytes_per_sec: rate,
+            burst_bytes: burst,
+        })),
     }
+}
+
+/// limitBandwidth: shaping must be given; removing it (rate 0) is not
+/// something the helper does.
+pub fn limit_bandwidth(field: &str, b: bandwidth_limits::Reader<'_>) -> ApiResult<Limits> {
+    match bandwidth(field, b)? {
+        Some(bandwidth) => Ok(Limits {
+            bandwidth: Some(bandwidth),
+            ..Limits::default()
+        }),
+        None => Err(ApiError::invalid(
+            &format!("{field}.rateInBytesPerSecond"),
+            "0: removing the shaping is not supported; give a rate and a burst",
+        )),
+    }
+}
+
+/// The limits of a ContainerSpec.
+pub fn from_spec(l: limits::Reader<'_>) -> ApiResult<Limits> {
+    let bandwidth = bandwidth("spec.limits.bandwidth", l.get_bandwidth()?)?;
     let disk = disk("spec.limits.disk", l.get_disk()?)?.disk;
     let cpu = cpu("spec.limits.cpu", l.get_cpu()?)?;
     Ok(Limits {
         memory_bytes: memory(l.get_memory()?).memory_bytes,
         pids_max: pids(l.get_pid()?).pids_max,
         disk,
+        bandwidth,
         ..cpu
     })
 }
@@ -159,6 +192,14 @@ pub fn fill_disk(l: &Limits, mut d: disk_limits::Builder<'_>) {
     }
 }
 
+/// Zeros when the container's traffic is not shaped.
+pub fn fill_bandwidth(l: &Limits, mut b: bandwidth_limits::Builder<'_>) {
+    if let Some(bandwidth) = l.bandwidth {
+        b.set_rate_in_bytes_per_second(bandwidth.rate_bytes_per_sec);
+        b.set_burst_rate_in_bytes_per_second(bandwidth.burst_bytes);
+    }
+}
+
 pub fn fill_metrics(stats: &Stats, age_seconds: f64, mut m: metrics::Builder<'_>) {
     let field = |name: &str| {
         stats
@@ -204,5 +245,80 @@ pub fn fill_metrics(stats: &Stats, age_seconds: f64, mut m: metrics::Builder<'_>
         disk.set_total_bytes_used(usage.referenced_bytes);
         disk.set_exclusive_bytes_used(usage.exclusive_bytes);
     }
+    {
+        // From the container's host-side veth, seen from the container
+        // (rx = received by it).
+        let mut network = m.reborrow().init_network();
+        network.set_rx_bytes(stats.net.rx_bytes);
+        network.set_tx_bytes(stats.net.tx_bytes);
+        network.set_rx_packets(stats.net.rx_packets);
+        network.set_tx_packets(stats.net.tx_packets);
+    }
     m.set_age_seconds(age_seconds);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bandwidth_of(rate: u64, burst: u64) -> ApiResult<Option<Bandwidth>> {
+        let mut message = capnp::message::Builder::new_default();
+        let mut b = message.init_root::<bandwidth_limits::Builder<'_>>();
+        b.set_rate_in_bytes_per_second(rate);
+        b.set_burst_rate_in_bytes_per_second(burst);
+        let reader = message
+            .get_root_as_reader::<bandwidth_limits::Reader<'_>>()
+            .unwrap();
+        bandwidth("spec.limits.bandwidth", reader)
+    }
+
+    #[test]
+    fn bandwidth_needs_a_rate_and_a_burst() {
+        assert_eq!(bandwidth_of(0, 0).unwrap(), None);
+        assert_eq!(
+            bandwidth_of(1000, 2000).unwrap(),
+            Some(Bandwidth {
+                rate_bytes_per_sec: 1000,
+                burst_bytes: 2000
+            })
+        );
+        let e = bandwidth_of(1000, 0).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("[invalidSpec] spec.limits.bandwidth.burstRateInBytesPerSecond:"));
+        let e = bandwidth_of(0, 5).unwrap_err();
+        assert!(e
+            .message
+            .starts_with("spec.limits.bandwidth.rateInBytesPerSecond:"));
+    }
+
+    #[test]
+    fn shaped_and_unshaped_limits_read_back() {
+        let mut message = capnp::message::Builder::new_default();
+        let b = message.init_root::<bandwidth_limits::Builder<'_>>();
+        fill_bandwidth(&Limits::default(), b);
+        let r = message
+            .get_root_as_reader::<bandwidth_limits::Reader<'_>>()
+            .unwrap();
+        assert_eq!(r.get_rate_in_bytes_per_second(), 0);
+        let limits = Limits {
+            bandwidth: Some(Bandwidth {
+                rate_bytes_per_sec: 7,
+                burst_bytes: 9,
+            }),
+            ..Limits::default()
+        };
+        let mut message = capnp::message::Builder::new_default();
+        fill_bandwidth(&limits, message.init_root());
+        let r = message
+            .get_root_as_reader::<bandwidth_limits::Reader<'_>>()
+            .unwrap();
+        assert_eq!(
+            (
+                r.get_rate_in_bytes_per_second(),
+                r.get_burst_rate_in_bytes_per_second()
+            ),
+            (7, 9)
+        );
+    }
 }

@@ -4,6 +4,7 @@
 pub mod container;
 pub mod grove;
 pub mod limits;
+pub mod net;
 pub mod process;
 
 use crate::error::{ApiError, ApiResult};
