@@ -73,6 +73,18 @@ impl From<Response> for Reply {
     }
 }
 
+/// What a create builds, decided before any step runs.
+struct Plan<'a> {
+    /// The rootfs dir or the image layers below the writable layer.
+    lower: spawn::Lower<'a>,
+    layers: &'a [String],
+    /// The image's size (for total-scope disk limits).
+    image_bytes: u64,
+    limits: &'a Limits,
+    /// No user namespace.
+    privileged: bool,
+}
+
 /// Undo steps of a create, run in reverse on failure.
 enum Undo {
     DepotDir,
@@ -94,7 +106,10 @@ impl Helper {
                 rootfs,
                 limits,
                 ip,
-            } => self.create(handle, rootfs, limits, ip).map(Reply::from),
+                privileged,
+            } => self
+                .create(handle, rootfs, limits, ip, privileged)
+                .map(Reply::from),
             Request::DestroyContainer { handle } => self.destroy(handle).map(Reply::from),
             Request::SetLimits { handle, limits } => {
                 self.check(&handle, Event::SetLimits)?;
@@ -234,7 +249,15 @@ impl Helper {
         rootfs: RootfsSource,
         limits: Limits,
         ip: Option<std::net::Ipv4Addr>,
+        privileged: bool,
     ) -> Result<Response, HelperError> {
+        if privileged && !self.policy.conf.allow_privileged {
+            return Err(HelperError::new(
+                ErrorKind::PolicyRefused,
+                "privileged containers (no user namespace) are not allowed by the helper's \
+                 policy (allow_privileged = off)",
+            ));
+        }
         let next = transition(
             self.containers.get(&handle).map(|c| &c.state),
             Event::Create,
@@ -287,7 +310,11 @@ impl Helper {
                 };
                 let lower = fs::open_dir_no_symlinks(path.as_str()).map_err(|e| {
                     let mut err = open_err(&path, "rootfs", e);
-                    err.kind = ErrorKind::System;
+                    // A rootfs the request named is the request's fault; a
+                    // broken default rootfs is the host's.
+                    if matches!(rootfs, RootfsSource::Default) {
+                        err.kind = ErrorKind::System;
+                    }
                     err
                 })?;
                 (Some((path, lower)), Vec::new(), ImageDefaults::default())
@@ -337,8 +364,15 @@ impl Helper {
             None => spawn::Lower::Layers(&top_down),
         };
         let mut undo = Vec::new();
+        let plan = Plan {
+            lower,
+            layers: &layers,
+            image_bytes,
+            limits: &limits,
+            privileged,
+        };
         let result = self
-            .create_steps(&handle, lower, &layers, image_bytes, &limits, &mut undo)
+            .create_steps(&handle, plan, &mut undo)
             .and_then(|child| {
                 // 8. The network, last: it needs wshd's netns.
                 let dir = self.depot_dir(&handle)?;
@@ -385,12 +419,16 @@ impl Helper {
     fn create_steps(
         &self,
         handle: &Handle,
-        lower: spawn::Lower,
-        layers: &[String],
-        image_bytes: u64,
-        limits: &Limits,
+        plan: Plan,
         undo: &mut Vec<Undo>,
     ) -> Result<spawn::Child, HelperError> {
+        let Plan {
+            lower,
+            layers,
+            image_bytes,
+            limits,
+            privileged,
+        } = plan;
         let h = handle.as_str();
         // 2. The container's depot dir: root-only, created beneath the depot
         // dirfd with the validated handle as its single component.
@@ -411,6 +449,20 @@ impl Helper {
         for (name, mode) in [("upper", 0o755), ("work", 0o700)] {
             fs::mkdir_at(layer.as_fd(), name, mode, false)
                 .map_err(|e| system(&format!("mkdir {name}"), e))?;
+        }
+        // The root of the container's writes belongs to its root: host id
+        // userns_base (work stays the kernel's, root-only); host root for a
+        // privileged container.
+        let base = self.policy.conf.userns_base;
+        if !privileged {
+            nix::unistd::fchownat(
+                Some(layer.as_raw_fd()),
+                "upper",
+                Some(Uid::from_raw(base)),
+                Some(Gid::from_raw(base)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| system("chown upper", e))?;
         }
         drop(layer);
         // 2c. The image's size, which a total-scope disk limit includes, and
@@ -494,7 +546,13 @@ impl Helper {
         fs::write_file_at(dir.as_fd(), LAYERS_FILE, list.as_bytes(), 0o600)
             .map_err(|e| system("write the layer list", e))?;
 
-        // 6. The container's first process.
+        // 6. The container's first process, in a user namespace of its own
+        // (and a network namespace that belongs to it).
+        let namespaces = if privileged {
+            None
+        } else {
+            Some(crate::userns::make_namespaces(base).map_err(|e| system("user namespace", e))?)
+        };
         let spec = Spawn {
             handle,
             depot_path: self.policy.conf.depot.as_str(),
@@ -504,6 +562,11 @@ impl Helper {
             socket: sock.as_fd(),
             wshd: self.wshd.as_fd(),
             server_uid: self.policy.server_uid,
+            userns: namespaces.as_ref().map(|n| spawn::UserNs {
+                user: n.user.as_fd(),
+                net: n.net.as_fd(),
+                base,
+            }),
         };
         let child = spawn::spawn(&spec, |pid| self.cgroups.enter(handle, pid))
             .map_err(|e| system("start wshd", e))?;

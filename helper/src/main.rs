@@ -11,6 +11,7 @@
 mod btrfs;
 mod cgroup;
 mod cgroup_v2;
+mod confine;
 mod container;
 mod fs;
 mod image;
@@ -20,6 +21,7 @@ mod policy;
 mod server;
 mod spawn;
 mod state;
+mod userns;
 
 use nix::sys::socket::{
     bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
@@ -192,6 +194,10 @@ fn run() -> Result<(), String> {
     };
     helper.recover()?;
     helper.net.rebuild_rules()?;
+    // Everything the helper opens at start-up is open: from here on it
+    // keeps only the capabilities it uses and refuses what nothing needs.
+    confine::drop_capabilities()?;
+    confine::install_seccomp()?;
     helper.collect_layers();
     eprintln!(
         "grove-helper: ready on {socket_path} (server uid {}, cgroups {}, disk: {}, network: bridge {} pool {}/{} ports {}-{} table {}, {} containers recovered, pid {})",

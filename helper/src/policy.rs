@@ -39,6 +39,11 @@ pub struct PolicyConf {
     pub max_containers: usize,
     /// bridge, pool, port_range, nft_table, mtu.
     pub net: crate::net::NetConf,
+    /// Host id of every container's uid and gid 0; ids 0..65535 map to
+    /// userns_base..userns_base+65535.
+    pub userns_base: u32,
+    /// May a container run without a user namespace?
+    pub allow_privileged: bool,
 }
 
 fn path(s: &str) -> HostPath {
@@ -63,6 +68,8 @@ impl Default for PolicyConf {
             cgroup_parent: "grove".into(),
             max_containers: 1024,
             net: crate::net::NetConf::default(),
+            userns_base: 1_000_000_000,
+            allow_privileged: false,
         }
     }
 }
@@ -140,6 +147,26 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 p.net.port_range = crate::net::parse_port_range(&e.value).map_err(bad)?
             }
             "nft_table" => p.net.nft_table = crate::net::parse_table(&e.value).map_err(bad)?,
+            "allow_privileged" => {
+                p.allow_privileged = match e.value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(bad(format!("{v:?} is neither on nor off"))),
+                }
+            }
+            "userns_base" => {
+                p.userns_base = e
+                    .value
+                    .parse()
+                    .ok()
+                    .filter(|b: &u32| *b >= 65536 && b.checked_add(crate::userns::ID_COUNT).is_some())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "{:?} must be a host uid of at least 65536 with 65536 ids above it",
+                            e.value
+                        ))
+                    })?
+            }
             "uplinks" => p.net.uplinks = crate::net::parse_uplinks(&e.value).map_err(bad)?,
             "mtu" => {
                 p.net.mtu = e
@@ -153,7 +180,7 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 return Err(format!(
                 "line {}: unknown key {other:?} (known: server_user, socket, depot, runtime_dir, \
                      default_rootfs, rootfs_allow, image_allow, layer_gc, wshd, cgroup_parent, \
-                     max_containers, bridge, pool, port_range, nft_table, mtu, uplinks)",
+                     max_containers, bridge, pool, port_range, nft_table, mtu, uplinks, userns_base, allow_privileged)",
                 e.line
             ))
             }

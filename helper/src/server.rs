@@ -252,15 +252,17 @@ fn describe(r: &grove_schema::helper::Request) -> String {
             rootfs: RootfsSource::Default,
             limits,
             ip,
-        } => format!("CreateContainer handle={handle} rootfs=default limits={limits:?} ip={ip:?}"),
+            privileged,
+        } => format!("CreateContainer handle={handle} rootfs=default limits={limits:?} ip={ip:?} privileged={privileged}"),
         CreateContainer {
             handle,
             rootfs: RootfsSource::HostDir(p),
             limits,
             ip,
+            privileged,
         } => {
             format!(
-                "CreateContainer handle={handle} rootfs={} limits={limits:?} ip={ip:?}",
+                "CreateContainer handle={handle} rootfs={} limits={limits:?} ip={ip:?} privileged={privileged}",
                 p.as_str()
             )
         }
@@ -269,8 +271,9 @@ fn describe(r: &grove_schema::helper::Request) -> String {
             rootfs: RootfsSource::OciLayout { dir, tag },
             limits,
             ip,
+            privileged,
         } => format!(
-            "CreateContainer handle={handle} rootfs=oci:{}:{} limits={limits:?} ip={ip:?}",
+            "CreateContainer handle={handle} rootfs=oci:{}:{} limits={limits:?} ip={ip:?} privileged={privileged}",
             dir.as_str(),
             tag.as_str()
         ),
@@ -279,8 +282,9 @@ fn describe(r: &grove_schema::helper::Request) -> String {
             rootfs: RootfsSource::DockerArchive { path },
             limits,
             ip,
+            privileged,
         } => format!(
-            "CreateContainer handle={handle} rootfs=docker-archive:{} limits={limits:?} ip={ip:?}",
+            "CreateContainer handle={handle} rootfs=docker-archive:{} limits={limits:?} ip={ip:?} privileged={privileged}",
             path.as_str()
         ),
         DestroyContainer { handle } => format!("DestroyContainer handle={handle}"),

@@ -63,9 +63,21 @@ pub fn seal_wshd(path: &std::path::Path) -> Result<OwnedFd, String> {
     fs::write_all(fd.as_raw_fd(), &bytes)
         .map_err(|e| format!("writing wshd into its memfd: {e}"))?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    // SAFETY: fcntl F_ADD_SEALS on an fd we own takes an int argument.
-    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })
-        .map_err(|e| format!("sealing the wshd memfd: {e}"))?;
+    // F_SEAL_WRITE answers EBUSY while the kernel still holds a page of the
+    // file pinned (reclaim or migration under memory pressure): try again
+    // for a while before giving up.
+    let mut tries = 0;
+    loop {
+        // SAFETY: fcntl F_ADD_SEALS on an fd we own takes an int argument.
+        match Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) }) {
+            Ok(_) => break,
+            Err(Errno::EBUSY) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("sealing the wshd memfd: {e}")),
+        }
+    }
     Ok(fd)
 }
 
@@ -82,6 +94,19 @@ pub struct Spawn<'a> {
     pub socket: BorrowedFd<'a>,
     pub wshd: BorrowedFd<'a>,
     pub server_uid: u32,
+    /// None: a privileged container (no user namespace).
+    pub userns: Option<UserNs<'a>>,
+}
+
+/// The container's own namespaces made beforehand (see userns.rs).
+pub struct UserNs<'a> {
+    /// Its user namespace (ids mapped to the policy's range); also maps
+    /// the idmapped layers.
+    pub user: BorrowedFd<'a>,
+    /// A network namespace owned by that user namespace.
+    pub net: BorrowedFd<'a>,
+    /// Host id of the container's uid and gid 0 (owner of /dev).
+    pub base: u32,
 }
 
 /// What lies beneath the container's writable layer.
@@ -114,7 +139,12 @@ pub fn spawn(
         CString::new("--socket-fd"),
         CString::new("3"),
         CString::new("--server-uid"),
-        CString::new(s.server_uid.to_string()),
+        // Inside a user namespace the server's uid is not mapped: wshd sees
+        // its connections as coming from the overflow uid.
+        CString::new(match s.userns {
+            Some(_) => overflow_uid().to_string(),
+            None => s.server_uid.to_string(),
+        }),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()
@@ -126,11 +156,17 @@ pub fn spawn(
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
 
+    // An unprivileged container joins the network namespace made for it.
+    let new_net = if s.userns.is_some() {
+        0
+    } else {
+        libc::CLONE_NEWNET
+    };
     let flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWNET
+        | new_net
         | libc::SIGCHLD;
     // SAFETY: clone without CLONE_VM and with a null stack behaves like
     // fork(2): the child runs on a copy-on-write copy of this process. The
@@ -216,6 +252,14 @@ pub fn spawn(
     Ok(Child { pid, pidfd })
 }
 
+/// The uid the kernel shows for an id a user namespace does not map.
+fn overflow_uid() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65534)
+}
+
 pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
     let fd = Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
@@ -259,6 +303,135 @@ fn step<T>(what: &str, r: Result<T, Errno>) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
 }
 
+/// The last step before exec for an unprivileged container: join its user
+/// namespace and become its uid and gid 0 (host ids userns_base).
+fn enter_user_namespace(user: BorrowedFd) -> Result<(), String> {
+    step(
+        "join the user namespace",
+        nix::sched::setns(user, CloneFlags::CLONE_NEWUSER),
+    )?;
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    step(
+        "setresgid 0",
+        nix::unistd::setresgid(root_gid, root_gid, root_gid),
+    )?;
+    step("setgroups", nix::unistd::setgroups(&[]))?;
+    step(
+        "setresuid 0",
+        nix::unistd::setresuid(root_uid, root_uid, root_uid),
+    )?;
+    Ok(())
+}
+
+/// /proc and /sys entries that expose the host's kernel (memory, keys,
+/// timers, devices) or let root change it: hidden (an empty read-only
+/// tmpfs over a directory, /dev/null over a file), as Docker and runc do.
+const MASKED: [&str; 11] = [
+    "proc/acpi",
+    "proc/asound",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+
+/// /proc entries left visible but read-only: kernel tunables (sys), the
+/// magic SysRq trigger, interrupt affinities, bus and filesystem knobs.
+const READ_ONLY: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+/// Mask and write-protect the kernel files above, beneath the container's
+/// fresh /proc and /sys (kernel filesystems just mounted by this child, so
+/// no name in them can be a symlink the container made). Every mount goes
+/// through an O_PATH fd opened without following symlinks.
+fn mask_kernel_files(root: BorrowedFd) -> Result<(), String> {
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for path in MASKED {
+        let st = match nix::sys::stat::fstatat(
+            Some(root.as_raw_fd()),
+            path,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => continue, // not on this kernel
+            Err(e) => return Err(format!("stat {path}: {e}")),
+        };
+        let fd = step(
+            &format!("open {path}"),
+            fs::openat(Some(root), path, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0),
+        )?;
+        let target = fd_path(fd.as_raw_fd());
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            step(
+                &format!("mask {path}"),
+                mount(
+                    Some("tmpfs"),
+                    target.as_str(),
+                    Some("tmpfs"),
+                    ro,
+                    Some("size=0"),
+                ),
+            )?;
+        } else {
+            step(
+                &format!("mask {path}"),
+                mount(
+                    Some("/dev/null"),
+                    target.as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                ),
+            )?;
+        }
+    }
+    for path in READ_ONLY {
+        let fd = match fs::openat(Some(root), path, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(format!("open {path}: {e}")),
+        };
+        let target = fd_path(fd.as_raw_fd());
+        step(
+            &format!("bind {path}"),
+            mount(
+                Some(target.as_str()),
+                target.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            ),
+        )?;
+        // Opened again, the name now leads into the bind mount just made.
+        let bound = step(
+            &format!("open {path}"),
+            fs::openat(Some(root), path, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0),
+        )?;
+        step(
+            &format!("make {path} read-only"),
+            mount(
+                None::<&str>,
+                fd_path(bound.as_raw_fd()).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro,
+                None::<&str>,
+            ),
+        )?;
+    }
+    Ok(())
+}
+
 /// The child: PID 1 of the new PID namespace, alone in its new mount, UTS,
 /// IPC and network namespaces. Returns only on failure.
 fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<(), String> {
@@ -280,6 +453,13 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
     )? != 1
     {
         return Err("waiting for the parent: it gave up".into());
+    }
+    if let Some(userns) = &s.userns {
+        // Before sysfs is mounted, which shows the mounter's network.
+        step(
+            "join the network namespace",
+            nix::sched::setns(userns.net, CloneFlags::CLONE_NEWNET),
+        )?;
     }
     // Now in the container's cgroups: a new cgroup namespace rooted there.
     step(
@@ -338,6 +518,41 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
                 .collect::<Result<_, _>>()?
         }
     };
+    // In a user namespace the layers are seen through idmapped copies
+    // mounted on depot/<handle>/lower/<n> (in this mount namespace only),
+    // so their owners appear shifted into the container's range.
+    let lower = match &s.userns {
+        None => lower,
+        Some(userns) => {
+            step(
+                "mkdir lower",
+                fs::mkdir_at(dir.as_fd(), "lower", 0o700, true),
+            )?;
+            let at = step("open lower", fs::open_path_dir(dir.as_fd(), "lower"))?;
+            let mut mapped = Vec::new();
+            for (i, fd) in lower.iter().enumerate() {
+                let name = i.to_string();
+                step(
+                    &format!("mkdir lower/{i}"),
+                    fs::mkdir_at(at.as_fd(), &name, 0o700, true),
+                )?;
+                let target = step(
+                    &format!("open lower/{i}"),
+                    fs::open_path_dir(at.as_fd(), &name),
+                )?;
+                step(
+                    &format!("idmapped layer {i}"),
+                    crate::userns::idmapped_bind(fd.as_fd(), target.as_fd(), userns.user),
+                )?;
+                // Opened again, the name leads into the idmapped mount.
+                mapped.push(step(
+                    &format!("open lower/{i}"),
+                    fs::open_path_dir(at.as_fd(), &name),
+                )?);
+            }
+            mapped
+        }
+    };
     let lowerdir = lower
         .iter()
         .map(|fd| fd_path(fd.as_raw_fd()))
@@ -378,6 +593,13 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
     // and mounted on through their fd, so a symlink in an image cannot aim
     // a mount at the host.
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // /dev and /dev/shm belong to the container's root.
+    let owner = match &s.userns {
+        Some(u) => format!(",uid={0},gid={0}", u.base),
+        None => String::new(),
+    };
+    let dev_data = format!("mode=0755,size=65536k{owner}");
+    let shm_data = format!("mode=1777{owner}");
     let mounts: [(&str, &str, MsFlags, Option<&str>); 3] = [
         ("proc", "proc", nosuid_nodev_noexec, None),
         (
@@ -390,7 +612,7 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
             "dev",
             "tmpfs",
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            Some("mode=0755,size=65536k"),
+            Some(dev_data.as_str()),
         ),
     ];
     for (dir, fstype, flags, data) in mounts {
@@ -410,6 +632,7 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
             ),
         )?;
     }
+    mask_kernel_files(root.as_fd())?;
     let dev = step("open dev", fs::open_dir(root.as_fd(), "dev"))?;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let f = step(
@@ -460,7 +683,7 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
             fd_path(shm.as_raw_fd()).as_str(),
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
+            Some(shm_data.as_str()),
         ),
     )?;
     for (target, name) in [
@@ -485,6 +708,10 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
     step("detach the old root", umount2(".", MntFlags::MNT_DETACH))?;
     step("chdir /", nix::unistd::chdir("/"))?;
     drop(root);
+
+    if let Some(userns) = &s.userns {
+        enter_user_namespace(userns.user)?;
+    }
 
     // fds 0-4 as wshd expects them; everything else closes at exec.
     let null = step(

@@ -380,6 +380,7 @@ fn raw_create(handle: &str) -> Vec<u8> {
     b.push(0);
     b.extend_from_slice(&[0; 7]); // Limits::default(): seven Nones
     b.push(0); // ip: None
+    b.push(0); // privileged: false
     b
 }
 
@@ -394,6 +395,7 @@ fn protocol_violations_end_only_that_conversation() {
             rootfs: RootfsSource::Default,
             limits: Limits::default(),
             ip: None,
+            privileged: false,
         })
     );
     let create = encode_request(&Request::CreateContainer {
@@ -401,6 +403,7 @@ fn protocol_violations_end_only_that_conversation() {
         rootfs: RootfsSource::HostDir(HostPath::new("/srv/x").unwrap()),
         limits: Limits::default(),
         ip: None,
+        privileged: false,
     });
     let cases: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
         ("garbage", vec![0xff; 10], ErrorKind::Malformed),
@@ -489,6 +492,7 @@ fn protocol_violations_end_only_that_conversation() {
         rootfs: RootfsSource::HostDir(HostPath::new(p).unwrap()),
         limits: Limits::default(),
         ip: None,
+        privileged: false,
     };
     match f.call(&host_dir("/etc")) {
         Response::Error(e) => {
@@ -509,7 +513,11 @@ fn protocol_violations_end_only_that_conversation() {
     // A symlink beneath the allowlisted dir is not followed out of it.
     std::os::unix::fs::symlink("/etc", f.dir.join("rootfs/sneaky")).unwrap();
     let sneaky = format!("{}/rootfs/sneaky", f.dir.display());
-    assert_eq!(error_kind(f.call(&host_dir(&sneaky))), ErrorKind::System);
+    // (The request named it: the fault is the request's.)
+    assert_eq!(
+        error_kind(f.call(&host_dir(&sneaky))),
+        ErrorKind::InvalidValue
+    );
     assert_eq!(
         error_kind(f.call(&Request::DestroyContainer { handle: h("nope") })),
         ErrorKind::NotFound
@@ -676,6 +684,7 @@ fn create_with(f: &Fixture, handle: &str, limits: Limits) -> i32 {
         rootfs: RootfsSource::Default,
         limits,
         ip: None,
+        privileged: false,
     }) {
         Response::Created { wshd_pid, .. } => wshd_pid,
         other => panic!("create {handle}: {other:?}\n{}", f.log.lock().unwrap()),
@@ -692,14 +701,19 @@ fn create_and_destroy_a_container() {
     let log = wshd_log(&f, "c1");
     for want in [
         "pid=1 ",
-        "args=[wshd --socket-fd 3 --server-uid 0]",
+        // The server (root here) is not mapped into the container's user
+        // namespace: wshd is told the overflow uid it will see.
+        "args=[wshd --socket-fd 3 --server-uid 65534]",
         "hostname=c1 ",
         "fd3=socket:",
         "busybox=true",
         "container=grove",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "dev=[fd,full,null,ptmx,pts,random,shm,stderr,stdin,stdout,tty,urandom,zero]",
-        "mounts=[/,/proc,/sys,/dev,/dev/null,/dev/zero,/dev/full,/dev/random,/dev/urandom,/dev/tty,/dev/pts,/dev/shm]",
+        // Masked and read-only kernel files, then /dev.
+        "mounts=[/,/proc,/sys,/dev,/proc/acpi,/proc/keys,/proc/timer_list,/sys/firmware,\
+         /proc/bus,/proc/fs,/proc/irq,/proc/sys,/dev/null,/dev/zero,/dev/full,/dev/random,\
+         /dev/urandom,/dev/tty,/dev/pts,/dev/shm]",
         "memory:/;",
     ] {
         assert!(log.contains(want), "wshd log lacks {want:?}:\n{log}");
@@ -728,6 +742,7 @@ fn create_and_destroy_a_container() {
             rootfs: RootfsSource::Default,
             limits: Limits::default(),
             ip: None,
+            privileged: false,
         })),
         ErrorKind::AlreadyExists
     );
@@ -750,6 +765,7 @@ fn create_and_destroy_a_container() {
             rootfs: RootfsSource::Default,
             limits: Limits::default(),
             ip: None,
+            privileged: false,
         })),
         ErrorKind::LimitExceeded
     );
@@ -788,6 +804,7 @@ fn a_failed_create_leaves_nothing_behind() {
         rootfs: RootfsSource::HostDir(HostPath::new(bad.to_str().unwrap()).unwrap()),
         limits: Limits::default(),
         ip: None,
+        privileged: false,
     });
     match r {
         Response::Error(e) => {
@@ -1372,6 +1389,7 @@ fn a_bad_limit_fails_the_create_and_leaves_nothing() {
             rootfs: RootfsSource::Default,
             limits: limits.clone(),
             ip: None,
+            privileged: false,
         });
         assert_eq!(error_kind(r), kind, "{limits:?}");
         assert_gone(&f, "b1", 0);
@@ -1551,6 +1569,7 @@ fn disk_limits_are_btrfs_qgroups_on_a_subvolume_per_container() {
             ..Limits::default()
         },
         ip: None,
+        privileged: false,
     });
     assert!(matches!(r, Response::Error(_)), "{r:?}");
     assert!(!depot.join("bad1").exists());
@@ -1593,6 +1612,7 @@ fn disk_limits_off_btrfs_are_refused_with_the_reason() {
             ..Limits::default()
         },
         ip: None,
+        privileged: false,
     }) {
         Response::Error(e) => {
             assert_eq!(e.kind, ErrorKind::PolicyRefused);

@@ -47,11 +47,15 @@ pub enum Request {
     /// policy's bridge, `ip` from the policy's pool (None: the helper picks
     /// a free one), a default route via the bridge, egress denied until
     /// NetOut allows it, `limits.bandwidth` shaped on the host end.
+    ///
+    /// `privileged`: no user namespace (root in the container is root on
+    /// the host); refused unless the policy allows it.
     CreateContainer {
         handle: Handle,
         rootfs: RootfsSource,
         limits: Limits,
         ip: Option<Ipv4Addr>,
+        privileged: bool,
     },
     /// Kill every process of the container and remove all it owns.
     DestroyContainer { handle: Handle },
@@ -419,6 +423,7 @@ mod tests {
                 ..Limits::default()
             },
             ip: None,
+            privileged: false,
         }
     }
 
@@ -429,6 +434,7 @@ mod tests {
             rootfs,
             limits: Limits::default(),
             ip: None,
+            privileged: false,
         };
         for r in [
             Request::Ping,
@@ -516,6 +522,7 @@ mod tests {
                 rootfs: RawRootfs,
                 limits: Limits,
                 ip: Option<Ipv4Addr>,
+                privileged: bool,
             },
         }
         #[derive(Serialize)]
@@ -532,6 +539,7 @@ mod tests {
                     rootfs: RawRootfs::HostDir(p.into()),
                     limits: Limits::default(),
                     ip: None,
+                    privileged: false,
                 },
             })
             .unwrap()

@@ -3,13 +3,15 @@
 //! - `helper`: the closed request enum that groved sends to grove-helper;
 //! - `wshd`: the protocol between groved and wshd, PID 1 of each container;
 //! - `net`: network values of the helper protocol (rules, mappings, bandwidth);
-//! - `handle`: the one definition of a valid container handle.
+//! - `handle`: the one definition of a valid container handle;
+//! - `bpf`: a seccomp-program interpreter, for tests of the filters.
 //!
 //! The helper and wshd protocols are postcard-encoded serde enums: a small,
 //! well-fuzzed parser on the root side instead of a general-purpose one.
 
 capnp::generated_code!(pub mod api_capnp);
 
+pub mod bpf;
 pub mod conf;
 pub mod envelope;
 pub mod handle;

@@ -25,6 +25,9 @@ pub struct Config {
     pub dns_servers: Option<Vec<Ipv4Addr>>,
     /// Reported as every container's externalIp ("" = none).
     pub external_ip: String,
+    /// Confine groved with Landlock and seccomp once it is up (`confine =
+    /// on|off`, default on; off only for debugging). See sandbox.rs.
+    pub confine: bool,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             insecure_registries: Vec::new(),
             dns_servers: None,
             external_ip: String::new(),
+            confine: true,
         }
     }
 }
@@ -101,9 +105,18 @@ impl Config {
                     }
                     config.external_ip = entry.value.clone();
                 }
+                "confine" => {
+                    config.confine = match entry.value.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        other => {
+                            return Err(at(format!("confine must be on or off, not {other:?}")))
+                        }
+                    }
+                }
                 other => {
                     return Err(at(format!(
-                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip)"
+                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine)"
                     )))
                 }
             }
@@ -158,6 +171,12 @@ mod tests {
         assert_eq!(c.listen, PathBuf::from("/tmp/g.sock"));
         assert_eq!(c.max_containers, 5);
         assert_eq!(c.helper_socket, PathBuf::from("/run/grove/helper.sock"));
+        assert!(c.confine);
+        assert!(!Config::parse("confine = off\n").unwrap().confine);
+        assert!(Config::parse("confine = on\n").unwrap().confine);
+        assert!(Config::parse("confine = maybe\n")
+            .unwrap_err()
+            .contains("on or off"));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct CreateSpec {
     /// Told how a registry pull advances.
     pub pull_progress: Option<grove_schema::api_capnp::pull_progress::Client>,
     pub network: NetSpec,
+    /// No user namespace (the helper's policy must allow it).
+    pub privileged: bool,
 }
 
 /// A new container's network as its spec asks for it.
@@ -241,8 +243,14 @@ impl Grove {
         };
         let built = match rootfs {
             Source::Ready(rootfs) => {
-                self.build(&container, rootfs, spec.limits, &spec.network)
-                    .await
+                self.build(
+                    &container,
+                    rootfs,
+                    spec.limits,
+                    &spec.network,
+                    spec.privileged,
+                )
+                .await
             }
             Source::Pull(reference) => {
                 let pull = Pull {
@@ -251,8 +259,14 @@ impl Grove {
                     credentials: spec.credentials,
                     progress: spec.pull_progress,
                 };
-                self.pull_and_build(&container, pull, spec.limits, &spec.network)
-                    .await
+                self.pull_and_build(
+                    &container,
+                    pull,
+                    spec.limits,
+                    &spec.network,
+                    spec.privileged,
+                )
+                .await
             }
         };
         match built {
@@ -276,12 +290,14 @@ impl Grove {
         rootfs: RootfsSource,
         limits: helper::Limits,
         net: &NetSpec,
+        privileged: bool,
     ) -> ApiResult<()> {
         let request = helper::Request::CreateContainer {
             handle: container.handle.clone(),
             rootfs,
             limits,
             ip: net.ip,
+            privileged,
         };
         let (wshd_pid, defaults, network) = match self.helper.call(&request).await {
             Ok(helper::Response::Created {
@@ -335,6 +351,7 @@ impl Grove {
         pull: Pull<'_>,
         limits: helper::Limits,
         net: &NetSpec,
+        privileged: bool,
     ) -> ApiResult<()> {
         let Pull {
             uri,
@@ -401,7 +418,7 @@ impl Grove {
             ))),
         };
         let built = match rootfs {
-            Ok(rootfs) => self.build(container, rootfs, limits, net).await,
+            Ok(rootfs) => self.build(container, rootfs, limits, net, privileged).await,
             Err(e) => Err(e),
         };
         let removed = tokio::task::spawn_blocking(move || {

@@ -10,6 +10,7 @@ mod helper_client;
 mod process;
 mod registry;
 mod rpc;
+mod sandbox;
 mod seqpacket;
 mod store;
 mod stream;
@@ -91,6 +92,12 @@ fn run() -> Result<(), String> {
         }
         None => Config::default(),
     };
+    // groved holds no capabilities (as root, with --allow-root, it does).
+    if !nix::unistd::geteuid().is_root() {
+        let status = std::fs::read_to_string("/proc/self/status")
+            .map_err(|e| format!("/proc/self/status: {e}"))?;
+        sandbox::check_no_capabilities(&status)?;
+    }
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -147,6 +154,19 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| format!("SIGINT handler: {e}"))?;
+    // Up: from here on groved only serves. Confine it to what serving needs.
+    if grove.config.confine {
+        let report = sandbox::Sandbox::for_config(&grove.config)
+            .apply()
+            .map_err(|e| format!("confining groved: {e}"))?;
+        if report.landlock_full {
+            tracing::info!(%report, "groved confined");
+        } else {
+            tracing::warn!(%report, "groved confined, Landlock only in part");
+        }
+    } else {
+        tracing::warn!("confine = off: groved runs without Landlock and seccomp");
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => {

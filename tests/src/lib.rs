@@ -296,7 +296,10 @@ impl TestEnv {
         env.start_helper();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if env.helper_socket.exists() {
+            // Ready, not merely listening: the socket exists before the
+            // helper has recovered its state and said what it can do.
+            let log = fs::read_to_string(env.root.join("helper.log")).unwrap_or_default();
+            if env.helper_socket.exists() && log.contains("grove-helper: ready on") {
                 break;
             }
             let exited = env.helper.as_mut().unwrap().try_wait().ok().flatten();
@@ -924,4 +927,311 @@ pub async fn signal(process: &api::process::Client, signal: api::Signal) {
     let mut request = process.signal_request();
     request.get().set_signal(signal);
     request.send().promise.await.unwrap();
+}
+
+// ------------------------------------------------------------ security tests
+
+/// The static `grove-escape` binary (tests/escape) that the escape tests run
+/// inside containers: `$GROVE_ESCAPE_BIN`, else
+/// `target/x86_64-unknown-linux-gnu/debug/grove-escape` (`./dev setup`
+/// builds it, static like wshd: busybox rootfs have no glibc).
+pub fn escape_binary() -> PathBuf {
+    let path = std::env::var_os("GROVE_ESCAPE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin_dir().join("../x86_64-unknown-linux-gnu/debug/grove-escape"));
+    let data = fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "no grove-escape at {} ({e}); build it with \
+             RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build -p grove-escape \
+             --target x86_64-unknown-linux-gnu (./dev setup does)",
+            path.display()
+        )
+    });
+    assert!(
+        is_static_elf(&data),
+        "{} is not a static ELF (build it with -C target-feature=+crt-static)",
+        path.display()
+    );
+    path
+}
+
+/// A 64-bit ELF with no PT_INTERP program header needs no dynamic loader.
+pub fn is_static_elf(data: &[u8]) -> bool {
+    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(data[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).all(|i| {
+        let o = phoff + i * phentsize;
+        data.get(o..o + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
+    })
+}
+
+/// `NAME=value` entries that tell grove-escape what the host looks like, so
+/// it can recognise the host when it reaches it: the sha256 of the host's
+/// /etc/shadow, the dev:ino of the host's `/`, and the host's namespaces
+/// (this test process's: it runs in the host's namespaces, as the helper
+/// does; the host's PID 1 may not let even root read its /proc/1/ns).
+pub fn host_identity_env() -> Vec<String> {
+    use sha2::Digest;
+    let shadow = fs::read("/etc/shadow").expect("reading the host's /etc/shadow");
+    let hash: String = sha2::Sha256::digest(&shadow)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let root = fs::metadata("/").unwrap();
+    let ns: Vec<String> = ["mnt", "pid", "net", "uts", "ipc", "cgroup", "user"]
+        .iter()
+        .filter_map(|k| fs::read_link(format!("/proc/self/ns/{k}")).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+    vec![
+        format!("GROVE_HOST_SHADOW_SHA256={hash}"),
+        format!(
+            "GROVE_HOST_ROOT={}:{}",
+            std::os::unix::fs::MetadataExt::dev(&root),
+            std::os::unix::fs::MetadataExt::ino(&root)
+        ),
+        format!("GROVE_HOST_NS={}", ns.join(" ")),
+    ]
+}
+
+/// Start a streamIn of `path` as `user`: the sink to write a tar to.
+pub async fn open_stream_in(
+    container: &api::container::Client,
+    path: &str,
+    user: &str,
+) -> Result<api::byte_stream::Client, grove_client::Error> {
+    let mut request = container.stream_in_request();
+    request.get().set_path(path);
+    request.get().set_user(user);
+    Ok(request.send().promise.await?.get()?.get_sink()?)
+}
+
+/// Stream a tar into `path` of a container as `user` ("" = root), in 64 KiB
+/// writes, then `done`.
+pub async fn stream_in_tar(
+    container: &api::container::Client,
+    path: &str,
+    user: &str,
+    tar: &[u8],
+) -> Result<(), grove_client::Error> {
+    let sink = open_stream_in(container, path, user).await?;
+    for chunk in tar.chunks(64 * 1024) {
+        let mut write = sink.write_request();
+        write.get().set_data(chunk);
+        write.send().await?;
+    }
+    sink.done_request().send().promise.await?;
+    Ok(())
+}
+
+/// A SOCK_SEQPACKET connection to the helper at `path` made with the
+/// credentials `uid`:`gid` (SO_PEERCRED records them at connect), as a
+/// compromised groved would have. Only a short-lived thread of this process
+/// changes its credentials, with the raw syscalls (glibc's wrappers would
+/// change every thread's); the descriptor then serves any thread.
+pub fn helper_connect_as(path: &Path, uid: u32, gid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    std::thread::spawn(move || -> std::io::Result<OwnedFd> {
+        // SAFETY: socket(2); the fd is owned at once.
+        let fd =
+            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by socket(2).
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: setresgid/setresuid of this thread only (raw syscalls);
+        // the saved ids stay 0, and the thread ends right after.
+        unsafe {
+            if libc::syscall(libc::SYS_setresgid, -1i32, gid, -1i32) != 0
+                || libc::syscall(libc::SYS_setresuid, -1i32, uid, -1i32) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // SAFETY: sockaddr_un is plain old data.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_bytes_with_nul();
+        assert!(bytes.len() <= addr.sun_path.len(), "socket path too long");
+        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: addr is a valid sockaddr_un of the given size.
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    })
+    .join()
+    .expect("the connecting thread panicked")
+}
+
+/// What the host looks like in the places a misbehaving helper could have
+/// changed: its mount table, its links, its nftables ruleset, the names in
+/// `/` and `/etc` and the contents of a few sensitive files. Other test envs
+/// (maybe of other processes) run at the same time, so their own objects
+/// are left out: links whose name starts with 'g' (the helpers' bridges,
+/// veths and ifbs and the network tests' links; "grove0" of `./dev up` is
+/// kept), nft tables named `gt*`, mounts beneath the test roots. Compare an
+/// env's own bridge ports and table separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSnapshot {
+    pub mounts: Vec<String>,
+    pub links: Vec<String>,
+    pub nft: String,
+    pub root_names: Vec<String>,
+    pub etc_names: Vec<String>,
+    pub files: Vec<(String, String)>,
+}
+
+impl HostSnapshot {
+    pub fn take() -> HostSnapshot {
+        use sha2::Digest;
+        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let dash = f.iter().position(|w| *w == "-")?;
+                Some(format!(
+                    "{} {} {} {}",
+                    f.get(4)?,
+                    f.get(dash + 1)?,
+                    f.get(dash + 2)?,
+                    f.get(5)?
+                ))
+            })
+            .filter(|m| !m.contains(TEST_ROOT) && !m.contains("/run/grove-test"))
+            .collect();
+        mounts.sort();
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .expect("running ip");
+        let mut links: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| !n.starts_with('g') || n == "grove0")
+            .collect();
+        links.sort();
+        let out = std::process::Command::new("nft")
+            .args(["-s", "list", "ruleset"])
+            .output()
+            .expect("running nft");
+        let mut nft = String::new();
+        let mut skipping = false;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(rest) = line.strip_prefix("table ") {
+                let name = rest.split_whitespace().nth(1).unwrap_or("");
+                skipping = name.starts_with("gt");
+            }
+            if !skipping {
+                nft.push_str(line);
+                nft.push('\n');
+            }
+        }
+        let names = |dir: &str| {
+            let mut v: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let files = ["/etc/shadow", "/etc/passwd", "/etc/group", "/etc/sudoers"]
+            .iter()
+            .map(|p| {
+                let hash = match fs::read(p) {
+                    Ok(data) => sha2::Sha256::digest(&data)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                    Err(e) => format!("unreadable: {e}"),
+                };
+                let meta = fs::symlink_metadata(p)
+                    .map(|m| {
+                        use std::os::unix::fs::MetadataExt;
+                        format!(
+                            " mode {:o} {}:{} links {}",
+                            m.mode(),
+                            m.uid(),
+                            m.gid(),
+                            m.nlink()
+                        )
+                    })
+                    .unwrap_or_default();
+                (p.to_string(), hash + &meta)
+            })
+            .collect();
+        HostSnapshot {
+            mounts,
+            links,
+            nft,
+            root_names: names("/"),
+            etc_names: names("/etc"),
+            files,
+        }
+    }
+
+    /// Differences from `earlier`, one line each (empty: unchanged).
+    pub fn changes_since(&self, earlier: &HostSnapshot) -> Vec<String> {
+        fn list(what: &str, before: &[String], after: &[String], out: &mut Vec<String>) {
+            for x in after.iter().filter(|x| !before.contains(x)) {
+                out.push(format!("{what}: new {x}"));
+            }
+            for x in before.iter().filter(|x| !after.contains(x)) {
+                out.push(format!("{what}: gone {x}"));
+            }
+        }
+        let mut out = Vec::new();
+        list("mount", &earlier.mounts, &self.mounts, &mut out);
+        list("link", &earlier.links, &self.links, &mut out);
+        list("/", &earlier.root_names, &self.root_names, &mut out);
+        list("/etc", &earlier.etc_names, &self.etc_names, &mut out);
+        if self.nft != earlier.nft {
+            out.push(format!(
+                "nft ruleset (outside gt* tables) changed:\n--- before\n{}--- after\n{}",
+                earlier.nft, self.nft
+            ));
+        }
+        for ((p, a), (_, b)) in earlier.files.iter().zip(&self.files) {
+            if a != b {
+                out.push(format!("{p}: {a} -> {b}"));
+            }
+        }
+        out
+    }
+}
+
+/// Names beneath `dir`, two levels deep ("a", "a/b"), sorted; empty when
+/// `dir` is missing.
+pub fn tree_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            for f in fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                out.push(format!("{name}/{}", f.file_name().to_string_lossy()));
+            }
+        }
+        out.push(name);
+    }
+    out.sort();
+    out
 }

@@ -143,3 +143,69 @@ fn containers_get_their_own_namespaces_and_cgroups() {
         }
     });
 }
+
+/// Host uid of a process, from /proc/<pid>/status (real uid).
+fn host_uid(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+async fn create_privileged(
+    client: &grove_client::Client,
+    handle: &str,
+) -> Result<grove_client::api::container::Client, grove_client::Error> {
+    let mut request = client.grove.create_request();
+    let mut spec = request.get().init_spec();
+    spec.set_handle(handle);
+    spec.set_privileged(true);
+    Ok(request.send().promise.await?.get()?.get_container()?)
+}
+
+#[test]
+fn containers_run_in_a_user_namespace_and_privileged_ones_need_the_policy() {
+    // Default policy: container root is host uid userns_base; privileged
+    // containers are refused.
+    let default_env = TestEnv::start();
+    let env = &default_env;
+    env.run(|client| async move {
+        let (container, _) = create(&client, "userns", "").await.unwrap();
+        let (_, map, _) = exec(&container, "cat", &["/proc/self/uid_map"]).await;
+        let fields: Vec<&str> = map.split_whitespace().collect();
+        assert_eq!(fields, ["0", "1000000000", "65536"], "{map}");
+        let (_, id, _) = exec(&container, "id", &["-u"]).await;
+        assert_eq!(id.trim(), "0");
+        let wshd = env.container_pids("userns")[0];
+        assert_eq!(host_uid(wshd), 1_000_000_000, "wshd is no host root");
+        // Its files still belong to its root: the image below is idmapped,
+        // its writes land owned by the mapped uid.
+        let (status, out, err) = exec(
+            &container,
+            "sh",
+            &[
+                "-c",
+                "touch /new && stat -c '%u %g' / /bin/busybox /new /dev",
+            ],
+        )
+        .await;
+        assert_eq!((status, out.as_str()), (0, "0 0\n0 0\n0 0\n0 0\n"), "{err}");
+        let e = create_privileged(&client, "priv").await.err().unwrap();
+        assert!(
+            e.is("policyRefused") && e.message.contains("allow_privileged"),
+            "{e}"
+        );
+        assert_eq!(client.list(&[]).await.unwrap(), ["userns"]);
+    });
+    drop(default_env);
+
+    // A policy that allows them: no user namespace, root is host root.
+    let env = TestEnv::start_with_policy("", "allow_privileged = on");
+    let env = &env;
+    env.run(|client| async move {
+        let container = create_privileged(&client, "priv").await.unwrap();
+        let (_, map, _) = exec(&container, "cat", &["/proc/self/uid_map"]).await;
+        let fields: Vec<&str> = map.split_whitespace().collect();
+        assert_eq!(fields, ["0", "0", "4294967295"], "{map}");
+        assert_eq!(host_uid(env.container_pids("priv")[0]), 0);
+    });
+}

@@ -16,10 +16,7 @@ async fn stream_in(
     user: &str,
     tar: &[u8],
 ) -> Result<(), Error> {
-    let mut request = container.stream_in_request();
-    request.get().set_path(path);
-    request.get().set_user(user);
-    let sink = request.send().promise.await?.get()?.get_sink()?;
+    let sink = open_stream_in(container, path, user).await?;
     for chunk in tar.chunks(64 * 1024) {
         let mut write = sink.write_request();
         write.get().set_data(chunk);
@@ -534,17 +531,8 @@ fn a_gigabyte_streams_in_and_back_out() {
     let env = TestEnv::start();
     env.run(|client| async move {
         let (container, _) = create(&client, "big-1", "").await.unwrap();
-        let mut request = container.stream_in_request();
-        request.get().set_path("/home/user/data");
-        request.get().set_user("user");
-        let sink = request
-            .send()
-            .promise
+        let sink = open_stream_in(&container, "/home/user/data", "user")
             .await
-            .unwrap()
-            .get()
-            .unwrap()
-            .get_sink()
             .unwrap();
         let send = |bytes: &[u8]| {
             let mut write = sink.write_request();
@@ -671,17 +659,7 @@ fn a_truncated_or_malformed_tar_fails_at_done() {
 
         // Cut in the middle of the first file's data: the writes go
         // through, `done` fails with the extraction's error.
-        let mut request = container.stream_in_request();
-        request.get().set_path("/tmp/t1");
-        let sink = request
-            .send()
-            .promise
-            .await
-            .unwrap()
-            .get()
-            .unwrap()
-            .get_sink()
-            .unwrap();
+        let sink = open_stream_in(&container, "/tmp/t1", "").await.unwrap();
         let mut write = sink.write_request();
         write.get().set_data(&tar[..50_000]);
         write.send().await.unwrap();
@@ -721,17 +699,7 @@ fn a_truncated_or_malformed_tar_fails_at_done() {
         );
 
         // Dropping the sink without `done` leaves nothing running.
-        let mut request = container.stream_in_request();
-        request.get().set_path("/tmp/t6");
-        let sink = request
-            .send()
-            .promise
-            .await
-            .unwrap()
-            .get()
-            .unwrap()
-            .get_sink()
-            .unwrap();
+        let sink = open_stream_in(&container, "/tmp/t6", "").await.unwrap();
         let mut write = sink.write_request();
         write.get().set_data(&tar[..1000]);
         write.send().await.unwrap();

@@ -7,8 +7,10 @@
 //! (keeping copies of its own, which `Reattach` hands out again), reaps
 //! every child and remembers exit statuses until they are released. It
 //! also moves tar archives in and out of the container (`stream`), each in
-//! a child that has taken the user's identity. The protocol is
-//! `grove_schema::wshd`.
+//! a child that has taken the user's identity. Every process it starts for
+//! a client is confined before it runs (`confine`, `seccomp`): Docker's
+//! default capabilities at most, no_new_privs, a seccomp filter. The
+//! protocol is `grove_schema::wshd`.
 
 /// One line per event on stderr (grove-helper points it at a log file).
 macro_rules! log {
@@ -19,7 +21,9 @@ macro_rules! log {
     }};
 }
 
+mod confine;
 mod relay;
+mod seccomp;
 mod spawn;
 mod stream;
 mod users;
@@ -44,9 +48,41 @@ use crate::wire::Conn;
 
 const USAGE: &str = "\
 usage: wshd --socket-fd FD --server-uid UID
+       wshd --policy
 
 PID 1 of a Grove container. FD is a bound, listening SOCK_SEQPACKET unix
-socket; only UID (and uid 0) may talk to it. Logs go to stderr.";
+socket; only UID (and uid 0) may talk to it. Logs go to stderr.
+--policy prints the capabilities and the seccomp denials of the processes
+wshd starts, and exits.";
+
+/// `wshd --policy`: the confinement, as a reviewer reads it.
+fn print_policy() {
+    println!("capabilities kept (bounding set; effective and permitted for root):");
+    for k in confine::KEEP {
+        println!("  {:<22} {}", k.name, k.why);
+    }
+    println!("capability mask: {:#018x}", confine::KEEP_MASK);
+    println!("no_new_privs: set");
+    println!("seccomp: default allow; denied (x86_64 only; other ABIs: x32 ENOSYS, i386 killed):");
+    for d in seccomp::DENIED {
+        let errno = if d.errno == libc::ENOSYS {
+            "ENOSYS"
+        } else {
+            "EPERM"
+        };
+        let hex = |vs: &[u32]| {
+            let vs: Vec<String> = vs.iter().map(|v| format!("{v:#x}")).collect();
+            vs.join(", ")
+        };
+        let when = match d.when {
+            seccomp::When::Always => String::new(),
+            seccomp::When::AnyBitOf(bits) => format!(" when arg0 has any of {}", hex(bits)),
+            seccomp::When::Is(v) => format!(" when arg0 = {v}"),
+            seccomp::When::NoneOf(vs) => format!(" unless arg0 is one of {}", hex(vs)),
+        };
+        println!("  {:<24} {errno}{when}: {}", d.name, d.reason);
+    }
+}
 
 struct Args {
     socket_fd: RawFd,
@@ -596,7 +632,13 @@ async fn serve(state: Shared, conn: Conn) {
         }
     };
     let server_uid = state.borrow().server_uid;
-    if cred.uid != 0 && cred.uid != server_uid {
+    // As PID 1 of a container, wshd serves only peers outside its PID
+    // namespace (the kernel reports their pid as 0): never a process of
+    // the container, whatever uid it has. In a user namespace the server
+    // (and host root) appear as the overflow uid, which the helper passes
+    // as --server-uid.
+    let outside = std::process::id() != 1 || cred.pid == 0;
+    if !outside || (cred.uid != 0 && cred.uid != server_uid) {
         log!(
             "refused a connection from uid {} (pid {})",
             cred.uid,
@@ -726,10 +768,29 @@ fn setup_process() {
     if let Err(e) = std::env::set_current_dir("/") {
         log!("chdir /: {e}");
     }
+    // The container's root has fewer capabilities than wshd, so it cannot
+    // ptrace wshd anyway; not being dumpable also covers the children wshd
+    // forks until their exec (see confine::not_dumpable).
+    if let Err(e) = confine::not_dumpable() {
+        log!("PR_SET_DUMPABLE 0: {e}");
+        std::process::exit(1);
+    }
+    // Built now, so a broken filter stops wshd at start rather than its
+    // first spawn.
+    let program = seccomp::program();
+    log!(
+        "seccomp filter: {} instructions, {} system calls denied",
+        program.len(),
+        seccomp::DENIED.len()
+    );
 }
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv == ["--policy"] {
+        print_policy();
+        return;
+    }
     let args = match parse_args(&argv) {
         Ok(Some(a)) => a,
         Ok(None) => {

@@ -1,6 +1,7 @@
 //! Turning a `SpawnSpec` into a running process: the environment, the
 //! executable's path, the working directory, resource limits, the pipes or
-//! the pseudo-terminal, and fork + exec.
+//! the pseudo-terminal, and fork + exec. Between the two the child gives up
+//! what the client's code must not have (confine.rs, seccomp.rs).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -13,6 +14,7 @@ use grove_schema::wshd::{
 use nix::fcntl::OFlag;
 use nix::sys::resource::Resource;
 
+use crate::confine;
 use crate::users::ResolvedUser;
 
 pub const ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -243,6 +245,9 @@ const STAGE_CHDIR: i32 = 3;
 const STAGE_EXEC: i32 = 4;
 const STAGE_RLIMIT: i32 = 5;
 const STAGE_CTTY: i32 = 6;
+const STAGE_CAPS: i32 = 7;
+const STAGE_NNP: i32 = 8;
+const STAGE_SECCOMP: i32 = 9;
 
 /// The child's report: stage, errno, detail (the index of a failed rlimit).
 const REPORT_LEN: usize = 12;
@@ -255,7 +260,12 @@ fn last_error() -> std::io::Error {
     std::io::Error::last_os_error()
 }
 
-/// A pipe for a process's output, holding `OUTPUT_BUFFER` bytes.
+/// A pipe for a process's output, holding `OUTPUT_BUFFER` bytes when the
+/// kernel allows it. In a user namespace wshd lacks CAP_SYS_RESOURCE, and
+/// the kernel's budget of pipe pages per user (fs.pipe-user-pages-soft,
+/// shared by every container, whose ids are one host range) can refuse a
+/// larger pipe: then the pipe keeps the default size (64 KiB), which only
+/// means less output is held before the process blocks.
 pub fn output_pipe() -> Result<(OwnedFd, OwnedFd), WshdError> {
     let (r, w) = pipe()?;
     // SAFETY: fcntl on an fd we own; no memory is passed.
@@ -267,10 +277,10 @@ pub fn output_pipe() -> Result<(OwnedFd, OwnedFd), WshdError> {
         )
     };
     if got < 0 {
-        return Err(system(format!(
-            "fcntl F_SETPIPE_SZ {OUTPUT_BUFFER}: {}",
-            last_error()
-        )));
+        let e = last_error();
+        if e.raw_os_error() != Some(libc::EPERM) {
+            return Err(system(format!("fcntl F_SETPIPE_SZ {OUTPUT_BUFFER}: {e}")));
+        }
     }
     Ok((r, w))
 }
@@ -400,6 +410,7 @@ pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> 
     envp.push(std::ptr::null());
     let groups: Vec<libc::gid_t> = p.user.groups.clone();
     let rlimits: Vec<(Resource, u64)> = p.rlimits.iter().map(|&(r, v)| (resource(r), v)).collect();
+    let filter = crate::seccomp::program();
 
     // SAFETY: wshd runs a current-thread runtime and no other threads, so
     // the child is a copy of a single-threaded process; between fork and
@@ -422,6 +433,7 @@ pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> 
                     stdio,
                     ctty,
                     report: report_w.as_raw_fd(),
+                    filter,
                 },
             )
         }
@@ -491,6 +503,9 @@ pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> 
             }
         }
         STAGE_CTTY => system(format!("making the terminal the controlling one: {err}")),
+        STAGE_CAPS => system(format!("dropping capabilities: {err}")),
+        STAGE_NNP => system(format!("setting no_new_privs: {err}")),
+        STAGE_SECCOMP => system(format!("installing the seccomp filter: {err}")),
         _ => system(format!("setting up the child: {err}")),
     })
 }
@@ -515,6 +530,8 @@ struct ChildSetup<'a> {
     /// The terminal to make the controlling one.
     ctty: Option<RawFd>,
     report: RawFd,
+    /// The seccomp program (`seccomp::program`), installed right before exec.
+    filter: &'a [libc::sock_filter],
 }
 
 unsafe fn child(p: &Prepared, c: &ChildSetup<'_>) -> ! {
@@ -526,6 +543,10 @@ unsafe fn child(p: &Prepared, c: &ChildSetup<'_>) -> ! {
         msg[8..].copy_from_slice(&detail.to_ne_bytes());
         libc::write(c.report, msg.as_ptr().cast(), msg.len());
         libc::_exit(127)
+    };
+    let fail_with = |stage: i32, e: std::io::Error| -> ! {
+        *libc::__errno_location() = e.raw_os_error().unwrap_or(0);
+        fail(stage, 0)
     };
     // wshd ignores some signals and Rust ignores SIGPIPE; ignored
     // dispositions survive exec, so restore the defaults, and the mask.
@@ -556,14 +577,29 @@ unsafe fn child(p: &Prepared, c: &ChildSetup<'_>) -> ! {
             fail(STAGE_RLIMIT, i as i32);
         }
     }
+    // The confinement (see confine.rs for the order): the bounding set
+    // while still wshd's root, the user, the sets, no_new_privs, and the
+    // seccomp filter last, right before exec.
+    if let Err(e) = confine::drop_bounding() {
+        fail_with(STAGE_CAPS, e);
+    }
     if libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0
         || libc::setgid(p.user.gid) != 0
         || libc::setuid(p.user.uid) != 0
     {
         fail(STAGE_CREDS, 0);
     }
+    if let Err(e) = confine::set_capabilities() {
+        fail_with(STAGE_CAPS, e);
+    }
+    if let Err(e) = confine::no_new_privs() {
+        fail_with(STAGE_NNP, e);
+    }
     if libc::chdir(p.dir.as_ptr()) != 0 {
         fail(STAGE_CHDIR, 0);
+    }
+    if let Err(e) = crate::seccomp::install(c.filter) {
+        fail_with(STAGE_SECCOMP, e);
     }
     libc::execve(p.path.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr());
     fail(STAGE_EXEC, 0)

@@ -10,6 +10,11 @@
 //! ends in `_exit`. It reports twice on a pipe: once when the path and user
 //! checked out (or why not), which wshd waits for before it answers, and
 //! once at the end (success or the error), which wshd reads after reaping it.
+//!
+//! Before it takes the user's identity the child is confined as every
+//! process wshd starts (confine.rs): at most Docker's capabilities,
+//! no_new_privs, the seccomp filter; and, like wshd, it is not dumpable, so
+//! the container's processes cannot ptrace it or read its /proc files.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -21,6 +26,8 @@ use std::path::{Component, Path, PathBuf};
 use grove_schema::wshd::{ErrorKind, ExitStatus, WshdError};
 use nix::fcntl::OFlag;
 
+use crate::confine;
+use crate::seccomp;
 use crate::spawn::output_pipe;
 use crate::users::ResolvedUser;
 
@@ -390,24 +397,30 @@ fn run(job: &Job, data: File, report: RawFd) -> Result<(), WshdError> {
     }
 }
 
+/// Takes the user's identity under the same confinement as a spawned
+/// process (see confine.rs): Docker's capability set at most, no_new_privs
+/// and the seccomp filter, installed before the child touches the path.
 fn become_user(user: &ResolvedUser) -> Result<(), WshdError> {
+    confine::drop_bounding().map_err(|e| system(format!("dropping capabilities: {e}")))?;
     // SAFETY: plain system calls on valid memory.
     let ok = unsafe {
         libc::setgroups(user.groups.len(), user.groups.as_ptr()) == 0
             && libc::setgid(user.gid) == 0
             && libc::setuid(user.uid) == 0
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(system(format!(
+    if !ok {
+        return Err(system(format!(
             "switching to uid {} gid {} groups {:?}: {}",
             user.uid,
             user.gid,
             user.groups,
             std::io::Error::last_os_error()
-        )))
+        )));
     }
+    confine::set_capabilities().map_err(|e| system(format!("dropping capabilities: {e}")))?;
+    confine::no_new_privs().map_err(|e| system(format!("setting no_new_privs: {e}")))?;
+    seccomp::install(seccomp::program())
+        .map_err(|e| system(format!("installing the seccomp filter: {e}")))
 }
 
 fn io_invalid(verb: &str, path: &Path, what: &str, e: std::io::Error) -> WshdError {

@@ -23,7 +23,7 @@ pub mod tc;
 use crate::fs;
 use grove_schema::helper::{ErrorKind, HelperError};
 use grove_schema::net::{
-    Bandwidth, NetOutRule, NetStats, NetworkInfo, PortMapping, MAX_NET_IN_PER_CONTAINER,
+    Bandwidth, NetOutRule, NetStats, NetworkInfo, PortMapping, MAX_NET_IN_PER_CONTAINER, MAX_RULES,
     MAX_RULES_PER_CONTAINER,
 };
 use grove_schema::Handle;
@@ -684,6 +684,12 @@ impl Network {
         dir: BorrowedFd,
         rules: Vec<NetOutRule>,
     ) -> Result<(), HelperError> {
+        if rules.len() > MAX_RULES {
+            return Err(invalid(format!(
+                "a NetOut request may hold at most {MAX_RULES} rules, not {}",
+                rules.len()
+            )));
+        }
         let r = self.record(handle)?;
         if r.net_out.len() + rules.len() > MAX_RULES_PER_CONTAINER {
             return Err(HelperError::new(

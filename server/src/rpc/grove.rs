@@ -191,7 +191,6 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         "graceTimeSeconds",
         "the systemd and restart issue",
     )?;
-    unsupported(spec.get_privileged(), "privileged", "the security issue")?;
     let network = NetSpec {
         ip: net::network_spec("spec.network", &text("spec.network", spec.get_network())?)?,
         net_in: net::port_mappings("spec.netIn", spec.get_net_in()?)?,
@@ -199,6 +198,7 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
     };
     Ok(CreateSpec {
         handle: text("spec.handle", spec.get_handle())?,
+        privileged: spec.get_privileged(),
         rootfs: text("spec.rootfs", spec.get_rootfs())?,
         image: image_uri,
         credentials,

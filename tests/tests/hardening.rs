@@ -1,0 +1,221 @@
+//! What a container's processes may no longer do: every process wshd starts
+//! (run, and the streamIn/streamOut children) has at most Docker's default
+//! capabilities, no_new_privs and wshd's seccomp filter; it cannot mount,
+//! make namespaces, reconfigure the network, or reach into wshd (PID 1)
+//! through ptrace-guarded /proc files. wshd itself keeps its capabilities
+//! and is not under its own filter.
+
+use std::collections::HashMap;
+
+use grove_client::{api, Command};
+use grove_tests::*;
+
+/// Docker's default capability set, as /proc/<pid>/status prints it.
+const DOCKER_CAPS: &str = "00000000a80425fb";
+const NO_CAPS: &str = "0000000000000000";
+
+/// The `Name:\tvalue` lines of a /proc/<pid>/status text.
+fn status_fields(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn assert_fields(fields: &HashMap<String, String>, want: &[(&str, &str)], who: &str) {
+    for (name, value) in want {
+        assert_eq!(
+            fields.get(*name).map(String::as_str),
+            Some(*value),
+            "{who}: {name} (all: {fields:?})"
+        );
+    }
+}
+
+/// The status of the process `command` runs as (its own /proc/self).
+async fn own_status(container: &api::container::Client, user: &str) -> HashMap<String, String> {
+    let mut command = Command::new("cat", &["/proc/self/status"]);
+    command.user = user.into();
+    let (status, out, err) = exec_command(container, &command).await;
+    assert_eq!(status, 0, "cat /proc/self/status as {user:?}: {err}");
+    status_fields(&out)
+}
+
+/// An error message for EPERM or EACCES (busybox words EPERM from mount as
+/// "permission denied (are you root?)").
+fn is_refusal(err: &str) -> bool {
+    let err = err.to_lowercase();
+    err.contains("permission denied") || err.contains("operation not permitted")
+}
+
+async fn sh(container: &api::container::Client, script: &str) -> (i32, String, String) {
+    exec(container, "sh", &["-c", script]).await
+}
+
+#[test]
+fn processes_are_confined_and_cannot_reach_pid_one() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let (c, _) = create(&client, "hard-proc", "").await.unwrap();
+
+        // Root: Docker's set in every set but inheritable and ambient.
+        let root = own_status(&c, "").await;
+        assert_fields(
+            &root,
+            &[
+                ("CapInh", NO_CAPS),
+                ("CapPrm", DOCKER_CAPS),
+                ("CapEff", DOCKER_CAPS),
+                ("CapBnd", DOCKER_CAPS),
+                ("CapAmb", NO_CAPS),
+                ("NoNewPrivs", "1"),
+                ("Seccomp", "2"),
+            ],
+            "root",
+        );
+        // Another user: no capabilities at all, the same bounding set.
+        let user = own_status(&c, "user").await;
+        assert_fields(
+            &user,
+            &[
+                ("Uid", "1000\t1000\t1000\t1000"),
+                ("CapInh", NO_CAPS),
+                ("CapPrm", NO_CAPS),
+                ("CapEff", NO_CAPS),
+                ("CapBnd", DOCKER_CAPS),
+                ("CapAmb", NO_CAPS),
+                ("NoNewPrivs", "1"),
+                ("Seccomp", "2"),
+            ],
+            "user",
+        );
+
+        // Refused as root, each for its own reason: the seccomp filter
+        // (mount, unshare, user namespaces in particular, which the kernel
+        // would otherwise grant anyone), the missing capabilities
+        // (CAP_NET_ADMIN, CAP_SYS_ADMIN), ptrace access to PID 1 (setns
+        // needs /proc/1/ns/*).
+        let refused = [
+            "mount -t tmpfs x /mnt",
+            "mount --bind /bin /mnt",
+            "umount /proc",
+            "unshare -U true",
+            "unshare -m true",
+            "unshare -n true",
+            "unshare -p -f true",
+            "nsenter -t 1 -m true",
+            "ip addr add 192.0.2.1/32 dev lo",
+            "ip link set lo down",
+            "hostname elsewhere",
+        ];
+        let script: String = refused
+            .iter()
+            .map(|cmd| format!("{cmd} 2>/dev/null; echo \"$?\"\n"))
+            .collect();
+        let (status, out, err) = sh(&c, &script).await;
+        assert_eq!(status, 0, "{err}");
+        let codes: Vec<&str> = out.lines().collect();
+        assert_eq!(codes.len(), refused.len(), "{out}");
+        for (cmd, code) in refused.iter().zip(&codes) {
+            assert_ne!(*code, "0", "{cmd:?} succeeded inside a container");
+        }
+        let (_, _, err) = sh(&c, "mount -t tmpfs x /mnt").await;
+        assert!(is_refusal(&err), "mount: {err}");
+        let (_, _, err) = sh(&c, "unshare -U true").await;
+        assert!(is_refusal(&err), "unshare -U: {err}");
+        let (_, host, _) = sh(&c, "hostname").await;
+        assert_eq!(host, "hard-proc\n", "the hostname is unchanged");
+
+        // What Docker's set keeps still works: chroot (CAP_SYS_CHROOT),
+        // chown (CAP_CHOWN), a safe persona (linux32). (mknod, CAP_MKNOD,
+        // is the device allowlist's business: see limits.rs.)
+        let (status, out, err) = sh(
+            &c,
+            "chroot / true && touch /tmp/f && chown 1000:1000 /tmp/f \
+             && stat -c %u /tmp/f && linux32 uname -m",
+        )
+        .await;
+        assert_eq!(status, 0, "{out}{err}");
+        assert_eq!(out, "1000\ni686\n");
+
+        // PID 1 is wshd, with capabilities its root does not have: every
+        // /proc file guarded by ptrace access is closed to the container's
+        // root, while its own are open.
+        for script in [
+            "cat /proc/1/environ",
+            "cat /proc/1/mem",
+            "cat /proc/1/exe",
+            "ls /proc/1/root/",
+            "ls /proc/1/cwd/",
+            "echo x > /proc/1/fd/1",
+        ] {
+            let (status, _, err) = sh(&c, script).await;
+            assert_ne!(status, 0, "{script:?} succeeded in the container");
+            assert!(is_refusal(&err), "{script:?}: {err}");
+        }
+        let (status, out, err) = sh(
+            &c,
+            "tr '\\0' '\\n' < /proc/self/environ; cat /proc/1/cmdline",
+        )
+        .await;
+        assert_eq!(status, 0, "{err}");
+        assert!(out.contains("PATH="), "own environ: {out}");
+        assert!(out.contains("wshd"), "/proc/1 is visible: {out}");
+    });
+}
+
+#[test]
+fn stream_children_are_confined_and_wshd_is_not() {
+    let env = TestEnv::start();
+    let env_ref = &env;
+    env.run(|client| async move {
+        let (c, handle) = create(&client, "hard-stream", "").await.unwrap();
+        let before = env_ref.container_pids(&handle);
+        assert_eq!(before.len(), 1, "only wshd: {before:?}");
+        let wshd = before[0];
+
+        // A streamIn whose data has not come yet: its child waits, as root.
+        let sink = open_stream_in(&c, "/tmp/in", "").await.unwrap();
+        let child = env_ref
+            .container_pids(&handle)
+            .into_iter()
+            .find(|&p| p != wshd)
+            .expect("the streamIn child");
+        let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+        let child_fields = status_fields(&status);
+        assert_fields(
+            &child_fields,
+            &[
+                ("CapInh", NO_CAPS),
+                ("CapPrm", DOCKER_CAPS),
+                ("CapEff", DOCKER_CAPS),
+                ("CapBnd", DOCKER_CAPS),
+                ("CapAmb", NO_CAPS),
+                ("NoNewPrivs", "1"),
+                ("Seccomp", "2"),
+            ],
+            "the streamIn child",
+        );
+        // An empty archive ends it.
+        let mut write = sink.write_request();
+        write.get().set_data(&[0u8; 1024]);
+        write.send().await.unwrap();
+        sink.done_request().send().promise.await.unwrap();
+        let (status, _, err) = exec(&c, "test", &["-d", "/tmp/in"]).await;
+        assert_eq!(status, 0, "streamIn created its directory: {err}");
+
+        // wshd itself keeps its capabilities, and is not under its own
+        // filter: its children add one filter to whatever wshd runs under
+        // (the helper's confinement of wshd, if any).
+        let status = std::fs::read_to_string(format!("/proc/{wshd}/status")).unwrap();
+        let fields = status_fields(&status);
+        assert_ne!(fields["CapEff"], DOCKER_CAPS, "wshd keeps its capabilities");
+        let filters = |f: &HashMap<String, String>| -> Option<u32> {
+            f.get("Seccomp_filters").map(|n| n.parse().unwrap())
+        };
+        // (Seccomp_filters is shown since Linux 5.9.)
+        if let (Some(theirs), Some(mine)) = (filters(&child_fields), filters(&fields)) {
+            assert_eq!(theirs, mine + 1, "wshd's filter is its children's only");
+        }
+    });
+}
