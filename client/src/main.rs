@@ -51,6 +51,19 @@ enum Cmd {
         /// Map a host port to a container port (TCP; 0 = picked / the same; repeatable).
         #[arg(long = "net-in", value_name = "HOST:CONTAINER", value_parser = parse_port_pair)]
         net_in: Vec<(u16, u16)>,
+        /// Bind-mount a host path (beneath the helper's bind_allow) at a path
+        /// in the container, read-only unless `:rw` (repeatable).
+        /// Example: --bind /srv/data:/data:rw
+        #[arg(long = "bind", value_name = "SRC:DST[:ro|:rw]", value_parser = parse_bind)]
+        binds: Vec<Bind>,
+        /// Bind-mount a path of the container's own rootfs at another path
+        /// (repeatable). Example: --bind-inside /etc:/mnt/etc
+        #[arg(long = "bind-inside", value_name = "SRC:DST[:ro|:rw]", value_parser = parse_bind)]
+        binds_inside: Vec<Bind>,
+        /// No user namespace: root inside is host root (the helper's policy
+        /// must allow it).
+        #[arg(long)]
+        privileged: bool,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -244,6 +257,33 @@ fn parse_bandwidth(s: &str) -> Result<(u64, u64), String> {
     Ok((parse_size(rate)?, parse_size(burst)?))
 }
 
+/// A bind mount as the command line gives it.
+#[derive(Debug, Clone)]
+struct Bind {
+    src: String,
+    dst: String,
+    rw: bool,
+}
+
+fn parse_bind(s: &str) -> Result<Bind, String> {
+    let bad = || format!("{s:?} is not SRC:DST[:ro|:rw] with absolute paths");
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, rw) = match parts.as_slice() {
+        [src, dst] => (src, dst, false),
+        [src, dst, "ro"] => (src, dst, false),
+        [src, dst, "rw"] => (src, dst, true),
+        _ => return Err(bad()),
+    };
+    if !src.starts_with('/') || !dst.starts_with('/') {
+        return Err(bad());
+    }
+    Ok(Bind {
+        src: src.to_string(),
+        dst: dst.to_string(),
+        rw,
+    })
+}
+
 fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
     let bad = || format!("{s:?} is not HOST_PORT:CONTAINER_PORT (0..65535 each)");
     let (host, container) = s.split_once(':').ok_or_else(bad)?;
@@ -371,6 +411,9 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             properties,
             network,
             net_in,
+            binds,
+            binds_inside,
+            privileged,
             limits,
         } => {
             let mut request = client.grove.create_request();
@@ -393,6 +436,25 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                 limits.fill_pids(l.init_pid());
             }
             spec.set_network(network.as_deref().unwrap_or(""));
+            spec.set_privileged(privileged);
+            let all: Vec<(&Bind, bool)> = binds
+                .iter()
+                .map(|b| (b, false))
+                .chain(binds_inside.iter().map(|b| (b, true)))
+                .collect();
+            let mut list = spec.reborrow().init_bind_mounts(all.len() as u32);
+            for (i, (b, inside)) in all.iter().enumerate() {
+                use grove_client::api::bind_mount::{Mode, Origin};
+                let mut m = list.reborrow().get(i as u32);
+                m.set_src_path(&b.src);
+                m.set_dst_path(&b.dst);
+                m.set_mode(if b.rw { Mode::Rw } else { Mode::Ro });
+                m.set_origin(if *inside {
+                    Origin::Container
+                } else {
+                    Origin::Host
+                });
+            }
             let mut list = spec.reborrow().init_net_in(net_in.len() as u32);
             for (i, (host, container)) in net_in.iter().enumerate() {
                 let mut m = list.reborrow().get(i as u32);

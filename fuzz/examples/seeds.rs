@@ -74,6 +74,7 @@ fn helper_requests() -> Vec<helper::Request> {
         limits,
         ip,
         privileged: false,
+        binds: Vec::new(),
     };
     let range = |a, b| IpRange::new(a, b).unwrap();
     let ports = |a, b| PortRange::new(a, b).unwrap();
@@ -113,6 +114,28 @@ fn helper_requests() -> Vec<helper::Request> {
             limits: Limits::default(),
             ip: None,
             privileged: true,
+            binds: Vec::new(),
+        },
+        CreateContainer {
+            handle: handle("binds"),
+            rootfs: RootfsSource::Default,
+            limits: Limits::default(),
+            ip: None,
+            privileged: false,
+            binds: vec![
+                helper::BindMount {
+                    src: path("/srv/shared/data"),
+                    origin: helper::BindOrigin::Host,
+                    dst: path("/mnt/data"),
+                    read_only: true,
+                },
+                helper::BindMount {
+                    src: path("/etc"),
+                    origin: helper::BindOrigin::Container,
+                    dst: path("/mnt/etc"),
+                    read_only: false,
+                },
+            ],
         },
         DestroyContainer {
             handle: handle("web-1"),

@@ -83,6 +83,13 @@ struct Plan<'a> {
     limits: &'a Limits,
     /// No user namespace.
     privileged: bool,
+    binds: &'a [grove_schema::helper::BindMount],
+}
+
+/// How a container is set apart beyond the default (from the request).
+struct Isolation {
+    privileged: bool,
+    binds: Vec<grove_schema::helper::BindMount>,
 }
 
 /// Undo steps of a create, run in reverse on failure.
@@ -107,8 +114,9 @@ impl Helper {
                 limits,
                 ip,
                 privileged,
+                binds,
             } => self
-                .create(handle, rootfs, limits, ip, privileged)
+                .create(handle, rootfs, limits, ip, Isolation { privileged, binds })
                 .map(Reply::from),
             Request::DestroyContainer { handle } => self.destroy(handle).map(Reply::from),
             Request::SetLimits { handle, limits } => {
@@ -249,8 +257,26 @@ impl Helper {
         rootfs: RootfsSource,
         limits: Limits,
         ip: Option<std::net::Ipv4Addr>,
-        privileged: bool,
+        isolation: Isolation,
     ) -> Result<Response, HelperError> {
+        let Isolation { privileged, binds } = isolation;
+        self.policy.check_binds(&binds)?;
+        // A host source must exist and be reachable without a symlink (the
+        // container's setup opens it the same way again).
+        for (i, b) in binds.iter().enumerate() {
+            if b.origin == grove_schema::helper::BindOrigin::Host {
+                fs::open_path_no_symlinks(b.src.as_str()).map_err(|e| {
+                    let why = match e {
+                        Errno::ELOOP => "a component is a symlink".to_string(),
+                        e => e.desc().to_string(),
+                    };
+                    HelperError::new(
+                        ErrorKind::InvalidValue,
+                        format!("binds[{i}]: source {}: {why}", b.src.as_str()),
+                    )
+                })?;
+            }
+        }
         if privileged && !self.policy.conf.allow_privileged {
             return Err(HelperError::new(
                 ErrorKind::PolicyRefused,
@@ -370,6 +396,7 @@ impl Helper {
             image_bytes,
             limits: &limits,
             privileged,
+            binds: &binds,
         };
         let result = self
             .create_steps(&handle, plan, &mut undo)
@@ -428,6 +455,7 @@ impl Helper {
             image_bytes,
             limits,
             privileged,
+            binds,
         } = plan;
         let h = handle.as_str();
         // 2. The container's depot dir: root-only, created beneath the depot
@@ -567,6 +595,7 @@ impl Helper {
                 net: n.net.as_fd(),
                 base,
             }),
+            binds,
         };
         let child = spawn::spawn(&spec, |pid| self.cgroups.enter(handle, pid))
             .map_err(|e| system("start wshd", e))?;

@@ -63,17 +63,39 @@ pub fn open_file_no_symlinks(path: &str) -> Result<OwnedFd> {
 }
 
 fn open_no_symlinks(path: &str, flags: libc::c_int) -> Result<OwnedFd> {
+    openat2(None, path, flags, 0)
+}
+
+/// An O_PATH fd (file or directory) of an absolute host path, no component
+/// of which may be a symlink.
+pub fn open_path_no_symlinks(path: &str) -> Result<OwnedFd> {
+    open_no_symlinks(path, libc::O_PATH)
+}
+
+/// An O_PATH fd of `path` (relative) strictly beneath the directory `dir`:
+/// openat2 with RESOLVE_BENEATH (no `..` out, no absolute path),
+/// RESOLVE_NO_SYMLINKS and RESOLVE_NO_MAGICLINKS.
+pub fn open_path_beneath(dir: BorrowedFd, path: &str) -> Result<OwnedFd> {
+    openat2(Some(dir), path, libc::O_PATH, libc::RESOLVE_BENEATH)
+}
+
+fn openat2(
+    dir: Option<BorrowedFd>,
+    path: &str,
+    flags: libc::c_int,
+    resolve: u64,
+) -> Result<OwnedFd> {
     let cpath = CString::new(path).map_err(|_| Errno::EINVAL)?;
     // SAFETY: open_how is plain old data; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: cpath is NUL-terminated and `how` is a valid open_how of the
     // size we pass; the kernel only reads both.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            libc::AT_FDCWD,
+            dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd()),
             cpath.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),

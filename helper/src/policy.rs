@@ -4,7 +4,7 @@
 //! must lie beneath an allowlisted directory.
 
 use grove_schema::conf;
-use grove_schema::helper::{ErrorKind, HelperError, HostPath};
+use grove_schema::helper::{BindMount, BindOrigin, ErrorKind, HelperError, HostPath, MAX_BINDS};
 use grove_schema::Handle;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -44,6 +44,9 @@ pub struct PolicyConf {
     pub userns_base: u32,
     /// May a container run without a user namespace?
     pub allow_privileged: bool,
+    /// Directories beneath which host bind-mount sources may lie (none by
+    /// default: no host directory is bind-mounted).
+    pub bind_allow: Vec<HostPath>,
 }
 
 fn path(s: &str) -> HostPath {
@@ -70,6 +73,7 @@ impl Default for PolicyConf {
             net: crate::net::NetConf::default(),
             userns_base: 1_000_000_000,
             allow_privileged: false,
+            bind_allow: Vec::new(),
         }
     }
 }
@@ -147,6 +151,15 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 p.net.port_range = crate::net::parse_port_range(&e.value).map_err(bad)?
             }
             "nft_table" => p.net.nft_table = crate::net::parse_table(&e.value).map_err(bad)?,
+            "bind_allow" => {
+                p.bind_allow = e
+                    .value
+                    .split(',')
+                    .map(|s| s.trim())
+                    .filter(|s| !s.is_empty())
+                    .map(abs)
+                    .collect::<Result<_, _>>()?;
+            }
             "allow_privileged" => {
                 p.allow_privileged = match e.value.as_str() {
                     "on" => true,
@@ -180,7 +193,7 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 return Err(format!(
                 "line {}: unknown key {other:?} (known: server_user, socket, depot, runtime_dir, \
                      default_rootfs, rootfs_allow, image_allow, layer_gc, wshd, cgroup_parent, \
-                     max_containers, bridge, pool, port_range, nft_table, mtu, uplinks, userns_base, allow_privileged)",
+                     max_containers, bridge, pool, port_range, nft_table, mtu, uplinks, userns_base, allow_privileged, bind_allow)",
                 e.line
             ))
             }
@@ -258,6 +271,51 @@ impl Policy {
                 allow.join(",")
             ),
         ))
+    }
+}
+
+impl Policy {
+    /// May these bind mounts be made? Host sources must lie beneath a
+    /// `bind_allow` entry (by components); no destination may be the
+    /// container's root or lie in /proc, /sys or /dev (where they could
+    /// cover the masks and device nodes the helper put there).
+    pub fn check_binds(&self, binds: &[BindMount]) -> Result<(), HelperError> {
+        if binds.len() > MAX_BINDS {
+            return Err(HelperError::new(
+                ErrorKind::InvalidValue,
+                format!("binds: at most {MAX_BINDS}, not {}", binds.len()),
+            ));
+        }
+        for (i, b) in binds.iter().enumerate() {
+            let first = b.dst.components().next();
+            if first.is_none() || matches!(first, Some("proc" | "sys" | "dev")) {
+                return Err(HelperError::new(
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "binds[{i}]: destination {} may not be / or lie in /proc, /sys or /dev",
+                        b.dst.as_str()
+                    ),
+                ));
+            }
+            if b.origin == BindOrigin::Host
+                && !self.conf.bind_allow.iter().any(|d| is_beneath(&b.src, d))
+            {
+                let allow: Vec<&str> = self.conf.bind_allow.iter().map(|d| d.as_str()).collect();
+                return Err(HelperError::new(
+                    ErrorKind::PolicyRefused,
+                    format!(
+                        "binds[{i}]: source {} is not beneath an allowed directory (bind_allow = {})",
+                        b.src.as_str(),
+                        if allow.is_empty() {
+                            "none".to_string()
+                        } else {
+                            allow.join(",")
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

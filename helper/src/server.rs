@@ -253,16 +253,18 @@ fn describe(r: &grove_schema::helper::Request) -> String {
             limits,
             ip,
             privileged,
-        } => format!("CreateContainer handle={handle} rootfs=default limits={limits:?} ip={ip:?} privileged={privileged}"),
+            binds,
+        } => format!("CreateContainer handle={handle} rootfs=default limits={limits:?} ip={ip:?} privileged={privileged} binds={binds:?}"),
         CreateContainer {
             handle,
             rootfs: RootfsSource::HostDir(p),
             limits,
             ip,
             privileged,
+            binds,
         } => {
             format!(
-                "CreateContainer handle={handle} rootfs={} limits={limits:?} ip={ip:?} privileged={privileged}",
+                "CreateContainer handle={handle} rootfs={} limits={limits:?} ip={ip:?} privileged={privileged} binds={binds:?}",
                 p.as_str()
             )
         }
@@ -272,8 +274,9 @@ fn describe(r: &grove_schema::helper::Request) -> String {
             limits,
             ip,
             privileged,
+            binds,
         } => format!(
-            "CreateContainer handle={handle} rootfs=oci:{}:{} limits={limits:?} ip={ip:?} privileged={privileged}",
+            "CreateContainer handle={handle} rootfs=oci:{}:{} limits={limits:?} ip={ip:?} privileged={privileged} binds={binds:?}",
             dir.as_str(),
             tag.as_str()
         ),
@@ -283,8 +286,9 @@ fn describe(r: &grove_schema::helper::Request) -> String {
             limits,
             ip,
             privileged,
+            binds,
         } => format!(
-            "CreateContainer handle={handle} rootfs=docker-archive:{} limits={limits:?} ip={ip:?} privileged={privileged}",
+            "CreateContainer handle={handle} rootfs=docker-archive:{} limits={limits:?} ip={ip:?} privileged={privileged} binds={binds:?}",
             path.as_str()
         ),
         DestroyContainer { handle } => format!("DestroyContainer handle={handle}"),

@@ -96,6 +96,8 @@ pub struct Spawn<'a> {
     pub server_uid: u32,
     /// None: a privileged container (no user namespace).
     pub userns: Option<UserNs<'a>>,
+    /// Bind mounts into the container (checked against the policy).
+    pub binds: &'a [grove_schema::helper::BindMount],
 }
 
 /// The container's own namespaces made beforehand (see userns.rs).
@@ -301,6 +303,111 @@ fn fd_path(fd: RawFd) -> String {
 
 fn step<T>(what: &str, r: Result<T, Errno>) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// Bind-mount `b` into the container whose root is `root` (before
+/// pivot_root). The source is opened without following any symlink: a host
+/// path absolutely (the policy approved its components), a container path
+/// with openat2 RESOLVE_BENEATH the container's root. The destination's
+/// directories are made one component at a time beneath the root, never
+/// through a symlink. After mounting, the mount is made nosuid and nodev
+/// (and read-only when asked), and checked: the destination must now be
+/// the source's inode with those flags in force.
+fn bind_into(root: BorrowedFd, b: &grove_schema::helper::BindMount) -> Result<(), String> {
+    use grove_schema::helper::BindOrigin;
+    let what = format!("bind {} → {}", b.src.as_str(), b.dst.as_str());
+    let src = match b.origin {
+        BindOrigin::Host => fs::open_path_no_symlinks(b.src.as_str()),
+        BindOrigin::Container => {
+            let rel: Vec<&str> = b.src.components().collect();
+            let rel = if rel.is_empty() {
+                ".".to_string()
+            } else {
+                rel.join("/")
+            };
+            fs::open_path_beneath(root, &rel)
+        }
+    }
+    .map_err(|e| format!("{what}: source: {e}"))?;
+    let st = step(&what, nix::sys::stat::fstat(src.as_raw_fd()))?;
+    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let comps: Vec<&str> = b.dst.components().collect();
+    let Some((last, parents)) = comps.split_last() else {
+        return Err(format!("{what}: the destination may not be /"));
+    };
+    let mut dir = step(&what, fs::open_path_dir(root, "."))?;
+    for c in parents {
+        step(&what, fs::mkdir_at(dir.as_fd(), c, 0o755, true))?;
+        dir = step(&what, fs::open_path_dir(dir.as_fd(), c))?;
+    }
+    let open_target = |dir: BorrowedFd| {
+        if is_dir {
+            fs::open_path_dir(dir, last)
+        } else {
+            fs::openat(Some(dir), last, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0)
+        }
+    };
+    if is_dir {
+        step(&what, fs::mkdir_at(dir.as_fd(), last, 0o755, true))?;
+    } else {
+        match fs::openat(
+            Some(dir.as_fd()),
+            last,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+            0o644,
+        ) {
+            Ok(_) => {}
+            Err(e) => return Err(format!("{what}: destination: {e}")),
+        }
+    }
+    let target = open_target(dir.as_fd()).map_err(|e| format!("{what}: destination: {e}"))?;
+    step(
+        &what,
+        mount(
+            Some(fd_path(src.as_raw_fd()).as_str()),
+            fd_path(target.as_raw_fd()).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ),
+    )?;
+    // Opened again, the name leads into the new mount.
+    let mounted = open_target(dir.as_fd()).map_err(|e| format!("{what}: {e}"))?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if b.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    step(
+        &format!("{what}: remount"),
+        mount(
+            None::<&str>,
+            fd_path(mounted.as_raw_fd()).as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        ),
+    )?;
+    let mounted = open_target(dir.as_fd()).map_err(|e| format!("{what}: {e}"))?;
+    step(
+        &format!("{what}: check"),
+        same_inode(mounted.as_fd(), src.as_fd()),
+    )?;
+    let vfs = step(
+        &format!("{what}: check"),
+        nix::sys::statvfs::fstatvfs(&mounted),
+    )?;
+    use nix::sys::statvfs::FsFlags;
+    let mut want = FsFlags::ST_NOSUID | FsFlags::ST_NODEV;
+    if b.read_only {
+        want |= FsFlags::ST_RDONLY;
+    }
+    if !vfs.flags().contains(want) {
+        return Err(format!(
+            "{what}: the mount has flags {:?}, not {want:?}",
+            vfs.flags()
+        ));
+    }
+    Ok(())
 }
 
 /// The last step before exec for an unprivileged container: join its user
@@ -700,6 +807,9 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
     }
     drop((dev, pts, shm));
 
+    for b in s.binds {
+        bind_into(root.as_fd(), b)?;
+    }
     step("sethostname", nix::unistd::sethostname(s.handle.as_str()))?;
 
     // Stack the old root under the new one and detach it: afterwards no

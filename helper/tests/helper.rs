@@ -381,6 +381,7 @@ fn raw_create(handle: &str) -> Vec<u8> {
     b.extend_from_slice(&[0; 7]); // Limits::default(): seven Nones
     b.push(0); // ip: None
     b.push(0); // privileged: false
+    b.push(0); // binds: none
     b
 }
 
@@ -396,6 +397,7 @@ fn protocol_violations_end_only_that_conversation() {
             limits: Limits::default(),
             ip: None,
             privileged: false,
+            binds: Vec::new(),
         })
     );
     let create = encode_request(&Request::CreateContainer {
@@ -404,6 +406,7 @@ fn protocol_violations_end_only_that_conversation() {
         limits: Limits::default(),
         ip: None,
         privileged: false,
+        binds: Vec::new(),
     });
     let cases: Vec<(&str, Vec<u8>, ErrorKind)> = vec![
         ("garbage", vec![0xff; 10], ErrorKind::Malformed),
@@ -493,6 +496,7 @@ fn protocol_violations_end_only_that_conversation() {
         limits: Limits::default(),
         ip: None,
         privileged: false,
+        binds: Vec::new(),
     };
     match f.call(&host_dir("/etc")) {
         Response::Error(e) => {
@@ -685,6 +689,7 @@ fn create_with(f: &Fixture, handle: &str, limits: Limits) -> i32 {
         limits,
         ip: None,
         privileged: false,
+        binds: Vec::new(),
     }) {
         Response::Created { wshd_pid, .. } => wshd_pid,
         other => panic!("create {handle}: {other:?}\n{}", f.log.lock().unwrap()),
@@ -743,6 +748,7 @@ fn create_and_destroy_a_container() {
             limits: Limits::default(),
             ip: None,
             privileged: false,
+            binds: Vec::new(),
         })),
         ErrorKind::AlreadyExists
     );
@@ -766,6 +772,7 @@ fn create_and_destroy_a_container() {
             limits: Limits::default(),
             ip: None,
             privileged: false,
+            binds: Vec::new(),
         })),
         ErrorKind::LimitExceeded
     );
@@ -805,6 +812,7 @@ fn a_failed_create_leaves_nothing_behind() {
         limits: Limits::default(),
         ip: None,
         privileged: false,
+        binds: Vec::new(),
     });
     match r {
         Response::Error(e) => {
@@ -1390,6 +1398,7 @@ fn a_bad_limit_fails_the_create_and_leaves_nothing() {
             limits: limits.clone(),
             ip: None,
             privileged: false,
+            binds: Vec::new(),
         });
         assert_eq!(error_kind(r), kind, "{limits:?}");
         assert_gone(&f, "b1", 0);
@@ -1570,6 +1579,7 @@ fn disk_limits_are_btrfs_qgroups_on_a_subvolume_per_container() {
         },
         ip: None,
         privileged: false,
+        binds: Vec::new(),
     });
     assert!(matches!(r, Response::Error(_)), "{r:?}");
     assert!(!depot.join("bad1").exists());
@@ -1613,6 +1623,7 @@ fn disk_limits_off_btrfs_are_refused_with_the_reason() {
         },
         ip: None,
         privileged: false,
+        binds: Vec::new(),
     }) {
         Response::Error(e) => {
             assert_eq!(e.kind, ErrorKind::PolicyRefused);

@@ -50,12 +50,16 @@ pub enum Request {
     ///
     /// `privileged`: no user namespace (root in the container is root on
     /// the host); refused unless the policy allows it.
+    ///
+    /// `binds`: directories or files bind-mounted into the container
+    /// (nosuid, nodev), at most MAX_BINDS.
     CreateContainer {
         handle: Handle,
         rootfs: RootfsSource,
         limits: Limits,
         ip: Option<Ipv4Addr>,
         privileged: bool,
+        binds: Vec<BindMount>,
     },
     /// Kill every process of the container and remove all it owns.
     DestroyContainer { handle: Handle },
@@ -88,6 +92,27 @@ pub enum Request {
     },
     /// The container's network and NetIn mappings (`Response::Network`).
     GetNetwork { handle: Handle },
+}
+
+/// Most bind mounts one container may have.
+pub const MAX_BINDS: usize = 16;
+
+/// A bind mount into a new container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Where it comes from: a host path beneath the policy's `bind_allow`,
+    /// or a path inside the container's own root filesystem.
+    pub src: HostPath,
+    pub origin: BindOrigin,
+    /// Where it appears inside the container (created if missing).
+    pub dst: HostPath,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BindOrigin {
+    Host,
+    Container,
 }
 
 /// Resource limits; `None` leaves a limit as it is.
@@ -424,6 +449,7 @@ mod tests {
             },
             ip: None,
             privileged: false,
+            binds: Vec::new(),
         }
     }
 
@@ -435,6 +461,7 @@ mod tests {
             limits: Limits::default(),
             ip: None,
             privileged: false,
+            binds: Vec::new(),
         };
         for r in [
             Request::Ping,
@@ -514,6 +541,7 @@ mod tests {
     #[test]
     fn bad_handles_and_paths_are_refused_while_decoding() {
         #[derive(Serialize)]
+        #[allow(clippy::large_enum_variant)]
         enum Raw {
             #[allow(dead_code)]
             Ping,
@@ -523,6 +551,8 @@ mod tests {
                 limits: Limits,
                 ip: Option<Ipv4Addr>,
                 privileged: bool,
+                /// Always empty here (an empty list encodes alike for any type).
+                binds: Vec<u8>,
             },
         }
         #[derive(Serialize)]
@@ -540,6 +570,7 @@ mod tests {
                     limits: Limits::default(),
                     ip: None,
                     privileged: false,
+                    binds: Vec::new(),
                 },
             })
             .unwrap()

@@ -59,8 +59,16 @@ pub struct CreateSpec {
     /// Told how a registry pull advances.
     pub pull_progress: Option<grove_schema::api_capnp::pull_progress::Client>,
     pub network: NetSpec,
+    pub isolation: Isolation,
+}
+
+/// How a new container is set apart, beyond what every container gets.
+#[derive(Debug, Clone, Default)]
+pub struct Isolation {
     /// No user namespace (the helper's policy must allow it).
     pub privileged: bool,
+    /// spec.bindMounts.
+    pub binds: Vec<helper::BindMount>,
 }
 
 /// A new container's network as its spec asks for it.
@@ -248,7 +256,7 @@ impl Grove {
                     rootfs,
                     spec.limits,
                     &spec.network,
-                    spec.privileged,
+                    &spec.isolation,
                 )
                 .await
             }
@@ -264,7 +272,7 @@ impl Grove {
                     pull,
                     spec.limits,
                     &spec.network,
-                    spec.privileged,
+                    &spec.isolation,
                 )
                 .await
             }
@@ -290,14 +298,15 @@ impl Grove {
         rootfs: RootfsSource,
         limits: helper::Limits,
         net: &NetSpec,
-        privileged: bool,
+        isolation: &Isolation,
     ) -> ApiResult<()> {
         let request = helper::Request::CreateContainer {
             handle: container.handle.clone(),
             rootfs,
             limits,
             ip: net.ip,
-            privileged,
+            privileged: isolation.privileged,
+            binds: isolation.binds.clone(),
         };
         let (wshd_pid, defaults, network) = match self.helper.call(&request).await {
             Ok(helper::Response::Created {
@@ -351,7 +360,7 @@ impl Grove {
         pull: Pull<'_>,
         limits: helper::Limits,
         net: &NetSpec,
-        privileged: bool,
+        isolation: &Isolation,
     ) -> ApiResult<()> {
         let Pull {
             uri,
@@ -418,7 +427,7 @@ impl Grove {
             ))),
         };
         let built = match rootfs {
-            Ok(rootfs) => self.build(container, rootfs, limits, net, privileged).await,
+            Ok(rootfs) => self.build(container, rootfs, limits, net, isolation).await,
             Err(e) => Err(e),
         };
         let removed = tokio::task::spawn_blocking(move || {

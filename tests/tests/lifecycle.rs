@@ -177,7 +177,7 @@ fn list_ands_its_property_filters_and_properties_persist() {
 }
 
 #[test]
-fn unbuilt_operations_say_not_implemented() {
+fn unbuilt_and_refused_operations_say_so() {
     let env = TestEnv::start();
     env.run(|client| async move {
         let (container, _) = create(&client, "ni", "").await.unwrap();
@@ -191,9 +191,9 @@ fn unbuilt_operations_say_not_implemented() {
         assert_eq!(e.kind, capnp::ErrorKind::Unimplemented);
         assert!(grove_client::Error::from(e).is("notImplemented"));
 
-        // Bind mounts (the security work) are refused as not implemented,
-        // privileged containers by the default policy; neither leaves
-        // anything behind.
+        // Host bind mounts and privileged containers are refused by the
+        // default policy (no bind_allow, allow_privileged off); neither
+        // leaves anything behind.
         let mut request = client.grove.create_request();
         let mut spec = request.get().init_spec();
         spec.set_handle("with-bind");
@@ -201,7 +201,10 @@ fn unbuilt_operations_say_not_implemented() {
         bind.set_src_path("/tmp");
         bind.set_dst_path("/mnt");
         let e = grove_client::Error::from(request.send().promise.await.err().unwrap());
-        assert!(e.is("notImplemented"), "{e}");
+        assert!(
+            e.is("policyRefused") && e.message.contains("bind_allow"),
+            "{e}"
+        );
         let mut request = client.grove.create_request();
         let mut spec = request.get().init_spec();
         spec.set_handle("privileged");

@@ -34,6 +34,8 @@ enum Raw {
         limits: Limits,
         ip: Option<Ipv4Addr>,
         privileged: bool,
+        /// Always empty here (an empty list encodes alike for any type).
+        binds: Vec<u8>,
     },
     DestroyContainer {
         handle: String,
@@ -99,6 +101,7 @@ fn create_raw(handle: &str, rootfs: RawRootfs, ip: Option<Ipv4Addr>) -> Raw {
         limits: Limits::default(),
         ip,
         privileged: false,
+        binds: Vec::new(),
     }
 }
 
@@ -319,6 +322,7 @@ fn the_raw_mirror_encodes_like_the_schema() {
         },
         ip: Some(Ipv4Addr::new(10, 1, 2, 3)),
         privileged: true,
+        binds: Vec::new(),
     };
     let mirrored = Raw::CreateContainer {
         handle: "mirror".into(),
@@ -329,6 +333,7 @@ fn the_raw_mirror_encodes_like_the_schema() {
         },
         ip: Some(Ipv4Addr::new(10, 1, 2, 3)),
         privileged: true,
+        binds: Vec::new(),
     };
     assert_eq!(raw(&mirrored), encode_request(&typed));
     let typed = Request::NetOut {
@@ -700,6 +705,7 @@ fn rootfs_and_image_paths_outside_the_policy_are_refused() {
             limits: Limits::default(),
             ip: None,
             privileged: true,
+            binds: Vec::new(),
         })),
         ErrorKind::PolicyRefused,
         "a privileged container (allow_privileged = off)",

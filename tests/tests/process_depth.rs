@@ -364,7 +364,13 @@ fn two_hundred_concurrent_processes_exit_right_and_leave_no_zombie() {
                 let (status, out, _) = exec(
                     &container,
                     "sh",
-                    &["-c", &format!("echo {i}; (sleep 0.01 &); exit {code}")],
+                    // The orphan (reaped by wshd: no zombie may remain)
+                    // does not hold the output pipe, or `wait` would by
+                    // design answer before the streams end.
+                    &[
+                        "-c",
+                        &format!("echo {i}; (sleep 0.01 >/dev/null 2>&1 &); exit {code}"),
+                    ],
                 )
                 .await;
                 (i, code, status, out)

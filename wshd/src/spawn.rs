@@ -571,6 +571,16 @@ unsafe fn child(p: &Prepared, c: &ChildSetup<'_>) -> ! {
             fail(STAGE_SETUP, 0);
         }
     }
+    // Close every other fd inherited from wshd now rather than at exec:
+    // among them are the write ends of other processes' output pipes,
+    // which, held until this child execs, would keep their readers from
+    // seeing end of file after those processes exit. Only the report
+    // pipe stays (close-on-exec).
+    let report = c.report as libc::c_uint;
+    if report > 3 {
+        libc::close_range(3, report - 1, 0);
+    }
+    libc::close_range(report + 1, libc::c_uint::MAX, 0);
     // Before the user switch: raising a hard limit needs CAP_SYS_RESOURCE.
     for (i, &(resource, value)) in c.rlimits.iter().enumerate() {
         if nix::sys::resource::setrlimit(resource, value, value).is_err() {

@@ -1,11 +1,12 @@
 //! The root interface, `Grove`.
 
 use super::{properties, text, text_list};
-use crate::containers::{CreateSpec, Grove, NetSpec};
+use crate::containers::{CreateSpec, Grove, Isolation, NetSpec};
 use crate::error::{ApiError, ApiResult};
 use crate::rpc::container::{fill_info, ContainerServer};
 use crate::rpc::net;
 use grove_schema::api_capnp::grove as api;
+use grove_schema::helper;
 use std::rc::Rc;
 
 pub struct GroveServer {
@@ -182,11 +183,6 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         password: text("spec.image.password", image.get_password())?,
     };
     unsupported(
-        !spec.get_bind_mounts()?.is_empty(),
-        "bindMounts",
-        "the images issue",
-    )?;
-    unsupported(
         spec.get_grace_time_seconds() != 0,
         "graceTimeSeconds",
         "the systemd and restart issue",
@@ -198,7 +194,10 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
     };
     Ok(CreateSpec {
         handle: text("spec.handle", spec.get_handle())?,
-        privileged: spec.get_privileged(),
+        isolation: Isolation {
+            privileged: spec.get_privileged(),
+            binds: bind_mounts(spec.get_bind_mounts()?)?,
+        },
         rootfs: text("spec.rootfs", spec.get_rootfs())?,
         image: image_uri,
         credentials,
@@ -228,4 +227,48 @@ fn host_memory_bytes() -> Result<u64, String> {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .ok_or_else(|| "no MemTotal in /proc/meminfo".to_string())
+}
+
+/// spec.bindMounts as the helper takes them: absolute paths (no `.`, `..`
+/// or empty components), at most `MAX_BINDS`; every error names the entry.
+fn bind_mounts(
+    list: capnp::struct_list::Reader<'_, grove_schema::api_capnp::bind_mount::Owned>,
+) -> ApiResult<Vec<helper::BindMount>> {
+    use grove_schema::api_capnp::bind_mount::{Mode, Origin};
+    if list.len() as usize > helper::MAX_BINDS {
+        return Err(ApiError::invalid(
+            "spec.bindMounts",
+            format!(
+                "at most {} bind mounts, not {}",
+                helper::MAX_BINDS,
+                list.len()
+            ),
+        ));
+    }
+    let mut binds = Vec::new();
+    for (i, b) in list.iter().enumerate() {
+        let field = |f: &str| format!("spec.bindMounts[{i}].{f}");
+        let path =
+            |f: &str, t: capnp::Result<capnp::text::Reader<'_>>| -> ApiResult<helper::HostPath> {
+                let v = text(&field(f), t)?;
+                helper::HostPath::new(v).map_err(|e| ApiError::invalid(&field(f), e))
+            };
+        let origin = match b.get_origin() {
+            Ok(Origin::Host) => helper::BindOrigin::Host,
+            Ok(Origin::Container) => helper::BindOrigin::Container,
+            Err(_) => return Err(ApiError::invalid(&field("origin"), "unknown origin")),
+        };
+        let read_only = match b.get_mode() {
+            Ok(Mode::Ro) => true,
+            Ok(Mode::Rw) => false,
+            Err(_) => return Err(ApiError::invalid(&field("mode"), "unknown mode")),
+        };
+        binds.push(helper::BindMount {
+            src: path("srcPath", b.get_src_path())?,
+            origin,
+            dst: path("dstPath", b.get_dst_path())?,
+            read_only,
+        });
+    }
+    Ok(binds)
 }
