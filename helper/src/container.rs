@@ -45,6 +45,8 @@ pub struct Helper {
     pub image_sizes: HashMap<String, u64>,
     /// The bridge, IP and port allocations, firewall and shaping.
     pub net: crate::net::Network,
+    /// Starts containers (forked before the helper confined itself).
+    pub spawner: crate::spawner::Spawner,
 }
 
 fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
@@ -97,7 +99,8 @@ enum Undo {
     DepotDir,
     Cgroups,
     Socket,
-    Child(i32),
+    /// wshd, by pidfd.
+    Child(OwnedFd),
 }
 
 impl Helper {
@@ -418,7 +421,9 @@ impl Helper {
                     transition(Some(&c.state), Event::Created)?.unwrap_or(ContainerState::Running);
                 c.wshd_pid = child.pid;
                 c.pidfd = Some(child.pidfd);
-                c.our_child = true;
+                // The spawner's child, not ours: found exited through its
+                // pidfd, reaped by the spawner.
+                c.our_child = false;
                 Ok(Response::Created {
                     wshd_pid: child.pid,
                     defaults,
@@ -448,7 +453,7 @@ impl Helper {
         handle: &Handle,
         plan: Plan,
         undo: &mut Vec<Undo>,
-    ) -> Result<spawn::Child, HelperError> {
+    ) -> Result<crate::spawner::Child, HelperError> {
         let Plan {
             lower,
             layers,
@@ -576,11 +581,7 @@ impl Helper {
 
         // 6. The container's first process, in a user namespace of its own
         // (and a network namespace that belongs to it).
-        let namespaces = if privileged {
-            None
-        } else {
-            Some(crate::userns::make_namespaces(base).map_err(|e| system("user namespace", e))?)
-        };
+
         let spec = Spawn {
             handle,
             depot_path: self.policy.conf.depot.as_str(),
@@ -590,16 +591,19 @@ impl Helper {
             socket: sock.as_fd(),
             wshd: self.wshd.as_fd(),
             server_uid: self.policy.server_uid,
-            userns: namespaces.as_ref().map(|n| spawn::UserNs {
-                user: n.user.as_fd(),
-                net: n.net.as_fd(),
-                base,
-            }),
+            userns: None,
+            userns_base: (!privileged).then_some(base),
             binds,
         };
-        let child = spawn::spawn(&spec, |pid| self.cgroups.enter(handle, pid))
+        let child = self
+            .spawner
+            .spawn(&spec)
             .map_err(|e| system("start wshd", e))?;
-        undo.push(Undo::Child(child.pid));
+        let pidfd = child
+            .pidfd
+            .try_clone()
+            .map_err(|e| system("dup pidfd", e))?;
+        undo.push(Undo::Child(pidfd));
 
         // 7. Remember wshd's pid for a restarted helper.
         fs::write_file_at(
@@ -614,11 +618,10 @@ impl Helper {
 
     fn undo(&self, handle: &Handle, step: Undo) -> Result<(), String> {
         match step {
-            Undo::Child(pid) => {
-                // Our unreaped child: its pid cannot have been recycled.
-                let _ =
-                    nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-                let _ = waitpid(Pid::from_raw(pid), None);
+            Undo::Child(pidfd) => {
+                // The pidfd names exactly the wshd just started (the
+                // spawner, its parent, reaps it).
+                let _ = spawn::pidfd_kill(pidfd.as_fd());
                 self.empty_cgroup(handle, Instant::now() + Duration::from_secs(10))
             }
             Undo::Socket => nix::unistd::unlinkat(

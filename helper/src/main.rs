@@ -20,6 +20,7 @@ mod net;
 mod policy;
 mod server;
 mod spawn;
+mod spawner;
 mod state;
 mod userns;
 
@@ -178,6 +179,11 @@ fn run() -> Result<(), String> {
     let runtime = own_dir(policy.conf.runtime_dir.as_str(), policy.server_gid, 0o710)?;
     let disk = btrfs::Disk::detect(std::os::fd::AsFd::as_fd(&depot), policy.conf.depot.as_str());
     let network = net::Network::init(policy.conf.net.clone(), runtime.as_fd())?;
+    // The capabilities nothing in Grove uses go first, from the bounding
+    // set too, so the spawner and every container lack them as well.
+    confine::drop_capabilities()?;
+    // Forked before the seccomp filter: see spawner.rs.
+    let spawner = spawner::Spawner::start(&wshd, cgroups.as_ref())?;
     let signals = server::signals()?;
     let listener = listen_at(policy.conf.socket.as_str(), policy.server_gid)?;
     let socket_path = policy.conf.socket.as_str().to_string();
@@ -191,12 +197,12 @@ fn run() -> Result<(), String> {
         containers: BTreeMap::new(),
         image_sizes: HashMap::new(),
         net: network,
+        spawner,
     };
     helper.recover()?;
     helper.net.rebuild_rules()?;
-    // Everything the helper opens at start-up is open: from here on it
-    // keeps only the capabilities it uses and refuses what nothing needs.
-    confine::drop_capabilities()?;
+    // Everything the helper opens at start-up is open: from here on its
+    // main process may make only the system calls of its allowlist.
     confine::install_seccomp()?;
     helper.collect_layers();
     eprintln!(

@@ -94,8 +94,11 @@ pub struct Spawn<'a> {
     pub socket: BorrowedFd<'a>,
     pub wshd: BorrowedFd<'a>,
     pub server_uid: u32,
-    /// None: a privileged container (no user namespace).
+    /// None: a privileged container (no user namespace). Filled in by the
+    /// spawner, which makes the namespaces (see `userns_base`).
     pub userns: Option<UserNs<'a>>,
+    /// Some: the container gets a user namespace with this mapping.
+    pub userns_base: Option<u32>,
     /// Bind mounts into the container (checked against the policy).
     pub binds: &'a [grove_schema::helper::BindMount],
 }

@@ -219,3 +219,45 @@ fn stream_children_are_confined_and_wshd_is_not() {
         }
     });
 }
+
+/// A field of /proc/<pid>/status.
+fn proc_status(pid: i32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+fn parent_of(pid: i32) -> i32 {
+    proc_status(pid, "PPid").parse().unwrap()
+}
+
+#[test]
+fn the_helper_is_confined_and_containers_come_from_its_spawner() {
+    let env = TestEnv::start();
+    let helper = env.helper_pid() as i32;
+    // The helper's main process: its two filters (the allowlist and the
+    // clone3 answer), no_new_privs, and only the capabilities it keeps.
+    assert_eq!(proc_status(helper, "Seccomp"), "2");
+    assert_eq!(proc_status(helper, "Seccomp_filters"), "2");
+    assert_eq!(proc_status(helper, "NoNewPrivs"), "1");
+    assert_eq!(proc_status(helper, "CapBnd"), "00000000a82c37ff");
+    assert_eq!(proc_status(helper, "CapEff"), "00000000a82c37ff");
+    let env = &env;
+    env.run(|client| async move {
+        create(&client, "spawned", "").await.unwrap();
+        // wshd's parent is the spawner, the helper's child, forked before
+        // the helper confined itself (so it can mount and pivot_root).
+        let wshd = env.container_pids("spawned")[0];
+        let spawner = parent_of(wshd);
+        assert_ne!(spawner, helper);
+        assert_eq!(parent_of(spawner), helper);
+        assert_eq!(proc_status(spawner, "Seccomp"), "0");
+        // ...but after it dropped the capabilities nothing uses.
+        assert_eq!(proc_status(spawner, "CapBnd"), "00000000a82c37ff");
+    });
+}
