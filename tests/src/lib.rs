@@ -879,6 +879,18 @@ pub fn host_mount_points() -> Vec<String> {
 }
 
 /// Run the `grove` CLI against this environment's groved, feeding `stdin`.
+/// Run the CLI, which must succeed (the test fails with its stderr
+/// otherwise), and return its stdout.
+pub fn run_cli_ok(env: &TestEnv, args: &[&str]) -> String {
+    let out = run_cli(env, args, None);
+    assert!(
+        out.status.success(),
+        "grove {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn run_cli(env: &TestEnv, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
     use std::io::Write;
     let mut child = std::process::Command::new(bin_dir().join("grove"))

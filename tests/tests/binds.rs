@@ -195,15 +195,7 @@ fn host_and_container_paths_are_bound_nosuid_nodev_and_read_only_unless_asked() 
         assert!(!env.depot.join("refused").exists());
     });
     // The CLI: --bind (read-only unless :rw), --bind-inside, --privileged.
-    let ok = |args: &[&str]| {
-        let out = run_cli(env, args, None);
-        assert!(
-            out.status.success(),
-            "grove {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| run_cli_ok(env, args);
     ok(&[
         "create",
         "--handle",

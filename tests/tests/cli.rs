@@ -11,15 +11,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn every_subcommand_works_and_errors_are_one_line() {
     let env = TestEnv::start();
-    let ok = |args: &[&str]| {
-        let out = run_cli(&env, args, None);
-        assert!(
-            out.status.success(),
-            "grove {args:?}: {}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    };
+    let ok = |args: &[&str]| run_cli_ok(&env, args);
     assert_eq!(ok(&["ping"]), "ok\n");
     assert!(ok(&["capacity"]).contains("max_containers: 100"));
     assert_eq!(

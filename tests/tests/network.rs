@@ -1651,15 +1651,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn the_cli_maps_ports_adds_rules_and_limits_bandwidth() {
     let env = TestEnv::start();
-    let ok = |args: &[&str]| {
-        let out = run_cli(&env, args, None);
-        assert!(
-            out.status.success(),
-            "grove {args:?}: {}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    };
+    let ok = |args: &[&str]| run_cli_ok(&env, args);
     let (first, _) = env.ports;
     let ip = env.pool_ip(20);
     let mapping = format!("{}:8080", first + 1);

@@ -9,23 +9,6 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::rc::Rc;
 
-/// Stream `tar` into `path` as `user`, in 64 KiB writes, then `done`.
-async fn stream_in(
-    container: &api::container::Client,
-    path: &str,
-    user: &str,
-    tar: &[u8],
-) -> Result<(), Error> {
-    let sink = open_stream_in(container, path, user).await?;
-    for chunk in tar.chunks(64 * 1024) {
-        let mut write = sink.write_request();
-        write.get().set_data(chunk);
-        write.send().await?;
-    }
-    sink.done_request().send().promise.await?;
-    Ok(())
-}
-
 /// A tar of `path` read as `user`; checks that `done` came.
 async fn stream_out(
     container: &api::container::Client,
@@ -136,7 +119,7 @@ fn a_tree_streams_in_as_root_and_as_a_user() {
                      && readlink d/link && cat d/link && ./d/exec && stat -c '%u' .";
 
         // As root, into a directory that does not exist yet: ownership kept.
-        stream_in(&container, "/tmp/in/new", "", &tree)
+        stream_in_tar(&container, "/tmp/in/new", "", &tree)
             .await
             .unwrap();
         let (status, out, err) = exec(&container, "sh", &["-c", check, "/tmp/in/new"]).await;
@@ -152,7 +135,7 @@ fn a_tree_streams_in_as_root_and_as_a_user() {
 
         // As `user` (uid 1000): everything, the created directory included,
         // is the user's; the modes are the archive's.
-        stream_in(&container, "/home/user/in", "user", &tree)
+        stream_in_tar(&container, "/home/user/in", "user", &tree)
             .await
             .unwrap();
         let (status, out, err) = exec(&container, "sh", &["-c", check, "/home/user/in"]).await;
@@ -166,19 +149,19 @@ fn a_tree_streams_in_as_root_and_as_a_user() {
             )
         );
         // A uid that /etc/passwd does not know works too.
-        stream_in(&container, "/tmp/as4242", "4242:4343", &tree)
+        stream_in_tar(&container, "/tmp/as4242", "4242:4343", &tree)
             .await
             .unwrap();
         let (_, out, _) = sh(&container, "stat -c '%u:%g' /tmp/as4242/d/f").await;
         assert_eq!(out, "4242:4343\n");
 
         // Streaming again overwrites (a file replaced, not written through).
-        stream_in(&container, "/tmp/in/new", "", &tree)
+        stream_in_tar(&container, "/tmp/in/new", "", &tree)
             .await
             .unwrap();
 
         // The container's permissions apply: /root is 0700 root.
-        let e = stream_in(&container, "/root/x", "user", &tree)
+        let e = stream_in_tar(&container, "/root/x", "user", &tree)
             .await
             .unwrap_err();
         assert!(e.is("invalidSpec"), "{e}");
@@ -187,7 +170,7 @@ fn a_tree_streams_in_as_root_and_as_a_user() {
             "{e}"
         );
         // Into a directory the user may enter but not write.
-        let e = stream_in(&container, "/etc", "user", &tree)
+        let e = stream_in_tar(&container, "/etc", "user", &tree)
             .await
             .unwrap_err();
         assert!(e.is("invalidSpec"), "{e}");
@@ -199,7 +182,7 @@ fn a_tree_streams_in_as_root_and_as_a_user() {
         assert_eq!(status, 1, "nothing was written to /etc");
 
         // Bad users and paths are refused at once.
-        let e = stream_in(&container, "/tmp/x", "nosuchuser", &tree)
+        let e = stream_in_tar(&container, "/tmp/x", "nosuchuser", &tree)
             .await
             .unwrap_err();
         assert!(
@@ -207,12 +190,12 @@ fn a_tree_streams_in_as_root_and_as_a_user() {
             "{e}"
         );
         for bad in ["", "relative/path", "/a/../b"] {
-            let e = stream_in(&container, bad, "", &tree).await.unwrap_err();
+            let e = stream_in_tar(&container, bad, "", &tree).await.unwrap_err();
             assert!(e.is("invalidSpec"), "{bad:?}: {e}");
         }
         // A file where the directory should be.
         sh(&container, "touch /tmp/plainfile").await;
-        let e = stream_in(&container, "/tmp/plainfile", "", &tree)
+        let e = stream_in_tar(&container, "/tmp/plainfile", "", &tree)
             .await
             .unwrap_err();
         assert!(
@@ -244,7 +227,9 @@ fn symlinks_and_dotdot_cannot_escape() {
             } else {
                 "/home/user/s"
             };
-            let e = stream_in(&container, dir, user, &tar).await.unwrap_err();
+            let e = stream_in_tar(&container, dir, user, &tar)
+                .await
+                .unwrap_err();
             assert!(e.is("invalidSpec"), "{e}");
             assert!(e.message.contains("outside"), "{e}");
             let (status, out, _) = sh(
@@ -261,7 +246,7 @@ fn symlinks_and_dotdot_cannot_escape() {
         b.append_link(&mut h, "passwd", "/etc/passwd").unwrap();
         let mut h = header(tar::EntryType::Regular, 0o644, 3);
         b.append_data(&mut h, "passwd", &b"new"[..]).unwrap();
-        stream_in(&container, "/tmp/over", "", &b.into_inner().unwrap())
+        stream_in_tar(&container, "/tmp/over", "", &b.into_inner().unwrap())
             .await
             .unwrap();
         let (_, out, _) = sh(
@@ -272,12 +257,12 @@ fn symlinks_and_dotdot_cannot_escape() {
         assert_eq!(out, "new\nroot:x:0:0:root:/root:/bin/sh\n");
 
         // "..": refused, nothing written.
-        let e = stream_in(&container, "/tmp/a/b", "", &raw_entry("../../x", b"x"))
+        let e = stream_in_tar(&container, "/tmp/a/b", "", &raw_entry("../../x", b"x"))
             .await
             .unwrap_err();
         assert!(e.is("invalidSpec") && e.message.contains("\"..\""), "{e}");
         // An absolute name: refused.
-        let e = stream_in(&container, "/tmp/a/b", "", &raw_entry("/abs", b"x"))
+        let e = stream_in_tar(&container, "/tmp/a/b", "", &raw_entry("/abs", b"x"))
             .await
             .unwrap_err();
         assert!(e.is("invalidSpec") && e.message.contains("absolute"), "{e}");
@@ -295,7 +280,7 @@ fn symlinks_and_dotdot_cannot_escape() {
         b.append_link(&mut h, "ln", "/etc").unwrap();
         let mut h = header(tar::EntryType::Link, 0o644, 0);
         b.append_link(&mut h, "hl", "ln/passwd").unwrap();
-        let e = stream_in(&container, "/tmp/hl", "", &b.into_inner().unwrap())
+        let e = stream_in_tar(&container, "/tmp/hl", "", &b.into_inner().unwrap())
             .await
             .unwrap_err();
         assert!(e.is("invalidSpec") && e.message.contains("outside"), "{e}");
@@ -381,7 +366,7 @@ fn stream_out_names_entries_from_the_parent() {
 
         // What streams out streams back in, elsewhere, the same.
         let tar = stream_out(&container, "/srv/data", "").await.unwrap();
-        stream_in(&container, "/copy", "", &tar).await.unwrap();
+        stream_in_tar(&container, "/copy", "", &tar).await.unwrap();
         let (_, out, _) = sh(
             &container,
             "cat /copy/data/a /copy/data/sub/b; readlink /copy/data/l; stat -c %a /copy/data/a",
@@ -630,7 +615,7 @@ fn streams_work_on_a_stopped_container() {
             "stopped"
         );
 
-        stream_in(&container, "/tmp/after", "user", &sample_tree())
+        stream_in_tar(&container, "/tmp/after", "user", &sample_tree())
             .await
             .unwrap();
         let got = entries(
@@ -675,7 +660,7 @@ fn a_truncated_or_malformed_tar_fails_at_done() {
 
         // Cut at an entry boundary, before the end-of-archive blocks.
         let boundary = 512 + 100_000usize.div_ceil(512) * 512;
-        let e = stream_in(&container, "/tmp/t2", "", &tar[..boundary])
+        let e = stream_in_tar(&container, "/tmp/t2", "", &tar[..boundary])
             .await
             .unwrap_err();
         assert!(
@@ -684,14 +669,16 @@ fn a_truncated_or_malformed_tar_fails_at_done() {
         );
 
         // Not a tar at all.
-        let e = stream_in(&container, "/tmp/t3", "", &[b'x'; 4096])
+        let e = stream_in_tar(&container, "/tmp/t3", "", &[b'x'; 4096])
             .await
             .unwrap_err();
         assert!(e.is("invalidSpec") && e.message.contains("/tmp/t3"), "{e}");
 
         // The whole archive is fine; an empty stream is an empty archive.
-        stream_in(&container, "/tmp/t4", "", &tar).await.unwrap();
-        stream_in(&container, "/tmp/t5", "", &[]).await.unwrap();
+        stream_in_tar(&container, "/tmp/t4", "", &tar)
+            .await
+            .unwrap();
+        stream_in_tar(&container, "/tmp/t5", "", &[]).await.unwrap();
         let (_, out, _) = sh(&container, "wc -c < /tmp/t4/first; cat /tmp/t4/second").await;
         assert_eq!(
             out.split_whitespace().collect::<Vec<_>>(),
