@@ -64,9 +64,16 @@ enum Cmd {
         /// must allow it).
         #[arg(long)]
         privileged: bool,
+        /// Destroy the container after this many seconds without a request
+        /// about it; 0 = never (default: the server's default_grace_time).
+        #[arg(long, value_name = "SECONDS")]
+        grace_time: Option<u64>,
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Set a container's grace time and restart its countdown: it is
+    /// destroyed after SECONDS without a request about it (0 = never).
+    SetGraceTime { handle: String, seconds: u64 },
     /// Change a container's memory, CPU, pid, disk or bandwidth limits
     /// (each kind is all or none).
     Limit {
@@ -414,6 +421,7 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             binds,
             binds_inside,
             privileged,
+            grace_time,
             limits,
         } => {
             let mut request = client.grove.create_request();
@@ -437,6 +445,7 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             }
             spec.set_network(network.as_deref().unwrap_or(""));
             spec.set_privileged(privileged);
+            spec.set_grace_time_seconds(grace_time.unwrap_or(0));
             let all: Vec<(&Bind, bool)> = binds
                 .iter()
                 .map(|b| (b, false))
@@ -468,6 +477,13 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                 p.set_value(v);
             }
             let container = request.send().pipeline.get_container();
+            if grace_time == Some(0) {
+                // The spec's 0 means the server's default: ask for "never"
+                // right after the create (pipelined, before anything else).
+                let mut never = container.set_grace_time_request();
+                never.get().set_grace_time_seconds(0);
+                never.send().promise.await?;
+            }
             let response = container.handle_request().send().promise.await?;
             println!(
                 "{}",
@@ -671,6 +687,12 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             request.send().promise.await?;
         }
         Cmd::Destroy { handle } => client.destroy(&handle).await?,
+        Cmd::SetGraceTime { handle, seconds } => {
+            let container = client.lookup(&handle).await?;
+            let mut request = container.set_grace_time_request();
+            request.get().set_grace_time_seconds(seconds);
+            request.send().promise.await?;
+        }
         Cmd::StreamIn { handle, path, user } => {
             let container = client.lookup(&handle).await?;
             let mut request = container.stream_in_request();
@@ -938,7 +960,11 @@ mod tests {
             "8080:80",
             "--bandwidth",
             "1M",
+            "--grace-time",
+            "60",
         ]);
         assert!(cli.is_ok());
+        let cli = Cli::try_parse_from(["grove", "set-grace-time", "h", "0"]);
+        assert!(cli.is_ok(), "0 = never");
     }
 }

@@ -22,6 +22,7 @@ mod server;
 mod spawn;
 mod spawner;
 mod state;
+mod systemd;
 mod userns;
 
 use nix::sys::socket::{
@@ -66,11 +67,13 @@ fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Option<PathBuf>, String> 
     Ok(policy)
 }
 
-/// Start from a known process state, whatever started us.
-fn sanitize_process() -> Result<(), String> {
+/// Start from a known process state, whatever started us. The `keep` fds
+/// from 3 on are systemd's (socket activation); every other fd from 3 up
+/// is closed.
+fn sanitize_process(keep: usize) -> Result<(), String> {
     // SAFETY: close_range only closes fds; nothing in this process holds one
-    // >= 3 yet (std opens none before main).
-    if unsafe { libc::close_range(3, libc::c_uint::MAX, 0) } != 0 {
+    // >= 3 yet (std opens none before main) but systemd's sockets.
+    if unsafe { libc::close_range(3 + keep as libc::c_uint, libc::c_uint::MAX, 0) } != 0 {
         return Err(format!("close_range: {}", std::io::Error::last_os_error()));
     }
     for (k, _) in std::env::vars_os() {
@@ -169,7 +172,16 @@ fn listen_at(path: &str, gid: u32) -> Result<OwnedFd, String> {
 }
 
 fn run() -> Result<(), String> {
-    sanitize_process()?;
+    // systemd's variables first: sanitize_process clears the environment.
+    let mut systemd = systemd::capture()?;
+    sanitize_process(systemd.passed_fds())?;
+    // A socket unit of the wrong type is refused before anything happens.
+    let activated = systemd.take_listener(
+        "grove-helper",
+        "helper",
+        SockType::SeqPacket,
+        "ListenSequentialPacket=",
+    )?;
     let policy_path = parse_args(std::env::args_os().skip(1).collect())?;
     let policy = policy::load(policy_path.as_deref())?;
     // Check and seal wshd before touching anything on the host.
@@ -183,10 +195,28 @@ fn run() -> Result<(), String> {
     // set too, so the spawner and every container lack them as well.
     confine::drop_capabilities()?;
     // Forked before the seccomp filter: see spawner.rs.
-    let spawner = spawner::Spawner::start(&wshd, cgroups.as_ref())?;
+    let mut foreign = vec![depot.as_raw_fd(), runtime.as_raw_fd()];
+    foreign.extend(activated.as_ref().map(|fd| fd.as_raw_fd()));
+    let spawner = spawner::Spawner::start(&wshd, cgroups.as_ref(), &foreign)?;
+    // After the fork, so the spawner holds no copy; before the filter.
+    let notifier = systemd::Notifier::connect("grove-helper", &systemd);
     let signals = server::signals()?;
-    let listener = listen_at(policy.conf.socket.as_str(), policy.server_gid)?;
-    let socket_path = policy.conf.socket.as_str().to_string();
+    // A socket systemd passed is systemd's: it made it (SocketUser=,
+    // SocketGroup=, SocketMode= in grove-helper.socket) and keeps it.
+    let (listener, socket_path, remove_on_exit) = match activated {
+        Some(fd) => {
+            let path = systemd::bound_path(fd.as_fd());
+            (fd, format!("{path} (socket-activated)"), None)
+        }
+        None => {
+            let path = policy.conf.socket.as_str().to_string();
+            (
+                listen_at(&path, policy.server_gid)?,
+                path.clone(),
+                Some(path),
+            )
+        }
+    };
     let mut helper = container::Helper {
         policy,
         cgroups,
@@ -219,5 +249,21 @@ fn run() -> Result<(), String> {
         helper.containers.len(),
         std::process::id()
     );
-    server::serve(&mut helper, listener, signals, &socket_path)
+    if notifier.enabled() {
+        eprintln!(
+            "grove-helper: notifying systemd (watchdog: {:?})",
+            notifier.watchdog_interval()
+        );
+    }
+    notifier.notify(&[
+        systemd::NotifyState::Ready,
+        systemd::NotifyState::Status(&server::status(&helper)),
+    ]);
+    server::serve(
+        &mut helper,
+        listener,
+        signals,
+        remove_on_exit.as_deref(),
+        &notifier,
+    )
 }

@@ -4,6 +4,7 @@
 //! helper goes on serving everyone else.
 
 use crate::container::Helper;
+use crate::systemd::{Notifier, NotifyState};
 use grove_schema::helper::{
     decode_request, encode_response, ErrorKind, HelperError, Response, MAX_DATAGRAM, MAX_FDS,
 };
@@ -71,15 +72,44 @@ pub fn signals() -> Result<SignalFd, String> {
         .map_err(|e| format!("signalfd: {e}"))
 }
 
+/// The STATUS= line systemd shows for the helper.
+pub fn status(helper: &Helper) -> String {
+    let n = helper.containers.len();
+    format!("serving, {n} container{}", if n == 1 { "" } else { "s" })
+}
+
+/// Serve until SIGTERM or SIGINT; then remove `remove_on_exit` (the
+/// socket the helper bound itself; none when systemd passed it).
 pub fn serve(
     helper: &mut Helper,
     listener: OwnedFd,
     signals: SignalFd,
-    socket_path: &str,
+    remove_on_exit: Option<&str>,
+    notifier: &Notifier,
 ) -> Result<(), String> {
     let mut conns: Vec<Conn> = Vec::new();
+    let watchdog = notifier.watchdog_interval();
+    let mut next_watchdog = Instant::now();
+    let mut last_status = status(helper);
     loop {
         helper.reap();
+        // The watchdog is fed from this loop: a helper stuck in a request
+        // misses it (requests are short, but for image imports; see
+        // systemd/README.md on WatchdogSec=).
+        let mut timeout = Duration::from_millis(1000);
+        if let Some(interval) = watchdog {
+            let now = Instant::now();
+            if now >= next_watchdog {
+                notifier.notify(&[NotifyState::Watchdog]);
+                next_watchdog = now + interval;
+            }
+            timeout = timeout.min(next_watchdog.saturating_duration_since(now));
+        }
+        let current = status(helper);
+        if current != last_status {
+            notifier.notify(&[NotifyState::Status(&current)]);
+            last_status = current;
+        }
         let mut fds = vec![
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -89,7 +119,9 @@ pub fn serve(
                 .iter()
                 .map(|c| PollFd::new(c.fd.as_fd(), PollFlags::POLLIN)),
         );
-        match poll(&mut fds, PollTimeout::from(1000u16)) {
+        // At most 1000 ms, so the conversion cannot fail.
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::from(1000u16));
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(format!("poll: {e}")),
         }
@@ -104,8 +136,11 @@ pub fn serve(
                 let sig = info.ssi_signo as i32;
                 if sig == libc::SIGTERM || sig == libc::SIGINT {
                     // Containers keep running; a new helper recovers them.
-                    let _ = std::fs::remove_file(socket_path);
-                    eprintln!("grove-helper: signal {sig}: socket removed, exiting; containers keep running");
+                    notifier.notify(&[NotifyState::Stopping]);
+                    if let Some(path) = remove_on_exit {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    eprintln!("grove-helper: signal {sig}: exiting; containers keep running");
                     return Ok(());
                 }
             }

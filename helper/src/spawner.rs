@@ -112,8 +112,14 @@ fn receive(sock: BorrowedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), Errno> {
 
 impl Spawner {
     /// Fork the spawner. `wshd` and `cgroups` are what it needs of the
-    /// helper; the helper must still be single-threaded and unconfined.
-    pub fn start(wshd: &OwnedFd, cgroups: &dyn Cgroups) -> Result<Spawner, String> {
+    /// helper; `close` are fds of the helper's it must not keep (the
+    /// listening socket, the depot and runtime dirs). The helper must still
+    /// be single-threaded and unconfined.
+    pub fn start(
+        wshd: &OwnedFd,
+        cgroups: &dyn Cgroups,
+        close: &[RawFd],
+    ) -> Result<Spawner, String> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -127,6 +133,12 @@ impl Spawner {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             drop(ours);
+            for fd in close {
+                // SAFETY: these are the helper's fds, which this copy of
+                // the process never uses; closing them only drops its
+                // references (the helper keeps its own).
+                unsafe { libc::close(*fd) };
+            }
             serve(theirs.as_fd(), wshd.as_fd(), cgroups);
             // SAFETY: _exit ends the spawner without running the helper's
             // destructors.

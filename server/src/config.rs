@@ -28,6 +28,10 @@ pub struct Config {
     /// Confine groved with Landlock and seccomp once it is up (`confine =
     /// on|off`, default on; off only for debugging). See sandbox.rs.
     pub confine: bool,
+    /// The grace time of a container whose spec gives none (0): destroyed
+    /// after this many seconds without a request (`default_grace_time`,
+    /// default 0 = never).
+    pub default_grace_time: u64,
 }
 
 impl Default for Config {
@@ -42,6 +46,7 @@ impl Default for Config {
             dns_servers: None,
             external_ip: String::new(),
             confine: true,
+            default_grace_time: 0,
         }
     }
 }
@@ -71,6 +76,14 @@ impl Config {
                         .value
                         .parse()
                         .map_err(|_| at(format!("max_containers must be a number, not {:?}", entry.value)))?
+                }
+                "default_grace_time" => {
+                    config.default_grace_time = entry.value.parse().map_err(|_| {
+                        at(format!(
+                            "default_grace_time must be a number of seconds, not {:?}",
+                            entry.value
+                        ))
+                    })?
                 }
                 "insecure_registries" => {
                     config.insecure_registries = entry
@@ -116,7 +129,7 @@ impl Config {
                 }
                 other => {
                     return Err(at(format!(
-                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine)"
+                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time)"
                     )))
                 }
             }
@@ -174,6 +187,16 @@ mod tests {
         assert!(c.confine);
         assert!(!Config::parse("confine = off\n").unwrap().confine);
         assert!(Config::parse("confine = on\n").unwrap().confine);
+        assert_eq!(c.default_grace_time, 0, "never, by default");
+        assert_eq!(
+            Config::parse("default_grace_time = 300\n")
+                .unwrap()
+                .default_grace_time,
+            300
+        );
+        assert!(Config::parse("default_grace_time = 5m\n")
+            .unwrap_err()
+            .contains("seconds"));
         assert!(Config::parse("confine = maybe\n")
             .unwrap_err()
             .contains("on or off"));

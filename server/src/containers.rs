@@ -16,16 +16,24 @@ use grove_schema::Handle;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// The event an OOM kill adds to a container's info (Garden's wording).
 pub const OUT_OF_MEMORY: &str = "Out of memory";
 
 /// How long stop(kill=false) waits after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// After a grace-time destroy fails, the first wait before it is tried
+/// again; each further failure doubles it, up to `EXPIRY_RETRY_MAX`.
+const EXPIRY_RETRY: Duration = Duration::from_secs(1);
+const EXPIRY_RETRY_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -42,6 +50,68 @@ pub struct Container {
     phase: Cell<Phase>,
     processes: RefCell<BTreeMap<String, Rc<ProcessEntry>>>,
     pub wshd_socket: PathBuf,
+    idle: Idle,
+}
+
+/// A container's grace-time countdown (Garden's semantics): it runs while
+/// no request is about the container and pauses while any is, a run or
+/// attach session (a client attached to a process's output) included. When
+/// the last one ends it starts again from the whole grace time.
+struct Idle {
+    /// Requests and sessions under way (`Busy` guards).
+    busy: Cell<u32>,
+    /// When the countdown last (re)started: the last request's end, the
+    /// create, setGraceTime, or groved's start.
+    since: Cell<Instant>,
+    /// After a failed expiry: not before then.
+    retry_at: Cell<Option<Instant>>,
+    /// The timer task is running (one per container).
+    armed: Cell<bool>,
+    /// Wakes the timer task: a request began or ended, the grace time
+    /// changed, the container went.
+    changed: Notify,
+}
+
+impl Idle {
+    fn new() -> Idle {
+        Idle {
+            busy: Cell::new(0),
+            since: Cell::new(Instant::now()),
+            retry_at: Cell::new(None),
+            armed: Cell::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    fn restart(&self) {
+        self.since.set(Instant::now());
+        self.retry_at.set(None);
+        self.changed.notify_one();
+    }
+}
+
+/// A request or session about a container, under way: the grace-time
+/// countdown is paused while one exists, and restarts when the last ends.
+pub struct Busy {
+    container: Rc<Container>,
+}
+
+impl Deref for Busy {
+    type Target = Rc<Container>;
+    fn deref(&self) -> &Rc<Container> {
+        &self.container
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let idle = &self.container.idle;
+        idle.busy.set(idle.busy.get().saturating_sub(1));
+        if idle.busy.get() == 0 {
+            idle.since.set(Instant::now());
+        }
+        idle.changed.notify_one();
+    }
 }
 
 pub struct CreateSpec {
@@ -60,6 +130,8 @@ pub struct CreateSpec {
     pub pull_progress: Option<grove_schema::api_capnp::pull_progress::Client>,
     pub network: NetSpec,
     pub isolation: Isolation,
+    /// 0: groved's `default_grace_time`.
+    pub grace_time_seconds: u64,
 }
 
 /// How a new container is set apart, beyond what every container gets.
@@ -220,6 +292,11 @@ impl Grove {
             image_dir: String::new(),
             image_user: String::new(),
             network: None,
+            grace_time_seconds: if spec.grace_time_seconds == 0 {
+                self.config.default_grace_time
+            } else {
+                spec.grace_time_seconds
+            },
         };
         // Reserve the handle first, so that a concurrent create of the same
         // handle fails at once.
@@ -281,6 +358,7 @@ impl Grove {
             Ok(()) => {
                 container.phase.set(Phase::Active);
                 tracing::info!(%handle, "container created");
+                self.arm_grace_timer(&container);
                 self.watch_oom(&container).await;
                 Ok(container)
             }
@@ -601,6 +679,7 @@ impl Grove {
                 } else {
                     before
                 });
+                container.idle.changed.notify_one(); // its timer resumes
                 return Err(e);
             }
         }
@@ -608,6 +687,7 @@ impl Grove {
             process.mark_lost("the container was destroyed");
         }
         self.containers.borrow_mut().remove(handle);
+        container.idle.changed.notify_one(); // its timer ends
         self.store
             .remove(handle)
             .map_err(|e| ApiError::internal(format!("removing the record of {handle}: {e}")))?;
@@ -795,13 +875,99 @@ impl Grove {
 
     /// After a restart: take over again, from wshd, the processes of every
     /// container (running ones and finished ones not yet released), with the
-    /// output they wrote meanwhile still in their pipes.
-    pub async fn restore_processes(&self) {
+    /// output they wrote meanwhile still in their pipes; then re-arm every
+    /// container's grace-time countdown, from now.
+    pub async fn restore_processes(self: &Rc<Self>) {
         for container in self.handles() {
             if let Err(e) = self.restore_container_processes(&container).await {
                 tracing::warn!(handle = %container.handle, error = %e, "processes not restored");
             }
         }
+        self.arm_grace_timers();
+    }
+
+    /// Start the grace-time countdown of every container groved holds, from
+    /// now: a deadline that passed while groved was down does not destroy a
+    /// container at once. (Idempotent: a container's timer starts once.)
+    pub fn arm_grace_timers(self: &Rc<Self>) {
+        for container in self.handles() {
+            self.arm_grace_timer(&container);
+        }
+    }
+
+    /// The container's grace-time timer: a task that destroys it, the way
+    /// a client's destroy does, once no request has touched it for its
+    /// grace time; a destroy that fails is tried again later. It ends when
+    /// the container goes.
+    fn arm_grace_timer(self: &Rc<Self>, container: &Rc<Container>) {
+        if container.idle.armed.replace(true) {
+            return;
+        }
+        container.idle.restart();
+        let (grove, container) = (Rc::downgrade(self), container.clone());
+        tokio::task::spawn_local(async move {
+            let mut backoff = EXPIRY_RETRY;
+            loop {
+                let changed = container.idle.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                let held = grove.upgrade().is_some_and(|g| g.holds(&container));
+                if !held {
+                    return;
+                }
+                let Some(deadline) = container.idle_deadline() else {
+                    changed.await; // paused, or no grace time
+                    continue;
+                };
+                tokio::select! {
+                    _ = &mut changed => continue,
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+                let Some(this) = grove.upgrade() else {
+                    return;
+                };
+                if !this.holds(&container)
+                    || container.idle_deadline().is_none_or(|d| d > Instant::now())
+                {
+                    continue;
+                }
+                let handle = container.handle.to_string();
+                let grace = container.grace_time_seconds();
+                tracing::info!(%handle, grace_time_seconds = grace, "grace time expired: destroying the container");
+                match this.destroy(&handle).await {
+                    Ok(()) => return,
+                    Err(e) if e.code == Code::ContainerNotFound => return,
+                    Err(e) => {
+                        tracing::error!(%handle, error = %e, retry_in_seconds = backoff.as_secs(), "destroying an expired container failed; will retry");
+                        container.idle.retry_at.set(Some(Instant::now() + backoff));
+                        backoff = (backoff * 2).min(EXPIRY_RETRY_MAX);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Whether this very container is one groved holds (not destroyed).
+    fn holds(&self, container: &Rc<Container>) -> bool {
+        self.containers
+            .borrow()
+            .get(container.handle.as_str())
+            .is_some_and(|c| Rc::ptr_eq(c, container))
+    }
+
+    /// Set a container's grace time (0 = never) and restart its countdown.
+    pub fn set_grace_time(&self, container: &Container, seconds: u64) -> ApiResult<()> {
+        let previous = std::mem::replace(
+            &mut container.record.borrow_mut().grace_time_seconds,
+            seconds,
+        );
+        if let Err(e) = self.save(container) {
+            container.record.borrow_mut().grace_time_seconds = previous;
+            return Err(e);
+        }
+        tracing::info!(handle = %container.handle, grace_time_seconds = seconds, "grace time set");
+        container.idle.restart();
+        Ok(())
     }
 
     async fn restore_container_processes(&self, container: &Rc<Container>) -> ApiResult<()> {
@@ -1014,7 +1180,46 @@ impl Container {
             phase: Cell::new(phase),
             processes: RefCell::new(BTreeMap::new()),
             wshd_socket,
+            idle: Idle::new(),
         }
+    }
+
+    /// A request or session about the container begins: its grace-time
+    /// countdown pauses until the returned guard (and every other) drops.
+    pub fn touch(self: &Rc<Self>) -> Busy {
+        self.idle.busy.set(self.idle.busy.get() + 1);
+        self.idle.changed.notify_one();
+        Busy {
+            container: self.clone(),
+        }
+    }
+
+    /// Seconds without a request before groved destroys it (0 = never).
+    pub fn grace_time_seconds(&self) -> u64 {
+        self.record.borrow().grace_time_seconds
+    }
+
+    /// When the countdown runs out, unless a request comes first: `None`
+    /// while a request is under way, with no grace time, or while the
+    /// container is being destroyed.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let grace = self.grace_time_seconds();
+        if grace == 0
+            || self.idle.busy.get() > 0
+            || matches!(self.phase(), Phase::Creating | Phase::Destroying)
+        {
+            return None;
+        }
+        // A grace time too long for the clock never runs out.
+        let deadline = self
+            .idle
+            .since
+            .get()
+            .checked_add(Duration::from_secs(grace))?;
+        Some(match self.idle.retry_at.get() {
+            Some(retry) if retry > deadline => retry,
+            _ => deadline,
+        })
     }
 
     pub fn phase(&self) -> Phase {

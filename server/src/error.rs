@@ -62,13 +62,6 @@ impl ApiError {
         ApiError::new(Code::InvalidSpec, format!("{field}: {why}"))
     }
 
-    pub fn not_implemented(what: &str, issue: &str) -> ApiError {
-        ApiError::new(
-            Code::NotImplemented,
-            format!("{what} is not implemented yet ({issue})"),
-        )
-    }
-
     pub fn internal(message: impl fmt::Display) -> ApiError {
         ApiError::new(Code::Internal, message.to_string())
     }

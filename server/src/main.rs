@@ -14,14 +14,21 @@ mod sandbox;
 mod seqpacket;
 mod store;
 mod stream;
+// Socket activation and sd_notify, shared with grove-helper.
+#[path = "../../helper/src/systemd.rs"]
+mod systemd;
 mod wshd_client;
 
 use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
 use config::Config;
 use futures::AsyncReadExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+use systemd::{Notifier, NotifyState};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 /// Flow-control window of each ByteStream groved writes to.
@@ -76,6 +83,8 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
+    // Before any thread exists: this edits the environment.
+    let mut systemd = systemd::capture()?;
     let args = parse_args()?;
     if nix::unistd::geteuid().is_root() && !args.allow_root {
         return Err(
@@ -98,13 +107,29 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("/proc/self/status: {e}"))?;
         sandbox::check_no_capabilities(&status)?;
     }
+    let passed = systemd.passed_fds();
+    let activated = systemd.take_listener(
+        "groved",
+        "api",
+        nix::sys::socket::SockType::Stream,
+        "ListenStream=",
+    )?;
+    if let Some(fd) = &activated {
+        tracing::info!(
+            socket = %systemd::bound_path(fd.as_fd()),
+            passed,
+            "socket-activated"
+        );
+    }
+    // Connected now, before groved confines itself (see systemd.rs).
+    let notifier = Notifier::connect("groved", &systemd);
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(config))
+    local.block_on(&runtime, serve(config, activated, notifier))
 }
 
 /// Each process groved relays holds two or three pipe ends until its output
@@ -120,11 +145,10 @@ fn raise_fd_limit() {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
-    let listen = config.listen.clone();
-    let grove =
-        containers::Grove::open(config).map_err(|e| format!("opening the state dir: {e}"))?;
-    match std::fs::remove_file(&listen) {
+/// groved's own API socket, bound at `listen`: group-accessible, so
+/// members of groved's group may use the API.
+fn bind(listen: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
+    match std::fs::remove_file(listen) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(format!(
                 "removing the stale socket {}: {e}",
@@ -133,14 +157,80 @@ async fn serve(config: Config) -> Result<(), String> {
         }
         _ => {}
     }
-    let listener = tokio::net::UnixListener::bind(&listen)
+    let listener = tokio::net::UnixListener::bind(listen)
         .map_err(|e| format!("binding {}: {e}", listen.display()))?;
-    // Group-accessible: members of groved's group may use the API.
-    std::fs::set_permissions(&listen, std::fs::Permissions::from_mode(0o660))
+    std::fs::set_permissions(listen, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("chmod {}: {e}", listen.display()))?;
-    if let Err(e) = grove.ping_helper().await {
-        tracing::warn!(error = %e, "grove-helper does not answer yet; requests will retry it");
+    Ok(listener)
+}
+
+/// The STATUS= line systemd shows for groved.
+fn status(grove: &containers::Grove) -> String {
+    let n = grove.handles().len();
+    format!("serving, {n} container{}", if n == 1 { "" } else { "s" })
+}
+
+/// Tell systemd groved is ready once the helper answers (at once when it
+/// did at start-up), then keep its STATUS= line current.
+async fn notify_ready(grove: Rc<containers::Grove>, notifier: Rc<Notifier>, helper_up: bool) {
+    if !helper_up {
+        while grove.ping_helper().await.is_err() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tracing::info!("grove-helper answers");
     }
+    let mut last = status(&grove);
+    notifier.notify(&[NotifyState::Ready, NotifyState::Status(&last)]);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let current = status(&grove);
+        if current != last {
+            notifier.notify(&[NotifyState::Status(&current)]);
+            last = current;
+        }
+    }
+}
+
+/// WATCHDOG=1 every `interval` (half of WATCHDOG_USEC), from the event
+/// loop itself: a stuck loop misses it and systemd restarts groved.
+async fn feed_watchdog(notifier: Rc<Notifier>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        notifier.notify(&[NotifyState::Watchdog]);
+    }
+}
+
+async fn serve(
+    config: Config,
+    activated: Option<OwnedFd>,
+    notifier: Notifier,
+) -> Result<(), String> {
+    let listen = config.listen.clone();
+    let grove =
+        containers::Grove::open(config).map_err(|e| format!("opening the state dir: {e}"))?;
+    // A socket systemd passed is systemd's to make and remove.
+    let (listener, listen, remove_on_exit) = match activated {
+        Some(fd) => {
+            let std_listener = std::os::unix::net::UnixListener::from(fd);
+            std_listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("socket activation: {e}"))?;
+            let listener = tokio::net::UnixListener::from_std(std_listener)
+                .map_err(|e| format!("socket activation: {e}"))?;
+            let path = systemd::bound_path(listener.as_fd());
+            (listener, PathBuf::from(path), false)
+        }
+        None => (bind(&listen)?, listen, true),
+    };
+    let helper_up = match grove.ping_helper().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "grove-helper does not answer yet; requests will retry it");
+            false
+        }
+    };
     // The processes and their unread output outlive groved: take them over.
     grove.restore_processes().await;
     grove.watch_all_oom().await;
@@ -166,6 +256,13 @@ async fn serve(config: Config) -> Result<(), String> {
         }
     } else {
         tracing::warn!("confine = off: groved runs without Landlock and seccomp");
+    }
+    let notifier = Rc::new(notifier);
+    if notifier.enabled() {
+        tokio::task::spawn_local(notify_ready(grove.clone(), notifier.clone(), helper_up));
+        if let Some(interval) = notifier.watchdog_interval() {
+            tokio::task::spawn_local(feed_watchdog(notifier.clone(), interval));
+        }
     }
     loop {
         tokio::select! {
@@ -199,7 +296,10 @@ async fn serve(config: Config) -> Result<(), String> {
             _ = interrupt.recv() => break,
         }
     }
-    let _ = std::fs::remove_file(&listen);
+    notifier.notify(&[NotifyState::Stopping]);
+    if remove_on_exit {
+        let _ = std::fs::remove_file(&listen);
+    }
     tracing::info!("groved stopped; containers keep running");
     Ok(())
 }

@@ -39,6 +39,11 @@ pub struct Record {
     /// (`None` in records of containers made before networking).
     #[serde(default)]
     pub network: Option<NetworkInfo>,
+    /// Seconds without a request after which groved destroys the container
+    /// (0 = never). The spec's value, or groved's `default_grace_time` when
+    /// the spec gave 0; records from before grace times have none (0).
+    #[serde(default)]
+    pub grace_time_seconds: u64,
 }
 
 pub struct Store {
@@ -125,6 +130,7 @@ mod tests {
                 prefix_len: 24,
                 mtu: 1500,
             }),
+            grace_time_seconds: 30,
         };
         store.save(&record).unwrap();
         record.state = "stopped".into();
@@ -140,6 +146,7 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(records[0], record);
         assert_eq!(records[1].network, None);
+        assert_eq!(records[1].grace_time_seconds, 0, "no grace time: never");
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("broken.json"));
         store.remove("c1").unwrap();

@@ -76,6 +76,9 @@ pub struct TestEnv {
     pub mtu: u32,
     helper: Option<Child>,
     groved: Option<Child>,
+    /// Extra environment of the helper and groved (EnvOptions).
+    helper_env: Vec<(String, String)>,
+    groved_env: Vec<(String, String)>,
 }
 
 /// How to start a `TestEnv` beyond the defaults.
@@ -93,6 +96,11 @@ pub struct EnvOptions {
     pub port_count: Option<u16>,
     /// The policy's `mtu` (default 1500).
     pub mtu: Option<u32>,
+    /// Extra environment variables for grove-helper (e.g. NOTIFY_SOCKET),
+    /// kept for its restarts.
+    pub helper_env: Vec<(String, String)>,
+    /// Extra environment variables for groved, kept for its restarts.
+    pub groved_env: Vec<(String, String)>,
 }
 
 /// Why an env did not start: the helper's exit status (None: it still
@@ -226,6 +234,8 @@ impl TestEnv {
             rootfs,
             helper: None,
             groved: None,
+            helper_env: options.helper_env.clone(),
+            groved_env: options.groved_env.clone(),
         };
         assert!(env.bridge.len() <= 15, "{} is too long", env.bridge);
         let mut lines: Vec<(String, String)> = [
@@ -351,6 +361,7 @@ impl TestEnv {
             std::process::Command::new(bin_dir().join("grove-helper"))
                 .arg("--policy")
                 .arg(self.root.join("helper-policy.conf"))
+                .envs(self.helper_env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log("helper.log"))
                 .stderr(log("helper.log"))
@@ -364,6 +375,28 @@ impl TestEnv {
         if let Some(child) = self.helper.take() {
             stop_child(child);
         }
+    }
+
+    /// Make `child` this env's helper (one the test started itself, e.g.
+    /// under systemd-socket-activate), stopped like any other at the end.
+    /// Stop the env's own helper first (`stop_helper`).
+    pub fn adopt_helper(&mut self, child: Child) {
+        assert!(self.helper.is_none(), "the env's helper still runs");
+        self.helper = Some(child);
+    }
+
+    /// Stop groved (SIGTERM, by pid; SIGKILL after 5 s).
+    pub fn stop_groved(&mut self) {
+        if let Some(child) = self.groved.take() {
+            stop_child(child);
+        }
+    }
+
+    /// Make `child` this env's groved (one the test started itself),
+    /// stopped like any other at the end. Stop the env's own first.
+    pub fn adopt_groved(&mut self, child: Child) {
+        assert!(self.groved.is_none(), "the env's groved still runs");
+        self.groved = Some(child);
     }
 
     /// Stop the helper (unless stopped) and start it again with the same
@@ -411,6 +444,7 @@ impl TestEnv {
             .arg("--config")
             .arg(self.root.join("groved.conf"))
             .env("GROVED_LOG", "debug")
+            .envs(self.groved_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log())
             .stderr(log());

@@ -177,19 +177,10 @@ fn list_ands_its_property_filters_and_properties_persist() {
 }
 
 #[test]
-fn unbuilt_and_refused_operations_say_so() {
+fn refused_operations_say_why() {
     let env = TestEnv::start();
     env.run(|client| async move {
-        let (container, _) = create(&client, "ni", "").await.unwrap();
-        let e = container
-            .set_grace_time_request()
-            .send()
-            .promise
-            .await
-            .err()
-            .unwrap();
-        assert_eq!(e.kind, capnp::ErrorKind::Unimplemented);
-        assert!(grove_client::Error::from(e).is("notImplemented"));
+        let (_container, _) = create(&client, "ni", "").await.unwrap();
 
         // Host bind mounts and privileged containers are refused by the
         // default policy (no bind_allow, allow_privileged off); neither

@@ -2,13 +2,13 @@
 //! a call on a destroyed container fails with "unknown handle".
 
 use super::{set_properties, text, text_list};
-use crate::containers::{Container, Grove, RunSpec};
+use crate::containers::{Busy, Container, Grove, RunSpec};
 use crate::error::{ApiError, ApiResult};
 use crate::process::Sinks;
 use crate::rpc::limits;
 use crate::rpc::net;
 use crate::rpc::process::ProcessServer;
-use grove_schema::api_capnp::{container as api, container_info};
+use grove_schema::api_capnp::{byte_stream, container as api, container_info};
 use grove_schema::net::{NetworkInfo, PortMapping};
 use grove_schema::wshd::{Rlimit, WindowSize};
 use std::rc::Rc;
@@ -26,8 +26,10 @@ impl ContainerServer {
         })
     }
 
-    fn container(&self) -> ApiResult<Rc<Container>> {
-        self.grove.get(&self.handle)
+    /// The container, touched: every request about it pauses its
+    /// grace-time countdown while it lasts, and restarts it when it ends.
+    fn container(&self) -> ApiResult<Busy> {
+        Ok(self.grove.get(&self.handle)?.touch())
     }
 }
 
@@ -119,12 +121,15 @@ impl api::Server for ContainerServer {
             open_stdin: io.get_open_stdin(),
             tty,
             rlimits: rlimits(spec.get_rlimits()?),
-            sinks: sinks(io),
+            sinks: sinks(&container, io),
         };
         let process = self.grove.run(&container, run).await?;
         results
             .get()
-            .set_process(capnp_rpc::new_client(ProcessServer::new(process)));
+            .set_process(capnp_rpc::new_client(ProcessServer::new(
+                process,
+                (*container).clone(),
+            )));
         Ok(())
     }
 
@@ -138,10 +143,13 @@ impl api::Server for ContainerServer {
         let id = text("processId", params.get_process_id())?;
         let process = self
             .grove
-            .attach(&container, &id, sinks(params.get_io()?))?;
+            .attach(&container, &id, sinks(&container, params.get_io()?))?;
         results
             .get()
-            .set_process(capnp_rpc::new_client(ProcessServer::new(process)));
+            .set_process(capnp_rpc::new_client(ProcessServer::new(
+                process,
+                (*container).clone(),
+            )));
         Ok(())
     }
 
@@ -344,7 +352,10 @@ impl api::Server for ContainerServer {
         let path = text("path", params.get_path())?;
         let user = text("user", params.get_user())?;
         let sink = crate::stream::stream_in(&container, path, user).await?;
-        results.get().set_sink(capnp_rpc::new_client(sink));
+        // The session lasts while the client holds the sink.
+        results
+            .get()
+            .set_sink(touching(&container, capnp_rpc::new_client(sink)));
         Ok(())
     }
 
@@ -422,24 +433,66 @@ impl api::Server for ContainerServer {
         Ok(())
     }
 
-    crate::not_implemented! {
-        set_grace_time: SetGraceTimeParams, SetGraceTimeResults => "setGraceTime", "the systemd and restart issue";
+    async fn set_grace_time(
+        self: Rc<Self>,
+        params: SetGraceTimeParams,
+        _: SetGraceTimeResults,
+    ) -> Result<(), capnp::Error> {
+        let seconds = params.get()?.get_grace_time_seconds();
+        let container = self.container()?;
+        self.grove.set_grace_time(&container, seconds)?;
+        Ok(())
     }
 }
 
-/// The client's streams from a ProcessIO (either may be null).
-fn sinks(io: grove_schema::api_capnp::process_i_o::Reader<'_>) -> Sinks {
+/// The client's streams from a ProcessIO (either may be null), each made a
+/// session that pauses the container's grace-time countdown for as long as
+/// the process's output is streamed to it.
+fn sinks(container: &Rc<Container>, io: grove_schema::api_capnp::process_i_o::Reader<'_>) -> Sinks {
     Sinks {
         stdout: if io.has_stdout() {
-            io.get_stdout().ok()
+            io.get_stdout().ok().map(|s| touching(container, s))
         } else {
             None
         },
         stderr: if io.has_stderr() {
-            io.get_stderr().ok()
+            io.get_stderr().ok().map(|s| touching(container, s))
         } else {
             None
         },
+    }
+}
+
+/// A ByteStream that passes everything on to `inner` and keeps the
+/// container touched (its grace time paused) for as long as it exists:
+/// while groved streams a process's output to a client, or a client holds a
+/// streamIn sink.
+fn touching(container: &Rc<Container>, inner: byte_stream::Client) -> byte_stream::Client {
+    capnp_rpc::new_client(TouchingStream {
+        inner,
+        _busy: container.touch(),
+    })
+}
+
+struct TouchingStream {
+    inner: byte_stream::Client,
+    _busy: Busy,
+}
+
+impl byte_stream::Server for TouchingStream {
+    async fn write(self: Rc<Self>, params: byte_stream::WriteParams) -> Result<(), capnp::Error> {
+        let mut request = self.inner.write_request();
+        request.get().set_data(params.get()?.get_data()?);
+        request.send().await
+    }
+
+    async fn done(
+        self: Rc<Self>,
+        _: byte_stream::DoneParams,
+        _: byte_stream::DoneResults,
+    ) -> Result<(), capnp::Error> {
+        self.inner.done_request().send().promise.await?;
+        Ok(())
     }
 }
 

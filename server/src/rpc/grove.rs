@@ -61,7 +61,8 @@ impl api::Server for GroveServer {
         mut results: api::LookupResults,
     ) -> Result<(), capnp::Error> {
         let handle = text("handle", params.get()?.get_handle())?;
-        let container = self.grove.get(&handle)?;
+        // A request about the container: it restarts its grace time.
+        let container = self.grove.get(&handle)?.touch();
         results.get().set_container(ContainerServer::client(
             &self.grove,
             container.handle.as_str(),
@@ -169,24 +170,12 @@ impl api::Server for GroveServer {
 }
 
 fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> ApiResult<CreateSpec> {
-    let unsupported = |present: bool, field: &str, issue: &str| -> ApiResult<()> {
-        if present {
-            Err(ApiError::not_implemented(&format!("spec.{field}"), issue))
-        } else {
-            Ok(())
-        }
-    };
     let image = spec.get_image()?;
     let image_uri = text("spec.image.uri", image.get_uri())?;
     let credentials = crate::registry::Credentials {
         username: text("spec.image.username", image.get_username())?,
         password: text("spec.image.password", image.get_password())?,
     };
-    unsupported(
-        spec.get_grace_time_seconds() != 0,
-        "graceTimeSeconds",
-        "the systemd and restart issue",
-    )?;
     let network = NetSpec {
         ip: net::network_spec("spec.network", &text("spec.network", spec.get_network())?)?,
         net_in: net::port_mappings("spec.netIn", spec.get_net_in()?)?,
@@ -214,6 +203,7 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
             None
         },
         network,
+        grace_time_seconds: spec.get_grace_time_seconds(),
     })
 }
 

@@ -52,16 +52,3 @@ pub fn set_properties(
         p.set_value(value);
     }
 }
-
-/// Methods a later issue builds: a typed "not implemented" error, never a
-/// fake success.
-#[macro_export]
-macro_rules! not_implemented {
-    ($($method:ident : $params:ident, $results:ident => $what:literal, $issue:literal;)*) => {
-        $(
-            async fn $method(self: std::rc::Rc<Self>, _: $params, _: $results) -> Result<(), capnp::Error> {
-                Err($crate::error::ApiError::not_implemented($what, $issue).into())
-            }
-        )*
-    };
-}

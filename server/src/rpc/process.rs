@@ -1,5 +1,6 @@
 //! The `Process` interface, and the `ByteStream` that feeds a process's stdin.
 
+use crate::containers::Container;
 use crate::error::{ApiError, Code};
 use crate::process::ProcessEntry;
 use crate::wshd_client;
@@ -7,13 +8,16 @@ use grove_schema::api_capnp::{byte_stream, process as api, Signal};
 use grove_schema::wshd::Request;
 use std::rc::Rc;
 
+/// A process of `container`: every call is a request about the container
+/// (`wait` pauses its grace-time countdown for as long as it waits).
 pub struct ProcessServer {
     process: Rc<ProcessEntry>,
+    container: Rc<Container>,
 }
 
 impl ProcessServer {
-    pub fn new(process: Rc<ProcessEntry>) -> ProcessServer {
-        ProcessServer { process }
+    pub fn new(process: Rc<ProcessEntry>, container: Rc<Container>) -> ProcessServer {
+        ProcessServer { process, container }
     }
 }
 
@@ -21,6 +25,7 @@ use api::*;
 
 impl api::Server for ProcessServer {
     async fn id(self: Rc<Self>, _: IdParams, mut results: IdResults) -> Result<(), capnp::Error> {
+        let _busy = self.container.touch();
         results.get().set_id(&self.process.id);
         Ok(())
     }
@@ -30,6 +35,7 @@ impl api::Server for ProcessServer {
         _: WaitParams,
         mut results: WaitResults,
     ) -> Result<(), capnp::Error> {
+        let _busy = self.container.touch();
         let status = self.process.wait().await?;
         results.get().set_exit_status(status.to_api());
         Ok(())
@@ -40,6 +46,7 @@ impl api::Server for ProcessServer {
         params: SignalParams,
         _: SignalResults,
     ) -> Result<(), capnp::Error> {
+        let _busy = self.container.touch();
         let signal = match params.get()?.get_signal() {
             Ok(Signal::Terminate) => libc::SIGTERM,
             Ok(Signal::Kill) => libc::SIGKILL,
@@ -73,6 +80,7 @@ impl api::Server for ProcessServer {
         _: StdinParams,
         mut results: StdinResults,
     ) -> Result<(), capnp::Error> {
+        let _busy = self.container.touch();
         if !self.process.has_stdin {
             return Err(ApiError::new(
                 Code::InvalidState,
@@ -82,6 +90,7 @@ impl api::Server for ProcessServer {
         }
         results.get().set_stream(capnp_rpc::new_client(StdinSink {
             process: self.process.clone(),
+            container: self.container.clone(),
         }));
         Ok(())
     }
@@ -91,6 +100,7 @@ impl api::Server for ProcessServer {
         params: SetTtyParams,
         _: SetTtyResults,
     ) -> Result<(), capnp::Error> {
+        let _busy = self.container.touch();
         let size =
             crate::rpc::container::window_size("windowSize", params.get()?.get_window_size()?)?;
         if !self.process.tty {
@@ -111,10 +121,12 @@ impl api::Server for ProcessServer {
 
 struct StdinSink {
     process: Rc<ProcessEntry>,
+    container: Rc<Container>,
 }
 
 impl byte_stream::Server for StdinSink {
     async fn write(self: Rc<Self>, params: byte_stream::WriteParams) -> Result<(), capnp::Error> {
+        let _busy = self.container.touch();
         let data = params.get()?.get_data()?;
         self.process.write_stdin(data).await?;
         Ok(())
@@ -125,6 +137,7 @@ impl byte_stream::Server for StdinSink {
         _: byte_stream::DoneParams,
         _: byte_stream::DoneResults,
     ) -> Result<(), capnp::Error> {
+        let _busy = self.container.touch();
         self.process.close_stdin().await?;
         Ok(())
     }
