@@ -26,6 +26,9 @@ use tokio::time::Instant;
 
 /// The event an OOM kill adds to a container's info (Garden's wording).
 pub const OUT_OF_MEMORY: &str = "Out of memory";
+/// The event of a container whose kernel objects were found gone when
+/// groved started (see `Grove::reconcile`).
+pub const LOST: &str = "Lost: its kernel objects are gone (the host restarted?)";
 
 /// How long stop(kill=false) waits after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -591,7 +594,15 @@ impl Grove {
         let request = helper::Request::GetNetwork {
             handle: container.handle.clone(),
         };
-        match self.helper.call(&request).await? {
+        let answer = match self.helper.call(&request).await {
+            // A lost container (see `reconcile`): what the record says, no
+            // mappings (its rules went with it).
+            Err(e) if e.code == Code::ContainerNotFound => {
+                return container.network().map(|n| (n, Vec::new())).ok_or(e);
+            }
+            other => other?,
+        };
+        match answer {
             helper::Response::Network { info, net_in, .. } => {
                 Ok((container.network().unwrap_or(info), net_in))
             }
@@ -945,6 +956,62 @@ impl Grove {
                 }
             }
         });
+    }
+
+    /// After a start: compare groved's records with the containers the
+    /// helper holds. A record whose container the helper does not know
+    /// (its kernel objects are gone, e.g. after a reboot) is kept, marked
+    /// with a `LOST` event and logged, so clients see it and can destroy
+    /// it; a container the helper holds that no record names (a create a
+    /// previous groved did not finish) is destroyed and logged.
+    pub async fn reconcile(self: &Rc<Self>) -> ApiResult<()> {
+        let listed = match self.helper.call(&helper::Request::ListContainers).await? {
+            helper::Response::Containers(list) => list,
+            other => {
+                return Err(ApiError::internal(format!(
+                    "unexpected answer to list containers: {other:?}"
+                )))
+            }
+        };
+        let known: std::collections::BTreeSet<String> =
+            listed.iter().map(|c| c.handle.to_string()).collect();
+        for container in self.handles() {
+            if known.contains(container.handle.as_str()) {
+                continue;
+            }
+            tracing::warn!(handle = %container.handle, "grove-helper has no such container: its kernel objects are gone; record kept and marked");
+            let marked = {
+                let mut record = container.record.borrow_mut();
+                let new = !record.events.iter().any(|e| e == LOST);
+                if new {
+                    record.events.push(LOST.to_string());
+                }
+                new
+            };
+            if marked {
+                if let Err(e) = self.save(&container) {
+                    tracing::error!(handle = %container.handle, error = %e, "saving the lost mark");
+                }
+            }
+        }
+        let recorded: std::collections::BTreeSet<String> = self
+            .handles()
+            .iter()
+            .map(|c| c.handle.to_string())
+            .collect();
+        for orphan in listed
+            .iter()
+            .filter(|c| !recorded.contains(c.handle.as_str()))
+        {
+            tracing::warn!(handle = %orphan.handle, "grove-helper holds a container groved has no record of: destroying it");
+            let request = helper::Request::DestroyContainer {
+                handle: orphan.handle.clone(),
+            };
+            if let Err(e) = self.helper.call(&request).await {
+                tracing::error!(handle = %orphan.handle, error = %e, "destroying an unrecorded container");
+            }
+        }
+        Ok(())
     }
 
     /// Whether this very container is one groved holds (not destroyed).

@@ -231,6 +231,12 @@ async fn serve(
             false
         }
     };
+    // Records and the helper's containers must agree before anything else.
+    if helper_up {
+        if let Err(e) = grove.reconcile().await {
+            tracing::warn!(error = %e, "reconciling with grove-helper");
+        }
+    }
     // The processes and their unread output outlive groved: take them over.
     grove.restore_processes().await;
     grove.watch_all_oom().await;

@@ -430,7 +430,7 @@ impl TestEnv {
     }
 
     /// Start groved as `grove` and wait until it listens.
-    fn start_groved(&mut self) {
+    pub fn start_groved(&mut self) {
         let (uid, gid) = grove_user();
         let log = || {
             fs::OpenOptions::new()
