@@ -82,3 +82,96 @@ fn a_restarted_groved_marks_lost_containers_and_destroys_unrecorded_ones() {
         assert_eq!((status, out.as_str()), (0, "alive\n"));
     });
 }
+
+/// Everything a container has, as the CLI shows it.
+fn snapshot(env: &TestEnv, handle: &str) -> (String, String) {
+    let info = run_cli_ok(env, &["info", handle]);
+    let limits = run_cli_ok(env, &["limits", handle]);
+    (info, limits)
+}
+
+#[test]
+fn killing_the_helper_and_groved_loses_no_container_process_address_rule_limit_or_property() {
+    let mut env = TestEnv::start();
+    let port = env.ports.0 + 7;
+    run_cli_ok(
+        &env,
+        &[
+            "create",
+            "--handle",
+            "keep",
+            "--net-in",
+            &format!("{port}:8080"),
+            "--memory",
+            "64M",
+            "--pids",
+            "50",
+            "--bandwidth",
+            "1M:64K",
+            "--property",
+            "team=a",
+        ],
+    );
+    let gateway = env.gateway.to_string();
+    run_cli_ok(
+        &env,
+        &[
+            "net-out",
+            "keep",
+            "--protocol",
+            "icmp",
+            "--network",
+            &gateway,
+        ],
+    );
+    let before = snapshot(&env, "keep");
+    assert!(
+        before.0.contains(&format!("mapped_port: {port}:8080")),
+        "{}",
+        before.0
+    );
+    // A process that runs across both restarts.
+    block_on(async {
+        let client = env.connect().await;
+        let c = client.lookup("keep").await.unwrap();
+        let mut command = grove_client::Command::new("sleep", &["1000"]);
+        command.id = "long".into();
+        start(&c, &command).await.unwrap();
+    });
+
+    // kill -9 the helper, then groved; start both again.
+    let helper = env.helper_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    env.restart_helper();
+    env.kill_and_restart_groved();
+
+    let after = snapshot(&env, "keep");
+    assert_eq!(before.1, after.1, "limits");
+    for line in before.0.lines().filter(|l| !l.starts_with("processes")) {
+        assert!(after.0.contains(line), "{line:?} lost:\n{}", after.0);
+    }
+    assert!(
+        after.0.contains("long"),
+        "the process is still running:\n{}",
+        after.0
+    );
+    let env = &env;
+    env.run(|client| async move {
+        let c = client.lookup("keep").await.unwrap();
+        // The NetOut rule: ping to the gateway still works; the
+        // process is still there to attach to.
+        let (status, out, err) = exec(&c, "ping", &["-c", "1", "-W", "2", &gateway]).await;
+        assert_eq!(status, 0, "{out}{err}");
+        // Other destinations stay denied (an unused address of the pool:
+        // traffic to it could only ever reach the test's own bridge).
+        let unused = env.pool_ip(250).to_string();
+        let (status, _, err) = exec(&c, "ping", &["-c", "1", "-W", "1", &unused]).await;
+        assert_ne!(status, 0, "{err}");
+        let table = env.nft_table_text().unwrap();
+        assert!(table.contains(&format!("{port} : ")), "{table}");
+    });
+}
