@@ -78,8 +78,8 @@ impl Default for PolicyConf {
     }
 }
 
-/// Parse policy text: defaults for absent keys, an error naming the line for
-/// unknown keys and bad values.
+/// Parse policy text (TOML, see grove_schema::conf): defaults for absent
+/// keys, an error naming the line and key for unknown keys and bad values.
 pub fn parse(text: &str) -> Result<PolicyConf, String> {
     let mut p = PolicyConf::default();
     for e in conf::parse(text).map_err(|e| e.to_string())? {
@@ -125,7 +125,7 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 p.layer_gc = match e.value.as_str() {
                     "on" => true,
                     "off" => false,
-                    v => return Err(bad(format!("{v:?} is neither on nor off"))),
+                    v => return Err(bad(format!("{v:?} is neither true nor false"))),
                 }
             }
             "wshd" => p.wshd = Some(abs(&e.value)?),
@@ -164,7 +164,7 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 p.allow_privileged = match e.value.as_str() {
                     "on" => true,
                     "off" => false,
-                    v => return Err(bad(format!("{v:?} is neither on nor off"))),
+                    v => return Err(bad(format!("{v:?} is neither true nor false"))),
                 }
             }
             "userns_base" => {
@@ -397,9 +397,9 @@ mod tests {
     #[test]
     fn parses_every_key() {
         let p = parse(
-            "server_user = 998\nsocket = /s/h.sock\ndepot = /d\nruntime_dir = /r\n\
-             default_rootfs = /x/y\nrootfs_allow = /a, /b/c\nwshd = /bin/wshd\n\
-             cgroup_parent = g-1\nmax_containers = 3\nimage_allow = /i, /j\nlayer_gc = off\n",
+            "server_user = 998\nsocket = \"/s/h.sock\"\ndepot = \"/d\"\nruntime_dir = \"/r\"\n\
+             default_rootfs = \"/x/y\"\nrootfs_allow = [\"/a\", \"/b/c\"]\nwshd = \"/bin/wshd\"\n\
+             cgroup_parent = \"g-1\"\nmax_containers = 3\nimage_allow = \"/i, /j\"\nlayer_gc = false\n",
         )
         .unwrap();
         assert_eq!(p.server_user, UserSpec::Uid(998));
@@ -409,35 +409,48 @@ mod tests {
         assert!(!p.layer_gc);
         assert_eq!((p.cgroup_parent.as_str(), p.max_containers), ("g-1", 3));
         assert_eq!(
-            parse("server_user = grove\n").unwrap().server_user,
+            parse("server_user = \"grove\"\n").unwrap().server_user,
             UserSpec::Name("grove".into())
         );
+        assert_eq!(
+            parse("server_user = \"998\"\n").unwrap().server_user,
+            UserSpec::Uid(998)
+        );
+        let p = parse("layer_gc = \"on\"\nallow_privileged = true\nbind_allow = []\n").unwrap();
+        assert!(p.layer_gc && p.allow_privileged && p.bind_allow.is_empty());
     }
 
     #[test]
     fn unknown_keys_name_the_line() {
-        let e = parse("depot = /d\n\nsockett = /x\n").unwrap_err();
+        let e = parse("depot = \"/d\"\n\nsockett = \"/x\"\n").unwrap_err();
         assert!(e.contains("line 3") && e.contains("sockett"), "{e}");
     }
 
     #[test]
     fn bad_values_are_refused() {
-        for text in [
-            "depot = relative/dir",
-            "depot = /a/../b",
-            "depot = /",
-            "rootfs_allow = /a,,/b",
-            "cgroup_parent = a/b",
-            "cgroup_parent = ..",
-            "max_containers = 0",
-            "max_containers = lots",
-            "layer_gc = maybe",
-            "image_allow = rel",
-            "server_user = a b",
-            "server_user =",
-            "socket = /x\nsocket = /y",
+        for (text, key) in [
+            ("depot = \"relative/dir\"", "depot"),
+            ("depot = \"/a/../b\"", "depot"),
+            ("depot = \"/\"", "depot"),
+            ("depot = /d", "depot"),
+            ("rootfs_allow = \"/a,,/b\"", "rootfs_allow"),
+            ("rootfs_allow = [\"/a\", \"\", \"/b\"]", "rootfs_allow"),
+            ("rootfs_allow = [1]", "rootfs_allow"),
+            ("cgroup_parent = \"a/b\"", "cgroup_parent"),
+            ("cgroup_parent = \"..\"", "cgroup_parent"),
+            ("max_containers = 0", "max_containers"),
+            ("max_containers = \"lots\"", "max_containers"),
+            ("max_containers = 1.5", "max_containers"),
+            ("layer_gc = \"maybe\"", "layer_gc"),
+            ("layer_gc = 1", "layer_gc"),
+            ("image_allow = \"rel\"", "image_allow"),
+            ("server_user = \"a b\"", "server_user"),
+            ("server_user = \"\"", "server_user"),
+            ("socket = \"/x\"\nsocket = \"/y\"", "socket"),
+            ("[net]\nmtu = 1500", "net"),
         ] {
-            assert!(parse(text).is_err(), "{text:?} was accepted");
+            let e = parse(text).expect_err(text);
+            assert!(e.contains(key), "{text:?}: {e}");
         }
     }
 
@@ -455,7 +468,8 @@ mod tests {
     #[test]
     fn rootfs_check_uses_allowlist_and_default() {
         let policy = Policy {
-            conf: parse("default_rootfs = /d/busybox\nrootfs_allow = /srv/rootfs\n").unwrap(),
+            conf: parse("default_rootfs = \"/d/busybox\"\nrootfs_allow = [\"/srv/rootfs\"]\n")
+                .unwrap(),
             server_uid: 0,
             server_gid: 0,
             wshd: PathBuf::from("/w"),

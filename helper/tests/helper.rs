@@ -144,10 +144,11 @@ impl Fixture {
             PathBuf::from("/bin/true")
         };
         let policy = format!(
-            "# test policy\nserver_user = {server_user}\nsocket = {d}/helper.sock\ndepot = {d}/depot\n\
-             runtime_dir = {d}/run\ndefault_rootfs = {d}/rootfs/busybox\nrootfs_allow = {d}/rootfs\n\
-             wshd = {w}\ncgroup_parent = {cg}\nmax_containers = 2\nuplinks = none\n\
-             bridge = {net}\nnft_table = {net}\npool = {pool}\nport_range = {ports}\n",
+            "# test policy\nserver_user = \"{server_user}\"\nsocket = \"{d}/helper.sock\"\n\
+             depot = \"{d}/depot\"\nruntime_dir = \"{d}/run\"\ndefault_rootfs = \"{d}/rootfs/busybox\"\n\
+             rootfs_allow = [\"{d}/rootfs\"]\nwshd = \"{w}\"\ncgroup_parent = \"{cg}\"\n\
+             max_containers = 2\nuplinks = \"none\"\nbridge = \"{net}\"\nnft_table = \"{net}\"\n\
+             pool = \"{pool}\"\nport_range = \"{ports}\"\n",
             d = d.display(),
             w = wshd.display(),
             cg = f.cgroup_parent,
@@ -572,13 +573,13 @@ fn bad_policies_stop_the_helper() {
     assert_eq!(code, Some(1));
     assert!(err.contains("absent.conf"), "{err}");
     let p = dir.join("writable.conf");
-    std::fs::write(&p, "server_user = root\n").unwrap();
+    std::fs::write(&p, "server_user = \"root\"\n").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
     let (code, err) = run(&p);
     assert_eq!(code, Some(1));
     assert!(err.contains("not writable by group or others"), "{err}");
     let p = dir.join("unknown.conf");
-    std::fs::write(&p, "server_user = root\nfrobnicate = yes\n").unwrap();
+    std::fs::write(&p, "server_user = \"root\"\nfrobnicate = \"yes\"\n").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, err) = run(&p);
     assert_eq!(code, Some(1));
@@ -586,6 +587,24 @@ fn bad_policies_stop_the_helper() {
         err.contains("line 2") && err.contains("frobnicate"),
         "{err}"
     );
+    // A bad value, a key set twice, and the old unquoted `key = value`
+    // syntax each stop it with a message naming the key.
+    for (name, text, needle) in [
+        ("badvalue.conf", "max_containers = 0\n", "max_containers"),
+        (
+            "twice.conf",
+            "server_user = \"root\"\nserver_user = \"grove\"\n",
+            "server_user",
+        ),
+        ("unquoted.conf", "server_user = root\n", "server_user"),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (code, err) = run(&p);
+        assert_eq!(code, Some(1), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+    }
     // wshd runs as root in every container: whoever can write it is root
     // there, so it gets the policy's ownership rule.
     let wshd_policy = |name: &str, wshd: &Path| {
@@ -593,7 +612,7 @@ fn bad_policies_stop_the_helper() {
         std::fs::write(
             &p,
             format!(
-                "server_user = root\ncgroup_parent = never-made\nwshd = {}\n",
+                "server_user = \"root\"\ncgroup_parent = \"never-made\"\nwshd = \"{}\"\n",
                 wshd.display()
             ),
         )

@@ -1,5 +1,6 @@
 //! groved's configuration: an embedded default, optionally overridden by a
-//! `key = value` file (`groved --config PATH`).
+//! TOML file of top-level keys (`groved --config PATH`; see
+//! grove_schema::conf).
 
 use grove_schema::conf;
 use std::net::{IpAddr, Ipv4Addr};
@@ -26,7 +27,7 @@ pub struct Config {
     /// Reported as every container's externalIp ("" = none).
     pub external_ip: String,
     /// Confine groved with Landlock and seccomp once it is up (`confine =
-    /// on|off`, default on; off only for debugging). See sandbox.rs.
+    /// true|false`, default true; off only for debugging). See sandbox.rs.
     pub confine: bool,
     /// The grace time of a container whose spec gives none (0): destroyed
     /// after this many seconds without a request (`default_grace_time`,
@@ -123,7 +124,7 @@ impl Config {
                         "on" => true,
                         "off" => false,
                         other => {
-                            return Err(at(format!("confine must be on or off, not {other:?}")))
+                            return Err(at(format!("confine must be true or false, not {other:?}")))
                         }
                     }
                 }
@@ -177,16 +178,16 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let c = Config::parse("listen = /tmp/g.sock\nmax_containers = 5\n").unwrap();
+        let c = Config::parse("listen = \"/tmp/g.sock\"\nmax_containers = 5\n").unwrap();
         assert!(c.insecure_registries.is_empty());
-        let c2 = Config::parse("insecure_registries = 127.0.0.1:5000, reg:1 ,\n").unwrap();
+        let c2 = Config::parse("insecure_registries = \"127.0.0.1:5000, reg:1 ,\"\n").unwrap();
         assert_eq!(c2.insecure_registries, ["127.0.0.1:5000", "reg:1"]);
         assert_eq!(c.listen, PathBuf::from("/tmp/g.sock"));
         assert_eq!(c.max_containers, 5);
         assert_eq!(c.helper_socket, PathBuf::from("/run/grove/helper.sock"));
         assert!(c.confine);
-        assert!(!Config::parse("confine = off\n").unwrap().confine);
-        assert!(Config::parse("confine = on\n").unwrap().confine);
+        assert!(!Config::parse("confine = false\n").unwrap().confine);
+        assert!(Config::parse("confine = true\n").unwrap().confine);
         assert_eq!(c.default_grace_time, 0, "never, by default");
         assert_eq!(
             Config::parse("default_grace_time = 300\n")
@@ -194,43 +195,53 @@ mod tests {
                 .default_grace_time,
             300
         );
-        assert!(Config::parse("default_grace_time = 5m\n")
+        assert!(Config::parse("default_grace_time = \"5m\"\n")
             .unwrap_err()
             .contains("seconds"));
-        assert!(Config::parse("confine = maybe\n")
+        assert!(Config::parse("confine = \"maybe\"\n")
             .unwrap_err()
-            .contains("on or off"));
+            .contains("true or false"));
     }
 
     #[test]
     fn refuses_unknown_keys_and_relative_paths() {
-        assert!(Config::parse("colour = red")
+        assert!(Config::parse("colour = \"red\"")
             .unwrap_err()
             .contains("unknown key"));
-        assert!(Config::parse("state_dir = var/x")
+        assert!(Config::parse("state_dir = \"var/x\"")
             .unwrap_err()
             .contains("absolute"));
-        assert!(Config::parse("max_containers = lots")
+        assert!(Config::parse("max_containers = \"lots\"")
             .unwrap_err()
             .contains("number"));
-        assert!(Config::parse("dns_servers = 8.8.8.8, dns.example")
-            .unwrap_err()
-            .contains("dns.example"));
-        assert!(Config::parse("external_ip = 10.0.0.300")
+        assert!(
+            Config::parse("dns_servers = [\"8.8.8.8\", \"dns.example\"]")
+                .unwrap_err()
+                .contains("dns.example")
+        );
+        assert!(Config::parse("external_ip = \"10.0.0.300\"")
             .unwrap_err()
             .contains("external_ip"));
+        assert!(Config::parse("listen = /tmp/g.sock")
+            .unwrap_err()
+            .contains("listen"));
+        assert!(Config::parse("[server]\nlisten = \"/x\"")
+            .unwrap_err()
+            .contains("server"));
     }
 
     #[test]
     fn network_keys() {
-        let c =
-            Config::parse("dns_servers = 8.8.8.8, 1.1.1.1\nexternal_ip = 203.0.113.7\n").unwrap();
+        let c = Config::parse(
+            "dns_servers = [\"8.8.8.8\", \"1.1.1.1\"]\nexternal_ip = \"203.0.113.7\"\n",
+        )
+        .unwrap();
         assert_eq!(
             c.dns_servers(),
             [Ipv4Addr::new(8, 8, 8, 8), Ipv4Addr::new(1, 1, 1, 1)]
         );
         assert_eq!(c.external_ip, "203.0.113.7");
-        let none = Config::parse("dns_servers =\n").unwrap();
+        let none = Config::parse("dns_servers = []\n").unwrap();
         assert!(none.dns_servers().is_empty());
         assert!(Config::default().dns_servers.is_none());
         assert_eq!(Config::default().external_ip, "");

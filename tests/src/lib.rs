@@ -81,14 +81,62 @@ pub struct TestEnv {
     groved_env: Vec<(String, String)>,
 }
 
+/// `s` as a TOML basic string.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A test's config value as TOML: kept as it is if it is already a TOML
+/// string or array (or a boolean), else written as a string (the config
+/// parsers read numbers and on/off from strings too).
+pub fn toml_value(v: &str) -> String {
+    if v.starts_with('"')
+        || v.starts_with('\'')
+        || v.starts_with('[')
+        || v == "true"
+        || v == "false"
+    {
+        v.to_string()
+    } else {
+        toml_string(v)
+    }
+}
+
+/// The `key = value` lines of `EnvOptions::groved_extra` or `helper_extra`,
+/// values as TOML (`toml_value`); blank and `#` lines are skipped.
+fn extra_lines(what: &str, text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{what}: {line:?} is not key = value"));
+            (key.trim().to_string(), toml_value(value.trim()))
+        })
+        .collect()
+}
+
 /// How to start a `TestEnv` beyond the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct EnvOptions {
-    /// Lines appended to groved's config file.
+    /// `key = value` lines appended to groved's config file (TOML). A value
+    /// that is not already a TOML string or array is written as a string,
+    /// so `confine = off` becomes `confine = "off"` (see `toml_value`).
     pub groved_extra: String,
-    /// `key = value` lines for the helper policy; a key the harness already
-    /// writes is replaced (the policy refuses repeated keys), others are
-    /// appended.
+    /// `key = value` lines for the helper policy (TOML, values translated
+    /// as for `groved_extra`); a key the harness already writes is replaced
+    /// (TOML refuses repeated keys), others are appended.
     pub helper_extra: String,
     /// The pool's prefix length, carved from the env's /24 (default 24).
     pub pool_prefix: Option<u8>,
@@ -238,7 +286,7 @@ impl TestEnv {
             groved_env: options.groved_env.clone(),
         };
         assert!(env.bridge.len() <= 15, "{} is too long", env.bridge);
-        let mut lines: Vec<(String, String)> = [
+        let lines: Vec<(String, String)> = [
             ("server_user", "grove".to_string()),
             ("socket", env.helper_socket.display().to_string()),
             ("depot", env.depot.display().to_string()),
@@ -271,15 +319,11 @@ impl TestEnv {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        for line in options.helper_extra.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (key, value) = line
-                .split_once('=')
-                .unwrap_or_else(|| panic!("helper_extra: {line:?} is not key = value"));
-            let (key, value) = (key.trim().to_string(), value.trim().to_string());
+        let mut lines: Vec<(String, String)> = lines
+            .into_iter()
+            .map(|(k, v)| (k, toml_string(&v)))
+            .collect();
+        for (key, value) in extra_lines("helper_extra", &options.helper_extra) {
             match lines.iter_mut().find(|(k, _)| *k == key) {
                 Some(entry) => entry.1 = value,
                 None => lines.push((key, value)),
@@ -290,18 +334,26 @@ impl TestEnv {
         fs::write(&policy, text).unwrap();
         fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
         let config = env.root.join("groved.conf");
-        fs::write(
-            &config,
-            format!(
-                "listen = {}\nhelper_socket = {}\nwshd_socket_dir = {}\nstate_dir = {}\nmax_containers = 100\n{}",
-                env.socket.display(),
-                env.helper_socket.display(),
-                env.wshd_dir.display(),
-                state_dir.display(),
-                options.groved_extra,
+        let mut text: String = [
+            ("listen", toml_string(&env.socket.display().to_string())),
+            (
+                "helper_socket",
+                toml_string(&env.helper_socket.display().to_string()),
             ),
-        )
-        .unwrap();
+            (
+                "wshd_socket_dir",
+                toml_string(&env.wshd_dir.display().to_string()),
+            ),
+            ("state_dir", toml_string(&state_dir.display().to_string())),
+            ("max_containers", "100".to_string()),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
+        for (key, value) in extra_lines("groved_extra", &options.groved_extra) {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+        fs::write(&config, text).unwrap();
 
         env.start_helper();
         let deadline = Instant::now() + Duration::from_secs(20);
