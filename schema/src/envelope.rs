@@ -3,6 +3,20 @@
 //! input, other versions, undecodable bodies and trailing bytes.
 
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+
+thread_local! {
+    /// The message of the last value that refused to be decoded (postcard
+    /// reports a validator's refusal without its text).
+    static REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Called by the validating `TryFrom` impls of decoded types: remember why
+/// a value was refused, so `decode` can say it.
+pub(crate) fn refused<E: std::fmt::Display>(why: E) -> E {
+    REFUSAL.with(|r| *r.borrow_mut() = Some(why.to_string()));
+    why
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope<T> {
@@ -44,8 +58,13 @@ pub fn decode<T: for<'de> Deserialize<'de>>(
             "protocol version {found}; this side speaks {version}"
         )));
     }
-    let (envelope, rest) = postcard::take_from_bytes::<Envelope<T>>(bytes)
-        .map_err(|e| DecodeError::Malformed(format!("undecodable message: {e}")))?;
+    REFUSAL.with(|r| r.borrow_mut().take());
+    let (envelope, rest) = postcard::take_from_bytes::<Envelope<T>>(bytes).map_err(|e| {
+        match REFUSAL.with(|r| r.borrow_mut().take()) {
+            Some(why) => DecodeError::Malformed(format!("undecodable message: {why}")),
+            None => DecodeError::Malformed(format!("undecodable message: {e}")),
+        }
+    })?;
     if !rest.is_empty() {
         return Err(DecodeError::Malformed(format!(
             "{} trailing bytes after the message",

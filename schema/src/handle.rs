@@ -53,7 +53,7 @@ impl Handle {
 impl TryFrom<String> for Handle {
     type Error = HandleError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        Handle::new(s)
+        Handle::new(s).map_err(crate::envelope::refused)
     }
 }
 

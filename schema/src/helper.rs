@@ -242,7 +242,7 @@ impl ImageTag {
 impl TryFrom<String> for ImageTag {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        ImageTag::new(s)
+        ImageTag::new(s).map_err(crate::envelope::refused)
     }
 }
 
@@ -311,7 +311,7 @@ impl HostPath {
 impl TryFrom<String> for HostPath {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        HostPath::new(s)
+        HostPath::new(s).map_err(crate::envelope::refused)
     }
 }
 
@@ -576,17 +576,16 @@ mod tests {
             .unwrap()
         };
         assert!(decode_request(&raw("ok", "/srv/rootfs")).is_ok());
-        for (h, p) in [
-            ("../x", "/srv"),
-            ("a/b", "/srv"),
-            ("ok", "srv"),
-            ("ok", "/srv/../etc"),
+        for (h, p, says) in [
+            ("../x", "/srv", "../x"),
+            ("a/b", "/srv", "a/b"),
+            ("ok", "srv", "not absolute"),
+            ("ok", "/srv/../etc", "'..' component"),
         ] {
-            assert_eq!(
-                decode_request(&raw(h, p)).unwrap_err().kind,
-                ErrorKind::Malformed,
-                "{h} {p}"
-            );
+            let e = decode_request(&raw(h, p)).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Malformed, "{h} {p}");
+            // The refusal names what was wrong, not just "undecodable".
+            assert!(e.message.contains(says), "{h} {p}: {}", e.message);
         }
     }
 

@@ -49,7 +49,7 @@ impl IpRange {
 impl TryFrom<(Ipv4Addr, Ipv4Addr)> for IpRange {
     type Error = String;
     fn try_from((s, e): (Ipv4Addr, Ipv4Addr)) -> Result<Self, String> {
-        IpRange::new(s, e)
+        IpRange::new(s, e).map_err(crate::envelope::refused)
     }
 }
 
@@ -87,7 +87,7 @@ impl PortRange {
 impl TryFrom<(u16, u16)> for PortRange {
     type Error = String;
     fn try_from((s, e): (u16, u16)) -> Result<Self, String> {
-        PortRange::new(s, e)
+        PortRange::new(s, e).map_err(crate::envelope::refused)
     }
 }
 
@@ -198,6 +198,7 @@ impl TryFrom<RawRule> for NetOutRule {
     type Error = String;
     fn try_from(r: RawRule) -> Result<Self, String> {
         NetOutRule::new(r.protocol, r.networks, r.ports, r.icmp, r.log)
+            .map_err(crate::envelope::refused)
     }
 }
 
