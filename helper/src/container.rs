@@ -380,7 +380,6 @@ impl Helper {
                 state: next.unwrap_or(ContainerState::Creating),
                 wshd_pid: 0,
                 pidfd: None,
-                our_child: false,
                 layers: layers.clone(),
             },
         );
@@ -421,9 +420,6 @@ impl Helper {
                     transition(Some(&c.state), Event::Created)?.unwrap_or(ContainerState::Running);
                 c.wshd_pid = child.pid;
                 c.pidfd = Some(child.pidfd);
-                // The spawner's child, not ours: found exited through its
-                // pidfd, reaped by the spawner.
-                c.our_child = false;
                 Ok(Response::Created {
                     wshd_pid: child.pid,
                     defaults,
@@ -453,7 +449,7 @@ impl Helper {
         handle: &Handle,
         plan: Plan,
         undo: &mut Vec<Undo>,
-    ) -> Result<crate::spawner::Child, HelperError> {
+    ) -> Result<spawn::Child, HelperError> {
         let Plan {
             lower,
             layers,
@@ -691,33 +687,18 @@ impl Helper {
             .map_err(|e| system("remove depot dir", e))
     }
 
-    /// Kill and reap until no process is left in the container's cgroup
-    /// and wshd, if it is our child, is reaped.
+    /// Kill until no process is left in the container's cgroup. (wshd is
+    /// the spawner's child: the spawner reaps it.)
     fn empty_cgroup(&self, handle: &Handle, deadline: Instant) -> Result<(), String> {
-        let ours = self
-            .containers
-            .get(handle)
-            .filter(|c| c.our_child)
-            .map(|c| c.wshd_pid);
-        let mut reaped = ours.is_none();
         loop {
-            if let Some(pid) = ours.filter(|_| !reaped) {
-                // Only our own child: waitpid cannot touch anyone else's process.
-                reaped = !matches!(
-                    waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
-                    Ok(WaitStatus::StillAlive)
-                );
-            }
             let procs = self.cgroups.procs(handle)?;
-            if procs.is_empty() && reaped {
+            if procs.is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!("processes {procs:?} still alive after 10 s"));
             }
-            if !procs.is_empty() {
-                self.cgroups.kill_all(handle)?;
-            }
+            self.cgroups.kill_all(handle)?;
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -871,7 +852,6 @@ impl Helper {
                     state,
                     wshd_pid: if running { pid.unwrap_or(0) } else { 0 },
                     pidfd: if running { pidfd } else { None },
-                    our_child: false,
                     layers,
                 },
             );
@@ -879,22 +859,13 @@ impl Helper {
         Ok(())
     }
 
-    /// Reap exited children and mark containers whose wshd exited Stopped.
+    /// Reap exited children (the helper waits for its own tools; this
+    /// catches anything else, such as a spawner that died) and mark
+    /// containers whose wshd exited Stopped.
     pub fn reap(&mut self) {
-        loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(status) => {
-                    if let Some(pid) = status.pid() {
-                        for c in self
-                            .containers
-                            .values_mut()
-                            .filter(|c| c.our_child && c.wshd_pid == pid.as_raw())
-                        {
-                            c.our_child = false; // reaped: its pid may now be recycled
-                        }
-                    }
-                }
+        while let Ok(status) = waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
             }
         }
         for (handle, c) in self

@@ -110,8 +110,6 @@ pub struct UserNs<'a> {
     pub user: BorrowedFd<'a>,
     /// A network namespace owned by that user namespace.
     pub net: BorrowedFd<'a>,
-    /// Host id of the container's uid and gid 0 (owner of /dev).
-    pub base: u32,
 }
 
 /// What lies beneath the container's writable layer.
@@ -704,8 +702,8 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
     // a mount at the host.
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // /dev and /dev/shm belong to the container's root.
-    let owner = match &s.userns {
-        Some(u) => format!(",uid={0},gid={0}", u.base),
+    let owner = match s.userns_base {
+        Some(base) => format!(",uid={base},gid={base}"),
         None => String::new(),
     };
     let dev_data = format!("mode=0755,size=65536k{owner}");

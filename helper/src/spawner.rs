@@ -64,12 +64,6 @@ pub struct Spawner {
     sock: OwnedFd,
 }
 
-/// A started container: wshd's pid and a pidfd naming it.
-pub struct Child {
-    pub pid: i32,
-    pub pidfd: OwnedFd,
-}
-
 fn send(sock: BorrowedFd, bytes: &[u8], fds: &[RawFd]) -> Result<(), Errno> {
     let iov = [IoSlice::new(bytes)];
     let rights = [ControlMessage::ScmRights(fds)];
@@ -153,7 +147,7 @@ impl Spawner {
     }
 
     /// Start a container as `s` describes (see spawn::spawn).
-    pub fn spawn(&self, s: &Spawn) -> Result<Child, String> {
+    pub fn spawn(&self, s: &Spawn) -> Result<spawn::Child, String> {
         let mut fds: Vec<RawFd> = vec![
             s.container_dir.as_raw_fd(),
             s.log.as_raw_fd(),
@@ -185,7 +179,7 @@ impl Spawner {
         let (answer, mut got) =
             receive(self.sock.as_fd()).map_err(|e| format!("the spawner's answer: {e}"))?;
         match postcard::from_bytes::<Reply>(&answer) {
-            Ok(Reply::Started(pid)) if got.len() == 1 => Ok(Child {
+            Ok(Reply::Started(pid)) if got.len() == 1 => Ok(spawn::Child {
                 pid,
                 pidfd: got.remove(0),
             }),
@@ -260,14 +254,10 @@ fn start_one(
         wshd,
         server_uid: r.server_uid,
         userns_base: r.userns_base,
-        userns: namespaces
-            .as_ref()
-            .zip(r.userns_base)
-            .map(|(n, base)| UserNs {
-                user: n.user.as_fd(),
-                net: n.net.as_fd(),
-                base,
-            }),
+        userns: namespaces.as_ref().map(|n| UserNs {
+            user: n.user.as_fd(),
+            net: n.net.as_fd(),
+        }),
         binds: &r.binds,
     };
     spawn::spawn(&spec, |pid| cgroups.enter(&r.handle, pid))

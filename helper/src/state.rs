@@ -83,8 +83,6 @@ pub struct Container {
     pub wshd_pid: i32,
     /// A pidfd for wshd: signals through it cannot reach a recycled pid.
     pub pidfd: Option<OwnedFd>,
-    /// wshd is our unreaped child (false after recovery or once reaped).
-    pub our_child: bool,
     /// Image layer ids the container's overlay uses (empty for a rootfs dir).
     pub layers: Vec<String>,
 }

@@ -365,11 +365,13 @@ fn two_hundred_concurrent_processes_exit_right_and_leave_no_zombie() {
                     &container,
                     "sh",
                     // The orphan (reaped by wshd: no zombie may remain)
-                    // does not hold the output pipe, or `wait` would by
-                    // design answer before the streams end.
+                    // never holds the output pipe, not even between its
+                    // fork and its redirection (the subshell lets go of
+                    // the pipe before it forks), or `wait` would by design
+                    // answer before the streams end.
                     &[
                         "-c",
-                        &format!("echo {i}; (sleep 0.01 >/dev/null 2>&1 &); exit {code}"),
+                        &format!("echo {i}; (exec >/dev/null 2>&1; sleep 0.01 &); exit {code}"),
                     ],
                 )
                 .await;
