@@ -170,17 +170,28 @@ fn status(grove: &containers::Grove) -> String {
     format!("serving, {n} container{}", if n == 1 { "" } else { "s" })
 }
 
-/// Tell systemd groved is ready once the helper answers (at once when it
-/// did at start-up), then keep its STATUS= line current.
+async fn reconcile(grove: &Rc<containers::Grove>) {
+    if let Err(e) = grove.reconcile().await {
+        tracing::warn!(error = %e, "reconciling with grove-helper");
+    }
+}
+
+/// Once the helper answers (at once when it did at start-up; otherwise
+/// reconcile with it first), tell systemd groved is ready, then keep its
+/// STATUS= line current. Notifications are no-ops outside systemd.
 async fn notify_ready(grove: Rc<containers::Grove>, notifier: Rc<Notifier>, helper_up: bool) {
     if !helper_up {
         while grove.ping_helper().await.is_err() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         tracing::info!("grove-helper answers");
+        reconcile(&grove).await;
     }
     let mut last = status(&grove);
     notifier.notify(&[NotifyState::Ready, NotifyState::Status(&last)]);
+    if !notifier.enabled() {
+        return;
+    }
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let current = status(&grove);
@@ -210,7 +221,24 @@ async fn serve(
     let listen = config.listen.clone();
     let grove =
         containers::Grove::open(config).map_err(|e| format!("opening the state dir: {e}"))?;
-    // A socket systemd passed is systemd's to make and remove.
+    let helper_up = match grove.ping_helper().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "grove-helper does not answer yet; requests will retry it");
+            false
+        }
+    };
+    // Records and the helper's containers must agree before anything else
+    // (when the helper is down, `notify_ready` reconciles once it answers).
+    if helper_up {
+        reconcile(&grove).await;
+    }
+    // The processes and their unread output outlive groved: take them over.
+    grove.restore_processes().await;
+    grove.watch_all_oom().await;
+    // A socket systemd passed is systemd's to make and remove (clients
+    // queue on it meanwhile). One groved makes itself is bound only now, so
+    // that a client able to connect meets a reconciled groved.
     let (listener, listen, remove_on_exit) = match activated {
         Some(fd) => {
             let std_listener = std::os::unix::net::UnixListener::from(fd);
@@ -224,22 +252,6 @@ async fn serve(
         }
         None => (bind(&listen)?, listen, true),
     };
-    let helper_up = match grove.ping_helper().await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, "grove-helper does not answer yet; requests will retry it");
-            false
-        }
-    };
-    // Records and the helper's containers must agree before anything else.
-    if helper_up {
-        if let Err(e) = grove.reconcile().await {
-            tracing::warn!(error = %e, "reconciling with grove-helper");
-        }
-    }
-    // The processes and their unread output outlive groved: take them over.
-    grove.restore_processes().await;
-    grove.watch_all_oom().await;
     tracing::info!(socket = %listen.display(), "groved listening");
     let bootstrap: grove_schema::api_capnp::grove::Client =
         capnp_rpc::new_client(rpc::grove::GroveServer {
@@ -264,8 +276,9 @@ async fn serve(
         tracing::warn!("confine = off: groved runs without Landlock and seccomp");
     }
     let notifier = Rc::new(notifier);
+    // Always: it also reconciles once a helper that was down answers.
+    tokio::task::spawn_local(notify_ready(grove.clone(), notifier.clone(), helper_up));
     if notifier.enabled() {
-        tokio::task::spawn_local(notify_ready(grove.clone(), notifier.clone(), helper_up));
         if let Some(interval) = notifier.watchdog_interval() {
             tokio::task::spawn_local(feed_watchdog(notifier.clone(), interval));
         }

@@ -83,6 +83,53 @@ fn a_restarted_groved_marks_lost_containers_and_destroys_unrecorded_ones() {
     });
 }
 
+/// A groved that starts while the helper is down reconciles as soon as
+/// the helper answers: the unrecorded container goes, the recorded one
+/// keeps working.
+#[test]
+fn a_groved_started_before_the_helper_reconciles_once_it_answers() {
+    let mut env = TestEnv::start();
+    block_on(async {
+        let client = env.connect().await;
+        for h in ["kept", "orphan"] {
+            create(&client, h, "").await.unwrap();
+        }
+    });
+    env.stop_groved();
+    std::fs::remove_file(env.root.join("server/containers/orphan.json")).unwrap();
+    env.stop_helper();
+    env.start_groved();
+    assert!(
+        env.logs().contains("does not answer yet"),
+        "groved met a helper: {}",
+        env.logs()
+    );
+    env.restart_helper();
+    let names = || match ask_helper(&env, &Request::ListContainers) {
+        Response::Containers(list) => list
+            .iter()
+            .map(|c| c.handle.to_string())
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while names().contains(&"orphan".to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphan outlived the helper's return: {}",
+            env.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(names(), ["kept"]);
+    env.run(|client| async move {
+        assert_eq!(client.list(&[]).await.unwrap(), ["kept"]);
+        let c = client.lookup("kept").await.unwrap();
+        let (status, out, _) = exec(&c, "echo", &["alive"]).await;
+        assert_eq!((status, out.as_str()), (0, "alive\n"));
+    });
+}
+
 /// Everything a container has, as the CLI shows it.
 fn snapshot(env: &TestEnv, handle: &str) -> (String, String) {
     let info = run_cli_ok(env, &["info", handle]);
