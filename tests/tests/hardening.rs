@@ -261,3 +261,34 @@ fn the_helper_is_confined_and_containers_come_from_its_spawner() {
         assert_eq!(proc_status(spawner, "CapBnd"), "00000000a82c37ff");
     });
 }
+
+/// A stop and continue (a debugger attaching, an operator's SIGSTOP) makes
+/// the kernel resume the daemons' sleeping calls with `restart_syscall`;
+/// their seccomp allowlists must let it through, or they die of it.
+#[test]
+fn the_daemons_survive_being_stopped_and_continued() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let env = TestEnv::start();
+    for round in 0..3 {
+        for pid in [env.helper_pid(), env.groved_pid()] {
+            let pid = Pid::from_raw(pid as i32);
+            kill(pid, Signal::SIGSTOP).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            kill(pid, Signal::SIGCONT).unwrap();
+        }
+        // Both answer (groved asks the helper on create and destroy).
+        env.run(|client| async move {
+            let handle = format!("stopped-{round}");
+            create(&client, &handle, "").await.unwrap();
+            client.destroy(&handle).await.unwrap();
+        });
+    }
+    for pid in [env.helper_pid(), env.groved_pid()] {
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} died:\n{}",
+            env.logs()
+        );
+    }
+}
