@@ -473,12 +473,16 @@ impl Cgroups for V1 {
         };
         if let Some(f) = &freezer {
             write_cg(f.as_fd(), "freezer.state", "FROZEN").map_err(|e| err("freeze", e))?;
+            // Checked after 0.25, 0.5, 1 … 32 ms: freezing usually takes
+            // well under a millisecond.
             let deadline = Instant::now() + Duration::from_millis(500);
+            let mut pause = Duration::from_micros(250);
             while Instant::now() < deadline {
                 match fs::read_file_at(f.as_fd(), "freezer.state") {
                     Ok(s) if s.trim() == "FROZEN" => break,
-                    _ => std::thread::sleep(Duration::from_millis(5)),
+                    _ => std::thread::sleep(pause),
                 }
+                pause = (pause * 2).min(Duration::from_millis(32));
             }
         }
         let c = self.first();

@@ -618,7 +618,7 @@ impl Helper {
                 // The pidfd names exactly the wshd just started (the
                 // spawner, its parent, reaps it).
                 let _ = spawn::pidfd_kill(pidfd.as_fd());
-                self.empty_cgroup(handle, Instant::now() + Duration::from_secs(10))
+                self.empty_cgroup(handle, Some(pidfd.as_fd()))
             }
             Undo::Socket => nix::unistd::unlinkat(
                 Some(self.runtime.as_raw_fd()),
@@ -645,7 +645,8 @@ impl Helper {
                 Err(e) => eprintln!("grove-helper: {handle}: pidfd kill: {e}"),
             }
         }
-        let result = self.destroy_steps(&handle);
+        let pidfd = c.pidfd.take();
+        let result = self.destroy_steps(&handle, pidfd.as_ref().map(|p| p.as_fd()));
         let c = self
             .containers
             .get_mut(&handle)
@@ -664,13 +665,18 @@ impl Helper {
             Err(e) => {
                 c.state = transition(Some(&c.state), Event::DestroyFailed)?
                     .unwrap_or(ContainerState::Stopped);
+                c.pidfd = pidfd;
                 Err(e)
             }
         }
     }
 
-    fn destroy_steps(&self, handle: &Handle) -> Result<(), HelperError> {
-        self.empty_cgroup(handle, Instant::now() + Duration::from_secs(10))
+    fn destroy_steps(
+        &self,
+        handle: &Handle,
+        wshd: Option<std::os::fd::BorrowedFd>,
+    ) -> Result<(), HelperError> {
+        self.empty_cgroup(handle, wshd)
             .map_err(|e| system("kill processes", e))?;
         self.cgroups
             .remove(handle)
@@ -688,8 +694,22 @@ impl Helper {
     }
 
     /// Kill until no process is left in the container's cgroup. (wshd is
-    /// the spawner's child: the spawner reaps it.)
-    fn empty_cgroup(&self, handle: &Handle, deadline: Instant) -> Result<(), String> {
+    /// the spawner's child: the spawner reaps it.) wshd, already sent
+    /// SIGKILL, is PID 1 of the container's PID namespace: once it has
+    /// exited, the kernel has killed everything in the namespace, so its
+    /// pidfd's readiness usually ends the wait. Processes still listed
+    /// after that (or without a pidfd) are killed through the cgroup,
+    /// checking again after 1, 2, 4 … 64 ms, for up to 10 s.
+    fn empty_cgroup(
+        &self,
+        handle: &Handle,
+        wshd: Option<std::os::fd::BorrowedFd>,
+    ) -> Result<(), String> {
+        if let Some(pidfd) = wshd {
+            spawn::pidfd_wait_exit(pidfd, Duration::from_secs(2));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut pause = Duration::from_millis(1);
         loop {
             let procs = self.cgroups.procs(handle)?;
             if procs.is_empty() {
@@ -699,7 +719,8 @@ impl Helper {
                 return Err(format!("processes {procs:?} still alive after 10 s"));
             }
             self.cgroups.kill_all(handle)?;
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(64));
         }
     }
 

@@ -270,6 +270,23 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Wait up to `timeout` for the process behind `pidfd` to exit (a pidfd
+/// polls readable then). True if it has.
+pub fn pidfd_wait_exit(pidfd: BorrowedFd, timeout: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Err(Errno::EINTR) => continue,
+            _ => return false,
+        }
+    }
+}
+
 pub fn pidfd_kill(pidfd: BorrowedFd) -> Result<(), Errno> {
     // SAFETY: pidfd_send_signal with a null siginfo is kill(2) by pidfd; a
     // pidfd names exactly one process, never a recycled pid.

@@ -1333,3 +1333,14 @@ pub fn tree_names(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Wait up to 10 s for `ok` to hold (checked every 20 ms); fail naming
+/// `what`. For what the kernel finishes on its own after a call returns,
+/// such as removing a destroyed container's veth with its namespace.
+pub fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "after 10 s still not: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

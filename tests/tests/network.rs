@@ -551,6 +551,10 @@ fn a_requested_address_is_used_and_bad_ones_are_refused_cleanly() {
             assert!(out.contains(&format!("inet {}/", env.pool_ip(n))), "{out}");
             client.destroy(handle).await.unwrap();
         }
+        // The kernel removes their veths with their namespaces.
+        eventually("only the first container's port is on the bridge", || {
+            env.bridge_ports().len() == 1
+        });
 
         let table = env.nft_table_text().expect("the helper's nft table");
         let try_create = |handle: &'static str, network: String| {
@@ -1371,7 +1375,10 @@ fn destroy_removes_the_network_and_many_cycles_leave_nothing() {
         let with_container = env.nft_table_text().unwrap();
         assert_ne!(with_container, baseline, "the container has nft state");
         client.destroy("d1").await.unwrap();
-        assert!(!link_exists(&host_veth[0]), "{} is gone", host_veth[0]);
+        // The kernel removes the veth pair with the dead namespace.
+        eventually(&format!("{} is gone", host_veth[0]), || {
+            !link_exists(&host_veth[0])
+        });
         assert!(env.bridge_ports().is_empty());
         assert_eq!(env.nft_table_text().unwrap(), baseline);
         assert!(
@@ -1393,7 +1400,9 @@ fn destroy_removes_the_network_and_many_cycles_leave_nothing() {
             client.destroy(&handle).await.unwrap();
         }
         eprintln!("{CYCLES} create/destroy cycles took {:?}", began.elapsed());
-        assert!(env.bridge_ports().is_empty(), "{:?}", env.bridge_ports());
+        eventually("no port is left on the bridge", || {
+            env.bridge_ports().is_empty()
+        });
         assert_eq!(
             env.nft_table_text().unwrap(),
             baseline,
@@ -1751,5 +1760,116 @@ fn the_cli_maps_ports_adds_rules_and_limits_bandwidth() {
             (0, "via-cli"),
             "the net-out rule is in force"
         );
+    });
+}
+
+/// Send one UDP datagram from inside `pid`'s network namespace with
+/// source address `source` (which need not be the namespace's own), from a thread of this test that enters
+/// the namespace alone.
+fn send_udp_from_netns(pid: i32, source: Ipv4Addr, to: SocketAddr, payload: &'static [u8]) {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = std::net::UdpSocket::from(free_bound_udp(source));
+        socket.send_to(payload, to).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+/// A UDP socket bound to `source` (port 0) although no interface has it.
+fn free_bound_udp(source: Ipv4Addr) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the fd is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: socket just returned fd; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // IP_FREEBIND binds an address no interface has; IP_TRANSPARENT lets
+    // routing use it as a source.
+    for option in [libc::IP_FREEBIND, libc::IP_TRANSPARENT] {
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads one live c_int.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_IP,
+                option,
+                &on as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        assert_eq!(r, 0, "option {option}: {}", std::io::Error::last_os_error());
+    }
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(source.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: bind reads one live sockaddr_in of the size given.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    assert_eq!(r, 0, "bind {source}: {}", std::io::Error::last_os_error());
+    fd
+}
+
+/// A container cannot send as another: frames whose source address is not
+/// their port's own are dropped on the bridge, before the firewall, which
+/// would otherwise apply the other container's NetOut rules to them.
+#[test]
+fn a_container_cannot_borrow_another_containers_address() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let a = create_plain(&client, "spoof-a").await;
+        let _b = create_plain(&client, "spoof-b").await;
+        let ip_a = ip_of(&a).await;
+        let server = std::net::UdpSocket::bind((env.gateway, 0)).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let port = server.local_addr().unwrap().port();
+        let mut to_host = Rule::tcp(env.gateway, port);
+        to_host.protocol = api::net_out_rule::Protocol::Udp;
+        net_out(&a, &to_host).await.unwrap();
+        let to = SocketAddr::from((env.gateway, port));
+        let pid_a = env.container_pids("spoof-a")[0];
+        let pid_b = env.container_pids("spoof-b")[0];
+        let mut buf = [0u8; 64];
+
+        // A's rule lets A's own datagram through.
+        send_udp_from_netns(pid_a, ip_a, to, b"from-a");
+        let (n, peer) = server.recv_from(&mut buf).expect("A's datagram arrives");
+        assert_eq!((&buf[..n], peer.ip()), (&b"from-a"[..], IpAddr::V4(ip_a)));
+
+        // B, which has no rule, sends as A: nothing arrives.
+        send_udp_from_netns(pid_b, ip_a, to, b"b-as-a");
+        send_udp_from_netns(pid_b, Ipv4Addr::new(10, 99, 99, 99), to, b"b-as-stranger");
+        match server.recv_from(&mut buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Ok((n, peer)) => panic!(
+                "a spoofed datagram arrived: {:?} from {peer}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) => panic!("{e}"),
+        }
+        // A still can (the check dropped B's frames, not A's address).
+        send_udp_from_netns(pid_a, ip_a, to, b"again");
+        let (n, _) = server
+            .recv_from(&mut buf)
+            .expect("A's second datagram arrives");
+        assert_eq!(&buf[..n], b"again");
     });
 }

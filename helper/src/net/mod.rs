@@ -18,6 +18,7 @@
 
 pub mod netlink;
 pub mod nft;
+pub mod nftset;
 pub mod tc;
 
 use crate::fs;
@@ -186,6 +187,10 @@ pub struct Network {
     /// Uplinks whose forwarding the helper switched on (so it keeps them
     /// from routing anything but container traffic).
     uplinks: Vec<String>,
+    /// The nf_tables socket for containers' ports (create and destroy).
+    sets: std::cell::RefCell<nftset::Sets>,
+    /// Where the next search for a free address starts.
+    next_ip: std::cell::Cell<u32>,
 }
 
 fn veth_of(ip: Ipv4Addr) -> String {
@@ -362,6 +367,8 @@ impl Network {
             bridge_index,
             records: BTreeMap::new(),
             uplinks,
+            sets: Default::default(),
+            next_ip: Default::default(),
         })
     }
 
@@ -442,11 +449,19 @@ impl Network {
             }
             return Ok(ip);
         }
+        // Round robin from after the last address handed out: an address
+        // comes back only after the rest of the pool, by when the kernel
+        // has long removed its previous holder's veth (see `teardown`).
         let first = u32::from(self.gateway) + 1;
         let last = (u32::from(net) | !mask(prefix)) - 1;
-        (first..=last)
+        let held: std::collections::HashSet<Ipv4Addr> =
+            self.records.values().map(|r| r.ip).collect();
+        let start = self.next_ip.get().clamp(first, last);
+        (start..=last)
+            .chain(first..start)
             .map(Ipv4Addr::from)
-            .find(|ip| !taken(*ip))
+            .find(|ip| !held.contains(ip))
+            .inspect(|ip| self.next_ip.set(u32::from(*ip).saturating_add(1)))
             .ok_or_else(|| {
                 HelperError::new(
                     ErrorKind::LimitExceeded,
@@ -498,14 +513,9 @@ impl Network {
         let mut rules_added = false;
         let result = (|| {
             self.link_up(pid, ip, &veth)?;
-            let entry = nft::Entry {
-                handle: handle.as_str(),
-                ip,
-                veth: &veth,
-                net_in: &[],
-                net_out: &[],
-            };
-            nft::apply(&nft::add_container(&self.conf.nft_table, &entry))
+            self.sets
+                .borrow_mut()
+                .add_port(&self.conf.nft_table, &veth, ip)
                 .map_err(|e| system("firewall", e))?;
             rules_added = true;
             if let Some(b) = bandwidth {
@@ -514,7 +524,7 @@ impl Network {
             write_record(dir, &record)
         })();
         if let Err(e) = result {
-            self.teardown(handle, &record, rules_added);
+            self.teardown(handle, &record, rules_added, false);
             return Err(e);
         }
         self.records.insert(handle.clone(), record);
@@ -542,8 +552,17 @@ impl Network {
         )
         .map_err(|e| sys("the container's netns", e))?;
         let mut nl = Netlink::open().map_err(|e| sys("netlink", e))?;
-        nl.add_veth(veth, self.bridge_index, "eth0", ns.as_fd(), self.conf.mtu)
-            .map_err(|e| sys(&format!("creating veth {veth}"), e))?;
+        let mut made = nl.add_veth(veth, self.bridge_index, "eth0", ns.as_fd(), self.conf.mtu);
+        if made == Err(nix::errno::Errno::EEXIST) {
+            // No container holds this address (it was allocated), so the
+            // link is the host end of a destroyed container's veth whose
+            // namespace the kernel is still dismantling (see `teardown`).
+            eprintln!("grove-helper: {veth} is left from a destroyed container; deleting it");
+            nl.del_link(veth)
+                .map_err(|e| sys(&format!("deleting the stale {veth}"), e))?;
+            made = nl.add_veth(veth, self.bridge_index, "eth0", ns.as_fd(), self.conf.mtu);
+        }
+        made.map_err(|e| sys(&format!("creating veth {veth}"), e))?;
         let index = nl
             .index(veth)
             .map_err(|e| sys("netlink", e))?
@@ -572,7 +591,14 @@ impl Network {
     }
 
     /// Remove what `attach` made. Errors are logged: each step is tried.
-    fn teardown(&self, handle: &Handle, record: &Record, rules: bool) {
+    /// `namespace_gone`: the container's wshd is dead, so its network
+    /// namespace is being dismantled and the kernel removes the veth pair
+    /// with it; deleting the host end ourselves would wait for the same
+    /// teardown (10–40 ms, mostly RCU grace periods and device
+    /// references) inside the single-threaded helper. A later create of
+    /// the same address meets the host end only if the kernel has not
+    /// finished, and then deletes it itself (`link_up`).
+    fn teardown(&self, handle: &Handle, record: &Record, rules: bool, namespace_gone: bool) {
         let veth = veth_of(record.ip);
         if rules {
             let entry = nft::Entry {
@@ -582,13 +608,28 @@ impl Network {
                 net_in: &record.net_in,
                 net_out: &record.net_out,
             };
-            if let Err(e) = nft::apply(&nft::remove_container(&self.conf.nft_table, &entry)) {
-                eprintln!("grove-helper: {handle}: removing its firewall rules: {e}");
+            let script = nft::remove_mappings_and_rules(&self.conf.nft_table, &entry);
+            if !script.is_empty() {
+                if let Err(e) = nft::apply(&script) {
+                    eprintln!("grove-helper: {handle}: removing its NetIn and NetOut rules: {e}");
+                }
+            }
+            if let Err(e) =
+                self.sets
+                    .borrow_mut()
+                    .remove_port(&self.conf.nft_table, &veth, record.ip)
+            {
+                eprintln!("grove-helper: {handle}: {e}");
             }
         }
+        let links = if namespace_gone {
+            vec![ifb_of(record.ip)]
+        } else {
+            vec![veth, ifb_of(record.ip)]
+        };
         match Netlink::open() {
             Ok(mut nl) => {
-                for link in [veth, ifb_of(record.ip)] {
+                for link in links {
                     if let Err(e) = nl.del_link(&link) {
                         eprintln!("grove-helper: {handle}: deleting {link}: {e}");
                     }
@@ -601,7 +642,7 @@ impl Network {
     /// Destroy: remove the container's links, rules and allocation.
     pub fn detach(&mut self, handle: &Handle) {
         if let Some(record) = self.records.remove(handle) {
-            self.teardown(handle, &record, true);
+            self.teardown(handle, &record, true, true);
         }
     }
 
@@ -703,17 +744,28 @@ impl Network {
             ));
         }
         let table = &self.conf.nft_table;
-        let script: String = rules
-            .iter()
-            .map(|rule| nft::add_rule(table, handle.as_str(), r.ip, rule))
-            .collect();
+        let mut script = nft::add_egress_chain(table, r.ip);
+        for rule in &rules {
+            script.push_str(&nft::add_rule(table, handle.as_str(), r.ip, rule));
+        }
         nft::apply(&script).map_err(|e| system("NetOut", e))?;
         let mut next = r.clone();
-        next.net_out.extend(rules);
+        next.net_out.extend(rules.iter().cloned());
         if let Err(e) = write_record(dir, &next) {
+            // Back to the rules the record holds; none means no chain.
             let mut undo = format!("flush chain inet {table} out-{}\n", nft::tag(r.ip));
             for rule in &r.net_out {
                 undo.push_str(&nft::add_rule(table, handle.as_str(), r.ip, rule));
+            }
+            if r.net_out.is_empty() {
+                let entry = nft::Entry {
+                    handle: handle.as_str(),
+                    ip: r.ip,
+                    veth: "",
+                    net_in: &[],
+                    net_out: &rules,
+                };
+                undo = nft::remove_mappings_and_rules(table, &entry);
             }
             if let Err(u) = nft::apply(&undo) {
                 eprintln!("grove-helper: {handle}: undoing NetOut: {u}");

@@ -13,6 +13,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 const NETLINK_ROUTE: i32 = 0;
+const NETLINK_NETFILTER: i32 = 12;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
@@ -44,20 +45,33 @@ const RTA_OIF: u16 = 4;
 const IFF_UP: u32 = 1;
 
 /// A netlink request under construction: header, fixed part, attributes.
-struct Msg {
+pub(super) struct Msg {
     buf: Vec<u8>,
     nests: Vec<usize>,
 }
 
 impl Msg {
-    fn new(kind: u16, flags: u16) -> Msg {
+    /// A request the kernel acknowledges.
+    pub(super) fn new(kind: u16, flags: u16) -> Msg {
+        Msg::unacked(kind, flags | NLM_F_ACK)
+    }
+
+    /// A request without NLM_F_ACK (nfnetlink's batch begin and end).
+    pub(super) fn unacked(kind: u16, flags: u16) -> Msg {
         let mut buf = vec![0u8; 16];
         buf[4..6].copy_from_slice(&kind.to_ne_bytes());
-        buf[6..8].copy_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        buf[6..8].copy_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
         Msg {
             buf,
             nests: Vec::new(),
         }
+    }
+
+    /// A fixed header of the message's family (nfgenmsg, ...).
+    pub(super) fn fixed(mut self, bytes: &[u8]) -> Msg {
+        self.buf.extend_from_slice(bytes);
+        self.pad();
+        self
     }
 
     fn pad(&mut self) {
@@ -76,7 +90,7 @@ impl Msg {
         self
     }
 
-    fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Msg {
+    pub(super) fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Msg {
         let len = (4 + data.len()) as u16;
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -85,13 +99,13 @@ impl Msg {
         self
     }
 
-    fn str_attr(&mut self, kind: u16, s: &str) -> &mut Msg {
+    pub(super) fn str_attr(&mut self, kind: u16, s: &str) -> &mut Msg {
         let mut v = s.as_bytes().to_vec();
         v.push(0);
         self.attr(kind, &v)
     }
 
-    fn begin(&mut self, kind: u16) -> &mut Msg {
+    pub(super) fn begin(&mut self, kind: u16) -> &mut Msg {
         self.nests.push(self.buf.len());
         self.buf.extend_from_slice(&[0, 0]);
         self.buf
@@ -99,7 +113,7 @@ impl Msg {
         self
     }
 
-    fn end(&mut self) -> &mut Msg {
+    pub(super) fn end(&mut self) -> &mut Msg {
         if let Some(at) = self.nests.pop() {
             let len = (self.buf.len() - at) as u16;
             self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
@@ -107,7 +121,7 @@ impl Msg {
         self
     }
 
-    fn finish(mut self, seq: u32) -> Vec<u8> {
+    pub(super) fn finish(mut self, seq: u32) -> Vec<u8> {
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
         self.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -130,12 +144,21 @@ fn ifname_ok(name: &str) -> Result<(), Errno> {
 
 impl Netlink {
     pub fn open() -> Result<Netlink, Errno> {
+        Netlink::open_protocol(NETLINK_ROUTE)
+    }
+
+    /// A NETLINK_NETFILTER socket (nf_tables).
+    pub fn open_netfilter() -> Result<Netlink, Errno> {
+        Netlink::open_protocol(NETLINK_NETFILTER)
+    }
+
+    fn open_protocol(protocol: i32) -> Result<Netlink, Errno> {
         // SAFETY: plain socket(2); the fd is owned below.
         let fd = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_ROUTE,
+                protocol,
             )
         };
         let fd = Errno::result(fd)?;
@@ -179,9 +202,18 @@ impl Netlink {
     /// Send one request and wait for its acknowledgement; returns the
     /// payload of a non-error answer (for GETLINK).
     fn call(&mut self, msg: Msg) -> Result<Vec<u8>, Errno> {
+        let seq = self.next_seq();
+        self.call_raw(&msg.finish(seq), seq)
+    }
+
+    pub(super) fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let bytes = msg.finish(seq);
+        self.seq
+    }
+
+    /// Send `bytes` (one message, or an nfnetlink batch of several) and
+    /// wait for the acknowledgement of the message numbered `seq`.
+    pub(super) fn call_raw(&mut self, bytes: &[u8], seq: u32) -> Result<Vec<u8>, Errno> {
         // SAFETY: send reads `bytes`, a live buffer of that length; the
         // kernel is the default destination of a netlink socket.
         let n = unsafe {

@@ -17,8 +17,10 @@
 //! The bridge family cannot see conntrack without nf_conntrack_bridge, so
 //! the inet table marks every packet of a DNAT'd connection (`MARK`) and
 //! the bridge table lets marked frames pass. (Kernel bridge-port isolation
-//! would block exactly those frames, so it is not used.) Changes are nft scripts applied with `nft -f -` — one
-//! transaction each, so a change is applied whole or not at all.
+//! would block exactly those frames, so it is not used.) Changes are nft
+//! scripts applied with `nft -f -` — one transaction each, so a change is
+//! applied whole or not at all — except a container's port and address,
+//! which create and destroy change over netlink (nftset.rs).
 //!
 //! Why safe: the script is written from typed values only — addresses
 //! (`Ipv4Addr`), ports and ICMP numbers (integers), the bridge and table
@@ -131,10 +133,11 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
          {uplinks}\t}}\n\
          }}\n\
          table bridge {t} {{\n\
-         \tmap ports {{ type ifname : verdict; }}\n\
          \tset containers {{ type ifname; }}\n\
+         \tset addresses {{ type ifname . ipv4_addr; }}\n\
          \tchain prerouting {{ type filter hook prerouting priority -300; policy accept;\n\
-         \t\tiifname vmap @ports\n\t}}\n\
+         \t\tether type ip iifname @containers iifname . ip saddr != @addresses drop\n\
+         \t\tether type arp iifname @containers iifname . arp saddr ip != @addresses drop\n\t}}\n\
          \tchain forward {{ type filter hook forward priority 0; policy accept;\n\
          \t\tiifname @containers oifname @containers meta mark & {MARK:#x} == {MARK:#x} accept\n\
          \t\tiifname @containers oifname @containers drop\n\t}}\n\
@@ -146,23 +149,22 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
     out
 }
 
-/// A new container: its egress chain (allow rules; what none allows falls
-/// through to the base chain's reject), its source check, its mappings.
+/// A container as the start-up rebuild writes it: its port and address in
+/// the bridge sets (created and destroyed containers change only these,
+/// over netlink: see nftset.rs), its mappings, and its egress chain if it
+/// has NetOut rules.
 pub fn add_container(table: &str, e: &Entry) -> String {
-    let id = tag(e.ip);
     let mut out = format!(
-        "add chain inet {table} out-{id}\n\
-         add element inet {table} netout {{ {ip} : jump out-{id} }}\n\
-         add chain bridge {table} src-{id}\n\
-         add rule bridge {table} src-{id} ether type ip ip saddr != {ip} drop\n\
-         add rule bridge {table} src-{id} ether type arp arp saddr ip != {ip} drop\n\
-         add element bridge {table} ports {{ \"{veth}\" : jump src-{id} }}\n\
-         add element bridge {table} containers {{ \"{veth}\" }}\n",
+        "add element bridge {table} containers {{ \"{veth}\" }}\n\
+         add element bridge {table} addresses {{ \"{veth}\" . {ip} }}\n",
         ip = e.ip,
         veth = e.veth,
     );
     for m in e.net_in {
         out.push_str(&add_net_in(table, e.ip, *m));
+    }
+    if !e.net_out.is_empty() {
+        out.push_str(&add_egress_chain(table, e.ip));
     }
     for r in e.net_out {
         out.push_str(&add_rule(table, e.handle, e.ip, r));
@@ -170,9 +172,19 @@ pub fn add_container(table: &str, e: &Entry) -> String {
     out
 }
 
-/// Everything `add_container` and later changes made for a container.
-pub fn remove_container(table: &str, e: &Entry) -> String {
-    let id = tag(e.ip);
+/// The egress chain of a container's NetOut rules and its entry in the
+/// `netout` verdict map. A container without one falls through to the
+/// base chain's reject. (nft's `add` of what exists is no error.)
+pub fn add_egress_chain(table: &str, ip: Ipv4Addr) -> String {
+    let id = tag(ip);
+    format!(
+        "add chain inet {table} out-{id}\n\
+         add element inet {table} netout {{ {ip} : jump out-{id} }}\n"
+    )
+}
+
+/// What NetIn and NetOut added for a container (empty when nothing).
+pub fn remove_mappings_and_rules(table: &str, e: &Entry) -> String {
     let mut out = String::new();
     for m in e.net_in {
         out.push_str(&format!(
@@ -180,15 +192,14 @@ pub fn remove_container(table: &str, e: &Entry) -> String {
             m.host_port
         ));
     }
-    out.push_str(&format!(
-        "delete element inet {table} netout {{ {ip} }}\n\
-         delete chain inet {table} out-{id}\n\
-         delete element bridge {table} ports {{ \"{veth}\" }}\n\
-         delete element bridge {table} containers {{ \"{veth}\" }}\n\
-         delete chain bridge {table} src-{id}\n",
-        ip = e.ip,
-        veth = e.veth
-    ));
+    if !e.net_out.is_empty() {
+        let id = tag(e.ip);
+        out.push_str(&format!(
+            "delete element inet {table} netout {{ {ip} }}\n\
+             delete chain inet {table} out-{id}\n",
+            ip = e.ip
+        ));
+    }
     out
 }
 
