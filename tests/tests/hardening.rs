@@ -210,6 +210,9 @@ fn stream_children_are_confined_and_wshd_is_not() {
         let status = std::fs::read_to_string(format!("/proc/{wshd}/status")).unwrap();
         let fields = status_fields(&status);
         assert_ne!(fields["CapEff"], DOCKER_CAPS, "wshd keeps its capabilities");
+        // ... but its bounding set, which its children inherit, is already
+        // theirs (dropped once at start-up).
+        assert_eq!(fields["CapBnd"], DOCKER_CAPS, "wshd's bounding set");
         let filters = |f: &HashMap<String, String>| -> Option<u32> {
             f.get("Seccomp_filters").map(|n| n.parse().unwrap())
         };

@@ -32,7 +32,7 @@ mod wire;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 
@@ -130,18 +130,63 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     }))
 }
 
-/// wshd's own copies of a process's output fds, kept until Release.
+/// wshd's own copies of a process's output fds, kept until Release (or
+/// until they are drained: see `Output::Drained`).
 enum Output {
     Pipes {
         stdout: OwnedFd,
         stderr: OwnedFd,
     },
+    /// The process exited and everything it wrote has been read: wshd's
+    /// copies were closed (every fd wshd holds is copied and closed again
+    /// by each spawn, so hundreds of finished processes' pipes made
+    /// spawning slower). A reattach gets fresh pipes at end of file, which
+    /// read exactly like the drained ones.
+    Drained,
     Tty {
         output: OwnedFd,
         master: OwnedFd,
         /// The relay from `master` to `output`'s pipe, ended on Release.
         _relay: AbortOnDrop,
     },
+}
+
+/// The read end of a pipe whose write end is closed: end of file at once.
+fn pipe_at_eof() -> std::io::Result<OwnedFd> {
+    let (read, _write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok(read)
+}
+
+/// Whether a pipe's read end will never yield another byte: every writer
+/// has closed it (POLLHUP) and nothing is left in it.
+fn drained(fd: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let hung_up = matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP));
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut pending) };
+    hung_up && r == 0 && pending == 0
+}
+
+impl State {
+    /// Close wshd's copies of the output of exited processes whose pipes
+    /// are drained (see `Output::Drained`).
+    fn close_drained_outputs(&mut self) {
+        for p in self.procs.values_mut() {
+            if p.status().is_none() {
+                continue;
+            }
+            if let Output::Pipes { stdout, stderr } = &p.output {
+                if drained(stdout) && drained(stderr) {
+                    p.output = Output::Drained;
+                }
+            }
+        }
+    }
 }
 
 /// A process wshd started.
@@ -166,15 +211,15 @@ impl Proc {
     /// Copies of the parent-side fds, in the protocol's order: stdout,
     /// stderr, stdin (pipes); output, master (tty). stdin only while open.
     fn dup_fds(&self) -> std::io::Result<Vec<OwnedFd>> {
-        let out: &[&OwnedFd] = match &self.output {
-            Output::Pipes { stdout, stderr } => &[stdout, stderr],
-            Output::Tty { output, .. } => &[output],
+        let mut fds = match &self.output {
+            Output::Pipes { stdout, stderr } => vec![stdout.try_clone()?, stderr.try_clone()?],
+            Output::Tty { output, .. } => vec![output.try_clone()?],
+            Output::Drained => vec![pipe_at_eof()?, pipe_at_eof()?],
         };
-        out.iter()
-            .copied()
-            .chain(self.stdin.as_ref())
-            .map(OwnedFd::try_clone)
-            .collect()
+        if let Some(stdin) = &self.stdin {
+            fds.push(stdin.try_clone()?);
+        }
+        Ok(fds)
     }
 }
 
@@ -387,6 +432,7 @@ fn do_spawn(state: &Shared, spec: SpawnSpec) -> Result<Reply, Response> {
     let (passwd, groups) = users::load();
     let user = users::resolve(spec.user.as_deref(), &passwd, &groups).map_err(Response::Error)?;
     let prepared = spawn::prepare(&spec, user).map_err(Response::Error)?;
+    state.borrow_mut().close_drained_outputs();
     let child = {
         let st = state.borrow();
         spawn::spawn(&prepared, st.devnull.as_fd()).map_err(Response::Error)?
@@ -737,20 +783,32 @@ async fn run(state: Shared, listener: wire::Listener) {
     }
 }
 
+/// The signals wshd ignores: only the helper ends wshd (with SIGKILL).
+/// Each child wshd starts sets them back to SIG_DFL (ignored dispositions
+/// survive exec); every other disposition is the default already.
+pub const IGNORED_SIGNALS: [libc::c_int; 4] =
+    [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE];
+
 fn setup_process() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    // Only the helper ends wshd (with SIGKILL); children get SIG_DFL back.
-    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGPIPE,
-    ] {
-        // SAFETY: installs SIG_IGN, no handler code.
-        if let Err(e) = unsafe { sigaction(sig, &ignore) } {
-            log!("ignoring {sig}: {e}");
+    // Dispositions inherited from whoever started wshd go back to the
+    // default, once here rather than in every child.
+    for sig in 1..65 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: installs SIG_DFL, no handler code.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
+    }
+    for sig in IGNORED_SIGNALS {
+        // SAFETY: installs SIG_IGN, no handler code.
+        if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
+            log!("ignoring signal {sig}: {}", std::io::Error::last_os_error());
+        }
+    }
+    // The bounding set every process wshd starts inherits: dropped once
+    // here (wshd keeps its own effective and permitted capabilities, and
+    // never execs); each child checks it again (see spawn.rs).
+    if let Err(e) = confine::drop_bounding() {
+        log!("dropping the capability bounding set: {e}");
     }
     // Nothing wshd inherited may leak into the container's processes.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.

@@ -548,12 +548,11 @@ unsafe fn child(p: &Prepared, c: &ChildSetup<'_>) -> ! {
         *libc::__errno_location() = e.raw_os_error().unwrap_or(0);
         fail(stage, 0)
     };
-    // wshd ignores some signals and Rust ignores SIGPIPE; ignored
-    // dispositions survive exec, so restore the defaults, and the mask.
-    for sig in 1..65 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::signal(sig, libc::SIG_DFL);
-        }
+    // wshd ignores a few signals (every other disposition it has is the
+    // default or a handler, which exec resets); ignored dispositions
+    // survive exec, so restore the defaults, and the mask.
+    for sig in crate::IGNORED_SIGNALS {
+        libc::signal(sig, libc::SIG_DFL);
     }
     let mut set: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut set);

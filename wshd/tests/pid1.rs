@@ -1051,3 +1051,65 @@ fn reattach() {
         assert_eq!(error_kind(&r), ErrorKind::ProcessNotFound, "{id}");
     }
 }
+
+/// wshd's host pid: the child of the `unshare` that started it.
+fn wshd_pid(w: &Wshd) -> u32 {
+    let id = w.unshare.id();
+    let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap();
+    children.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Once an exited process's output has all been read, wshd lets go of its
+/// copies of the pipes (the next spawn checks), so finished processes do
+/// not pile up descriptors; a reattach then reads end of file at once.
+/// Output nobody has read is kept.
+#[test]
+fn drained_output_is_let_go_and_unread_output_kept() {
+    let w = Wshd::start("drained");
+    let pid = wshd_pid(&w);
+    let (_, fds) = spawned(
+        w.spawn(spec("read", "sh", &["-c", "echo hi; echo e >&2"])),
+        2,
+    );
+    let mut fds = fds.into_iter();
+    assert_eq!(read_to_eof(fds.next().unwrap()), "hi\n");
+    assert_eq!(read_to_eof(fds.next().unwrap()), "e\n");
+    assert_eq!(w.wait("read"), Response::Exited(ExitStatus::Code(0)));
+    let before = open_fds(pid);
+    // This spawn lets go of "read"'s two drained pipes and keeps its own.
+    let (_, unread) = spawned(w.spawn(spec("unread", "sh", &["-c", "echo kept"])), 2);
+    drop(unread); // as if groved restarted before reading
+    assert_eq!(w.wait("unread"), Response::Exited(ExitStatus::Code(0)));
+    assert_eq!(open_fds(pid), before, "log: {}", w.log_text());
+    // The next keeps "unread"'s: nobody read them.
+    let (_, fds) = spawned(w.spawn(spec("next", "true", &[])), 2);
+    drop(fds);
+    assert_eq!(w.wait("next"), Response::Exited(ExitStatus::Code(0)));
+    assert_eq!(open_fds(pid), before + 2, "log: {}", w.log_text());
+
+    let (r, fds) = attached(w.ask(&Request::Reattach { id: "read".into() }));
+    assert!(
+        matches!(
+            r,
+            Response::Attached {
+                exit: Some(ExitStatus::Code(0)),
+                stdin: false,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    let mut fds = fds.into_iter();
+    assert_eq!(read_to_eof(fds.next().unwrap()), "");
+    assert_eq!(read_to_eof(fds.next().unwrap()), "");
+    let (_, fds) = attached(w.ask(&Request::Reattach {
+        id: "unread".into(),
+    }));
+    assert_eq!(read_to_eof(fds.into_iter().next().unwrap()), "kept\n");
+}
