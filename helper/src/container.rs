@@ -590,6 +590,7 @@ impl Helper {
             userns: None,
             userns_base: (!privileged).then_some(base),
             binds,
+            volatile: self.policy.conf.volatile_layers,
         };
         let child = self
             .spawner

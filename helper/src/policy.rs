@@ -47,6 +47,13 @@ pub struct PolicyConf {
     /// Directories beneath which host bind-mount sources may lie (none by
     /// default: no host directory is bind-mounted).
     pub bind_allow: Vec<HostPath>,
+    /// Mount containers' writable layers with overlayfs's `volatile`: no
+    /// sync of the layer ever (fsync inside the container's root
+    /// filesystem returns at once, and unmounting at destroy commits no
+    /// btrfs transaction). A writable layer dies with its container, and
+    /// no container survives a crash of the host, so durability buys
+    /// nothing there; data meant to last belongs on a bind mount.
+    pub volatile_layers: bool,
 }
 
 fn path(s: &str) -> HostPath {
@@ -74,6 +81,7 @@ impl Default for PolicyConf {
             userns_base: 1_000_000_000,
             allow_privileged: false,
             bind_allow: Vec::new(),
+            volatile_layers: true,
         }
     }
 }
@@ -160,6 +168,13 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                     .map(abs)
                     .collect::<Result<_, _>>()?;
             }
+            "volatile_layers" => {
+                p.volatile_layers = match e.value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(bad(format!("{v:?} is neither true nor false"))),
+                }
+            }
             "allow_privileged" => {
                 p.allow_privileged = match e.value.as_str() {
                     "on" => true,
@@ -193,7 +208,8 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 return Err(format!(
                 "line {}: unknown key {other:?} (known: server_user, socket, depot, runtime_dir, \
                      default_rootfs, rootfs_allow, image_allow, layer_gc, wshd, cgroup_parent, \
-                     max_containers, bridge, pool, port_range, nft_table, mtu, uplinks, userns_base, allow_privileged, bind_allow)",
+                     max_containers, bridge, pool, port_range, nft_table, mtu, uplinks, userns_base, allow_privileged, bind_allow, \
+                     volatile_layers)",
                 e.line
             ))
             }
@@ -418,6 +434,8 @@ mod tests {
         );
         let p = parse("layer_gc = \"on\"\nallow_privileged = true\nbind_allow = []\n").unwrap();
         assert!(p.layer_gc && p.allow_privileged && p.bind_allow.is_empty());
+        assert!(p.volatile_layers, "volatile by default");
+        assert!(!parse("volatile_layers = false\n").unwrap().volatile_layers);
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct Spawn<'a> {
     pub userns_base: Option<u32>,
     /// Bind mounts into the container (checked against the policy).
     pub binds: &'a [grove_schema::helper::BindMount],
+    /// Mount the overlay with `volatile` (see the policy's volatile_layers).
+    pub volatile: bool,
 }
 
 /// The container's own namespaces made beforehand (see userns.rs).
@@ -691,10 +693,11 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
     let work = step("open work", fs::open_path_dir(layer.as_fd(), "work"))?;
     let mount_point = step("open rootfs", fs::open_path_dir(dir.as_fd(), "rootfs"))?;
     let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={}{}",
         lowerdir,
         fd_path(upper.as_raw_fd()),
-        fd_path(work.as_raw_fd())
+        fd_path(work.as_raw_fd()),
+        if s.volatile { ",volatile" } else { "" }
     );
     step(
         "mount overlay",

@@ -51,6 +51,7 @@ struct Request {
     /// owned by it), made here.
     userns_base: Option<u32>,
     binds: Vec<BindMount>,
+    volatile: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -173,6 +174,7 @@ impl Spawner {
             server_uid: s.server_uid,
             userns_base: s.userns_base,
             binds: s.binds.to_vec(),
+            volatile: s.volatile,
         };
         let bytes = postcard::to_allocvec(&request).map_err(|e| format!("spawner request: {e}"))?;
         send(self.sock.as_fd(), &bytes, &fds).map_err(|e| format!("asking the spawner: {e}"))?;
@@ -259,6 +261,7 @@ fn start_one(
             net: n.net.as_fd(),
         }),
         binds: &r.binds,
+        volatile: r.volatile,
     };
     spawn::spawn(&spec, |pid| cgroups.enter(&r.handle, pid))
 }

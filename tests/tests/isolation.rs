@@ -209,3 +209,36 @@ fn containers_run_in_a_user_namespace_and_privileged_ones_need_the_policy() {
         assert_eq!(host_uid(env.container_pids("priv")[0]), 0);
     });
 }
+
+/// The root mount's super options, as the container's mountinfo shows them.
+async fn root_mount_options(client: &grove_client::Client, handle: &str) -> String {
+    let (container, _) = create(client, handle, "").await.unwrap();
+    let (status, mounts, _) = exec(&container, "cat", &["/proc/self/mountinfo"]).await;
+    assert_eq!(status, 0);
+    let root = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap_or_else(|| panic!("no root mount: {mounts}"))
+        .to_string();
+    let (_, options) = root.split_once(" - ").expect("a mountinfo line");
+    client.destroy(handle).await.unwrap();
+    options.to_string()
+}
+
+/// Writable layers are overlays mounted `volatile` by default (no sync of
+/// what dies with the container); `volatile_layers = false` turns it off.
+#[test]
+fn writable_layers_are_volatile_unless_the_policy_says_otherwise() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let options = root_mount_options(&client, "vol-default").await;
+        assert!(options.starts_with("overlay "), "{options}");
+        assert!(options.contains("volatile"), "{options}");
+    });
+    let env = TestEnv::start_with_policy("", "volatile_layers = false");
+    env.run(|client| async move {
+        let options = root_mount_options(&client, "vol-off").await;
+        assert!(options.starts_with("overlay "), "{options}");
+        assert!(!options.contains("volatile"), "{options}");
+    });
+}
