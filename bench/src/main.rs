@@ -147,7 +147,16 @@ impl Report {
                 if t.met { "yes" } else { "**no**" }
             );
         }
-        for s in &self.sections {
+        // In the order of their numbers ("## 4. …"), whatever order they ran.
+        let mut sections: Vec<&String> = self.sections.iter().collect();
+        sections.sort_by_key(|s| {
+            s.trim_start_matches("## ")
+                .split('.')
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(u32::MAX)
+        });
+        for s in sections {
             out += "\n";
             out += s;
         }
@@ -187,25 +196,72 @@ async fn bench(o: &Options) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     client.ping().await.map_err(|e| e.to_string())?;
     let mut report = Report::default();
-    if wanted(o, "lifecycle") {
-        lifecycle(o, &client, &mut report).await?;
-    }
-    if wanted(o, "exec") {
-        exec(o, &client, &mut report).await?;
-    }
-    if wanted(o, "pipelined") {
-        pipelined(o, &client, &mut report).await?;
-    }
-    if wanted(o, "concurrency") {
-        concurrency(o, &mut report).await?;
-    }
-    if wanted(o, "density") {
-        density(o, &client, &mut report).await?;
-    }
-    if wanted(o, "stdout") {
-        stdout(o, &client, &mut report).await?;
+    // Each section starts on a quiet machine: the kernel finishes work of
+    // its own after destroys return (network namespaces, btrfs subvolume
+    // cleanup), which would otherwise share the CPU with what comes next.
+    // Density goes last: after 1,000 destroys that work lasts longest.
+    let veths = memory::veth_count();
+    type Section = for<'a> fn(
+        &'a Options,
+        &'a Client,
+        &'a mut Report,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), String>> + 'a>,
+    >;
+    let sections: [(&str, Section); 6] = [
+        ("lifecycle", |o, c, r| Box::pin(lifecycle(o, c, r))),
+        ("exec", |o, c, r| Box::pin(exec(o, c, r))),
+        ("pipelined", |o, c, r| Box::pin(pipelined(o, c, r))),
+        ("stdout", |o, c, r| Box::pin(stdout(o, c, r))),
+        ("concurrency", |o, _, r| Box::pin(concurrency(o, r))),
+        ("density", |o, c, r| Box::pin(density(o, c, r))),
+    ];
+    for (name, section) in sections {
+        if !wanted(o, name) {
+            continue;
+        }
+        settle(veths).await;
+        let waited = quiet().await;
+        if waited > Duration::from_secs(1) {
+            eprintln!(
+                "    (waited {:.1} s for an idle machine)",
+                waited.as_secs_f64()
+            );
+        }
+        section(o, &client, &mut report).await?;
     }
     Ok(report)
+}
+
+/// Wait (up to 5 minutes) until no more container veths exist than
+/// `baseline`: the kernel removes a destroyed container's with its network
+/// namespace, after destroy has returned. Returns how long that took.
+async fn settle(baseline: usize) -> Duration {
+    let start = Instant::now();
+    while memory::veth_count() > baseline && start.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+/// Wait (up to 5 minutes) until the CPUs were at least 90 % idle for two
+/// seconds in a row. Returns how long that took.
+async fn quiet() -> Duration {
+    let start = Instant::now();
+    let mut calm = 0;
+    while calm < 2 && start.elapsed() < Duration::from_secs(300) {
+        let before = memory::cpu_times();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = memory::cpu_times();
+        let busy = after.0.saturating_sub(before.0) as f64;
+        let idle = after.1.saturating_sub(before.1) as f64;
+        if idle / (busy + idle).max(1.0) >= 0.9 {
+            calm += 1;
+        } else {
+            calm = 0;
+        }
+    }
+    start.elapsed()
 }
 
 fn handle(kind: &str, i: usize) -> String {
@@ -273,7 +329,13 @@ async fn lifecycle(o: &Options, client: &Client, report: &mut Report) -> Result<
         &o.work.join("bundle-true"),
         &o.rootfs,
         &["/bin/true"],
-        &o.cgroup_parent,
+        Some(&o.cgroup_parent),
+    )?;
+    let unlimited = peers::Bundle::write(
+        &o.work.join("bundle-true-unlimited"),
+        &o.rootfs,
+        &["/bin/true"],
+        None,
     )?;
     let runc = peers::find("runc");
     let (runc_row, runc_s) = peer(
@@ -283,7 +345,7 @@ async fn lifecycle(o: &Options, client: &Client, report: &mut Report) -> Result<
     );
     let (crun_row, _) = peer(
         "`crun run` ¹",
-        peers::find("crun").map(|r| peers::oci_run(&r, &bundle, o.rounds, "grove-bench-crun")),
+        peers::find("crun").map(|r| peers::oci_run(&r, &unlimited, o.rounds, "grove-bench-crun")),
     );
     let (bwrap_row, _) = peer(
         "`bwrap --unshare-all` ²",
@@ -303,7 +365,7 @@ one round after the other over one connection.\n\n| | rounds | p50 | p99 |\n|---
     s += "\nThe peers run the same busybox rootfs (read-only) with the same limits. \
 They do less: no veth, address, firewall rules or writable layer (runc's network \
 namespace is empty), no user namespace.\n\
-¹ crun 1.8 refuses cgroup v1 controllers on this hybrid host and runs without limits.\n\
+¹ crun gets a bundle without limits (it cannot use cgroup v1 controllers); where it still refuses a hybrid cgroup host, its row says so.\n\
 ² bubblewrap has no cgroups.\n";
     report.sections.push(s);
     if let Some(runc_s) = runc_s {
@@ -354,7 +416,7 @@ async fn exec(o: &Options, client: &Client, report: &mut Report) -> Result<(), S
         &o.work.join("bundle-sleep"),
         &o.rootfs,
         &["/bin/sleep", "3600"],
-        &o.cgroup_parent,
+        Some(&o.cgroup_parent),
     )?;
     let (runc_row, runc_s) = peer(
         "`runc exec`",
@@ -511,9 +573,10 @@ connection and creating one after another; then destroyed the same way.\n\n\
 async fn density(o: &Options, client: &Client, report: &mut Report) -> Result<(), String> {
     let n = o.density;
     eprintln!("==> density: {n} idle containers");
-    let settle = || std::thread::sleep(Duration::from_secs(2));
-    settle();
+    let pause = || std::thread::sleep(Duration::from_secs(2));
+    pause();
     let host_before = memory::host_used();
+    let veths_before = memory::veth_count();
     let groved_before = memory::rss(o.groved_pid);
     let helper_before = memory::rss(o.helper_pid);
     let spec = grove::Spec { limits: true };
@@ -536,7 +599,7 @@ async fn density(o: &Options, client: &Client, report: &mut Report) -> Result<()
             eprintln!("    {} created, last {}", i + 1, ms(t.elapsed()));
         }
     }
-    settle();
+    pause();
     let host_after = memory::host_used();
     let groved_after = memory::rss(o.groved_pid);
     let helper_after = memory::rss(o.helper_pid);
@@ -557,15 +620,24 @@ async fn density(o: &Options, client: &Client, report: &mut Report) -> Result<()
         grove::destroy(client, &handle("dense", i)).await?;
     }
     let destroy_all = start.elapsed();
+    // The kernel dismantles the destroyed containers' network namespaces
+    // (and their veths) on its own after destroy returns; wait for it, so
+    // that what runs next does not share the CPU with that.
+    let dismantled = settle(veths_before).await;
+    let quieted = quiet().await;
     if let Some(f) = failure {
         return Err(f);
     }
     let per = |bytes: u64| bytes as f64 / n as f64;
     let host_per = per(host_after.saturating_sub(host_before));
-    let first = latency.slice(0..10);
-    let last = latency.slice(n - 10..n);
+    // Medians over the first and the last WINDOW creates: "the 1st" and
+    // "the 1,000th" without one scheduling hiccup deciding either.
+    const WINDOW: usize = 50;
+    let w = WINDOW.min(n / 2);
+    let first = latency.slice(0..w);
+    let last = latency.slice(n - w..n);
     eprintln!(
-        "    host {} per container; create p50 first 10 {}, last 10 {}",
+        "    host {} per container; create p50 first {w} {}, last {w} {}",
         mib(host_per),
         ms(first.p50()),
         ms(last.p50())
@@ -597,16 +669,19 @@ async fn density(o: &Options, client: &Client, report: &mut Report) -> Result<()
         "\n{wshds} processes in the containers' cgroups (one wshd each). The host figure is the one that counts: \
 it includes what no cgroup is charged for (network namespaces, veths, mounts, the daemons).\n\n\
 | create latency | p50 | p99 |\n|---|---|---|\n\
-| containers 1–10 | {} | {} |\n| containers {}–{n} | {} | {} |\n| all {n} | {} | {} |\n\n\
-Destroying all {n}: {:.1} s.\n",
+| containers 1–{w} | {} | {} |\n| containers {}–{n} | {} | {} |\n| all {n} | {} | {} |\n\n\
+Destroying all {n}: {:.1} s; the kernel had removed their network namespaces {:.1} s later, \
+and the machine was idle again (btrfs cleaning up the deleted writable layers) after {:.1} s more.\n",
         ms(first.p50()),
         ms(first.p99()),
-        n - 9,
+        n - w + 1,
         ms(last.p50()),
         ms(last.p99()),
         ms(latency.p50()),
         ms(latency.p99()),
-        destroy_all.as_secs_f64()
+        destroy_all.as_secs_f64(),
+        dismantled.as_secs_f64(),
+        quieted.as_secs_f64()
     );
     report.sections.push(s);
     report.target(
@@ -619,7 +694,7 @@ Destroying all {n}: {:.1} s.\n",
         &format!("create latency at container {n} vs the 1st"),
         "≤ 1.5 ×",
         format!(
-            "p50 of the last 10 {} vs the first 10 {} = {} ×",
+            "p50 of the last {w} {} vs the first {w} {} = {} ×",
             ms(last.p50()),
             ms(first.p50()),
             ratio(last.p50(), first.p50())

@@ -56,6 +56,34 @@ pub fn memory_cgroup(cgroup_parent: &str, handle: &str, file: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// (busy, idle) jiffies of all CPUs since boot, from /proc/stat.
+pub fn cpu_times() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    let busy = v.iter().take(8).sum::<u64>().saturating_sub(idle);
+    (busy, idle)
+}
+
+/// How many host ends of container veths exist (Grove names them gv…).
+pub fn veth_count() -> usize {
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("gv"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

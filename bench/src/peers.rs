@@ -24,14 +24,25 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// `cgroup_parent` None: no cgroup limits (crun on a hybrid host).
     pub fn write(
         dir: &Path,
         rootfs: &Path,
         args: &[&str],
-        cgroup_parent: &str,
+        cgroup_parent: Option<&str>,
     ) -> Result<Bundle, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let config = config(rootfs, args, cgroup_parent);
+        let mut config = config(rootfs, args, cgroup_parent.unwrap_or("-"));
+        if cgroup_parent.is_none() {
+            let linux = config["linux"]
+                .as_object_mut()
+                .ok_or("the bundle's linux section")?;
+            linux.remove("cgroupsPath");
+            linux.insert(
+                "resources".into(),
+                json!({"devices": [{"allow": false, "access": "rwm"}]}),
+            );
+        }
         let text = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("config.json"), text)
             .map_err(|e| format!("{}/config.json: {e}", dir.display()))?;
@@ -106,15 +117,28 @@ fn config(rootfs: &Path, args: &[&str], cgroup_parent: &str) -> Value {
     })
 }
 
-/// Run `command` to completion; an error names it and its status.
+/// Run `command` to completion; an error names it, its status and what
+/// it wrote to stderr.
 pub fn run(command: &mut Command) -> Result<(), String> {
-    let status = command
+    let out = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .status()
+        .stderr(Stdio::piped())
+        .output()
         .map_err(|e| format!("{command:?}: {e}"))?;
-    if !status.success() {
-        return Err(format!("{command:?}: {status}"));
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        return Err(format!(
+            "{}: {} ({})",
+            command.get_program().to_string_lossy(),
+            out.status,
+            said.join(" / ")
+        ));
     }
     Ok(())
 }
@@ -147,8 +171,7 @@ pub fn oci_run(
         c.arg("run")
             .arg("--bundle")
             .arg(&bundle.dir)
-            .arg(format!("{prefix}-{}-{i}", std::process::id()))
-            .stderr(Stdio::null());
+            .arg(format!("{prefix}-{}-{i}", std::process::id()));
         c
     })
 }
@@ -157,12 +180,20 @@ pub fn oci_run(
 /// times. The container is started detached and removed afterwards.
 pub fn runc_exec(runc: &Path, bundle: &Bundle, rounds: usize) -> Result<Samples, String> {
     let id = format!("grove-bench-exec-{}", std::process::id());
-    run(Command::new(runc)
-        .arg("run")
-        .arg("--detach")
-        .arg("--bundle")
+    // Its process keeps the stdio it is given: none of them may be a pipe
+    // `run` would wait on.
+    let status = Command::new(runc)
+        .args(["run", "--detach", "--bundle"])
         .arg(&bundle.dir)
-        .arg(&id))?;
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("runc run --detach: {e}"))?;
+    if !status.success() {
+        return Err(format!("runc run --detach: {status}"));
+    }
     let result = time_rounds(rounds, |_| {
         let mut c = Command::new(runc);
         c.args(["exec", &id, "/bin/true"]);

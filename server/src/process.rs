@@ -194,6 +194,8 @@ impl ProcessEntry {
             });
         }
         if matches!(self.exit_state(), ExitState::Exited(_)) {
+            self.stdout.close_if_drained();
+            self.stderr.close_if_drained();
             tokio::time::sleep(KEEP_FINISHED).await;
             // Output still being read to a client is not cut off, but a
             // client that went away without a word cannot hold it forever.
@@ -363,6 +365,32 @@ impl OutputStream {
     /// Whether attached streams are still being fed.
     fn is_streaming(&self) -> bool {
         !self.finished.get() && !self.subscribers.borrow().is_empty()
+    }
+
+    /// After the process exited: with nobody attached, nothing in hand and
+    /// the pipe empty at end of file, nothing more can come of it, so let
+    /// go of it now rather than when the process is forgotten. (Pipes are
+    /// counted against a per-user budget — fs.pipe-user-pages-soft — that
+    /// the pipes of hundreds of finished processes used up, leaving new
+    /// processes page-sized pipes.) A later attach ends at once, as it
+    /// would on the empty pipe.
+    fn close_if_drained(&self) {
+        let drained = {
+            let fd = self.fd.borrow();
+            match fd.as_ref() {
+                None => false,
+                Some(fd) => {
+                    self.subscribers.borrow().is_empty()
+                        && !self.busy.get()
+                        && self.carry.borrow().is_none()
+                        && hang_up_pending(fd)
+                        && bytes_in_pipe(fd) == 0
+                }
+            }
+        };
+        if drained {
+            self.close();
+        }
     }
 
     /// Drop the pipe: the process is forgotten.

@@ -1,7 +1,7 @@
 //! Running processes: live streaming, exit codes and signals, stdin, users,
 //! and a client that goes away mid-stream.
 
-use grove_client::{api, Chunk, Command};
+use grove_client::{api, channel_sink, Chunk, Command};
 use grove_tests::*;
 use std::time::Duration;
 
@@ -234,5 +234,65 @@ fn a_client_leaving_mid_stream_harms_neither_groved_nor_the_process() {
             std::path::Path::new(&format!("/proc/{groved_pid}")).exists(),
             "groved is still running"
         );
+    });
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Run `command` with no stream attached and wait for it; its id.
+async fn run_detached(container: &api::container::Client, id: &str, command: &str) -> i32 {
+    let mut request = container.run_request();
+    let mut spec = Command::new("sh", &["-c", command]);
+    spec.id = id.to_string();
+    spec.fill(request.get().init_spec()).unwrap();
+    let process = request.send().pipeline.get_process();
+    wait(&process).await.unwrap()
+}
+
+/// The pipes of a finished process nobody attached to are let go as soon
+/// as nothing can come of them (empty, every writer gone): hundreds of them
+/// used up the per-user pipe budget and left new processes page-sized
+/// pipes. Output still in a pipe is kept for a later attach.
+#[test]
+fn finished_processes_do_not_hold_empty_pipes() {
+    let env = TestEnv::start();
+    let groved = env.groved_pid();
+    env.run(|client| async move {
+        let (c, _) = create(&client, "pipes", "").await.unwrap();
+        assert_eq!(run_detached(&c, "warm", "true").await, 0);
+        let before = open_fds(groved);
+        for i in 0..40 {
+            assert_eq!(run_detached(&c, &format!("quiet-{i}"), "true").await, 0);
+        }
+        let after = open_fds(groved);
+        assert!(
+            after < before + 10,
+            "groved went from {before} to {after} open fds over 40 silent processes"
+        );
+        // Output nobody read yet stays for whoever attaches.
+        assert_eq!(run_detached(&c, "talker", "echo kept").await, 0);
+        let (sink, mut output) = channel_sink();
+        let mut request = c.attach_request();
+        request.get().set_process_id("talker");
+        request.get().init_io().set_stdout(sink);
+        let process = request.send().pipeline.get_process();
+        assert_eq!(wait(&process).await.unwrap(), 0);
+        let (data, done) = drain(&mut output);
+        assert_eq!(
+            (String::from_utf8_lossy(&data).as_ref(), done),
+            ("kept\n", true)
+        );
+        // A drained one can still be attached to: it ends at once.
+        let (sink, mut output) = channel_sink();
+        let mut request = c.attach_request();
+        request.get().set_process_id("quiet-0");
+        request.get().init_io().set_stdout(sink);
+        let process = request.send().pipeline.get_process();
+        assert_eq!(wait(&process).await.unwrap(), 0);
+        assert_eq!(output.recv().await, Some(Chunk::Done));
     });
 }
