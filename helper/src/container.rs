@@ -18,7 +18,7 @@ use grove_schema::helper::{
 use grove_schema::Handle;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{
     bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
 };
@@ -47,6 +47,12 @@ pub struct Helper {
     pub net: crate::net::Network,
     /// Starts containers (forked before the helper confined itself).
     pub spawner: crate::spawner::Spawner,
+    /// The pidfds of running containers' wshd, each registered with its
+    /// pid as data: readable once that wshd has exited. Polled with the
+    /// serve loop, so noticing an exit costs nothing per container (a scan
+    /// of every pidfd on each loop made requests slower as containers
+    /// accumulated).
+    pub exits: nix::sys::epoll::Epoll,
 }
 
 fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
@@ -55,6 +61,14 @@ fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
 
 /// The list of image layers a container uses, in its depot dir.
 const LAYERS_FILE: &str = "layers";
+
+/// Watch a running wshd's pidfd for its exit (see `Helper::exits`).
+pub fn watch_exit(exits: &nix::sys::epoll::Epoll, pidfd: &OwnedFd, pid: i32) {
+    let event = EpollEvent::new(EpollFlags::EPOLLIN, pid as u64);
+    if let Err(e) = exits.add(pidfd, event) {
+        eprintln!("grove-helper: watching wshd {pid}: {e}");
+    }
+}
 
 fn sock_name(handle: &Handle) -> String {
     format!("{handle}.sock")
@@ -419,6 +433,7 @@ impl Helper {
                 c.state =
                     transition(Some(&c.state), Event::Created)?.unwrap_or(ContainerState::Running);
                 c.wshd_pid = child.pid;
+                watch_exit(&self.exits, &child.pidfd, child.pid);
                 c.pidfd = Some(child.pidfd);
                 Ok(Response::Created {
                     wshd_pid: child.pid,
@@ -864,6 +879,9 @@ impl Helper {
                         .collect()
                 })
                 .unwrap_or_default();
+            if let (true, Some(fd), Some(p)) = (running, &pidfd, pid) {
+                watch_exit(&self.exits, fd, p);
+            }
             match fs::open_dir(self.depot.as_fd(), handle.as_str()) {
                 Ok(dir) => self.net.recover(&handle, dir.as_fd()),
                 Err(e) => eprintln!("grove-helper: {handle}: depot dir: {e}"),
@@ -890,30 +908,42 @@ impl Helper {
                 break;
             }
         }
-        for (handle, c) in self
+        let mut events = [EpollEvent::empty(); 64];
+        loop {
+            let n = match self.exits.wait(&mut events, EpollTimeout::ZERO) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("grove-helper: epoll_wait: {e}");
+                    return;
+                }
+            };
+            for event in &events[..n] {
+                let pid = event.data() as i32;
+                self.wshd_exited(pid);
+            }
+            if n < events.len() {
+                return;
+            }
+        }
+    }
+
+    /// The wshd with this pid exited: its container is Stopped, and its
+    /// pidfd no longer watched (it stays readable).
+    fn wshd_exited(&mut self, pid: i32) {
+        let Some((handle, c)) = self
             .containers
             .iter_mut()
-            .filter(|(_, c)| c.state == ContainerState::Running)
-        {
-            // A pidfd polls readable once its process has exited.
-            let exited = match &c.pidfd {
-                Some(fd) => {
-                    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-                    poll(&mut fds, PollTimeout::ZERO)
-                        .map(|n| n > 0)
-                        .unwrap_or(false)
-                }
-                None => true,
-            };
-            if exited {
-                if let Ok(Some(s)) = transition(Some(&c.state), Event::WshdExited) {
-                    eprintln!(
-                        "grove-helper: {handle}: wshd (pid {}) exited; container stopped",
-                        c.wshd_pid
-                    );
-                    c.state = s;
-                }
-            }
+            .find(|(_, c)| c.wshd_pid == pid && c.state == ContainerState::Running)
+        else {
+            return;
+        };
+        if let Some(fd) = &c.pidfd {
+            let _ = self.exits.delete(fd);
+        }
+        if let Ok(Some(s)) = transition(Some(&c.state), Event::WshdExited) {
+            eprintln!("grove-helper: {handle}: wshd (pid {pid}) exited; container stopped");
+            c.state = s;
         }
     }
 }

@@ -228,6 +228,8 @@ fn run() -> Result<(), String> {
         image_sizes: HashMap::new(),
         net: network,
         spawner,
+        exits: nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| format!("epoll_create1: {e}"))?,
     };
     helper.recover()?;
     helper.net.rebuild_rules()?;

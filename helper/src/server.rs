@@ -119,6 +119,9 @@ pub fn serve(
                 .iter()
                 .map(|c| PollFd::new(c.fd.as_fd(), PollFlags::POLLIN)),
         );
+        // Last, so connections keep their indices: a wshd exit wakes the
+        // loop, and `reap` at its top marks the container.
+        fds.push(PollFd::new(helper.exits.0.as_fd(), PollFlags::POLLIN));
         // At most 1000 ms, so the conversion cannot fail.
         let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::from(1000u16));
         match poll(&mut fds, timeout) {
