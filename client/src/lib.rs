@@ -1,10 +1,46 @@
-//! Grove's Rust client: connect to groved, typed errors, and ByteStream
-//! sinks for process output. The generated API is re-exported as `api`.
+//! Grove's Rust client library.
+//!
+//! [`Client`] connects to groved (its unix socket, or TCP with
+//! [`remote`]); [`Client::create`] and [`Client::container`] give
+//! [`Container`]s, which run [`Command`]s as [`Process`]es, stream files
+//! in and out, and set limits, ports, firewall rules and properties — all
+//! with plain Rust types and typed errors ([`Error`], [`ErrorCode`]), no
+//! Cap'n Proto needed. The generated API is re-exported as [`api`] for
+//! what the wrappers do not cover (every wrapper has a `raw()` escape
+//! hatch), and [`channel_sink`] / [`writer_sink`] implement the API's
+//! `ByteStream` for streaming output.
 //!
 //! capnp-rpc objects are not `Send`: use the client inside a tokio
-//! `LocalSet` (or a current-thread runtime with `LocalSet::block_on`).
+//! `LocalSet` (or a current-thread runtime with `LocalSet::block_on`):
+//!
+//! ```no_run
+//! use grove_client::{Client, Command, ContainerSpec, ErrorCode};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//!     let local = tokio::task::LocalSet::new();
+//!     local.block_on(&runtime, async {
+//!         let client = Client::connect("/run/grove/grove.sock".as_ref()).await?;
+//!         let container = client.create(&ContainerSpec::default()).await?;
+//!         let out = container.exec(&Command::new("uname", &["-n"])).await?;
+//!         println!("{} says {}", container.handle(), String::from_utf8_lossy(&out.stdout));
+//!         match client.container("no-such-handle").await {
+//!             Err(e) if e.kind() == ErrorCode::ContainerNotFound => {}
+//!             other => panic!("{:?}", other.map(|c| c.handle().to_string())),
+//!         }
+//!         client.destroy(container.handle()).await?;
+//!         Ok(())
+//!     })
+//! }
+//! ```
+#![warn(missing_docs)]
 
+/// The API as generated from schema/api.capnp.
 pub use grove_schema::api_capnp as api;
+pub mod remote;
+
+mod containers;
+pub use containers::{Capacity, Container, ContainerInfo, ContainerSpec, Output, Process, Signal};
 
 use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
 use futures::AsyncReadExt;
@@ -16,6 +52,7 @@ use std::rc::Rc;
 use tokio::sync::mpsc;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
+/// Where groved listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/grove/grove.sock";
 
 /// The socket to use: the explicit one, else $GROVE_SOCKET, else the default.
@@ -33,13 +70,97 @@ pub fn socket_path(explicit: Option<PathBuf>) -> PathBuf {
 /// and message. Transport failures have the code "disconnected".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
+    /// The API's error code as it travelled ("containerNotFound", …); see
+    /// [`Error::kind`] for it as a type.
     pub code: String,
+    /// What went wrong, naming the field or object concerned.
     pub message: String,
 }
 
+/// The API's error codes (schema/api.capnp `ErrorCode`), plus what only a
+/// client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A bug or an unexpected host failure.
+    Internal,
+    /// No container has that handle.
+    ContainerNotFound,
+    /// create: the handle is in use.
+    HandleTaken,
+    /// No process has that id.
+    ProcessNotFound,
+    /// run: the path does not name an executable.
+    ExecutableNotFound,
+    /// A field is malformed; the message names it.
+    InvalidSpec,
+    /// Max containers, an exhausted address pool or port range, …
+    LimitExceeded,
+    /// grove-helper's policy forbids the request.
+    PolicyRefused,
+    /// grove-helper or wshd cannot be reached.
+    ServiceUnavailable,
+    /// An operation this server does not build.
+    NotImplemented,
+    /// destroy while a destroy of that handle runs.
+    AlreadyDestroying,
+    /// The container's state forbids the operation.
+    InvalidState,
+    /// The connection to groved is gone (client side).
+    Disconnected,
+    /// A code this client does not know (a newer server).
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Internal => "internal",
+            ErrorCode::ContainerNotFound => "containerNotFound",
+            ErrorCode::HandleTaken => "handleTaken",
+            ErrorCode::ProcessNotFound => "processNotFound",
+            ErrorCode::ExecutableNotFound => "executableNotFound",
+            ErrorCode::InvalidSpec => "invalidSpec",
+            ErrorCode::LimitExceeded => "limitExceeded",
+            ErrorCode::PolicyRefused => "policyRefused",
+            ErrorCode::ServiceUnavailable => "serviceUnavailable",
+            ErrorCode::NotImplemented => "notImplemented",
+            ErrorCode::AlreadyDestroying => "alreadyDestroying",
+            ErrorCode::InvalidState => "invalidState",
+            ErrorCode::Disconnected => "disconnected",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+
+    const ALL: [ErrorCode; 13] = [
+        ErrorCode::Internal,
+        ErrorCode::ContainerNotFound,
+        ErrorCode::HandleTaken,
+        ErrorCode::ProcessNotFound,
+        ErrorCode::ExecutableNotFound,
+        ErrorCode::InvalidSpec,
+        ErrorCode::LimitExceeded,
+        ErrorCode::PolicyRefused,
+        ErrorCode::ServiceUnavailable,
+        ErrorCode::NotImplemented,
+        ErrorCode::AlreadyDestroying,
+        ErrorCode::InvalidState,
+        ErrorCode::Disconnected,
+    ];
+}
+
 impl Error {
+    /// Whether the error has this code (as the API spells it).
     pub fn is(&self, code: &str) -> bool {
         self.code == code
+    }
+
+    /// The code as a type.
+    pub fn kind(&self) -> ErrorCode {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == self.code)
+            .unwrap_or(ErrorCode::Unknown)
     }
 }
 
@@ -75,10 +196,13 @@ impl From<capnp::Error> for Error {
     }
 }
 
+/// A result whose error is groved's (or the connection's).
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A connection to groved. Dropping it closes the connection.
 pub struct Client {
+    /// The server's bootstrap capability, for calls the wrappers do not
+    /// cover.
     pub grove: api::grove::Client,
     disconnector: Option<capnp_rpc::Disconnector<rpc_twoparty_capnp::Side>>,
 }
@@ -125,17 +249,21 @@ impl Client {
         }
     }
 
+    /// Check that groved (and grove-helper behind it) answer.
     pub async fn ping(&self) -> Result<()> {
         self.grove.ping_request().send().promise.await?;
         Ok(())
     }
 
+    /// The raw capability of the container with this handle (see
+    /// [`Client::container`] for the wrapped one).
     pub async fn lookup(&self, handle: &str) -> Result<api::container::Client> {
         let mut request = self.grove.lookup_request();
         request.get().set_handle(handle);
         Ok(request.send().promise.await?.get()?.get_container()?)
     }
 
+    /// Destroy a container and everything it owns.
     pub async fn destroy(&self, handle: &str) -> Result<()> {
         let mut request = self.grove.destroy_request();
         request.get().set_handle(handle);
@@ -164,11 +292,17 @@ impl Client {
 /// What a process's command looks like, for `Command::fill`.
 #[derive(Debug, Clone, Default)]
 pub struct Command {
+    /// The executable: absolute, or looked up in the process's PATH.
     pub path: String,
+    /// argv[1..].
     pub args: Vec<String>,
+    /// `NAME=value` entries, after the container's.
     pub env: Vec<String>,
+    /// Working directory; empty: the user's home.
     pub dir: String,
+    /// A name or `uid[:gid]` inside the container; empty: root.
     pub user: String,
+    /// A process id of your choosing; empty: the server makes one up.
     pub id: String,
     /// (name, value), names as in `RLIMIT_NAMES`.
     pub rlimits: Vec<(String, u64)>,
@@ -229,6 +363,7 @@ pub fn set_rlimit(
 }
 
 impl Command {
+    /// `path` with `args`; every other field at its default.
     pub fn new(path: &str, args: &[&str]) -> Command {
         Command {
             path: path.into(),
@@ -266,6 +401,7 @@ impl Command {
     }
 }
 
+/// Copy `items` into a Cap'n Proto text list of the same length.
 pub fn fill_text_list(mut list: capnp::text_list::Builder<'_>, items: &[String]) {
     for (i, item) in items.iter().enumerate() {
         list.set(i as u32, item);
@@ -291,8 +427,9 @@ pub async fn net_in(
 /// What a NetOut rule allows, for `NetOutRule::fill`: traffic of
 /// `protocol` to `networks` (empty: every address) on `ports` (empty: every
 /// port; tcp and udp only).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetOutRule {
+    /// all, tcp, udp or icmp.
     pub protocol: api::net_out_rule::Protocol,
     /// (start, end) IPv4 addresses; end "" = start alone.
     pub networks: Vec<(String, String)>,
@@ -316,6 +453,7 @@ impl NetOutRule {
         }
     }
 
+    /// Write this rule into the API's `NetOutRule`.
     pub fn fill(&self, mut rule: api::net_out_rule::Builder<'_>) {
         rule.set_protocol(self.protocol);
         let mut networks = rule.reborrow().init_networks(self.networks.len() as u32);
@@ -357,7 +495,9 @@ pub async fn net_out(container: &api::container::Client, rules: &[NetOutRule]) -
 /// What a channel sink reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chunk {
+    /// Bytes written to the stream.
     Data(Vec<u8>),
+    /// The stream ended.
     Done,
 }
 
@@ -399,6 +539,8 @@ pub struct WriterSink<W: Write> {
     done: RefCell<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
+/// A ByteStream capability copying to `writer`, and a receiver that
+/// fires once the stream has ended.
 pub fn writer_sink<W: Write + 'static>(
     writer: W,
 ) -> (api::byte_stream::Client, tokio::sync::oneshot::Receiver<()>) {
@@ -477,5 +619,26 @@ mod tests {
             socket_path(Some("/x.sock".into())),
             PathBuf::from("/x.sock")
         );
+    }
+}
+
+#[cfg(test)]
+mod error_code_tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_unknown_ones_are_unknown() {
+        for code in ErrorCode::ALL {
+            let e = Error {
+                code: code.as_str().into(),
+                message: String::new(),
+            };
+            assert_eq!(e.kind(), code);
+        }
+        let e = Error {
+            code: "somethingNew".into(),
+            message: String::new(),
+        };
+        assert_eq!(e.kind(), ErrorCode::Unknown);
     }
 }

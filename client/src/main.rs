@@ -1,56 +1,147 @@
 //! `grove`: the command-line client for groved.
 
-use clap::{Parser, Subcommand};
-use grove_client::{
-    api, shell_exit_code, socket_path, writer_sink, Client, Command, Error, NetOutRule,
-};
+use clap::{CommandFactory, Parser, Subcommand};
+use grove_client::{api, shell_exit_code, socket_path, writer_sink, Client, Command, Error};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+mod cli_args;
+mod cli_json;
+mod cli_stream;
 mod progress;
 mod terminal;
 use std::process::ExitCode;
+
+/// The exit statuses, for `--help` (README's "The CLI" has the same table).
+macro_rules! exit_status {
+    () => {
+        "Exit status:
+  0    success
+  N    run, attach: the process's exit code; 128+N when signal N killed it
+  1    an error, on one line of stderr: groved's (the line ends with its code,
+       e.g. \"(containerNotFound)\"), groved unreachable (serviceUnavailable),
+       the connection lost (disconnected), or a local file that cannot be read
+       or written
+  2    bad usage: an unknown subcommand or flag, a missing or malformed value"
+    };
+}
 
 #[derive(Parser)]
 #[command(
     name = "grove",
     version,
-    about = "Command-line client for the Grove container server"
+    about = "Command-line client for the Grove container server",
+    after_help = exit_status!(),
+    after_long_help = concat!(
+        "Examples:
+  grove create --handle web --limit-memory 256M --net-in 0:8080 --property team=web
+  grove run -it web -- /bin/sh
+  grove --json info web | jq -r .container_ip
+  tar -cf - site | grove stream-in web --path /srv/www
+  grove completions bash > /etc/bash_completion.d/grove
+
+",
+        exit_status!()
+    )
 )]
 struct Cli {
     /// groved's socket [default: $GROVE_SOCKET, else /run/grove/grove.sock]
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// groved's TCP listener, HOST:PORT or `[IPv6]:PORT`: connect there
+    /// instead of the socket, over mutual TLS with --tls-ca, --tls-cert and
+    /// --tls-key (all three), else plain TCP (groved serves that on
+    /// loopback only)
+    #[arg(long, global = true, env = "GROVE_ADDRESS", value_name = "HOST:PORT")]
+    address: Option<String>,
+    /// With --address: the CA certificate(s) groved's certificate must
+    /// chain to (PEM)
+    #[arg(long, global = true, env = "GROVE_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// With --address: this client's certificate, from a CA groved trusts (PEM)
+    #[arg(long, global = true, env = "GROVE_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// With --address: the private key of --tls-cert (PEM)
+    #[arg(long, global = true, env = "GROVE_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// With --address: the name groved's certificate must carry [default:
+    /// the host of --address]
+    #[arg(
+        long,
+        global = true,
+        env = "GROVE_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    tls_server_name: Option<String>,
+    /// Print one JSON document on stdout instead of text, for scripts
+    /// (run, attach and stream-out still print the process's output or the
+    /// tar). Example: grove --json info web | jq -r .state
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Cmd,
 }
 
 #[derive(Subcommand)]
+// Parsed once per run: the size of `create`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
-    /// Check that groved (and grove-helper behind it) answer.
+    /// Check that groved (and grove-helper behind it) answer; prints "ok".
     Ping,
-    /// Show the host's capacity for containers.
+    /// Show the host's capacity for containers: memory, disk, most containers.
     Capacity,
     /// Create a container and print its handle.
+    ///
+    /// Example: grove create --handle web --image docker://registry.local:5000/app:1.2
+    /// --limit-memory 256M --limit-pids 100 --net-in 0:8080 --net-out tcp,port=443
+    /// --property team=web --grace-time 3600
     Create {
-        /// The handle (default: generated).
+        /// The handle, A-Z a-z 0-9 . _ - (default: generated).
+        /// Example: --handle web-1
         #[arg(long)]
         handle: Option<String>,
-        /// A host directory to use as the rootfs (default: the server's).
-        #[arg(long)]
+        /// A host directory to use as the root filesystem (default: the
+        /// server's rootfs); an image URI works here too, as with --image.
+        /// Example: --rootfs /var/lib/grove/rootfs/busybox
+        #[arg(long, value_name = "DIR", conflicts_with = "image")]
         rootfs: Option<String>,
-        /// NAME=value for every process's environment (repeatable).
+        /// An image to use as the root filesystem: oci:PATH[:TAG] (an OCI
+        /// layout), docker-archive:PATH (a `docker save` tar) or
+        /// docker://HOST/REPO[:TAG] (pulled from a registry, with a progress
+        /// bar on stderr). Example: --image oci:/var/lib/grove/images/app:v1
+        #[arg(long, value_name = "URI")]
+        image: Option<String>,
+        /// The registry user for a docker:// pull [default:
+        /// $GROVE_IMAGE_USERNAME]. Example: --image-username ci
+        #[arg(long, value_name = "USER")]
+        image_username: Option<String>,
+        /// The registry password for a docker:// pull [default:
+        /// $GROVE_IMAGE_PASSWORD, which keeps it out of `ps`].
+        #[arg(long, value_name = "PASSWORD")]
+        image_password: Option<String>,
+        /// NAME=VALUE in every process's environment (repeatable).
+        /// Example: --env LANG=C.UTF-8
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
-        /// NAME=value property (repeatable).
+        /// A property NAME=VALUE, for `grove list --property` (repeatable).
+        /// Example: --property team=web
         #[arg(long = "property", value_name = "NAME=VALUE", value_parser = parse_pair)]
         properties: Vec<(String, String)>,
-        /// The container's IPv4 address, A.B.C.D[/N] (default: one from the server's pool).
-        #[arg(long, value_name = "IP")]
+        /// The container's IPv4 address, which must lie in the server's
+        /// pool (default: a free one). Example: --network 10.254.0.9
+        #[arg(long, value_name = "IP[/N]")]
         network: Option<String>,
-        /// Map a host port to a container port (TCP; 0 = picked / the same; repeatable).
+        /// Map a host port to a container port (TCP; host 0 = one from the
+        /// server's range, container 0 = the same as the host's;
+        /// repeatable). Example: --net-in 8080:80
         #[arg(long = "net-in", value_name = "HOST:CONTAINER", value_parser = parse_port_pair)]
         net_in: Vec<(u16, u16)>,
+        /// Allow traffic out (egress is denied until a rule allows it):
+        /// `grove net-out`'s flags as comma-separated NAME=VALUE items, the
+        /// protocol bare first (repeatable).
+        /// Example: --net-out tcp,network=10.0.0.0-10.0.0.255,port=443,log
+        #[arg(long = "net-out", value_name = "RULE", value_parser = cli_args::parse_net_out_rule)]
+        net_out: Vec<cli_args::NetOutArgs>,
         /// Bind-mount a host path (beneath the helper's bind_allow) at a path
         /// in the container, read-only unless `:rw` (repeatable).
         /// Example: --bind /srv/data:/data:rw
@@ -66,6 +157,7 @@ enum Cmd {
         privileged: bool,
         /// Destroy the container after this many seconds without a request
         /// about it; 0 = never (default: the server's default_grace_time).
+        /// Example: --grace-time 3600
         #[arg(long, value_name = "SECONDS")]
         grace_time: Option<u64>,
         #[command(flatten)]
@@ -73,64 +165,83 @@ enum Cmd {
     },
     /// Set a container's grace time and restart its countdown: it is
     /// destroyed after SECONDS without a request about it (0 = never).
+    ///
+    /// Example: grove set-grace-time web 600
     SetGraceTime { handle: String, seconds: u64 },
     /// Change a container's memory, CPU, pid, disk or bandwidth limits
     /// (each kind is all or none).
+    ///
+    /// Example: grove limit web --limit-memory 512M --limit-cpu 512
     Limit {
         handle: String,
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// Show the limits in force.
+    /// Show the limits in force ("none": no limit).
     Limits { handle: String },
-    /// Show a container's resource usage.
+    /// Show a container's resource usage: memory, CPU, pids, disk, network, age.
     Metrics { handle: String },
     /// Map a port of the host to a port of the container (TCP); prints
     /// HOST_PORT CONTAINER_PORT.
+    ///
+    /// Example: grove net-in web --host-port 8080 --container-port 80
     NetIn {
         handle: String,
         /// The host port (default: one from the server's range).
+        /// Example: --host-port 8080
         #[arg(long)]
         host_port: Option<u16>,
         /// The container port (default: the same as the host port).
+        /// Example: --container-port 80
         #[arg(long)]
         container_port: Option<u16>,
     },
     /// Allow traffic out of a container (everything else stays denied).
+    ///
+    /// Example: grove net-out web --protocol tcp --network 10.0.0.1 --port 443
     NetOut {
         handle: String,
-        /// The traffic it allows.
-        #[arg(long, value_parser = ["all", "tcp", "udp", "icmp"])]
-        protocol: String,
-        /// Destination addresses, A.B.C.D or A.B.C.D-E.F.G.H (repeatable; default: all).
-        #[arg(long = "network", value_name = "A.B.C.D[-E.F.G.H]", value_parser = parse_ip_range)]
-        networks: Vec<(String, String)>,
-        /// Destination ports, N or N-M, tcp and udp only (repeatable; default: all).
-        #[arg(long = "port", value_name = "N[-M]", value_parser = parse_port_range)]
-        ports: Vec<(u16, u16)>,
-        /// ICMP type (icmp only; default: every type).
-        #[arg(long)]
-        icmp_type: Option<u8>,
-        /// ICMP code (default: every code of the type).
-        #[arg(long, requires = "icmp_type")]
-        icmp_code: Option<u8>,
-        /// Log new connections (tcp and all only).
-        #[arg(long)]
-        log: bool,
+        #[command(flatten)]
+        rule: cli_args::NetOutArgs,
     },
     /// List container handles, optionally only those with all given properties.
+    ///
+    /// Example: grove list --property team=web --property env=prod
     List {
+        /// Only containers with this property (repeatable: all must match).
+        /// Example: --property team=web
         #[arg(long = "property", value_name = "NAME=VALUE", value_parser = parse_pair)]
         properties: Vec<(String, String)>,
     },
-    /// Show a container's state, processes and properties.
+    /// Show a container's state, addresses, processes, ports and properties.
     Info { handle: String },
-    /// Run a command in a container, streaming its output; exits with its status.
+    /// Run a command in a container, streaming its output; exits with its
+    /// status (128 + N when signal N killed it).
+    ///
+    /// Example: grove run -it --env TERM=xterm web -- /bin/sh
     Run(RunArgs),
     /// Re-attach to a running or finished process: its unread output, then
     /// everything that follows; exits with its status.
+    ///
+    /// Example: grove attach web 1f3a9c
     Attach { handle: String, process_id: String },
+    /// Send a signal to a running process of a container.
+    ///
+    /// Example: grove signal web 1f3a9c TERM
+    Signal {
+        handle: String,
+        /// The process's id (`grove info` lists the running ones).
+        process_id: String,
+        /// TERM, KILL, INT, HUP, QUIT, USR1, USR2 or WINCH (a SIG prefix,
+        /// lower case and the numbers 15, 9, 2, 1, 3, 10, 12, 28 work too).
+        #[arg(value_parser = cli_args::parse_signal)]
+        signal: api::Signal,
+    },
     /// Stop every process in a container: SIGTERM, then SIGKILL after 10 s.
+    /// The container stays ("stopped"); files can still be streamed in and
+    /// out.
+    ///
+    /// Example: grove stop --kill web
     Stop {
         /// SIGKILL at once.
         #[arg(long)]
@@ -139,56 +250,110 @@ enum Cmd {
     },
     /// Destroy a container and everything it owns.
     Destroy { handle: String },
-    /// Extract a tar read from stdin into a directory of the container
-    /// (created when missing), as a user.
+    /// A container's properties: all of them (NAME=VALUE lines), or get,
+    /// set or remove one.
+    ///
+    /// Examples: grove properties web; grove properties web set team blue
+    Properties {
+        handle: String,
+        #[command(subcommand)]
+        action: Option<PropertyCmd>,
+    },
+    /// Extract a tar read from stdin (or --file) into a directory of the
+    /// container (created when missing), as a user. A meter shows on a
+    /// terminal's stderr while a large stream runs.
+    ///
+    /// Example: tar -C site -cf - . | grove stream-in web --path /srv/www
     StreamIn {
         handle: String,
-        /// The directory to extract into (absolute).
+        /// The directory to extract into (absolute). Example: --path /srv/www
         #[arg(long)]
         path: String,
         /// User name or uid[:gid] inside the container (default: root).
+        /// Example: --user 1000:1000
         #[arg(long)]
         user: Option<String>,
+        /// Read the tar from this file instead of stdin ("-": stdin).
+        /// Example: -f site.tar
+        #[arg(short, long, value_name = "PATH")]
+        file: Option<PathBuf>,
     },
-    /// Write a tar of a file or directory of the container to stdout, read
-    /// as a user; entries are named from the path's parent directory.
+    /// Write a tar of a file or directory of the container to stdout (or
+    /// --file), read as a user; entries are named from the path's parent
+    /// directory. A meter shows on a terminal's stderr while a large stream
+    /// runs.
+    ///
+    /// Example: grove stream-out web --path /var/log -f logs.tar
     StreamOut {
         handle: String,
-        /// The file or directory to archive (absolute).
+        /// The file or directory to archive (absolute; a trailing / gives
+        /// the directory's contents). Example: --path /var/log
         #[arg(long)]
         path: String,
         /// User name or uid[:gid] inside the container (default: root).
+        /// Example: --user nobody
         #[arg(long)]
         user: Option<String>,
+        /// Write the tar to this file instead of stdout ("-": stdout); it is
+        /// removed again if the stream fails. Example: -f logs.tar
+        #[arg(short, long, value_name = "PATH")]
+        file: Option<PathBuf>,
     },
+    /// Print a completion script for a shell.
+    ///
+    /// Example: grove completions bash > /etc/bash_completion.d/grove
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum PropertyCmd {
+    /// Print one property's value.
+    Get { name: String },
+    /// Set a property (added, or its value replaced).
+    Set { name: String, value: String },
+    /// Remove a property.
+    Remove { name: String },
 }
 
 #[derive(clap::Args, Default)]
 struct LimitArgs {
-    /// Memory limit in bytes (suffixes K, M, G).
-    #[arg(long, value_parser = parse_size)]
+    /// Memory limit in bytes (suffixes K, M, G); a process that goes over
+    /// is OOM-killed. Example: --limit-memory 512M
+    #[arg(long = "limit-memory", visible_alias = "memory", value_name = "BYTES", value_parser = parse_size)]
     memory: Option<u64>,
-    /// Relative CPU weight (cgroup v1 shares, 2..262144).
-    #[arg(long)]
+    /// Relative CPU weight (cgroup v1 shares, 2..262144; 1024 is the
+    /// usual default). Example: --limit-cpu 512
+    #[arg(
+        long = "limit-cpu",
+        visible_alias = "cpu-shares",
+        value_name = "WEIGHT"
+    )]
     cpu_shares: Option<u64>,
-    /// Hard CPU quota, QUOTA or QUOTA/PERIOD in microseconds (e.g. 50000/100000 = half a CPU).
-    #[arg(long, value_parser = parse_quota)]
+    /// Hard CPU quota, QUOTA or QUOTA/PERIOD in microseconds (the period
+    /// defaults to 100000). Example: --cpu-quota 50000/100000 (half a CPU)
+    #[arg(long, value_name = "QUOTA[/PERIOD]", value_parser = parse_quota)]
     cpu_quota: Option<(u64, u64)>,
-    /// The CPUs it may use, e.g. 0-1,3.
-    #[arg(long)]
+    /// The CPUs it may use. Example: --cpuset 0-1,3
+    #[arg(long, value_name = "CPUS")]
     cpuset: Option<String>,
-    /// Most processes and threads.
-    #[arg(long)]
+    /// Most processes and threads at once. Example: --limit-pids 100
+    #[arg(long = "limit-pids", visible_alias = "pids", value_name = "N")]
     pids: Option<u64>,
-    /// Disk limit in bytes for the container's writable layer (suffixes K, M, G).
-    #[arg(long, value_parser = parse_size)]
+    /// Disk limit in bytes (suffixes K, M, G), counted as --disk-scope
+    /// says. Example: --limit-disk 1G
+    #[arg(long = "limit-disk", visible_alias = "disk", value_name = "BYTES", value_parser = parse_size)]
     disk: Option<u64>,
-    /// What the disk limit counts: total or exclusive.
+    /// What the disk limit counts: total (the image and the container's
+    /// writes) or exclusive (its own writes only; default total).
+    /// Example: --disk-scope exclusive
     #[arg(long, value_parser = ["total", "exclusive"], requires = "disk")]
     disk_scope: Option<String>,
     /// Traffic shaping, bytes per second and burst bytes (suffixes K, M, G;
-    /// the burst defaults to the rate).
-    #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_bandwidth)]
+    /// the burst defaults to the rate). Example: --limit-bandwidth 1M:256K
+    #[arg(long = "limit-bandwidth", visible_alias = "bandwidth", value_name = "RATE[:BURST]", value_parser = parse_bandwidth)]
     bandwidth: Option<(u64, u64)>,
 }
 
@@ -328,29 +493,37 @@ fn parse_quota(s: &str) -> Result<(u64, u64), String> {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Pass this command's stdin to the process.
+    /// Pass this command's stdin to the process (its end closes the
+    /// process's stdin). Example: echo hi | grove run -i web -- cat
     #[arg(short, long)]
     interactive: bool,
-    /// Run on a terminal (implies -i); the local terminal goes raw.
+    /// Run on a terminal (implies -i); the local terminal goes raw and its
+    /// size follows. Example: grove run -t web -- /bin/sh
     #[arg(short, long)]
     tty: bool,
-    /// User name or uid[:gid] inside the container (default: root).
+    /// User name or uid[:gid] inside the container (default: root, or the
+    /// image's user). Example: --user 1000:1000
     #[arg(long)]
     user: Option<String>,
-    /// Working directory (default: the user's home).
+    /// Working directory (default: the user's home, or the image's).
+    /// Example: --dir /srv/app
     #[arg(long)]
     dir: Option<String>,
-    /// NAME=value added to the environment (repeatable).
+    /// NAME=VALUE added to the environment, after the container's
+    /// (repeatable). Example: --env DEBUG=1
     #[arg(long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
-    /// A resource limit, e.g. nofile=1024 (repeatable).
+    /// A resource limit, soft = hard (repeatable; as, core, cpu, data,
+    /// fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio,
+    /// sigpending, stack). Example: --rlimit nofile=1024
     #[arg(long = "rlimit", value_name = "NAME=VALUE", value_parser = parse_rlimit)]
     rlimits: Vec<(String, u64)>,
-    /// A process id of your choosing (default: generated).
+    /// A process id of your choosing, for attach and signal (default:
+    /// generated). Example: --id build-42
     #[arg(long)]
     id: Option<String>,
     handle: String,
-    /// The command and its arguments, after `--`.
+    /// The command and its arguments, after `--`. Example: -- sh -c 'echo $HOME'
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
@@ -390,34 +563,69 @@ fn main() -> ExitCode {
     let local = tokio::task::LocalSet::new();
     match local.block_on(&runtime, execute(cli)) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        Err(e) => {
+        Err(e) if e.code.is_empty() => {
             eprintln!("grove: {}", e.message);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("grove: {} ({})", e.message, e.code);
             ExitCode::FAILURE
         }
     }
 }
 
 async fn execute(cli: Cli) -> Result<i32, Error> {
-    let client = Client::connect(&socket_path(cli.socket)).await?;
+    // What needs no connection: completions, and usage checks clap cannot
+    // make (they exit 2 like clap's own).
+    if let Cmd::Completions { shell } = cli.command {
+        use std::io::Write;
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "grove", &mut script);
+        // A closed pipe (`| head`) is not worth a complaint.
+        let _ = std::io::stdout().write_all(&script);
+        return Ok(0);
+    }
+    check_usage(&cli.command);
+    let json = cli.json;
+    let client = match cli.address.as_deref().filter(|a| !a.is_empty()) {
+        Some(address) => {
+            use grove_client::remote::{connect_tcp, Tls};
+            let tls = Tls::from_parts(cli.tls_ca, cli.tls_cert, cli.tls_key, cli.tls_server_name)?;
+            connect_tcp(address, tls.as_ref()).await?
+        }
+        None => Client::connect(&socket_path(cli.socket)).await?,
+    };
     match cli.command {
         Cmd::Ping => {
             client.ping().await?;
-            println!("ok");
+            if json {
+                cli_json::print(&serde_json::json!({ "ok": true }));
+            } else {
+                println!("ok");
+            }
         }
         Cmd::Capacity => {
             let response = client.grove.capacity_request().send().promise.await?;
             let c = response.get()?.get_capacity()?;
-            println!("memory_in_bytes: {}", c.get_memory_in_bytes());
-            println!("disk_in_bytes: {}", c.get_disk_in_bytes());
-            println!("max_containers: {}", c.get_max_containers());
+            if json {
+                cli_json::print(&cli_json::capacity(c));
+            } else {
+                println!("memory_in_bytes: {}", c.get_memory_in_bytes());
+                println!("disk_in_bytes: {}", c.get_disk_in_bytes());
+                println!("max_containers: {}", c.get_max_containers());
+            }
         }
         Cmd::Create {
             handle,
             rootfs,
+            image,
+            image_username,
+            image_password,
             env,
             properties,
             network,
             net_in,
+            net_out,
             binds,
             binds_inside,
             privileged,
@@ -428,9 +636,24 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             let mut spec = request.get().init_spec();
             spec.set_handle(handle.as_deref().unwrap_or(""));
             spec.set_rootfs(rootfs.as_deref().unwrap_or(""));
-            let pulling = rootfs
-                .as_deref()
-                .is_some_and(|r| r.starts_with("docker://"));
+            // --rootfs takes an image URI too (the API's rootfs does).
+            let source = image.as_deref().or(rootfs.as_deref()).unwrap_or("");
+            let pulling = source.starts_with("docker:");
+            // Credentials from the environment only for a pull (groved
+            // refuses them for anything else); given as flags, always.
+            let from_env = |name: &str| {
+                std::env::var(name)
+                    .ok()
+                    .filter(|v| pulling && !v.is_empty())
+            };
+            let username = image_username.or_else(|| from_env("GROVE_IMAGE_USERNAME"));
+            let password = image_password.or_else(|| from_env("GROVE_IMAGE_PASSWORD"));
+            if image.is_some() || username.is_some() || password.is_some() {
+                let mut i = spec.reborrow().init_image();
+                i.set_uri(image.as_deref().unwrap_or(""));
+                i.set_username(username.as_deref().unwrap_or(""));
+                i.set_password(password.as_deref().unwrap_or(""));
+            }
             if pulling {
                 spec.set_pull_progress(capnp_rpc::new_client(progress::Bar::new()));
             }
@@ -470,6 +693,10 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                 m.set_host_port((*host).into());
                 m.set_container_port((*container).into());
             }
+            let mut list = spec.reborrow().init_net_out(net_out.len() as u32);
+            for (i, rule) in net_out.iter().enumerate() {
+                rule.rule().fill(list.reborrow().get(i as u32));
+            }
             let mut list = spec.init_properties(properties.len() as u32);
             for (i, (k, v)) in properties.iter().enumerate() {
                 let mut p = list.reborrow().get(i as u32);
@@ -485,22 +712,18 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                 never.send().promise.await?;
             }
             let response = container.handle_request().send().promise.await?;
-            println!(
-                "{}",
-                response
-                    .get()?
-                    .get_handle()?
-                    .to_str()
-                    .map_err(capnp::Error::from)?
-            );
+            let handle = response
+                .get()?
+                .get_handle()?
+                .to_str()
+                .map_err(capnp::Error::from)?;
+            if json {
+                cli_json::print(&serde_json::json!({ "handle": handle }));
+            } else {
+                println!("{handle}");
+            }
         }
         Cmd::Limit { handle, limits } => {
-            if limits.is_empty() {
-                return Err(Error {
-                    code: "invalidSpec".into(),
-                    message: "give at least one limit (see grove limit --help)".into(),
-                });
-            }
             let container = client.lookup(&handle).await?;
             // One call per kind; each is all-or-nothing on its own.
             if let Some(memory) = limits.memory {
@@ -531,103 +754,36 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
         }
         Cmd::Limits { handle } => {
             let container = client.lookup(&handle).await?;
-            let memory = container
-                .current_memory_limits_request()
-                .send()
-                .promise
-                .await?;
-            let cpu = container
-                .current_cpu_limits_request()
-                .send()
-                .promise
-                .await?;
-            let pids = container
-                .current_pid_limits_request()
-                .send()
-                .promise
-                .await?;
-            let (memory, cpu, pids) = (
-                memory.get()?.get_limits()?,
-                cpu.get()?.get_limits()?,
-                pids.get()?.get_limits()?,
-            );
-            let or_none = |v: u64| {
-                if v == 0 {
-                    "none".to_string()
-                } else {
-                    v.to_string()
-                }
+            // All five at once (pipelined), then read together.
+            let (memory, cpu, pids, disk, bandwidth) = futures::try_join!(
+                container.current_memory_limits_request().send().promise,
+                container.current_cpu_limits_request().send().promise,
+                container.current_pid_limits_request().send().promise,
+                container.current_disk_limits_request().send().promise,
+                container.current_bandwidth_limits_request().send().promise,
+            )?;
+            let limits = cli_json::Limits {
+                memory: memory.get()?.get_limits()?,
+                cpu: cpu.get()?.get_limits()?,
+                pid: pids.get()?.get_limits()?,
+                disk: disk.get()?.get_limits()?,
+                bandwidth: bandwidth.get()?.get_limits()?,
             };
-            println!("memory_bytes: {}", or_none(memory.get_limit_in_bytes()));
-            println!("cpu_shares: {}", or_none(cpu.get_weight()));
-            if cpu.get_quota_micros() == 0 {
-                println!("cpu_quota: none");
+            if json {
+                cli_json::print(&cli_json::limits(&limits)?);
             } else {
-                println!(
-                    "cpu_quota: {}/{}",
-                    cpu.get_quota_micros(),
-                    cpu.get_quota_period_micros()
-                );
-            }
-            let cpuset = cpu.get_cpuset()?.to_str().map_err(capnp::Error::from)?;
-            println!("cpuset: {}", if cpuset.is_empty() { "all" } else { cpuset });
-            println!("pids_max: {}", or_none(pids.get_max()));
-            let disk = container
-                .current_disk_limits_request()
-                .send()
-                .promise
-                .await?;
-            let disk = disk.get()?.get_limits()?;
-            let scope = match disk.get_scope() {
-                Ok(api::disk_limits::Scope::Exclusive) => "exclusive",
-                _ => "total",
-            };
-            println!("disk_bytes: {} ({scope})", or_none(disk.get_byte_hard()));
-            let bandwidth = container
-                .current_bandwidth_limits_request()
-                .send()
-                .promise
-                .await?;
-            let bandwidth = bandwidth.get()?.get_limits()?;
-            if bandwidth.get_rate_in_bytes_per_second() == 0 {
-                println!("bandwidth: none");
-            } else {
-                println!(
-                    "bandwidth: {}:{}",
-                    bandwidth.get_rate_in_bytes_per_second(),
-                    bandwidth.get_burst_rate_in_bytes_per_second()
-                );
+                print_limits(&limits)?;
             }
         }
         Cmd::Metrics { handle } => {
             let container = client.lookup(&handle).await?;
             let response = container.metrics_request().send().promise.await?;
             let m = response.get()?.get_metrics()?;
-            let (memory, cpu, pid) = (m.get_memory()?, m.get_cpu()?, m.get_pid()?);
-            println!("memory_usage: {}", memory.get_usage());
-            println!("memory_cache: {}", memory.get_cache());
-            println!("memory_rss: {}", memory.get_rss());
-            println!("cpu_usage_ns: {}", cpu.get_usage_nanos());
-            println!("cpu_user_ns: {}", cpu.get_user_nanos());
-            println!("cpu_system_ns: {}", cpu.get_system_nanos());
-            println!("pids_current: {}", pid.get_current());
-            println!(
-                "pids_max: {}",
-                if pid.get_max() == 0 {
-                    "none".to_string()
-                } else {
-                    pid.get_max().to_string()
-                }
-            );
-            let disk = m.get_disk()?;
-            println!("disk_total_bytes: {}", disk.get_total_bytes_used());
-            println!("disk_exclusive_bytes: {}", disk.get_exclusive_bytes_used());
-            let network = m.get_network()?;
-            println!("net_rx_bytes: {}", network.get_rx_bytes());
-            println!("net_tx_bytes: {}", network.get_tx_bytes());
-            println!("net_rx_packets: {}", network.get_rx_packets());
-            println!("net_tx_packets: {}", network.get_tx_packets());
-            println!("age_seconds: {:.1}", m.get_age_seconds());
+            if json {
+                cli_json::print(&cli_json::metrics(m)?);
+            } else {
+                print_metrics(m)?;
+            }
         }
         Cmd::NetIn {
             handle,
@@ -641,45 +797,57 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                 container_port.unwrap_or(0).into(),
             )
             .await?;
-            println!("{host} {container}");
+            if json {
+                cli_json::print(&serde_json::json!({
+                    "host_port": host,
+                    "container_port": container,
+                }));
+            } else {
+                println!("{host} {container}");
+            }
         }
-        Cmd::NetOut {
-            handle,
-            protocol,
-            networks,
-            ports,
-            icmp_type,
-            icmp_code,
-            log,
-        } => {
-            let protocol = match protocol.as_str() {
-                "tcp" => api::net_out_rule::Protocol::Tcp,
-                "udp" => api::net_out_rule::Protocol::Udp,
-                "icmp" => api::net_out_rule::Protocol::Icmp,
-                _ => api::net_out_rule::Protocol::All,
-            };
-            let rule = NetOutRule {
-                networks,
-                ports,
-                icmp: icmp_type.map(|t| (t, icmp_code)),
-                log,
-                ..NetOutRule::new(protocol)
-            };
+        Cmd::NetOut { handle, rule } => {
             let container = client.lookup(&handle).await?;
-            grove_client::net_out(&container, &[rule]).await?;
+            grove_client::net_out(&container, &[rule.rule()]).await?;
         }
         Cmd::List { properties } => {
-            for handle in client.list(&properties).await? {
-                println!("{handle}");
+            let handles = client.list(&properties).await?;
+            if json {
+                cli_json::print(&serde_json::json!({ "handles": handles }));
+            } else {
+                for handle in handles {
+                    println!("{handle}");
+                }
             }
         }
         Cmd::Info { handle } => {
             let container = client.lookup(&handle).await?;
             let response = container.info_request().send().promise.await?;
-            print_info(&handle, response.get()?.get_info()?)?;
+            let info = response.get()?.get_info()?;
+            if json {
+                cli_json::print(&cli_json::info(&handle, info)?);
+            } else {
+                print_info(&handle, info)?;
+            }
         }
         Cmd::Run(args) => return run(&client, args).await,
         Cmd::Attach { handle, process_id } => return attach(&client, &handle, &process_id).await,
+        Cmd::Signal {
+            handle,
+            process_id,
+            signal,
+        } => {
+            let container = client.lookup(&handle).await?;
+            // Attach without streams (the output stays for a later attach),
+            // then signal the process, pipelined.
+            let mut request = container.attach_request();
+            request.get().set_process_id(&process_id);
+            request.get().init_io();
+            let process = request.send().pipeline.get_process();
+            let mut request = process.signal_request();
+            request.get().set_signal(signal);
+            request.send().promise.await?;
+        }
         Cmd::Stop { kill, handle } => {
             let container = client.lookup(&handle).await?;
             let mut request = container.stop_request();
@@ -687,55 +855,198 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             request.send().promise.await?;
         }
         Cmd::Destroy { handle } => client.destroy(&handle).await?,
+        Cmd::Properties { handle, action } => {
+            let container = client.lookup(&handle).await?;
+            properties(&container, action, json).await?;
+        }
         Cmd::SetGraceTime { handle, seconds } => {
             let container = client.lookup(&handle).await?;
             let mut request = container.set_grace_time_request();
             request.get().set_grace_time_seconds(seconds);
             request.send().promise.await?;
         }
-        Cmd::StreamIn { handle, path, user } => {
+        Cmd::StreamIn {
+            handle,
+            path,
+            user,
+            file,
+        } => {
+            // Open the file first: a bad name is reported before any call.
+            let input = cli_stream::Input::open(file.as_deref()).await?;
             let container = client.lookup(&handle).await?;
             let mut request = container.stream_in_request();
             request.get().set_path(&path);
             request.get().set_user(user.as_deref().unwrap_or(""));
             // Wait for the answer: a bad path or user is reported before
-            // any of stdin is read.
+            // any of the input is read.
             let sink = request.send().promise.await?.get()?.get_sink()?;
-            stream_stdin_to(&sink).await?;
+            input.copy_to(&sink).await?;
         }
-        Cmd::StreamOut { handle, path, user } => {
+        Cmd::StreamOut {
+            handle,
+            path,
+            user,
+            file,
+        } => {
             let container = client.lookup(&handle).await?;
-            let (sink, _done) = writer_sink(std::io::stdout());
+            let output = cli_stream::Output::create(file.as_deref())?;
             let mut request = container.stream_out_request();
             request.get().set_path(&path);
             request.get().set_user(user.as_deref().unwrap_or(""));
-            request.get().set_sink(sink);
+            request.get().set_sink(output.sink());
             // groved answers once the sink has taken everything and `done`.
-            request.send().promise.await?;
+            let result = request.send().promise.await;
+            output.finish(result.map(drop).map_err(Error::from))?;
         }
+        Cmd::Completions { .. } => unreachable!("handled before connecting"),
     }
     Ok(0)
 }
 
-/// Copy this command's stdin to a ByteStream, then `done`, whose answer
-/// (the extraction's outcome) is the result.
-async fn stream_stdin_to(sink: &api::byte_stream::Client) -> Result<(), Error> {
-    use tokio::io::AsyncReadExt;
-    let mut stdin = tokio::io::stdin();
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = stdin.read(&mut buffer).await.map_err(|e| Error {
-            code: "internal".into(),
-            message: format!("reading stdin: {e}"),
-        })?;
-        if n == 0 {
-            break;
+/// Usage errors clap cannot see: they exit 2 with a usage line, as clap's do.
+fn check_usage(command: &Cmd) {
+    use std::io::IsTerminal;
+    let fail = |subcommand: &str, message: &str| -> ! {
+        let mut cli = Cli::command();
+        cli.build();
+        let sub = cli
+            .find_subcommand_mut(subcommand)
+            .expect("a known subcommand");
+        sub.error(clap::error::ErrorKind::MissingRequiredArgument, message)
+            .exit()
+    };
+    let stdio = |file: &Option<PathBuf>| !matches!(file.as_deref(), Some(f) if f != Path::new("-"));
+    match command {
+        Cmd::Limit { limits, .. } if limits.is_empty() => {
+            fail("limit", "give at least one limit, e.g. --limit-memory 64M")
         }
-        let mut request = sink.write_request();
-        request.get().set_data(&buffer[..n]);
-        request.send().await?;
+        Cmd::StreamIn { file, .. } if stdio(file) && std::io::stdin().is_terminal() => fail(
+            "stream-in",
+            "stdin is a terminal: pipe a tar in, or give --file PATH",
+        ),
+        Cmd::StreamOut { file, .. } if stdio(file) && std::io::stdout().is_terminal() => fail(
+            "stream-out",
+            "stdout is a terminal: redirect it to a file, or give --file PATH",
+        ),
+        _ => {}
     }
-    sink.done_request().send().promise.await?;
+}
+
+/// `grove properties HANDLE [get NAME | set NAME VALUE | remove NAME]`.
+async fn properties(
+    container: &api::container::Client,
+    action: Option<PropertyCmd>,
+    json: bool,
+) -> Result<(), Error> {
+    match action {
+        None => {
+            let response = container.properties_request().send().promise.await?;
+            let list = response.get()?.get_properties()?;
+            if json {
+                cli_json::print(&cli_json::properties(list)?);
+            } else {
+                for p in list {
+                    let name = p.get_name()?.to_str().map_err(capnp::Error::from)?;
+                    let value = p.get_value()?.to_str().map_err(capnp::Error::from)?;
+                    println!("{name}={value}");
+                }
+            }
+        }
+        Some(PropertyCmd::Get { name }) => {
+            let mut request = container.property_request();
+            request.get().set_name(&name);
+            let response = request.send().promise.await?;
+            let value = response
+                .get()?
+                .get_value()?
+                .to_str()
+                .map_err(capnp::Error::from)?;
+            if json {
+                cli_json::print(&serde_json::json!({ "name": name, "value": value }));
+            } else {
+                println!("{value}");
+            }
+        }
+        Some(PropertyCmd::Set { name, value }) => {
+            let mut request = container.set_property_request();
+            request.get().set_name(&name);
+            request.get().set_value(&value);
+            request.send().promise.await?;
+        }
+        Some(PropertyCmd::Remove { name }) => {
+            let mut request = container.remove_property_request();
+            request.get().set_name(&name);
+            request.send().promise.await?;
+        }
+    }
+    Ok(())
+}
+
+fn print_limits(l: &cli_json::Limits<'_>) -> Result<(), Error> {
+    let or_none = |v: u64| {
+        if v == 0 {
+            "none".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    println!("memory_bytes: {}", or_none(l.memory.get_limit_in_bytes()));
+    println!("cpu_shares: {}", or_none(l.cpu.get_weight()));
+    if l.cpu.get_quota_micros() == 0 {
+        println!("cpu_quota: none");
+    } else {
+        println!(
+            "cpu_quota: {}/{}",
+            l.cpu.get_quota_micros(),
+            l.cpu.get_quota_period_micros()
+        );
+    }
+    let cpuset = l.cpu.get_cpuset()?.to_str().map_err(capnp::Error::from)?;
+    println!("cpuset: {}", if cpuset.is_empty() { "all" } else { cpuset });
+    println!("pids_max: {}", or_none(l.pid.get_max()));
+    println!(
+        "disk_bytes: {} ({})",
+        or_none(l.disk.get_byte_hard()),
+        cli_json::disk_scope(l.disk)
+    );
+    if l.bandwidth.get_rate_in_bytes_per_second() == 0 {
+        println!("bandwidth: none");
+    } else {
+        println!(
+            "bandwidth: {}:{}",
+            l.bandwidth.get_rate_in_bytes_per_second(),
+            l.bandwidth.get_burst_rate_in_bytes_per_second()
+        );
+    }
+    Ok(())
+}
+
+fn print_metrics(m: api::metrics::Reader<'_>) -> Result<(), Error> {
+    let (memory, cpu, pid) = (m.get_memory()?, m.get_cpu()?, m.get_pid()?);
+    println!("memory_usage: {}", memory.get_usage());
+    println!("memory_cache: {}", memory.get_cache());
+    println!("memory_rss: {}", memory.get_rss());
+    println!("cpu_usage_ns: {}", cpu.get_usage_nanos());
+    println!("cpu_user_ns: {}", cpu.get_user_nanos());
+    println!("cpu_system_ns: {}", cpu.get_system_nanos());
+    println!("pids_current: {}", pid.get_current());
+    println!(
+        "pids_max: {}",
+        if pid.get_max() == 0 {
+            "none".to_string()
+        } else {
+            pid.get_max().to_string()
+        }
+    );
+    let disk = m.get_disk()?;
+    println!("disk_total_bytes: {}", disk.get_total_bytes_used());
+    println!("disk_exclusive_bytes: {}", disk.get_exclusive_bytes_used());
+    let network = m.get_network()?;
+    println!("net_rx_bytes: {}", network.get_rx_bytes());
+    println!("net_tx_bytes: {}", network.get_tx_bytes());
+    println!("net_rx_packets: {}", network.get_rx_packets());
+    println!("net_tx_packets: {}", network.get_tx_packets());
+    println!("age_seconds: {:.1}", m.get_age_seconds());
     Ok(())
 }
 
@@ -966,5 +1277,89 @@ mod tests {
         assert!(cli.is_ok());
         let cli = Cli::try_parse_from(["grove", "set-grace-time", "h", "0"]);
         assert!(cli.is_ok(), "0 = never");
+    }
+
+    #[test]
+    fn the_issue_s_flag_names_and_the_old_ones_both_parse() {
+        let limits = |args: &[&str]| -> LimitArgs {
+            let mut argv = vec!["grove", "create"];
+            argv.extend(args);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Cmd::Create { limits, .. } => limits,
+                _ => unreachable!(),
+            }
+        };
+        for args in [
+            [
+                "--limit-memory",
+                "64M",
+                "--limit-cpu",
+                "256",
+                "--limit-pids",
+                "9",
+                "--limit-disk",
+                "1G",
+                "--limit-bandwidth",
+                "1M:64K",
+            ],
+            [
+                "--memory",
+                "64M",
+                "--cpu-shares",
+                "256",
+                "--pids",
+                "9",
+                "--disk",
+                "1G",
+                "--bandwidth",
+                "1M:64K",
+            ],
+        ] {
+            let l = limits(&args);
+            assert_eq!(
+                (l.memory, l.cpu_shares, l.pids, l.disk, l.bandwidth),
+                (
+                    Some(64 << 20),
+                    Some(256),
+                    Some(9),
+                    Some(1 << 30),
+                    Some((1 << 20, 64 << 10))
+                ),
+                "{args:?}"
+            );
+        }
+        let cli = Cli::try_parse_from(["grove", "create", "--image", "oci:/x", "--rootfs", "/y"]);
+        assert!(cli.is_err(), "an image or a rootfs, not both");
+        let cli = Cli::try_parse_from([
+            "grove",
+            "create",
+            "--net-out",
+            "tcp,port=443",
+            "--net-out",
+            "icmp,icmp-type=8",
+        ]);
+        assert!(matches!(cli.unwrap().command, Cmd::Create { net_out, .. } if net_out.len() == 2));
+        let cli = Cli::try_parse_from(["grove", "signal", "h", "p", "SIGKILL"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Cmd::Signal {
+                signal: api::Signal::Kill,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["grove", "--json", "properties", "h", "set", "a", "b"]);
+        assert!(matches!(
+            cli.unwrap().command,
+            Cmd::Properties {
+                action: Some(PropertyCmd::Set { .. }),
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["grove", "properties", "h"]).unwrap();
+        assert!(matches!(cli.command, Cmd::Properties { action: None, .. }));
+        let cli = Cli::try_parse_from(["grove", "stream-out", "h", "--path", "/x", "-f", "t.tar"]);
+        assert!(cli.is_ok());
+        let cli = Cli::try_parse_from(["grove", "info", "h", "--json"]).unwrap();
+        assert!(cli.json, "--json is global");
     }
 }

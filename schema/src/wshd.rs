@@ -142,7 +142,7 @@ pub struct SpawnSpec {
     pub env: Vec<String>,
     /// Working directory; `None`: the user's home directory.
     pub dir: Option<String>,
-    /// A user name or uid[:gid], resolved with the container's /etc/passwd
+    /// A user name or `uid[:gid]`, resolved with the container's /etc/passwd
     /// and /etc/group; `None`: root.
     pub user: Option<String>,
     /// Whether the process gets a stdin pipe (else it reads /dev/null).

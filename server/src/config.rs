@@ -3,7 +3,7 @@
 //! grove_schema::conf).
 
 use grove_schema::conf;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
@@ -33,7 +33,28 @@ pub struct Config {
     /// after this many seconds without a request (`default_grace_time`,
     /// default 0 = never).
     pub default_grace_time: u64,
+    /// The API on TCP as well (`listen_tcp = "HOST:PORT"`, an IP literal;
+    /// default "" = off). Off loopback it needs the three `tls_*` keys.
+    pub listen_tcp: Option<SocketAddr>,
+    /// Mutual TLS on `listen_tcp`: all three or none (see `Tls`).
+    pub tls: Option<Tls>,
 }
+
+/// The PEM files of `listen_tcp`'s mutual TLS (read at start-up, before
+/// groved confines itself; see remote.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// `tls_cert`: groved's certificate chain, its own certificate first.
+    pub cert: PathBuf,
+    /// `tls_key`: the certificate's private key.
+    pub key: PathBuf,
+    /// `tls_client_ca`: the CA certificates a client's certificate must
+    /// chain to (a client without one is refused).
+    pub client_ca: PathBuf,
+}
+
+/// The keys of `Tls`, in the order errors name them.
+const TLS_KEYS: [&str; 3] = ["tls_cert", "tls_key", "tls_client_ca"];
 
 impl Default for Config {
     fn default() -> Config {
@@ -48,6 +69,8 @@ impl Default for Config {
             external_ip: String::new(),
             confine: true,
             default_grace_time: 0,
+            listen_tcp: None,
+            tls: None,
         }
     }
 }
@@ -55,6 +78,10 @@ impl Default for Config {
 impl Config {
     pub fn parse(text: &str) -> Result<Config, String> {
         let mut config = Config::default();
+        // listen_tcp's line, and each tls_* key's (line, path): checked
+        // together once every key is read.
+        let mut listen_tcp_line = 0;
+        let mut tls: [Option<(usize, PathBuf)>; 3] = Default::default();
         for entry in conf::parse(text).map_err(|e| e.to_string())? {
             let at = |msg: String| format!("line {}: {}", entry.line, msg);
             let path = || -> Result<PathBuf, String> {
@@ -128,15 +155,95 @@ impl Config {
                         }
                     }
                 }
+                "listen_tcp" => {
+                    listen_tcp_line = entry.line;
+                    config.listen_tcp = parse_listen_tcp(&entry.value).map_err(at)?;
+                }
+                key @ ("tls_cert" | "tls_key" | "tls_client_ca") => {
+                    // "" is the default: none.
+                    let index = TLS_KEYS.iter().position(|k| *k == key).unwrap_or(0);
+                    tls[index] = if entry.value.is_empty() {
+                        None
+                    } else {
+                        Some((entry.line, path()?))
+                    };
+                }
                 other => {
                     return Err(at(format!(
-                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time)"
+                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time, listen_tcp, tls_cert, tls_key, tls_client_ca)"
                     )))
                 }
             }
         }
+        config.tls = check_tls(config.listen_tcp, listen_tcp_line, tls)?;
         Ok(config)
     }
+}
+
+/// `listen_tcp`: "" (off) or an IP literal and port, `127.0.0.1:7070` or
+/// `[::1]:7070` (port 0: one the kernel picks, logged at start-up).
+fn parse_listen_tcp(value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse::<SocketAddr>().map(Some).map_err(|_| {
+        format!(
+            "listen_tcp must be \"\" (off) or HOST:PORT with an IP address as HOST \
+             (\"127.0.0.1:7070\", \"[::1]:7070\", \"0.0.0.0:7070\"), not {value:?}"
+        )
+    })
+}
+
+/// The rules binding `listen_tcp` and the `tls_*` keys: the three TLS keys
+/// come together (mutual TLS or none), only with `listen_tcp`, and a
+/// `listen_tcp` off loopback needs them.
+fn check_tls(
+    listen_tcp: Option<SocketAddr>,
+    listen_tcp_line: usize,
+    tls: [Option<(usize, PathBuf)>; 3],
+) -> Result<Option<Tls>, String> {
+    let names = |given: bool| -> Vec<&str> {
+        (0..3)
+            .filter(|&i| tls[i].is_some() == given)
+            .map(|i| TLS_KEYS[i])
+            .collect()
+    };
+    let missing = names(false);
+    let are = if missing.len() == 1 { "is" } else { "are" };
+    if let Some(line) = tls.iter().flatten().map(|(line, _)| *line).min() {
+        if !missing.is_empty() {
+            return Err(format!(
+                "line {line}: tls_cert, tls_key and tls_client_ca go together (mutual TLS: \
+                 clients must present a certificate), and {} {are} missing",
+                missing.join(", ")
+            ));
+        }
+        if listen_tcp.is_none() {
+            return Err(format!(
+                "line {line}: {} without listen_tcp: TLS is for the TCP listener, which is off",
+                names(true).join(", ")
+            ));
+        }
+    }
+    if let Some(address) = listen_tcp {
+        if !address.ip().is_loopback() && !missing.is_empty() {
+            return Err(format!(
+                "line {listen_tcp_line}: listen_tcp = {:?} is not a loopback address, so it \
+                 needs mutual TLS, and {} {are} missing (tls_cert and tls_key: groved's \
+                 certificate and key; tls_client_ca: the CA clients' certificates must chain to)",
+                address.to_string(),
+                missing.join(", ")
+            ));
+        }
+    }
+    Ok(match tls {
+        [Some((_, cert)), Some((_, key)), Some((_, client_ca))] => Some(Tls {
+            cert,
+            key,
+            client_ca,
+        }),
+        _ => None,
+    })
 }
 
 impl Config {
@@ -245,6 +352,80 @@ mod tests {
         assert!(none.dns_servers().is_empty());
         assert!(Config::default().dns_servers.is_none());
         assert_eq!(Config::default().external_ip, "");
+    }
+
+    #[test]
+    fn listen_tcp_and_tls() {
+        assert_eq!(Config::default().listen_tcp, None);
+        assert_eq!(
+            Config::parse("listen_tcp = \"\"\n").unwrap().listen_tcp,
+            None
+        );
+        // Loopback without TLS: plain TCP.
+        let plain = Config::parse("listen_tcp = \"127.0.0.1:7070\"\n").unwrap();
+        assert_eq!(plain.listen_tcp, Some("127.0.0.1:7070".parse().unwrap()));
+        assert_eq!(plain.tls, None);
+        let v6 = Config::parse("listen_tcp = \"[::1]:7070\"\n").unwrap();
+        assert_eq!(v6.listen_tcp, Some("[::1]:7070".parse().unwrap()));
+        // Off loopback: all three TLS keys, each named when missing.
+        let tls = "tls_cert = \"/etc/grove/tls/groved.pem\"\n\
+                   tls_key = \"/etc/grove/tls/groved.key\"\n\
+                   tls_client_ca = \"/etc/grove/tls/clients.pem\"\n";
+        let c = Config::parse(&format!("listen_tcp = \"0.0.0.0:7070\"\n{tls}")).unwrap();
+        assert_eq!(c.listen_tcp, Some("0.0.0.0:7070".parse().unwrap()));
+        assert_eq!(
+            c.tls,
+            Some(Tls {
+                cert: "/etc/grove/tls/groved.pem".into(),
+                key: "/etc/grove/tls/groved.key".into(),
+                client_ca: "/etc/grove/tls/clients.pem".into(),
+            })
+        );
+        for address in [
+            "0.0.0.0:7070",
+            "192.0.2.1:7070",
+            "[::]:7070",
+            "[2001:db8::1]:1",
+        ] {
+            let err = Config::parse(&format!("max_containers = 1\nlisten_tcp = {address:?}\n"))
+                .unwrap_err();
+            assert!(err.starts_with("line 2: "), "{err}");
+            for key in ["loopback", "tls_cert", "tls_key", "tls_client_ca"] {
+                assert!(err.contains(key), "{err}");
+            }
+        }
+        let err = Config::parse(
+            "listen_tcp = \"0.0.0.0:7070\"\ntls_key = \"/k\"\ntls_client_ca = \"/ca\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("tls_cert is missing"), "{err}");
+        // Together or not at all, even on loopback.
+        let err =
+            Config::parse("listen_tcp = \"127.0.0.1:7070\"\ntls_cert = \"/c\"\n").unwrap_err();
+        assert!(err.contains("tls_key, tls_client_ca are missing"), "{err}");
+        assert!(err.contains("together"), "{err}");
+        // "" is none.
+        let none = "tls_cert = \"\"\ntls_key = \"\"\ntls_client_ca = \"\"\n";
+        assert_eq!(Config::parse(none).unwrap().tls, None);
+        // TLS with the TCP listener off.
+        let err = Config::parse(tls).unwrap_err();
+        assert!(err.contains("without listen_tcp"), "{err}");
+        // Malformed values.
+        for bad in [
+            "localhost:7070",
+            "127.0.0.1",
+            "7070",
+            "[::1]",
+            "127.0.0.1:70000",
+        ] {
+            let err = Config::parse(&format!("listen_tcp = {bad:?}\n")).unwrap_err();
+            assert!(err.contains("listen_tcp"), "{err}");
+        }
+        assert!(
+            Config::parse("listen_tcp = \"127.0.0.1:1\"\ntls_cert = \"c.pem\"\n")
+                .unwrap_err()
+                .contains("absolute")
+        );
     }
 
     #[test]

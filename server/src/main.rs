@@ -1,5 +1,6 @@
 //! groved: Grove's API server. It runs as the unprivileged `grove` user,
-//! serves Cap'n Proto RPC on a unix socket, asks grove-helper for every
+//! serves Cap'n Proto RPC on a unix socket (and, with `listen_tcp`, on TCP
+//! with mutual TLS; see remote.rs), asks grove-helper for every
 //! privileged step and wshd for every process, and keeps container records
 //! on disk. It never makes a privileged system call itself.
 
@@ -9,6 +10,7 @@ mod error;
 mod helper_client;
 mod process;
 mod registry;
+mod remote;
 mod rpc;
 mod sandbox;
 mod seqpacket;
@@ -121,6 +123,12 @@ fn run() -> Result<(), String> {
             "socket-activated"
         );
     }
+    // The TCP listener's certificates and key are read now: bad ones stop
+    // start-up, and a confined groved could not read them.
+    let tls = match &config.tls {
+        Some(files) => Some(remote::server_config(files)?),
+        None => None,
+    };
     // Connected now, before groved confines itself (see systemd.rs).
     let notifier = Notifier::connect("groved", &systemd);
     raise_fd_limit();
@@ -129,7 +137,7 @@ fn run() -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(config, activated, notifier))
+    local.block_on(&runtime, serve(config, tls, activated, notifier))
 }
 
 /// Each process groved relays holds two or three pipe ends until its output
@@ -213,12 +221,48 @@ async fn feed_watchdog(notifier: Rc<Notifier>, interval: Duration) {
     }
 }
 
+/// Serve the API to one client connection until it ends.
+fn serve_rpc<S>(stream: S, bootstrap: &grove_schema::api_capnp::grove::Client)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (reader, writer) = stream.compat().split();
+    let mut network = twoparty::VatNetwork::new(
+        reader,
+        writer,
+        rpc_twoparty_capnp::Side::Server,
+        Default::default(),
+    );
+    // Bytes of process output in flight to one client stream before groved
+    // waits for it: enough to keep the socket busy across round trips,
+    // small enough to bound memory.
+    network.set_window_size(STREAM_WINDOW);
+    let system = RpcSystem::new(Box::new(network), Some(bootstrap.clone().client));
+    tokio::task::spawn_local(async move {
+        if let Err(e) = system.await {
+            tracing::debug!(error = %e, "client connection ended");
+        }
+    });
+}
+
+/// The next connection on the TCP listener; never, without one.
+async fn accept_tcp(
+    tcp: Option<&remote::Remote>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match tcp {
+        Some(tcp) => tcp.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn serve(
     config: Config,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     activated: Option<OwnedFd>,
     notifier: Notifier,
 ) -> Result<(), String> {
     let listen = config.listen.clone();
+    let listen_tcp = config.listen_tcp;
     let grove =
         containers::Grove::open(config).map_err(|e| format!("opening the state dir: {e}"))?;
     let helper_up = match grove.ping_helper().await {
@@ -236,6 +280,25 @@ async fn serve(
     // The processes and their unread output outlive groved: take them over.
     grove.restore_processes().await;
     grove.watch_all_oom().await;
+    // The TCP listener, like the unix socket, only now (it is never
+    // socket-activated), and before the unix socket: once that one
+    // answers, both do.
+    let tcp = match listen_tcp {
+        Some(address) => {
+            let tcp = remote::Remote::bind(address, tls)?;
+            let bound = tcp.local_addr().unwrap_or(address);
+            if tcp.tls() {
+                tracing::info!("groved listening on TCP at {bound}, mutual TLS");
+            } else {
+                tracing::warn!(
+                    "groved listening on TCP at {bound} without TLS (loopback): \
+                     every local user can use the API"
+                );
+            }
+            Some(tcp)
+        }
+        None => None,
+    };
     // A socket systemd passed is systemd's to make and remove (clients
     // queue on it meanwhile). One groved makes itself is bound only now, so
     // that a client able to connect meets a reconciled groved.
@@ -286,28 +349,26 @@ async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                match accepted {
+                    Ok((stream, _)) => serve_rpc(stream, &bootstrap),
+                    Err(e) => tracing::warn!(error = %e, "accept"),
+                }
+            }
+            accepted = accept_tcp(tcp.as_ref()) => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept");
+                        tracing::warn!(error = %e, "accept on TCP");
+                        // Out of fds, say: not a busy loop meanwhile.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
-                let (reader, writer) = stream.compat().split();
-                let mut network = twoparty::VatNetwork::new(
-                    reader,
-                    writer,
-                    rpc_twoparty_capnp::Side::Server,
-                    Default::default(),
-                );
-                // Bytes of process output in flight to one client stream
-                // before groved waits for it: enough to keep the socket busy
-                // across round trips, small enough to bound memory.
-                network.set_window_size(STREAM_WINDOW);
-                let system = RpcSystem::new(Box::new(network), Some(bootstrap.clone().client));
-                tokio::task::spawn_local(async move {
-                    if let Err(e) = system.await {
-                        tracing::debug!(error = %e, "client connection ended");
+                let bootstrap = bootstrap.clone();
+                tcp.as_ref().expect("accepted on it").establish(stream, peer, move |connection| {
+                    match connection {
+                        remote::Connection::Tls(tls) => serve_rpc(tls, &bootstrap),
+                        remote::Connection::Plain(plain) => serve_rpc(plain, &bootstrap),
                     }
                 });
             }

@@ -1,6 +1,7 @@
-//! groved confines itself once it is up: after its config is read, its API
-//! socket bound, its records loaded, the helper asked and the processes
-//! taken over, and before it serves its first client.
+//! groved confines itself once it is up: after its config (and the TLS
+//! files of `listen_tcp`) is read, its API socket and TCP listener bound,
+//! its records loaded, the helper asked and the processes taken over, and
+//! before it serves its first client.
 //!
 //! - **Capabilities.** groved must hold none: `check_no_capabilities` runs at
 //!   start-up and refuses a groved whose effective, permitted or ambient set
@@ -9,7 +10,8 @@
 //! - **Landlock** (`landlock_rules`): from then on groved may open files only
 //!   in its state dir (records and registry downloads), read the handful of
 //!   host files name resolution and `capacity` read, and unlink its own API
-//!   socket at shutdown. It may not bind any TCP port, signal a process
+//!   socket at shutdown. It may not bind any TCP port (the `listen_tcp`
+//!   listener is bound before and only accepts after), signal a process
 //!   outside its own domain or connect to an abstract unix socket made
 //!   outside it. Best effort: an older kernel enforces what it knows.
 //! - **seccomp** (`ALLOWED`): an allowlist of the syscalls groved makes once
@@ -180,9 +182,9 @@ impl Sandbox {
     fn apply_landlock(&self) -> Result<(bool, String), String> {
         let err = |e: landlock::RulesetError| format!("landlock: {e}");
         let handled = AccessFs::from_all(LANDLOCK_ABI);
-        // TCP: bind is handled and granted nowhere (groved listens on a
-        // unix socket only); connect is not handled, as registries may be
-        // on any port of any host.
+        // TCP: bind is handled and granted nowhere (groved's listeners, the
+        // unix socket and `listen_tcp`'s, are bound before this); connect
+        // is not handled, as registries may be on any port of any host.
         let mut ruleset = Ruleset::default()
             .handle_access(handled)
             .map_err(err)?
@@ -432,7 +434,8 @@ pub const ALLOWED: &[Group] = &[
         ],
     },
     Group {
-        why: "sockets: clients (accept), the helper and wshd (unix, SCM_RIGHTS), \
+        why: "sockets: clients (accept on the unix socket and listen_tcp's listener, \
+              TCP_NODELAY and keepalives), the helper and wshd (unix, SCM_RIGHTS), \
               registries (TCP) and name resolution (UDP, netlink); no listen",
         syscalls: &[
             sys!(socket, Arg::SocketFamilies),
@@ -936,6 +939,8 @@ mod tests {
         // Made before confinement, as the helper and wshd make theirs.
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let tcp_addr = tcp.local_addr().unwrap();
+        // groved's own listen_tcp listener is bound before too.
+        let listener = tcp.try_clone().unwrap();
         let wshd_path = sandbox.wshd_socket_dir.join("c1.sock");
         let wshd = std::os::unix::net::UnixListener::bind(&wshd_path).unwrap();
         std::fs::write(&sandbox.listen, b"").unwrap();
@@ -982,6 +987,15 @@ mod tests {
             // A registry over TCP, found by name.
             let mut stream = ok("connect TCP", std::net::TcpStream::connect(tcp_addr))?;
             ok("send", stream.write_all(b"GET /v2/ HTTP/1.1\r\n\r\n"))?;
+            // A remote client on a listener bound before confinement:
+            // accepted, tuned as groved tunes it, read from.
+            let (mut accepted, _) = ok("accept TCP", listener.accept())?;
+            ok(
+                "tune TCP",
+                crate::remote::tune(&accepted).map_err(Into::into),
+            )?;
+            let mut request = [0u8; 4];
+            ok("read TCP", accepted.read_exact(&mut request))?;
             use std::net::ToSocketAddrs;
             ok("resolve localhost", ("localhost", 80).to_socket_addrs())?;
             if !report.landlock_full {

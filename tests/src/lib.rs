@@ -1344,3 +1344,17 @@ pub fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A tar archive of one file, `name`, holding `data` (mode 0644, root's).
+pub fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_600_000_000);
+    header.set_cksum();
+    builder.append_data(&mut header, name, data).unwrap();
+    builder.into_inner().unwrap()
+}

@@ -102,20 +102,6 @@ async fn sh(container: &api::container::Client, script: &str) -> (i32, String, S
     exec(container, "sh", &["-c", script]).await
 }
 
-/// One file, `name`, holding `data`.
-fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(1_600_000_000);
-    header.set_cksum();
-    builder.append_data(&mut header, name, data).unwrap();
-    builder.into_inner().unwrap()
-}
-
 #[test]
 fn groved_serves_confined_and_stops_cleanly() {
     let mut env = TestEnv::start();

@@ -1065,6 +1065,19 @@ fn open_fds(pid: u32) -> usize {
         .count()
 }
 
+/// wshd's fd count once it is `want` (wshd closes a client's connection
+/// just after answering it, so give it a moment), or what it is after 2 s.
+fn open_fds_settled(pid: u32, want: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let n = open_fds(pid);
+        if n == want || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Once an exited process's output has all been read, wshd lets go of its
 /// copies of the pipes (the next spawn checks), so finished processes do
 /// not pile up descriptors; a reattach then reads end of file at once.
@@ -1081,17 +1094,37 @@ fn drained_output_is_let_go_and_unread_output_kept() {
     assert_eq!(read_to_eof(fds.next().unwrap()), "hi\n");
     assert_eq!(read_to_eof(fds.next().unwrap()), "e\n");
     assert_eq!(w.wait("read"), Response::Exited(ExitStatus::Code(0)));
-    let before = open_fds(pid);
+    // Once the last Wait's connection is closed: the same count three
+    // times running.
+    let before = {
+        let mut seen = (open_fds(pid), 0);
+        while seen.1 < 3 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let n = open_fds(pid);
+            seen = if n == seen.0 { (n, seen.1 + 1) } else { (n, 0) };
+        }
+        seen.0
+    };
     // This spawn lets go of "read"'s two drained pipes and keeps its own.
     let (_, unread) = spawned(w.spawn(spec("unread", "sh", &["-c", "echo kept"])), 2);
     drop(unread); // as if groved restarted before reading
     assert_eq!(w.wait("unread"), Response::Exited(ExitStatus::Code(0)));
-    assert_eq!(open_fds(pid), before, "log: {}", w.log_text());
+    assert_eq!(
+        open_fds_settled(pid, before),
+        before,
+        "log: {}",
+        w.log_text()
+    );
     // The next keeps "unread"'s: nobody read them.
     let (_, fds) = spawned(w.spawn(spec("next", "true", &[])), 2);
     drop(fds);
     assert_eq!(w.wait("next"), Response::Exited(ExitStatus::Code(0)));
-    assert_eq!(open_fds(pid), before + 2, "log: {}", w.log_text());
+    assert_eq!(
+        open_fds_settled(pid, before + 2),
+        before + 2,
+        "log: {}",
+        w.log_text()
+    );
 
     let (r, fds) = attached(w.ask(&Request::Reattach { id: "read".into() }));
     assert!(

@@ -68,7 +68,7 @@ use Outcome::*;
 struct Ctx {
     host_shadow: Option<String>,
     host_root: Option<(u64, u64)>,
-    /// kind ("mnt", ...) -> link text ("mnt:[4026531841]").
+    /// kind ("mnt", ...) -> link text (`mnt:[4026531841]`).
     host_ns: BTreeMap<String, String>,
     /// Is this process in the initial user namespace?
     init_userns: bool,
