@@ -684,11 +684,21 @@ and the machine was idle again (btrfs cleaning up the deleted writable layers) a
         quieted.as_secs_f64()
     );
     report.sections.push(s);
+    // MemAvailable also moves with page cache the kernel drops or keeps
+    // meanwhile, so it can undercount: the figure held to the target is
+    // the larger of it and what the containers' cgroups are charged.
+    let charged_per = per(cg_usage);
+    let counted = host_per.max(charged_per);
     report.target(
         "host memory per idle container",
         "≤ 2 MiB",
-        mib(host_per),
-        host_per <= 2.0 * 1048576.0,
+        format!(
+            "{} (the larger of the host's MemAvailable drop, {}, and the containers' memory cgroups, {})",
+            mib(counted),
+            mib(host_per),
+            mib(charged_per)
+        ),
+        counted <= 2.0 * 1048576.0,
     );
     report.target(
         &format!("create latency at container {n} vs the 1st"),
