@@ -500,17 +500,7 @@ impl TestEnv {
             .stdin(Stdio::null())
             .stdout(log())
             .stderr(log());
-        // Become `grove` fully (groups, gid, uid, in that order, while still
-        // root). SAFETY: only async-signal-safe syscalls; nothing allocates.
-        unsafe {
-            groved.pre_exec(move || {
-                use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
-                setgroups(&[Gid::from_raw(gid)])?;
-                setgid(Gid::from_raw(gid))?;
-                setuid(Uid::from_raw(uid))?;
-                Ok(())
-            });
-        }
+        as_user(&mut groved, uid, gid);
         self.groved = Some(groved.spawn().expect("starting groved"));
         let socket = self.socket.clone();
         // Listening, not merely bound: a connection gets through.
@@ -1357,4 +1347,20 @@ pub fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
     header.set_cksum();
     builder.append_data(&mut header, name, data).unwrap();
     builder.into_inner().unwrap()
+}
+
+/// Make `command` run as `uid`:`gid` with only that group (set while still
+/// root: groups, gid, uid, in that order).
+pub fn as_user(command: &mut std::process::Command, uid: u32, gid: u32) {
+    // SAFETY: only async-signal-safe syscalls between fork and exec;
+    // nothing allocates.
+    unsafe {
+        command.pre_exec(move || {
+            use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+            setgroups(&[Gid::from_raw(gid)])?;
+            setgid(Gid::from_raw(gid))?;
+            setuid(Uid::from_raw(uid))?;
+            Ok(())
+        });
+    }
 }
