@@ -221,6 +221,21 @@ async fn feed_watchdog(notifier: Rc<Notifier>, interval: Duration) {
     }
 }
 
+/// The most a client's message may hold, in 8-byte words: 16 MiB (a
+/// ByteStream write of a few MiB fits; the capnp default is 64 MiB). A
+/// message claiming more ends its connection before groved reads it.
+const MAX_MESSAGE_WORDS: usize = 2 * 1024 * 1024;
+/// How deeply a client's message may nest (the API's deepest is ~10).
+const MAX_NESTING: i32 = 32;
+
+fn client_reader_options() -> capnp::message::ReaderOptions {
+    let mut options = capnp::message::ReaderOptions::new();
+    options
+        .traversal_limit_in_words(Some(MAX_MESSAGE_WORDS))
+        .nesting_limit(MAX_NESTING);
+    options
+}
+
 /// Serve the API to one client connection until it ends.
 fn serve_rpc<S>(stream: S, bootstrap: &grove_schema::api_capnp::grove::Client)
 where
@@ -231,7 +246,7 @@ where
         reader,
         writer,
         rpc_twoparty_capnp::Side::Server,
-        Default::default(),
+        client_reader_options(),
     );
     // Bytes of process output in flight to one client stream before groved
     // waits for it: enough to keep the socket busy across round trips,

@@ -93,3 +93,57 @@ fn seqpacket_connect(path: &std::path::Path) -> Seqpacket {
     connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
     Seqpacket(fd)
 }
+
+/// Whether groved closes `stream` within 5 s (reads until end of file).
+fn closed_by_groved(mut stream: std::os::unix::net::UnixStream) -> bool {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false, // timed out: still open
+        }
+    }
+}
+
+/// A message that claims more than groved reads from a client (16 MiB), or
+/// a frame that is not Cap'n Proto at all, ends that connection at once —
+/// before groved waits for or buffers its body — and nothing else.
+#[test]
+fn oversized_and_malformed_messages_end_only_their_connection() {
+    use std::io::Write;
+    let env = TestEnv::start();
+    // One segment of 3 Mi words (24 MiB): within capnp's default limit of
+    // 64 MiB, beyond groved's.
+    let mut oversized = std::os::unix::net::UnixStream::connect(&env.socket).unwrap();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&0u32.to_le_bytes());
+    frame.extend_from_slice(&(3u32 * 1024 * 1024).to_le_bytes());
+    frame.extend_from_slice(&[0u8; 4096]);
+    oversized.write_all(&frame).unwrap();
+    assert!(
+        closed_by_groved(oversized),
+        "an oversized message was waited for"
+    );
+    // A segment table claiming 2^31 segments.
+    let mut garbage = std::os::unix::net::UnixStream::connect(&env.socket).unwrap();
+    garbage
+        .write_all(&[0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0])
+        .unwrap();
+    assert!(
+        closed_by_groved(garbage),
+        "a malformed frame was waited for"
+    );
+    // groved serves on.
+    env.run(|client| async move {
+        client.ping().await.unwrap();
+        let (c, _) = create(&client, "after-hostile", "").await.unwrap();
+        let (status, out, _) = exec(&c, "echo", &["fine"]).await;
+        assert_eq!((status, out.as_str()), (0, "fine\n"));
+    });
+}
