@@ -62,9 +62,12 @@ fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
 /// The list of image layers a container uses, in its depot dir.
 const LAYERS_FILE: &str = "layers";
 
-/// Watch a running wshd's pidfd for its exit (see `Helper::exits`).
+/// Watch a running wshd's pidfd for its exit (see `Helper::exits`). One
+/// shot: a pidfd stays readable once its process has exited, so a
+/// level-triggered entry would wake the loop forever if it outlived the
+/// container's Running state (a destroy that failed halfway).
 pub fn watch_exit(exits: &nix::sys::epoll::Epoll, pidfd: &OwnedFd, pid: i32) {
-    let event = EpollEvent::new(EpollFlags::EPOLLIN, pid as u64);
+    let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, pid as u64);
     if let Err(e) = exits.add(pidfd, event) {
         eprintln!("grove-helper: watching wshd {pid}: {e}");
     }
@@ -662,6 +665,11 @@ impl Helper {
             }
         }
         let pidfd = c.pidfd.take();
+        // Destroy watches the exit itself; no stale event may outlive it
+        // (its pid could be a new container's later).
+        if let Some(fd) = &pidfd {
+            let _ = self.exits.delete(fd);
+        }
         let result = self.destroy_steps(&handle, pidfd.as_ref().map(|p| p.as_fd()));
         let c = self
             .containers

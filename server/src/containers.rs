@@ -994,11 +994,11 @@ impl Grove {
                 }
             }
         }
-        let recorded: std::collections::BTreeSet<String> = self
-            .handles()
-            .iter()
-            .map(|c| c.handle.to_string())
-            .collect();
+        // Every handle groved holds, those being created included: a
+        // reconcile that runs once a late helper answers may meet a create
+        // already under way, whose container is not an orphan.
+        let recorded: std::collections::BTreeSet<String> =
+            self.containers.borrow().keys().cloned().collect();
         for orphan in listed
             .iter()
             .filter(|c| !recorded.contains(c.handle.as_str()))

@@ -366,7 +366,11 @@ async fn serve(
             accepted = listener.accept() => {
                 match accepted {
                     Ok((stream, _)) => serve_rpc(stream, &bootstrap),
-                    Err(e) => tracing::warn!(error = %e, "accept"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept");
+                        // Out of fds, say: not a busy loop meanwhile.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
             accepted = accept_tcp(tcp.as_ref()) => {

@@ -1378,11 +1378,12 @@ fn destroy_removes_the_network_and_many_cycles_leave_nothing() {
         let with_container = env.nft_table_text().unwrap();
         assert_ne!(with_container, baseline, "the container has nft state");
         client.destroy("d1").await.unwrap();
-        // The kernel removes the veth pair with the dead namespace.
+        // Off the bridge at once; the kernel removes the veth pair with
+        // the dead namespace moments later.
+        assert!(env.bridge_ports().is_empty(), "{:?}", env.bridge_ports());
         eventually(&format!("{} is gone", host_veth[0]), || {
             !link_exists(&host_veth[0])
         });
-        assert!(env.bridge_ports().is_empty());
         assert_eq!(env.nft_table_text().unwrap(), baseline);
         assert!(
             http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_err(),

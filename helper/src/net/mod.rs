@@ -554,9 +554,18 @@ impl Network {
         let mut nl = Netlink::open().map_err(|e| sys("netlink", e))?;
         let mut made = nl.add_veth(veth, self.bridge_index, "eth0", ns.as_fd(), self.conf.mtu);
         if made == Err(nix::errno::Errno::EEXIST) {
-            // No container holds this address (it was allocated), so the
-            // link is the host end of a destroyed container's veth whose
-            // namespace the kernel is still dismantling (see `teardown`).
+            // A destroyed container's veth whose namespace the kernel is
+            // still dismantling (or something holds open) is detached from
+            // the bridge at destroy (see `teardown`): that one is deleted.
+            // One still on the bridge belongs to a live container whose
+            // record the helper lost: refused, never taken over.
+            let master = nl.master_of(veth).map_err(|e| sys("netlink", e))?;
+            if master == Some(self.bridge_index) {
+                return Err(system(
+                    &format!("creating veth {veth}"),
+                    "a link of that name is on the bridge: the address is in use",
+                ));
+            }
             eprintln!("grove-helper: {veth} is left from a destroyed container; deleting it");
             nl.del_link(veth)
                 .map_err(|e| sys(&format!("deleting the stale {veth}"), e))?;
@@ -595,11 +604,21 @@ impl Network {
     /// namespace is being dismantled and the kernel removes the veth pair
     /// with it; deleting the host end ourselves would wait for the same
     /// teardown (10–40 ms, mostly RCU grace periods and device
-    /// references) inside the single-threaded helper. A later create of
-    /// the same address meets the host end only if the kernel has not
-    /// finished, and then deletes it itself (`link_up`).
+    /// references) inside the single-threaded helper. The host end is
+    /// taken off the bridge at once instead, so that even a namespace
+    /// something still holds open (a socket passed out of the container)
+    /// reaches nothing. A later create of the same address meets the host
+    /// end only if the kernel has not finished, and then deletes it itself
+    /// (`link_up`).
     fn teardown(&self, handle: &Handle, record: &Record, rules: bool, namespace_gone: bool) {
         let veth = veth_of(record.ip);
+        // Off the bridge first: no moment on it outside the sets' checks.
+        if namespace_gone {
+            let detached = Netlink::open().and_then(|mut nl| nl.detach(&veth));
+            if let Err(e) = detached {
+                eprintln!("grove-helper: {handle}: taking {veth} off the bridge: {e}");
+            }
+        }
         if rules {
             let entry = nft::Entry {
                 handle: handle.as_str(),
@@ -625,7 +644,7 @@ impl Network {
         let links = if namespace_gone {
             vec![ifb_of(record.ip)]
         } else {
-            vec![veth, ifb_of(record.ip)]
+            vec![veth.clone(), ifb_of(record.ip)]
         };
         match Netlink::open() {
             Ok(mut nl) => {

@@ -203,7 +203,7 @@ impl Netlink {
     /// payload of a non-error answer (for GETLINK).
     fn call(&mut self, msg: Msg) -> Result<Vec<u8>, Errno> {
         let seq = self.next_seq();
-        self.call_raw(&msg.finish(seq), seq)
+        self.call_raw(&msg.finish(seq), seq, seq)
     }
 
     pub(super) fn next_seq(&mut self) -> u32 {
@@ -211,9 +211,16 @@ impl Netlink {
         self.seq
     }
 
-    /// Send `bytes` (one message, or an nfnetlink batch of several) and
-    /// wait for the acknowledgement of the message numbered `seq`.
-    pub(super) fn call_raw(&mut self, bytes: &[u8], seq: u32) -> Result<Vec<u8>, Errno> {
+    /// Send `bytes` (one message, or an nfnetlink batch of several
+    /// numbered from `first`) and wait for the acknowledgement of the
+    /// message numbered `seq`; an error for any message of the batch ends
+    /// the wait.
+    pub(super) fn call_raw(
+        &mut self,
+        bytes: &[u8],
+        first: u32,
+        seq: u32,
+    ) -> Result<Vec<u8>, Errno> {
         // SAFETY: send reads `bytes`, a live buffer of that length; the
         // kernel is the default destination of a netlink socket.
         let n = unsafe {
@@ -248,6 +255,16 @@ impl Netlink {
                 if len < 16 || at + len > n {
                     return Err(Errno::EIO);
                 }
+                // A failure of the batch as a whole comes as an error for
+                // an earlier message of it (its begin).
+                if kind == NLMSG_ERROR && mseq != seq && (first..seq).contains(&mseq) && len >= 20 {
+                    let code = i32::from_ne_bytes(
+                        buf[at + 16..at + 20].try_into().map_err(|_| Errno::EIO)?,
+                    );
+                    if code != 0 {
+                        return Err(Errno::from_raw(-code));
+                    }
+                }
                 if mseq == seq {
                     if kind == NLMSG_ERROR {
                         if len < 20 {
@@ -271,11 +288,30 @@ impl Netlink {
 
     /// The index of the link `name`, or None.
     pub fn index(&mut self, name: &str) -> Result<Option<i32>, Errno> {
-        Ok(self.get_link(name)?.map(|(index, _)| index))
+        Ok(self.get_link(name)?.map(|(index, _, _)| index))
     }
 
-    /// (index, IFLA_STATS64 counters) of the link `name`.
-    fn get_link(&mut self, name: &str) -> Result<Option<(i32, Vec<u8>)>, Errno> {
+    /// The index of the bridge (or other master) link `name` is attached
+    /// to: Some(0) for none, None when there is no such link.
+    pub fn master_of(&mut self, name: &str) -> Result<Option<i32>, Errno> {
+        Ok(self.get_link(name)?.map(|(_, master, _)| master))
+    }
+
+    /// Take the link `name` off its bridge (gone already is fine).
+    pub fn detach(&mut self, name: &str) -> Result<(), Errno> {
+        let Some(index) = self.index(name)? else {
+            return Ok(());
+        };
+        let mut m = Msg::new(RTM_SETLINK, 0).ifinfo(0, index, 0, 0);
+        m.attr(IFLA_MASTER, &0i32.to_ne_bytes());
+        match self.call(m) {
+            Ok(_) | Err(Errno::ENODEV) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// (index, IFLA_MASTER or 0, IFLA_STATS64 counters) of the link `name`.
+    fn get_link(&mut self, name: &str) -> Result<Option<(i32, i32, Vec<u8>)>, Errno> {
         ifname_ok(name)?;
         let mut m = Msg::new(RTM_GETLINK, 0).ifinfo(0, 0, 0, 0);
         m.str_attr(IFLA_IFNAME, name);
@@ -289,6 +325,7 @@ impl Netlink {
         }
         let index = i32::from_ne_bytes(answer[4..8].try_into().map_err(|_| Errno::EIO)?);
         let mut stats = Vec::new();
+        let mut master = 0;
         let mut at = 16;
         while at + 4 <= answer.len() {
             let len = u16::from_ne_bytes([answer[at], answer[at + 1]]) as usize;
@@ -299,14 +336,18 @@ impl Netlink {
             if kind == IFLA_STATS64 {
                 stats = answer[at + 4..at + len].to_vec();
             }
+            if kind == IFLA_MASTER && len >= 8 {
+                master =
+                    i32::from_ne_bytes(answer[at + 4..at + 8].try_into().map_err(|_| Errno::EIO)?);
+            }
             at += (len + 3) & !3;
         }
-        Ok(Some((index, stats)))
+        Ok(Some((index, master, stats)))
     }
 
     /// (rx_packets, tx_packets, rx_bytes, tx_bytes) of link `name`.
     pub fn counters(&mut self, name: &str) -> Result<[u64; 4], Errno> {
-        let (_, stats) = self.get_link(name)?.ok_or(Errno::ENODEV)?;
+        let (_, _, stats) = self.get_link(name)?.ok_or(Errno::ENODEV)?;
         if stats.len() < 32 {
             return Err(Errno::EIO);
         }

@@ -139,7 +139,7 @@ impl Sets {
         nl.next_seq();
         nl.next_seq();
         let bytes = batch(change, table, set, keys, seq);
-        nl.call_raw(&bytes, seq.wrapping_add(1)).map(drop)
+        nl.call_raw(&bytes, seq, seq.wrapping_add(1)).map(drop)
     }
 
     /// A container's port joins the bridge table (its frames are checked
