@@ -612,10 +612,13 @@ impl Network {
     /// (`link_up`).
     fn teardown(&self, handle: &Handle, record: &Record, rules: bool, namespace_gone: bool) {
         let veth = veth_of(record.ip);
+        let mut nl = Netlink::open();
+        if let Err(e) = &nl {
+            eprintln!("grove-helper: {handle}: netlink: {e}");
+        }
         // Off the bridge first: no moment on it outside the sets' checks.
-        if namespace_gone {
-            let detached = Netlink::open().and_then(|mut nl| nl.detach(&veth));
-            if let Err(e) = detached {
+        if let (true, Ok(nl)) = (namespace_gone, nl.as_mut()) {
+            if let Err(e) = nl.detach(&veth) {
                 eprintln!("grove-helper: {handle}: taking {veth} off the bridge: {e}");
             }
         }
@@ -644,17 +647,14 @@ impl Network {
         let links = if namespace_gone {
             vec![ifb_of(record.ip)]
         } else {
-            vec![veth.clone(), ifb_of(record.ip)]
+            vec![veth, ifb_of(record.ip)]
         };
-        match Netlink::open() {
-            Ok(mut nl) => {
-                for link in links {
-                    if let Err(e) = nl.del_link(&link) {
-                        eprintln!("grove-helper: {handle}: deleting {link}: {e}");
-                    }
+        if let Ok(nl) = nl.as_mut() {
+            for link in links {
+                if let Err(e) = nl.del_link(&link) {
+                    eprintln!("grove-helper: {handle}: deleting {link}: {e}");
                 }
             }
-            Err(e) => eprintln!("grove-helper: {handle}: netlink: {e}"),
         }
     }
 
