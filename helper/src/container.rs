@@ -10,6 +10,7 @@ use crate::limits;
 use crate::policy::Policy;
 use crate::spawn::{self, Spawn};
 use crate::state::{transition, Container, Event};
+use grove_schema::fault::crash_point;
 use grove_schema::helper::PROTOCOL_VERSION;
 use grove_schema::helper::{
     ContainerState, ContainerSummary, ErrorKind, HelperError, HostPath, ImageDefaults, Limits,
@@ -438,6 +439,7 @@ impl Helper {
                 c.wshd_pid = child.pid;
                 watch_exit(&self.exits, &child.pidfd, child.pid);
                 c.pidfd = Some(child.pidfd);
+                crash_point("helper.create.done");
                 Ok(Response::Created {
                     wshd_pid: child.pid,
                     defaults,
@@ -514,6 +516,7 @@ impl Helper {
         drop(layer);
         // 2c. The image's size, which a total-scope disk limit includes, and
         // the disk limit, in force before anything runs in the container.
+        crash_point("helper.create.layer");
         fs::write_file_at(
             dir.as_fd(),
             crate::btrfs::IMAGE_BYTES,
@@ -536,6 +539,7 @@ impl Helper {
             .apply_device_allowlist(handle)
             .map_err(|e| system("device allowlist", e))?;
         self.cgroups.set_limits(handle, limits)?;
+        crash_point("helper.create.cgroups");
 
         // 4. wshd's listening socket, in the root-owned runtime dir, 0600 and
         // owned by the server uid: only groved (and root) can connect.
@@ -574,6 +578,7 @@ impl Helper {
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .map_err(|e| system("chown wshd socket", e))?;
+        crash_point("helper.create.socket");
 
         // 5. wshd's log, in the root-only depot dir.
         let log = fs::openat(
@@ -619,6 +624,7 @@ impl Helper {
             .try_clone()
             .map_err(|e| system("dup pidfd", e))?;
         undo.push(Undo::Child(pidfd));
+        crash_point("helper.create.wshd");
 
         // 7. Remember wshd's pid for a restarted helper.
         fs::write_file_at(
@@ -628,6 +634,7 @@ impl Helper {
             0o600,
         )
         .map_err(|e| system("write wshd.pid", e))?;
+        crash_point("helper.create.pidfile");
         Ok(child)
     }
 
@@ -670,6 +677,7 @@ impl Helper {
         if let Some(fd) = &pidfd {
             let _ = self.exits.delete(fd);
         }
+        crash_point("helper.destroy.killed");
         let result = self.destroy_steps(&handle, pidfd.as_ref().map(|p| p.as_fd()));
         let c = self
             .containers
@@ -680,7 +688,9 @@ impl Helper {
                 transition(Some(&c.state), Event::Destroyed)?;
                 let had_layers = !c.layers.is_empty();
                 self.containers.remove(&handle);
+                crash_point("helper.destroy.depot");
                 self.net.detach(&handle);
+                crash_point("helper.destroy.done");
                 if had_layers {
                     self.collect_layers();
                 }
@@ -705,6 +715,7 @@ impl Helper {
         self.cgroups
             .remove(handle)
             .map_err(|e| system("remove cgroups", e))?;
+        crash_point("helper.destroy.cgroups");
         match nix::unistd::unlinkat(
             Some(self.runtime.as_raw_fd()),
             sock_name(handle).as_str(),

@@ -154,10 +154,16 @@ pub fn spawn(
     .into_iter()
     .collect::<Result<Vec<_>, _>>()
     .map_err(|e| e.to_string())?;
-    let envp = [
+    let mut envp = vec![
         c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
         c"container=grove".to_owned(),
     ];
+    // The fault-injection tests arm wshd's crash points through the
+    // helper's environment (debug builds only; see grove_schema::fault).
+    if let Some(points) = grove_schema::fault::armed_points() {
+        let entry = format!("{}={points}", grove_schema::fault::CRASH_AT_ENV);
+        envp.push(CString::new(entry).map_err(|e| e.to_string())?);
+    }
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
 

@@ -1,10 +1,12 @@
-//! Grove's wire formats, with no I/O and no syscalls:
+//! Grove's wire formats, with no I/O and no syscalls (but for the debug-build
+//! crash points of `fault`):
 //! - `api_capnp`: the public Cap'n Proto API (schema/api.capnp);
 //! - `helper`: the closed request enum that groved sends to grove-helper;
 //! - `wshd`: the protocol between groved and wshd, PID 1 of each container;
 //! - `net`: network values of the helper protocol (rules, mappings, bandwidth);
 //! - `handle`: the one definition of a valid container handle;
-//! - `bpf`: a seccomp-program interpreter, for tests of the filters.
+//! - `bpf`: a seccomp-program interpreter, for tests of the filters;
+//! - `fault`: crash points for the fault-injection tests (debug builds).
 //!
 //! The helper and wshd protocols are postcard-encoded serde enums: a small,
 //! well-fuzzed parser on the root side instead of a general-purpose one.
@@ -14,6 +16,7 @@ capnp::generated_code!(pub mod api_capnp);
 pub mod bpf;
 pub mod conf;
 pub mod envelope;
+pub mod fault;
 pub mod handle;
 pub mod helper;
 pub mod net;

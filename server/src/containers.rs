@@ -9,6 +9,7 @@ use crate::process::{ProcessEntry, ProcessFds, Sinks};
 use crate::registry;
 use crate::store::{Record, Store};
 use crate::wshd_client;
+use grove_schema::fault::crash_point;
 use grove_schema::helper::{self, HostPath, RootfsSource};
 use grove_schema::net::{NetOutRule, NetworkInfo, PortMapping};
 use grove_schema::wshd::{self, Rlimit, SpawnSpec, WindowSize};
@@ -29,6 +30,9 @@ pub const OUT_OF_MEMORY: &str = "Out of memory";
 /// The event of a container whose kernel objects were found gone when
 /// groved started (see `Grove::reconcile`).
 pub const LOST: &str = "Lost: its kernel objects are gone (the host restarted?)";
+/// The event of a container whose PID 1, wshd, exited (killed from the
+/// host): every process in it went with it, and nothing can run in it.
+pub const WSHD_EXITED: &str = "Stopped: its init process (wshd) exited";
 
 /// How long stop(kill=false) waits after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -300,6 +304,7 @@ impl Grove {
             } else {
                 spec.grace_time_seconds
             },
+            destroying: false,
         };
         // Reserve the handle first, so that a concurrent create of the same
         // handle fails at once.
@@ -329,6 +334,7 @@ impl Grove {
             containers.insert(handle.to_string(), container.clone());
             container
         };
+        crash_point("groved.create.reserved");
         let built = match rootfs {
             Source::Ready(rootfs) => {
                 self.build(
@@ -409,6 +415,7 @@ impl Grove {
             }
             Err(e) => return Err(e),
         };
+        crash_point("groved.create.helper");
         {
             let mut record = container.record.borrow_mut();
             record.wshd_pid = wshd_pid;
@@ -429,6 +436,7 @@ impl Grove {
                 "saving the container record: {e}"
             )));
         }
+        crash_point("groved.create.saved");
         Ok(())
     }
 
@@ -673,11 +681,22 @@ impl Grove {
             ));
         }
         container.phase.set(Phase::Destroying);
+        // The intent first: a destroy cut short from here on (groved
+        // killed, the helper gone) is finished by the next reconcile.
+        if !container.record.borrow().destroying {
+            container.record.borrow_mut().destroying = true;
+            if let Err(e) = self.save(&container) {
+                container.record.borrow_mut().destroying = false;
+                container.phase.set(before);
+                return Err(e);
+            }
+        }
+        crash_point("groved.destroy.marked");
         let request = helper::Request::DestroyContainer {
             handle: container.handle.clone(),
         };
         match self.helper.call(&request).await {
-            Ok(_) => {}
+            Ok(_) => crash_point("groved.destroy.helper"),
             // The helper has no such container: its kernel objects are gone.
             Err(e) if e.code == Code::ContainerNotFound => {
                 tracing::warn!(%handle, "the helper did not know the container; dropping the record")
@@ -694,16 +713,7 @@ impl Grove {
                 return Err(e);
             }
         }
-        for process in container.processes.borrow().values() {
-            process.mark_lost("the container was destroyed");
-        }
-        self.containers.borrow_mut().remove(handle);
-        container.idle.changed.notify_one(); // its timer ends
-        self.store
-            .remove(handle)
-            .map_err(|e| ApiError::internal(format!("removing the record of {handle}: {e}")))?;
-        tracing::info!(%handle, "container destroyed");
-        Ok(())
+        self.forget(&container)
     }
 
     /// Stop every process of the container. Runs to completion even if the
@@ -839,7 +849,17 @@ impl Grove {
             tty: spec.tty,
             rlimits: spec.rlimits,
         });
-        let (response, fds) = wshd_client::call(&container.wshd_socket, &request).await?;
+        let (response, fds) = match wshd_client::call(&container.wshd_socket, &request).await {
+            Ok(answer) => answer,
+            Err(e) if e.code == Code::ServiceUnavailable && self.wshd_exited(container).await => {
+                return Err(ApiError::new(
+                    Code::InvalidState,
+                    format!("container {} is stopped: {WSHD_EXITED}", container.handle),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        crash_point("groved.run.spawned");
         let wshd::Response::Spawned { pid } = response else {
             return Err(ApiError::internal(format!(
                 "unexpected answer to spawn: {response:?}"
@@ -869,6 +889,7 @@ impl Grove {
         };
         tracing::info!(handle = %container.handle, process = %id, pid, tty, "process started");
         container.adopt(entry.clone());
+        crash_point("groved.run.adopted");
         Ok(entry)
     }
 
@@ -973,10 +994,24 @@ impl Grove {
                 )))
             }
         };
-        let known: std::collections::BTreeSet<String> =
-            listed.iter().map(|c| c.handle.to_string()).collect();
+        let known: BTreeMap<String, helper::ContainerState> = listed
+            .iter()
+            .map(|c| (c.handle.to_string(), c.state.clone()))
+            .collect();
         for container in self.handles() {
-            if known.contains(container.handle.as_str()) {
+            if container.phase() == Phase::Destroying {
+                continue;
+            }
+            if let Some(state) = known.get(container.handle.as_str()) {
+                if *state == helper::ContainerState::Stopped {
+                    self.mark_wshd_exited(&container);
+                }
+                continue;
+            }
+            if container.record.borrow().destroying {
+                // A destroy cut short after the helper had finished it.
+                tracing::info!(handle = %container.handle, "finishing an interrupted destroy: the helper has no such container");
+                self.forget(&container)?;
                 continue;
             }
             tracing::warn!(handle = %container.handle, "grove-helper has no such container: its kernel objects are gone; record kept and marked");
@@ -1011,6 +1046,94 @@ impl Grove {
                 tracing::error!(handle = %orphan.handle, error = %e, "destroying an unrecorded container");
             }
         }
+        // Destroys cut short before the helper finished them.
+        for container in self.handles() {
+            if container.record.borrow().destroying && container.phase() != Phase::Destroying {
+                tracing::info!(handle = %container.handle, "finishing an interrupted destroy");
+                if let Err(e) = self.destroy_inner(container.handle.as_str()).await {
+                    tracing::error!(handle = %container.handle, error = %e, "finishing an interrupted destroy");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the helper's connection broke: once it answers again (a
+    /// restarted helper has recovered its containers from its depot),
+    /// reconcile, so that a create it was cut off in is rolled back and a
+    /// destroy it was cut off in is finished, without waiting for a client.
+    pub async fn watch_helper(self: Rc<Self>) {
+        loop {
+            self.helper.lost.notified().await;
+            let mut pause = Duration::from_millis(50);
+            while self.ping_helper().await.is_err() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            tracing::info!("grove-helper answers again: reconciling");
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "reconciling with grove-helper");
+            }
+        }
+    }
+
+    /// Whether the helper says this container's wshd has exited (then it is
+    /// marked so, see `mark_wshd_exited`): asked when wshd does not answer.
+    async fn wshd_exited(&self, container: &Container) -> bool {
+        let Ok(helper::Response::Containers(list)) =
+            self.helper.call(&helper::Request::ListContainers).await
+        else {
+            return false;
+        };
+        let exited = list
+            .iter()
+            .any(|c| c.handle == container.handle && c.state == helper::ContainerState::Stopped);
+        if exited {
+            self.mark_wshd_exited(container);
+        }
+        exited
+    }
+
+    /// The container's wshd (its PID 1) exited, and every process with it:
+    /// it is stopped for good, with an event that says why; destroy is all
+    /// that is left to do with it.
+    fn mark_wshd_exited(&self, container: &Container) {
+        if matches!(container.phase(), Phase::Active | Phase::Stopping) {
+            container.phase.set(Phase::Stopped);
+        }
+        for process in container.processes.borrow().values() {
+            process.mark_lost(WSHD_EXITED);
+        }
+        let changed = {
+            let mut record = container.record.borrow_mut();
+            let new = !record.events.iter().any(|e| e == WSHD_EXITED);
+            if new {
+                record.events.push(WSHD_EXITED.to_string());
+                record.state = "stopped".into();
+                tracing::warn!(handle = %container.handle, "its wshd exited: container stopped");
+            }
+            new
+        };
+        if changed {
+            if let Err(e) = self.save(container) {
+                tracing::error!(handle = %container.handle, error = %e, "saving the stopped state");
+            }
+        }
+    }
+
+    /// Drop a container whose kernel objects are gone: its record, its
+    /// entry, its processes.
+    fn forget(&self, container: &Rc<Container>) -> ApiResult<()> {
+        let handle = container.handle.as_str();
+        for process in container.processes.borrow().values() {
+            process.mark_lost("the container was destroyed");
+        }
+        self.containers.borrow_mut().remove(handle);
+        container.idle.changed.notify_one(); // its timer ends
+        self.store
+            .remove(handle)
+            .map_err(|e| ApiError::internal(format!("removing the record of {handle}: {e}")))?;
+        tracing::info!(%handle, "container destroyed");
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use grove_schema::helper::{self, ErrorKind, HelperError, Request, Response};
 use std::io::IoSliceMut;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio_seqpacket::ancillary::OwnedAncillaryMessage;
 use tokio_seqpacket::UnixSeqpacket;
 
@@ -16,6 +16,10 @@ pub struct HelperClient {
     /// future is dropped midway takes the connection with it, so an answer
     /// can never be read by the wrong caller.
     connection: Mutex<Option<UnixSeqpacket>>,
+    /// Told whenever a connection to the helper was found broken (the
+    /// helper exited or restarted): groved then waits for it to answer
+    /// again and reconciles (see `Grove::watch_helper`).
+    pub lost: Notify,
 }
 
 impl HelperClient {
@@ -23,6 +27,7 @@ impl HelperClient {
         HelperClient {
             path,
             connection: Mutex::new(None),
+            lost: Notify::new(),
         }
     }
 
@@ -35,22 +40,29 @@ impl HelperClient {
     /// A request whose answer may carry file descriptors.
     pub async fn call_with_fds(&self, request: &Request) -> ApiResult<(Response, Vec<OwnedFd>)> {
         let mut slot = self.connection.lock().await;
+        let request = helper::encode_request(request);
         let socket = match slot.take() {
-            Some(socket) => socket,
-            None => crate::seqpacket::connect(&self.path)
-                .await
-                .map_err(|e| self.unavailable(e))?,
+            // A kept connection whose helper has gone refuses the send
+            // (EPIPE): nothing was delivered, so a new connection to a
+            // restarted helper may carry the request.
+            Some(socket) if socket.send(&request).await.is_ok() => socket,
+            kept => {
+                if kept.is_some() {
+                    self.lost.notify_one();
+                }
+                let socket = crate::seqpacket::connect(&self.path)
+                    .await
+                    .map_err(|e| self.unavailable(e))?;
+                socket.send(&request).await.map_err(|e| self.broken(e))?;
+                socket
+            }
         };
-        socket
-            .send(&helper::encode_request(request))
-            .await
-            .map_err(|e| self.unavailable(e))?;
         let mut buffer = vec![0u8; helper::MAX_RESPONSE + 1];
         let mut ancillary = [0u8; 128];
         let (info, messages) = socket
             .recv_vectored_with_ancillary(&mut [IoSliceMut::new(&mut buffer)], &mut ancillary)
             .await
-            .map_err(|e| self.unavailable(e))?;
+            .map_err(|e| self.broken(e))?;
         let mut fds = Vec::new();
         for message in messages.into_messages() {
             if let OwnedAncillaryMessage::FileDescriptors(received) = message {
@@ -58,7 +70,7 @@ impl HelperClient {
             }
         }
         if info.bytes_read() == 0 {
-            return Err(self.unavailable("the helper closed the connection"));
+            return Err(self.broken("the helper closed the connection"));
         }
         let response = helper::decode_response(&buffer[..info.bytes_read()]).map_err(|e| {
             ApiError::internal(format!("undecodable answer from grove-helper: {e}"))
@@ -68,6 +80,13 @@ impl HelperClient {
             Response::Error(e) => Err(from_helper_error(e)),
             other => Ok((other, fds)),
         }
+    }
+
+    /// A connection that broke under a request: the helper may have died
+    /// while it worked on it.
+    fn broken(&self, e: impl std::fmt::Display) -> ApiError {
+        self.lost.notify_one();
+        self.unavailable(e)
     }
 
     fn unavailable(&self, e: impl std::fmt::Display) -> ApiError {

@@ -356,6 +356,8 @@ async fn serve(
     let notifier = Rc::new(notifier);
     // Always: it also reconciles once a helper that was down answers.
     tokio::task::spawn_local(notify_ready(grove.clone(), notifier.clone(), helper_up));
+    // A helper that restarts later is reconciled with once it answers.
+    tokio::task::spawn_local(grove.clone().watch_helper());
     if notifier.enabled() {
         if let Some(interval) = notifier.watchdog_interval() {
             tokio::task::spawn_local(feed_watchdog(notifier.clone(), interval));

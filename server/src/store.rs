@@ -48,6 +48,11 @@ pub struct Record {
     /// the spec gave 0; records from before grace times have none (0).
     #[serde(default)]
     pub grace_time_seconds: u64,
+    /// A destroy was asked for and has not finished: written before groved
+    /// asks the helper, so that a destroy cut short (groved killed, the
+    /// helper gone) is finished by the next reconcile.
+    #[serde(default)]
+    pub destroying: bool,
 }
 
 pub struct Store {
@@ -134,6 +139,7 @@ mod tests {
                 mtu: 1500,
             }),
             grace_time_seconds: 30,
+            destroying: true,
         };
         store.save(&record).unwrap();
         record.state = "stopped".into();

@@ -470,6 +470,31 @@ impl TestEnv {
         self.wait_for(|| readies() > before, "the restarted helper's ready line");
     }
 
+    /// Replace the extra environment (EnvOptions::helper_env) the helper
+    /// gets at its next start.
+    pub fn set_helper_env(&mut self, env: Vec<(String, String)>) {
+        self.helper_env = env;
+    }
+
+    /// Replace the extra environment (EnvOptions::groved_env) groved gets
+    /// at its next start.
+    pub fn set_groved_env(&mut self, env: Vec<(String, String)>) {
+        self.groved_env = env;
+    }
+
+    /// How the helper ended, if it has: then it is reaped and forgotten
+    /// (never signalled by pid again), ready for `restart_helper`. `None`
+    /// while it runs or when the harness stopped it.
+    pub fn helper_exit(&mut self) -> Option<ExitStatus> {
+        reap_if_exited(&mut self.helper)
+    }
+
+    /// How groved ended, if it has (see `helper_exit`); then
+    /// `start_groved` starts a new one.
+    pub fn groved_exit(&mut self) -> Option<ExitStatus> {
+        reap_if_exited(&mut self.groved)
+    }
+
     /// Where this env's helper policy allows images (`image_allow`).
     pub fn images_dir(&self) -> PathBuf {
         self.root.join("images")
@@ -776,6 +801,12 @@ impl Drop for TestEnv {
         self.stop_daemons();
         self.remove_leftovers();
     }
+}
+
+fn reap_if_exited(slot: &mut Option<Child>) -> Option<ExitStatus> {
+    let status = slot.as_mut()?.try_wait().ok().flatten()?;
+    *slot = None;
+    Some(status)
 }
 
 fn stop_child(mut child: Child) {

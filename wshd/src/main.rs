@@ -484,6 +484,7 @@ fn do_spawn(state: &Shared, spec: SpawnSpec) -> Result<Reply, Response> {
     let mut st = state.borrow_mut();
     st.running.insert(pid, spec.id.clone());
     st.procs.insert(spec.id, proc);
+    grove_schema::fault::crash_point("wshd.run.spawned");
     Ok(Reply::Now(Response::Spawned { pid }, fds))
 }
 
@@ -904,6 +905,7 @@ fn main() {
             devnull,
             server_uid: args.server_uid,
         }));
+        grove_schema::fault::crash_point("wshd.start");
         run(state, listener).await
     });
 }

@@ -22,6 +22,7 @@ pub mod nftset;
 pub mod tc;
 
 use crate::fs;
+use grove_schema::fault::crash_point;
 use grove_schema::helper::{ErrorKind, HelperError};
 use grove_schema::net::{
     Bandwidth, NetOutRule, NetStats, NetworkInfo, PortMapping, MAX_NET_IN_PER_CONTAINER, MAX_RULES,
@@ -513,11 +514,13 @@ impl Network {
         let mut rules_added = false;
         let result = (|| {
             self.link_up(pid, ip, &veth)?;
+            crash_point("helper.create.veth");
             self.sets
                 .borrow_mut()
                 .add_port(&self.conf.nft_table, &veth, ip)
                 .map_err(|e| system("firewall", e))?;
             rules_added = true;
+            crash_point("helper.create.firewall");
             if let Some(b) = bandwidth {
                 self.shape(ip, b)?;
             }
