@@ -18,6 +18,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Reported by capacity; the helper's policy enforces its own maximum.
     pub max_containers: u64,
+    /// Requests that may wait for grove-helper at once (it answers one at a
+    /// time); past this a request is refused as busy at once instead of
+    /// queueing without bound (`helper_queue_limit`, default 256). Destroys
+    /// are never refused: they free what the others wait for.
+    pub helper_queue_limit: usize,
     /// Registries (`host[:port]`) pulled from over plain HTTP; every other
     /// registry is HTTPS only.
     pub insecure_registries: Vec<String>,
@@ -64,6 +69,7 @@ impl Default for Config {
             wshd_socket_dir: "/run/grove/wshd".into(),
             state_dir: "/var/lib/grove/server".into(),
             max_containers: 1024,
+            helper_queue_limit: 256,
             insecure_registries: Vec::new(),
             dns_servers: None,
             external_ip: String::new(),
@@ -104,6 +110,19 @@ impl Config {
                         .value
                         .parse()
                         .map_err(|_| at(format!("max_containers must be a number, not {:?}", entry.value)))?
+                }
+                "helper_queue_limit" => {
+                    config.helper_queue_limit = entry
+                        .value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            at(format!(
+                                "helper_queue_limit must be a number above 0, not {:?}",
+                                entry.value
+                            ))
+                        })?
                 }
                 "default_grace_time" => {
                     config.default_grace_time = entry.value.parse().map_err(|_| {

@@ -207,7 +207,7 @@ impl Grove {
         }
         tracing::info!(containers = containers.len(), "container records loaded");
         Ok(Rc::new(Grove {
-            helper: HelperClient::new(config.helper_socket.clone()),
+            helper: HelperClient::new(config.helper_socket.clone(), config.helper_queue_limit),
             config,
             store,
             containers: RefCell::new(containers),
@@ -409,7 +409,10 @@ impl Grove {
             }
             // The request may have reached the helper before the connection
             // broke: make sure no container is left that groved does not know.
-            Err(e) if matches!(e.code, Code::ServiceUnavailable | Code::Internal) => {
+            Err(e)
+                if matches!(e.code, Code::ServiceUnavailable | Code::Internal)
+                    && !crate::helper_client::never_sent(&e) =>
+            {
                 self.rollback(&container.handle).await;
                 return Err(e);
             }
@@ -682,13 +685,12 @@ impl Grove {
         }
         container.phase.set(Phase::Destroying);
         // The intent first: a destroy cut short from here on (groved
-        // killed, the helper gone) is finished by the next reconcile.
+        // killed, the helper gone) is finished by the next reconcile. Not
+        // a condition: a full disk must not stop a destroy, which frees.
         if !container.record.borrow().destroying {
             container.record.borrow_mut().destroying = true;
             if let Err(e) = self.save(&container) {
-                container.record.borrow_mut().destroying = false;
-                container.phase.set(before);
-                return Err(e);
+                tracing::warn!(%handle, error = %e, "could not record the destroy's intent; destroying anyway");
             }
         }
         crash_point("groved.destroy.marked");

@@ -3,12 +3,22 @@
 
 use crate::error::{ApiError, ApiResult, Code};
 use grove_schema::helper::{self, ErrorKind, HelperError, Request, Response};
+use std::cell::Cell;
 use std::io::IoSliceMut;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use tokio::sync::{Mutex, Notify};
 use tokio_seqpacket::ancillary::OwnedAncillaryMessage;
 use tokio_seqpacket::UnixSeqpacket;
+
+/// How a request refused for a full queue begins (see `never_sent`).
+const BUSY: &str = "grove-helper is busy";
+
+/// Whether `e` refused a request before it was sent (a full queue): the
+/// helper cannot have acted on it, so there is nothing to roll back.
+pub fn never_sent(e: &ApiError) -> bool {
+    e.code == Code::ServiceUnavailable && e.message.starts_with(BUSY)
+}
 
 pub struct HelperClient {
     path: PathBuf,
@@ -20,14 +30,28 @@ pub struct HelperClient {
     /// helper exited or restarted): groved then waits for it to answer
     /// again and reconciles (see `Grove::watch_helper`).
     pub lost: Notify,
+    /// Requests sent or waiting to be (`helper_queue_limit` bounds them).
+    outstanding: Cell<usize>,
+    queue_limit: usize,
+}
+
+/// Counts a request as outstanding while it lives.
+struct Outstanding<'a>(&'a Cell<usize>);
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl HelperClient {
-    pub fn new(path: PathBuf) -> HelperClient {
+    pub fn new(path: PathBuf, queue_limit: usize) -> HelperClient {
         HelperClient {
             path,
             connection: Mutex::new(None),
             lost: Notify::new(),
+            outstanding: Cell::new(0),
+            queue_limit,
         }
     }
 
@@ -39,6 +63,18 @@ impl HelperClient {
 
     /// A request whose answer may carry file descriptors.
     pub async fn call_with_fds(&self, request: &Request) -> ApiResult<(Response, Vec<OwnedFd>)> {
+        let waiting = self.outstanding.get();
+        if waiting >= self.queue_limit && !matches!(request, Request::DestroyContainer { .. }) {
+            return Err(ApiError::new(
+                Code::ServiceUnavailable,
+                format!(
+                    "{BUSY}: {waiting} requests are waiting for it \
+                     (helper_queue_limit); try again"
+                ),
+            ));
+        }
+        self.outstanding.set(waiting + 1);
+        let _outstanding = Outstanding(&self.outstanding);
         let mut slot = self.connection.lock().await;
         let request = helper::encode_request(request);
         let socket = match slot.take() {

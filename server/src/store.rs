@@ -69,10 +69,16 @@ impl Store {
     pub fn save(&self, record: &Record) -> std::io::Result<()> {
         let final_path = self.dir.join(format!("{}.json", record.handle));
         let temp_path = self.dir.join(format!(".{}.json.tmp", record.handle));
-        let mut file = File::create(&temp_path)?;
-        file.write_all(&serde_json::to_vec_pretty(record)?)?;
-        drop(file);
-        fs::rename(&temp_path, &final_path)
+        let written = File::create(&temp_path).and_then(|mut file| {
+            file.write_all(&serde_json::to_vec_pretty(record)?)?;
+            drop(file);
+            fs::rename(&temp_path, &final_path)
+        });
+        // A full disk leaves no half-written temporary file behind.
+        if written.is_err() {
+            let _ = fs::remove_file(&temp_path);
+        }
+        written
     }
 
     pub fn remove(&self, handle: &str) -> std::io::Result<()> {

@@ -130,7 +130,8 @@ fn extra_lines(what: &str, text: &str) -> Vec<(String, String)> {
 /// How to start a `TestEnv` beyond the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct EnvOptions {
-    /// `key = value` lines appended to groved's config file (TOML). A value
+    /// `key = value` lines for groved's config file (TOML): a key the
+    /// harness already writes is replaced, others are appended. A value
     /// that is not already a TOML string or array is written as a string,
     /// so `confine = off` becomes `confine = "off"` (see `toml_value`).
     pub groved_extra: String,
@@ -334,7 +335,7 @@ impl TestEnv {
         fs::write(&policy, text).unwrap();
         fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
         let config = env.root.join("groved.conf");
-        let mut text: String = [
+        let mut lines: Vec<(String, String)> = [
             ("listen", toml_string(&env.socket.display().to_string())),
             (
                 "helper_socket",
@@ -347,12 +348,16 @@ impl TestEnv {
             ("state_dir", toml_string(&state_dir.display().to_string())),
             ("max_containers", "100".to_string()),
         ]
-        .iter()
-        .map(|(k, v)| format!("{k} = {v}\n"))
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
         .collect();
         for (key, value) in extra_lines("groved_extra", &options.groved_extra) {
-            text.push_str(&format!("{key} = {value}\n"));
+            match lines.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = value,
+                None => lines.push((key, value)),
+            }
         }
+        let text: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
         fs::write(&config, text).unwrap();
 
         env.start_helper();
