@@ -110,6 +110,10 @@ pub struct Shared {
     read: Cell<u64>,
     /// The receive loop, waiting for `unsent` to fall.
     reader: RefCell<Option<Waker>>,
+    /// Writing failed (the client went away): `unsent` will not fall, and
+    /// the receive loop must read on to notice the end of the connection
+    /// (capnp-rpc ends it only then).
+    write_failed: Cell<bool>,
 }
 
 impl Shared {
@@ -123,6 +127,13 @@ impl Shared {
             if let Some(waker) = self.reader.borrow_mut().take() {
                 waker.wake();
             }
+        }
+    }
+
+    fn failed(&self) {
+        self.write_failed.set(true);
+        if let Some(waker) = self.reader.borrow_mut().take() {
+            waker.wake();
         }
     }
 
@@ -160,14 +171,20 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Metered<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.shared.written(n);
+        match polled {
+            Poll::Ready(Ok(n)) => self.shared.written(n),
+            Poll::Ready(Err(_)) => self.shared.failed(),
+            Poll::Pending => {}
         }
         polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Err(_)) = polled {
+            self.shared.failed();
+        }
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -185,6 +202,7 @@ pub fn meter<S>(stream: S, max_calls: usize) -> (Metered<S>, Rc<Shared>) {
         unsent: Cell::new(0),
         read: Cell::new(0),
         reader: RefCell::new(None),
+        write_failed: Cell::new(false),
     });
     (
         Metered {
@@ -321,7 +339,7 @@ fn refuse(
 /// Wait until groved's unsent output is small enough to read more.
 async fn room(shared: &Shared) {
     std::future::poll_fn(|cx| {
-        if shared.unsent.get() <= MAX_UNSENT {
+        if shared.unsent.get() <= MAX_UNSENT || shared.write_failed.get() {
             Poll::Ready(())
         } else {
             *shared.reader.borrow_mut() = Some(cx.waker().clone());
