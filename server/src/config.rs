@@ -334,7 +334,10 @@ mod tests {
         assert_eq!(c.max_connections, 4096);
         assert_eq!(c.max_calls_in_flight, 128);
         let limits = Config::parse("max_connections = 10\nmax_calls_in_flight = 4\n").unwrap();
-        assert_eq!((limits.max_connections, limits.max_calls_in_flight), (10, 4));
+        assert_eq!(
+            (limits.max_connections, limits.max_calls_in_flight),
+            (10, 4)
+        );
         for bad in ["max_connections = 0", "max_calls_in_flight = \"many\""] {
             let err = Config::parse(bad).unwrap_err();
             assert!(err.contains("1 to 1048576"), "{err}");

@@ -418,7 +418,12 @@ impl Connection<Side> for GuardedConnection {
         })
     }
 
-    fn new_stream(&mut self) -> (Box<dyn capnp_rpc::FlowController>, Promise<(), capnp::Error>) {
+    fn new_stream(
+        &mut self,
+    ) -> (
+        Box<dyn capnp_rpc::FlowController>,
+        Promise<(), capnp::Error>,
+    ) {
         self.inner.borrow_mut().new_stream()
     }
 

@@ -37,7 +37,9 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// The "Max open files" line of a process's limits.
@@ -116,9 +118,9 @@ fn next_return(stream: &mut UnixStream) -> Option<(u32, Answer)> {
         if let Ok(message::Return(ret)) = root.which() {
             let ret = ret.unwrap();
             let answer = match ret.which().unwrap() {
-                return_::Exception(e) => Answer::Exception(
-                    e.unwrap().get_reason().unwrap().to_string().unwrap(),
-                ),
+                return_::Exception(e) => {
+                    Answer::Exception(e.unwrap().get_reason().unwrap().to_string().unwrap())
+                }
                 _ => Answer::Results,
             };
             return Some((ret.get_answer_id(), answer));
@@ -245,7 +247,10 @@ fn calls_beyond_the_cap_fail_at_once_and_the_connection_recovers() {
             .send()
             .promise
             .await;
-        limit(pipelined.map(|_| ()).unwrap_err().into(), "a pipelined call");
+        limit(
+            pipelined.map(|_| ()).unwrap_err().into(),
+            "a pipelined call",
+        );
         // Another connection has its own count: it ends the process.
         let other = env.connect().await;
         other.ping().await.unwrap();
@@ -253,7 +258,11 @@ fn calls_beyond_the_cap_fail_at_once_and_the_connection_recovers() {
         attach.get().set_process_id(&id);
         attach.get().init_io();
         let attached = attach.send().promise.await.unwrap();
-        signal(&attached.get().unwrap().get_process().unwrap(), api::Signal::Kill).await;
+        signal(
+            &attached.get().unwrap().get_process().unwrap(),
+            api::Signal::Kill,
+        )
+        .await;
         for w in waits {
             let status = w.await.unwrap().get().unwrap().get_exit_status();
             assert_eq!(status, -9);
@@ -264,7 +273,7 @@ fn calls_beyond_the_cap_fail_at_once_and_the_connection_recovers() {
         assert_eq!((status, out.as_str()), (0, "again\n"));
         client.destroy(&handle).await.unwrap();
     });
-    assert_nothing_left(&env);
+    assert_nothing_left(env);
 }
 
 // ------------------------------------------------------------ never reading
@@ -353,7 +362,9 @@ fn a_client_that_never_reads_its_answers_is_no_longer_read() {
             Answer::Results => served += 1,
             Answer::Exception(reason) => {
                 assert!(
-                    reason.contains("[limitExceeded] too many calls in flight on this connection (128)"),
+                    reason.contains(
+                        "[limitExceeded] too many calls in flight on this connection (128)"
+                    ),
                     "{reason}"
                 );
                 refused += 1;
@@ -456,7 +467,8 @@ fn connections_beyond_max_connections_are_closed() {
         open.len()
     );
     eventually("groved logged the refusal", || {
-        env.logs().contains("max_connections client connections open")
+        env.logs()
+            .contains("max_connections client connections open")
     });
     open.clear();
     env.run(|client| async move { client.ping().await.unwrap() });
@@ -623,11 +635,8 @@ fn clients_vanishing_mid_stream_leave_the_container_working() {
         request.get().set_sink(sink);
         request.send().promise.await.unwrap();
         let mut got = 0;
-        loop {
-            match chunks.recv().await {
-                Some(Chunk::Data(d)) => got += d.len(),
-                Some(Chunk::Done) | None => break,
-            }
+        while let Some(Chunk::Data(d)) = chunks.recv().await {
+            got += d.len();
         }
         assert!(got > 32 << 20, "a tar of the 32 MiB file: {got} bytes");
     });
@@ -733,7 +742,10 @@ fn bad_rpc_content_errors_or_ends_only_its_connection() {
         let mut all = bootstrap(0);
         all.extend(bytes);
         s.write_all(&all).unwrap();
-        assert!(closed_by_groved(&mut s), "{what}: the connection stays open");
+        assert!(
+            closed_by_groved(&mut s),
+            "{what}: the connection stays open"
+        );
     }
     env.run(|client| async move {
         client.ping().await.unwrap();
