@@ -42,7 +42,9 @@ pub struct Config {
     /// one is closed at once (`max_connections`, default 4096).
     pub max_connections: usize,
     /// A connection's calls being served at once; a further one fails at
-    /// once with `limitExceeded` (`max_calls_in_flight`, default 128).
+    /// once with `limitExceeded` (`max_calls_in_flight`, default 1024: a
+    /// `wait` lasts as long as its process, and a client may wait on
+    /// hundreds at once).
     pub max_calls_in_flight: usize,
 }
 
@@ -78,7 +80,7 @@ impl Default for Config {
             listen_tcp: None,
             tls: None,
             max_connections: 4096,
-            max_calls_in_flight: 128,
+            max_calls_in_flight: 1024,
         }
     }
 }
@@ -332,7 +334,7 @@ mod tests {
             .unwrap_err()
             .contains("seconds"));
         assert_eq!(c.max_connections, 4096);
-        assert_eq!(c.max_calls_in_flight, 128);
+        assert_eq!(c.max_calls_in_flight, 1024);
         let limits = Config::parse("max_connections = 10\nmax_calls_in_flight = 4\n").unwrap();
         assert_eq!(
             (limits.max_connections, limits.max_calls_in_flight),
