@@ -43,6 +43,14 @@ pub struct Config {
     pub listen_tcp: Option<SocketAddr>,
     /// Mutual TLS on `listen_tcp`: all three or none (see `Tls`).
     pub tls: Option<Tls>,
+    /// Client connections open at once (unix and TCP together); a further
+    /// one is closed at once (`max_connections`, default 4096).
+    pub max_connections: usize,
+    /// A connection's calls being served at once; a further one fails at
+    /// once with `limitExceeded` (`max_calls_in_flight`, default 1024: a
+    /// `wait` lasts as long as its process, and a client may wait on
+    /// hundreds at once).
+    pub max_calls_in_flight: usize,
 }
 
 /// The PEM files of `listen_tcp`'s mutual TLS (read at start-up, before
@@ -77,6 +85,8 @@ impl Default for Config {
             default_grace_time: 0,
             listen_tcp: None,
             tls: None,
+            max_connections: 4096,
+            max_calls_in_flight: 1024,
         }
     }
 }
@@ -111,18 +121,23 @@ impl Config {
                         .parse()
                         .map_err(|_| at(format!("max_containers must be a number, not {:?}", entry.value)))?
                 }
-                "helper_queue_limit" => {
-                    config.helper_queue_limit = entry
+                key @ ("max_connections" | "max_calls_in_flight" | "helper_queue_limit") => {
+                    let n = entry
                         .value
-                        .parse()
+                        .parse::<usize>()
                         .ok()
-                        .filter(|n| *n > 0)
+                        .filter(|n| (1..=1 << 20).contains(n))
                         .ok_or_else(|| {
                             at(format!(
-                                "helper_queue_limit must be a number above 0, not {:?}",
+                                "{key} must be a number from 1 to 1048576, not {:?}",
                                 entry.value
                             ))
-                        })?
+                        })?;
+                    match key {
+                        "max_connections" => config.max_connections = n,
+                        "max_calls_in_flight" => config.max_calls_in_flight = n,
+                        _ => config.helper_queue_limit = n,
+                    }
                 }
                 "default_grace_time" => {
                     config.default_grace_time = entry.value.parse().map_err(|_| {
@@ -189,7 +204,7 @@ impl Config {
                 }
                 other => {
                     return Err(at(format!(
-                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time, listen_tcp, tls_cert, tls_key, tls_client_ca)"
+                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time, listen_tcp, tls_cert, tls_key, tls_client_ca, max_connections, max_calls_in_flight)"
                     )))
                 }
             }
@@ -324,6 +339,17 @@ mod tests {
         assert!(Config::parse("default_grace_time = \"5m\"\n")
             .unwrap_err()
             .contains("seconds"));
+        assert_eq!(c.max_connections, 4096);
+        assert_eq!(c.max_calls_in_flight, 1024);
+        let limits = Config::parse("max_connections = 10\nmax_calls_in_flight = 4\n").unwrap();
+        assert_eq!(
+            (limits.max_connections, limits.max_calls_in_flight),
+            (10, 4)
+        );
+        for bad in ["max_connections = 0", "max_calls_in_flight = \"many\""] {
+            let err = Config::parse(bad).unwrap_err();
+            assert!(err.contains("1 to 1048576"), "{err}");
+        }
         assert!(Config::parse("confine = \"maybe\"\n")
             .unwrap_err()
             .contains("true or false"));

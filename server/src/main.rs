@@ -5,6 +5,7 @@
 //! on disk. It never makes a privileged system call itself.
 
 mod config;
+mod connection;
 mod containers;
 mod error;
 mod helper_client;
@@ -236,11 +237,20 @@ fn client_reader_options() -> capnp::message::ReaderOptions {
     options
 }
 
-/// Serve the API to one client connection until it ends.
-fn serve_rpc<S>(stream: S, bootstrap: &grove_schema::api_capnp::grove::Client)
-where
+/// Serve the API to one client connection until it ends, within the
+/// per-connection limits of connection.rs; closed at once when
+/// `max_connections` are open.
+fn serve_rpc<S>(
+    stream: S,
+    bootstrap: &grove_schema::api_capnp::grove::Client,
+    connections: &Rc<connection::Connections>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
+    let Some(slot) = connections.admit() else {
+        return;
+    };
+    let (stream, shared) = connection::meter(stream, connections.max_calls_in_flight());
     let (reader, writer) = stream.compat().split();
     let mut network = twoparty::VatNetwork::new(
         reader,
@@ -252,11 +262,13 @@ where
     // waits for it: enough to keep the socket busy across round trips,
     // small enough to bound memory.
     network.set_window_size(STREAM_WINDOW);
+    let network = connection::Guarded::new(network, shared);
     let system = RpcSystem::new(Box::new(network), Some(bootstrap.clone().client));
     tokio::task::spawn_local(async move {
         if let Err(e) = system.await {
             tracing::debug!(error = %e, "client connection ended");
         }
+        drop(slot);
     });
 }
 
@@ -278,6 +290,8 @@ async fn serve(
 ) -> Result<(), String> {
     let listen = config.listen.clone();
     let listen_tcp = config.listen_tcp;
+    let connections =
+        connection::Connections::new(config.max_connections, config.max_calls_in_flight);
     let grove =
         containers::Grove::open(config).map_err(|e| format!("opening the state dir: {e}"))?;
     let helper_up = match grove.ping_helper().await {
@@ -367,7 +381,7 @@ async fn serve(
         tokio::select! {
             accepted = listener.accept() => {
                 match accepted {
-                    Ok((stream, _)) => serve_rpc(stream, &bootstrap),
+                    Ok((stream, _)) => serve_rpc(stream, &bootstrap, &connections),
                     Err(e) => {
                         tracing::warn!(error = %e, "accept");
                         // Out of fds, say: not a busy loop meanwhile.
@@ -386,10 +400,13 @@ async fn serve(
                     }
                 };
                 let bootstrap = bootstrap.clone();
+                let connections = connections.clone();
                 tcp.as_ref().expect("accepted on it").establish(stream, peer, move |connection| {
                     match connection {
-                        remote::Connection::Tls(tls) => serve_rpc(tls, &bootstrap),
-                        remote::Connection::Plain(plain) => serve_rpc(plain, &bootstrap),
+                        remote::Connection::Tls(tls) => serve_rpc(tls, &bootstrap, &connections),
+                        remote::Connection::Plain(plain) => {
+                            serve_rpc(plain, &bootstrap, &connections)
+                        }
                     }
                 });
             }
