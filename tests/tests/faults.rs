@@ -375,4 +375,5 @@ fault!(
     Destroy
 );
 fault!(wshd_start, "wshd.start", Wshd, Create);
+fault!(wshd_run_received, "wshd.run.received", Wshd, Run);
 fault!(wshd_run_spawned, "wshd.run.spawned", Wshd, Run);

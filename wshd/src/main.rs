@@ -422,6 +422,7 @@ impl Drop for OwnedStreams {
 }
 
 fn do_spawn(state: &Shared, spec: SpawnSpec) -> Result<Reply, Response> {
+    grove_schema::fault::crash_point("wshd.run.received");
     spawn::check_id(&spec.id).map_err(Response::Error)?;
     if state.borrow().procs.contains_key(&spec.id) {
         return Err(err(
