@@ -117,7 +117,7 @@ impl Baseline {
                 nft.as_deref().unwrap_or("(none)\n")
             ));
         }
-        out.extend(HostSnapshot::take().changes_since(&self.host));
+        out.extend(host_leaks(&self.host, &HostSnapshot::take()));
         out
     }
 
@@ -133,6 +133,38 @@ impl Baseline {
             env.logs()
         );
     }
+}
+
+/// What is new on the host in `now` compared with `before`, leaving out
+/// what the other users of a shared test machine change meanwhile: mounts
+/// of the helper's unit tests in other processes (/tmp/grove-helper-test-*)
+/// and the nft tables of `./dev up` instances (named `grove*`). Something
+/// gone is no leak and may be another process's doing, so only additions
+/// and changed files count.
+pub fn host_leaks(before: &HostSnapshot, now: &HostSnapshot) -> Vec<String> {
+    fn without_dev_tables(nft: &str) -> String {
+        let mut out = String::new();
+        let mut skipping = false;
+        for line in nft.lines() {
+            if let Some(rest) = line.strip_prefix("table ") {
+                let name = rest.split_whitespace().nth(1).unwrap_or("");
+                skipping = name.starts_with("grove");
+            }
+            if !skipping {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+    let mut before = before.clone();
+    let mut now = now.clone();
+    before.nft = without_dev_tables(&before.nft);
+    now.nft = without_dev_tables(&now.nft);
+    now.changes_since(&before)
+        .into_iter()
+        .filter(|c| !c.contains(": gone ") && !c.contains("/tmp/grove-helper-test-"))
+        .collect()
 }
 
 fn names_in(dir: &Path) -> Vec<String> {

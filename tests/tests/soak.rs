@@ -20,6 +20,9 @@
 //! private container every result must be exactly the model's. Containers
 //! made with a short grace time may be reaped by groved at any idle moment
 //! and are treated like shared ones until a setGraceTime(0) pins them.
+//!
+//! Two races with a destroy are known and tolerated (counted and printed;
+//! `GROVE_SOAK_STRICT=1` fails on them): see `known_race`. Nothing else is.
 
 use futures::future::join_all;
 use grove_client::{
@@ -34,11 +37,20 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 /// Seeds run when `GROVE_SOAK_SEED` is unset.
-const DEFAULT_SEEDS: &[u64] = &[0x5eed_0001];
+const DEFAULT_SEEDS: &[u64] = &[0x5eed_0001, 0x5eed_0002];
 
 /// Seeds that once failed, kept (after the fix) as regression tests; each
-/// names the bug it found.
-const REGRESSION_SEEDS: &[u64] = &[];
+/// names the bug it found. (A seed fixes the requests, not their
+/// interleaving: a race a seed found may need a few runs to recur.)
+const REGRESSION_SEEDS: &[u64] = &[
+    // The soak's own bug: after alreadyDestroying it looked the container
+    // up at once, before the other client's destroy had finished.
+    5,
+    // The soak's own bug: a shared container destroyed by another client
+    // right after its create showed no NetIn mapping in the first check,
+    // which did not yet allow for the stale view during a destroy.
+    3,
+];
 
 const CLIENTS: usize = 8;
 const DEFAULT_OPS: usize = 2000;
@@ -198,7 +210,9 @@ struct Stats {
     errors: BTreeMap<String, u64>,
     created: u64,
     checks: u64,
-    /// Failures tolerated because the container was destroyed meanwhile.
+    /// Failures tolerated because the container was destroyed meanwhile
+    /// (`known_race`), by kind, and their messages.
+    races: BTreeMap<&'static str, u64>,
     raced: Vec<String>,
 }
 
@@ -235,6 +249,57 @@ type Failure = String;
 
 fn err_text(e: &grove_client::Error) -> String {
     format!("[{}] {}", e.code, e.message)
+}
+
+/// `GROVE_SOAK_STRICT=1`: the known races below fail the soak too.
+fn strict() -> bool {
+    std::env::var("GROVE_SOAK_STRICT").is_ok_and(|v| v == "1")
+}
+
+/// The races with a destroy the soak tolerates on a shared or volatile
+/// container that is then gone (each reported, see the module doc):
+/// - "stale view": groved keeps answering info and properties for a
+///   container while it is being destroyed, from its record, with what the
+///   helper has left (no NetIn mappings, state "active" after a stop), and
+///   helper-backed calls may already say containerNotFound meanwhile;
+/// - "serviceUnavailable": a run (or stream) that reached wshd just as the
+///   destroy killed it answers serviceUnavailable ("wshd closed the
+///   connection") instead of containerNotFound.
+///
+/// Any other error code fails the soak.
+fn known_race(failure: &str) -> Option<&'static str> {
+    const CODES: &[&str] = &[
+        "internal",
+        "containerNotFound",
+        "handleTaken",
+        "processNotFound",
+        "executableNotFound",
+        "invalidSpec",
+        "limitExceeded",
+        "policyRefused",
+        "notImplemented",
+        "alreadyDestroying",
+        "invalidState",
+        "disconnected",
+    ];
+    if failure.contains("[serviceUnavailable]") {
+        Some("serviceUnavailable from a run/stream racing a destroy")
+    } else if CODES.iter().any(|c| failure.contains(&format!("[{c}]"))) {
+        None
+    } else if [
+        ": state ",
+        ": properties ",
+        ": mapped ports ",
+        ": running sleeper ",
+        "succeeded after the container was seen gone",
+    ]
+    .iter()
+    .any(|p| failure.contains(p))
+    {
+        Some("stale info/properties of a container being destroyed")
+    } else {
+        None
+    }
 }
 
 /// What a result on a container of this client's model means: Some(value)
@@ -549,22 +614,30 @@ impl Soaker<'_, '_> {
                 if result.is_ok() {
                     result = self.verify(k).await;
                 }
-                // A shared or volatile container destroyed in the middle of
-                // an operation may answer with what is left of it (info
-                // during a destroy lists no NetIn mappings, say): that is
-                // a race, not a failure, if the container is then gone.
-                if let Err(e) = &result {
-                    let handle = self.conts[k].handle.clone();
-                    if self.conts[k].may_vanish() && self.vanishes(&handle).await {
-                        self.conts[k].gone = true;
-                        self.log(format!("tolerated, {handle} was being destroyed: {e}"));
-                        self.sh.stats.borrow_mut().raced.push(e.clone());
-                        return Ok(());
-                    }
-                }
-                result
+                self.tolerate(k, result).await
             }
         }
+    }
+
+    /// A shared or volatile container destroyed in the middle of an
+    /// operation may answer with what is left of it (`known_race`): that
+    /// is a race, not a failure, if the container is then gone.
+    async fn tolerate(&mut self, k: usize, result: Result<(), Failure>) -> Result<(), Failure> {
+        let Err(e) = &result else {
+            return result;
+        };
+        let handle = self.conts[k].handle.clone();
+        if let Some(kind) = known_race(e).filter(|_| !strict()) {
+            if self.conts[k].may_vanish() && self.vanishes(&handle).await {
+                self.conts[k].gone = true;
+                self.log(format!("tolerated, {handle} was being destroyed: {e}"));
+                let mut stats = self.sh.stats.borrow_mut();
+                *stats.races.entry(kind).or_default() += 1;
+                stats.raced.push(e.clone());
+                return Ok(());
+            }
+        }
+        result
     }
 
     async fn create(&mut self) -> Result<(), Failure> {
@@ -608,7 +681,7 @@ impl Soaker<'_, '_> {
             net_out,
             ..ContainerSpec::default()
         };
-        let mut cont = Cont {
+        let cont = Cont {
             handle: handle.clone(),
             c: None,
             shared: is_shared(self.sh.seed, self.i, n),
@@ -637,13 +710,24 @@ impl Soaker<'_, '_> {
             return Err(format!("create {handle}: {}", err_text(&e)));
         }
         self.sh.stats.borrow_mut().created += 1;
-        // A capability of our own (and the granted NetIn port).
+        self.conts.push(cont);
+        let k = self.conts.len() - 1;
+        let result = self.after_create(k, net_in).await;
+        self.tolerate(k, result).await
+    }
+
+    /// A capability of our own for a new container, the NetIn port it was
+    /// granted, and the first check against the model.
+    async fn after_create(&mut self, k: usize, net_in: Option<u32>) -> Result<(), Failure> {
+        let sh = self.sh;
+        let cont = &mut self.conts[k];
+        let handle = cont.handle.clone();
         let looked = self.client.container(&handle).await;
-        if let Some(c) = judge(self.sh, &mut cont, "lookup", looked, &[])? {
+        if let Some(c) = judge(sh, cont, "lookup", looked, &[])? {
             cont.c = Some(c);
         }
         if let (Some(port), Some(c)) = (net_in, cont.c.clone()) {
-            if let Some(info) = judge(self.sh, &mut cont, "info", c.info().await, &[])? {
+            if let Some(info) = judge(sh, cont, "info", c.info().await, &[])? {
                 check(
                     info.mapped_ports.len() == 1 && info.mapped_ports[0].1 == port,
                     || format!("{handle}: mapped ports {:?}", info.mapped_ports),
@@ -651,8 +735,6 @@ impl Soaker<'_, '_> {
                 cont.ports = info.mapped_ports;
             }
         }
-        self.conts.push(cont);
-        let k = self.conts.len() - 1;
         self.verify(k).await
     }
 
@@ -698,12 +780,17 @@ impl Soaker<'_, '_> {
                 format!("destroy {}: {oks} of the destroys succeeded", cont.handle)
             })?;
         }
-        // Gone for good, whoever destroyed it.
-        let looked = self.client.lookup(&cont.handle).await;
-        check(
-            matches!(&looked, Err(e) if e.is("containerNotFound")),
-            || format!("lookup of destroyed {}: {:?}", cont.handle, looked.err()),
-        )?;
+        // Gone for good once our destroy returned ok; after
+        // alreadyDestroying, once the other destroy finishes.
+        let gone = if oks > 0 {
+            let looked = self.client.lookup(&cont.handle).await;
+            matches!(&looked, Err(e) if e.is("containerNotFound"))
+        } else {
+            self.vanishes(&cont.handle).await
+        };
+        check(gone, || {
+            format!("{} is still there after its destroy", cont.handle)
+        })?;
         if let Some(c) = &cont.c {
             let r = c.info().await;
             check(matches!(&r, Err(e) if e.is("containerNotFound")), || {
@@ -761,11 +848,20 @@ impl Soaker<'_, '_> {
                         )?,
                         Err(e) => {
                             self.sh.count_error(&e);
+                            let failure = format!("cross run {handle}: {}", err_text(&e));
                             // Stopped by its owner; destroyed before or while it ran.
-                            check(
-                                gone(&e) || e.is("invalidState") || e.is("processNotFound"),
-                                || format!("cross run {handle}: {}", err_text(&e)),
-                            )?
+                            let documented =
+                                gone(&e) || e.is("invalidState") || e.is("processNotFound");
+                            let race = known_race(&failure).filter(|_| !strict());
+                            match race {
+                                Some(kind) if !documented && self.vanishes(&handle).await => {
+                                    self.log(format!("tolerated: {failure}"));
+                                    let mut stats = self.sh.stats.borrow_mut();
+                                    *stats.races.entry(kind).or_default() += 1;
+                                    stats.raced.push(failure);
+                                }
+                                _ => check(documented, || failure)?,
+                            }
                         }
                     }
                 } else {
@@ -1425,7 +1521,10 @@ fn print_report(r: &Report) {
         "  results tolerated as races with a destroy: {}",
         r.stats.raced.len()
     );
-    for e in r.stats.raced.iter().take(5) {
+    for (kind, count) in &r.stats.races {
+        let _ = writeln!(s, "    {kind}: {count}");
+    }
+    for e in r.stats.raced.iter().take(3) {
         let _ = writeln!(s, "    e.g. {e}");
     }
     print!("{s}");
