@@ -304,9 +304,12 @@ fn refuse(
     releases: &[u32],
     error: ApiError,
 ) -> capnp::Result<()> {
+    // Not a Return of a call in flight (this call never was): it must not
+    // end the entry of another call under the same id.
     let mut outgoing = Outgoing {
         inner: connection.borrow_mut().new_outgoing_message(64),
         shared: shared.clone(),
+        ends_call: false,
     };
     {
         let root: message::Builder = outgoing.get_body()?.init_as();
@@ -324,6 +327,7 @@ fn refuse(
         let mut outgoing = Outgoing {
             inner: connection.borrow_mut().new_outgoing_message(8),
             shared: shared.clone(),
+            ends_call: false,
         };
         {
             let root: message::Builder = outgoing.get_body()?.init_as();
@@ -361,6 +365,7 @@ impl Connection<Side> for GuardedConnection {
                 .borrow_mut()
                 .new_outgoing_message(first_segment_word_size),
             shared: self.shared.clone(),
+            ends_call: true,
         })
     }
 
@@ -380,6 +385,10 @@ impl Connection<Side> for GuardedConnection {
                 let bytes = (shared.read.get() - before) as usize;
                 // A message that does not parse is the RPC system's to refuse.
                 match inspect(&*message) {
+                    // A question id in use is the RPC system's to refuse
+                    // (it ends the connection): never counted or refused
+                    // here, or its refusal would end the other call's count.
+                    Ok(Seen::Call { id, .. }) if shared.calls.borrow().contains_key(&id) => {}
                     Ok(Seen::Call { id, releases }) => {
                         let calls = shared.calls.borrow().len();
                         let refusal = if calls >= shared.max_calls {
@@ -400,13 +409,8 @@ impl Connection<Side> for GuardedConnection {
                             refuse(&connection, &shared, id, &releases, error)?;
                             continue;
                         }
-                        // A question id in use is the RPC system's to refuse.
-                        if let std::collections::hash_map::Entry::Vacant(slot) =
-                            shared.calls.borrow_mut().entry(id)
-                        {
-                            slot.insert(bytes);
-                            shared.call_bytes.set(shared.call_bytes.get() + bytes);
-                        }
+                        shared.calls.borrow_mut().insert(id, bytes);
+                        shared.call_bytes.set(shared.call_bytes.get() + bytes);
                     }
                     // Before its Return: the client cancelled the call (the
                     // RPC system drops it, and may send no Return).
@@ -446,6 +450,8 @@ fn answered(message: &dyn OutgoingMessage) -> Option<u32> {
 struct Outgoing {
     inner: Box<dyn OutgoingMessage>,
     shared: Rc<Shared>,
+    /// Whether a Return in it ends a call in flight (not for `refuse`).
+    ends_call: bool,
 }
 
 impl OutgoingMessage for Outgoing {
@@ -463,8 +469,12 @@ impl OutgoingMessage for Outgoing {
         Promise<(), capnp::Error>,
         Rc<capnp::message::Builder<capnp::message::HeapAllocator>>,
     ) {
-        let Outgoing { inner, shared } = *self;
-        if let Some(id) = answered(&*inner) {
+        let Outgoing {
+            inner,
+            shared,
+            ends_call,
+        } = *self;
+        if let Some(id) = answered(&*inner).filter(|_| ends_call) {
             shared.call_ended(id);
         }
         let (promise, message) = inner.send();

@@ -179,6 +179,10 @@ pub struct Grove {
     helper: HelperClient,
     store: Store,
     containers: RefCell<BTreeMap<String, Rc<Container>>>,
+    /// One reconcile at a time: two, each with its own view of which
+    /// containers are orphans, could destroy a container re-created
+    /// between them.
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 impl Grove {
@@ -211,6 +215,7 @@ impl Grove {
             config,
             store,
             containers: RefCell::new(containers),
+            reconciling: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -223,19 +228,22 @@ impl Grove {
         }
     }
 
+    /// A container as the API sees it: one being created or destroyed is
+    /// not there (yet, or any more), so that no call meets it half-made.
     pub fn get(&self, handle: &str) -> ApiResult<Rc<Container>> {
         let container = self.containers.borrow().get(handle).cloned();
         match container {
-            Some(c) if c.phase() != Phase::Creating => Ok(c),
+            Some(c) if !matches!(c.phase(), Phase::Creating | Phase::Destroying) => Ok(c),
             _ => Err(ApiError::not_found(handle)),
         }
     }
 
+    /// Every container the API sees (see `get`).
     pub fn handles(&self) -> Vec<Rc<Container>> {
         self.containers
             .borrow()
             .values()
-            .filter(|c| c.phase() != Phase::Creating)
+            .filter(|c| !matches!(c.phase(), Phase::Creating | Phase::Destroying))
             .cloned()
             .collect()
     }
@@ -675,7 +683,13 @@ impl Grove {
     }
 
     async fn destroy_inner(&self, handle: &str) -> ApiResult<()> {
-        let container = self.get(handle)?;
+        let container = self
+            .containers
+            .borrow()
+            .get(handle)
+            .filter(|c| c.phase() != Phase::Creating)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(handle))?;
         let before = container.phase();
         if before == Phase::Destroying {
             return Err(ApiError::new(
@@ -704,6 +718,15 @@ impl Grove {
                 tracing::warn!(%handle, "the helper did not know the container; dropping the record")
             }
             Err(e) => {
+                // The helper answered that it could not: the client hears
+                // so and decides. Only a destroy cut short (no answer) is
+                // left for a reconcile to finish.
+                if e.code != Code::ServiceUnavailable {
+                    container.record.borrow_mut().destroying = false;
+                    if let Err(e) = self.save(&container) {
+                        tracing::warn!(%handle, error = %e, "clearing the destroy's intent");
+                    }
+                }
                 // A stop that was under way has been overtaken: its processes
                 // are at least as dead as a finished stop would leave them.
                 container.phase.set(if before == Phase::Stopping {
@@ -853,6 +876,13 @@ impl Grove {
         });
         let (response, fds) = match wshd_client::call(&container.wshd_socket, &request).await {
             Ok(answer) => answer,
+            // A destroy overtook the run: the container is gone.
+            Err(e)
+                if e.code == Code::ServiceUnavailable
+                    && (container.phase() == Phase::Destroying || !self.holds(container)) =>
+            {
+                return Err(ApiError::not_found(container.handle.as_str()));
+            }
             Err(e) if e.code == Code::ServiceUnavailable && self.wshd_exited(container).await => {
                 return Err(ApiError::new(
                     Code::InvalidState,
@@ -988,6 +1018,7 @@ impl Grove {
     /// it; a container the helper holds that no record names (a create a
     /// previous groved did not finish) is destroyed and logged.
     pub async fn reconcile(self: &Rc<Self>) -> ApiResult<()> {
+        let _one_at_a_time = self.reconciling.lock().await;
         let listed = match self.helper.call(&helper::Request::ListContainers).await? {
             helper::Response::Containers(list) => list,
             other => {
@@ -1001,19 +1032,20 @@ impl Grove {
             .map(|c| (c.handle.to_string(), c.state.clone()))
             .collect();
         for container in self.handles() {
-            if container.phase() == Phase::Destroying {
-                continue;
-            }
+            let destroying = container.record.borrow().destroying;
             if let Some(state) = known.get(container.handle.as_str()) {
-                if *state == helper::ContainerState::Stopped {
+                // (A destroy cut short is finished below.)
+                if *state == helper::ContainerState::Stopped && !destroying {
                     self.mark_wshd_exited(&container);
                 }
                 continue;
             }
-            if container.record.borrow().destroying {
+            if destroying {
                 // A destroy cut short after the helper had finished it.
                 tracing::info!(handle = %container.handle, "finishing an interrupted destroy: the helper has no such container");
-                self.forget(&container)?;
+                if let Err(e) = self.forget(&container) {
+                    tracing::error!(handle = %container.handle, error = %e, "finishing an interrupted destroy");
+                }
                 continue;
             }
             tracing::warn!(handle = %container.handle, "grove-helper has no such container: its kernel objects are gone; record kept and marked");
@@ -1040,6 +1072,15 @@ impl Grove {
             .iter()
             .filter(|c| !recorded.contains(c.handle.as_str()))
         {
+            // A create of the same handle may have begun meanwhile (after
+            // an earlier orphan's destroy): that one is no orphan.
+            if self
+                .containers
+                .borrow()
+                .contains_key(orphan.handle.as_str())
+            {
+                continue;
+            }
             tracing::warn!(handle = %orphan.handle, "grove-helper holds a container groved has no record of: destroying it");
             let request = helper::Request::DestroyContainer {
                 handle: orphan.handle.clone(),
@@ -1050,7 +1091,7 @@ impl Grove {
         }
         // Destroys cut short before the helper finished them.
         for container in self.handles() {
-            if container.record.borrow().destroying && container.phase() != Phase::Destroying {
+            if container.record.borrow().destroying {
                 tracing::info!(handle = %container.handle, "finishing an interrupted destroy");
                 if let Err(e) = self.destroy_inner(container.handle.as_str()).await {
                     tracing::error!(handle = %container.handle, error = %e, "finishing an interrupted destroy");
@@ -1073,8 +1114,10 @@ impl Grove {
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
             tracing::info!("grove-helper answers again: reconciling");
-            if let Err(e) = self.reconcile().await {
-                tracing::warn!(error = %e, "reconciling with grove-helper");
+            while let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "reconciling with grove-helper; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
             }
         }
     }
@@ -1127,6 +1170,8 @@ impl Grove {
     /// entry, its processes.
     fn forget(&self, container: &Rc<Container>) -> ApiResult<()> {
         let handle = container.handle.as_str();
+        // Whatever still holds it (a stop under way) sees it destroyed.
+        container.phase.set(Phase::Destroying);
         for process in container.processes.borrow().values() {
             process.mark_lost("the container was destroyed");
         }
@@ -1357,6 +1402,16 @@ impl Grove {
     }
 
     pub fn save(&self, container: &Container) -> ApiResult<()> {
+        // A container destroyed meanwhile (by another task) has no record
+        // to bring back.
+        let held = self
+            .containers
+            .borrow()
+            .get(container.handle.as_str())
+            .is_some_and(|c| std::ptr::eq(c.as_ref(), container));
+        if !held {
+            return Ok(());
+        }
         self.store.save(&container.record.borrow()).map_err(|e| {
             ApiError::internal(format!("saving the record of {}: {e}", container.handle))
         })

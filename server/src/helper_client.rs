@@ -11,6 +11,20 @@ use tokio::sync::{Mutex, Notify};
 use tokio_seqpacket::ancillary::OwnedAncillaryMessage;
 use tokio_seqpacket::UnixSeqpacket;
 
+/// Requests never refused for a full queue: a destroy frees what the
+/// others wait for, and groved's own upkeep (reconcile, its health check,
+/// an OOM watch of a container just made) must not be lost to a burst of
+/// client requests. All are quick for the helper.
+fn always_queued(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::DestroyContainer { .. }
+            | Request::ListContainers
+            | Request::Ping
+            | Request::WatchOom { .. }
+    )
+}
+
 /// How a request refused for a full queue begins (see `never_sent`).
 const BUSY: &str = "grove-helper is busy";
 
@@ -64,7 +78,7 @@ impl HelperClient {
     /// A request whose answer may carry file descriptors.
     pub async fn call_with_fds(&self, request: &Request) -> ApiResult<(Response, Vec<OwnedFd>)> {
         let waiting = self.outstanding.get();
-        if waiting >= self.queue_limit && !matches!(request, Request::DestroyContainer { .. }) {
+        if waiting >= self.queue_limit && !always_queued(request) {
             return Err(ApiError::new(
                 Code::ServiceUnavailable,
                 format!(

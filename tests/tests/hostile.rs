@@ -494,25 +494,40 @@ fn clients_vanishing_mid_create_leave_whole_containers_or_none() {
     let env_ref = &env;
     block_on(async move {
         let client = env_ref.connect().await;
-        // Until every create has ended one way or the other.
+        // Until every create has ended one way or the other: a container
+        // being created has a depot dir but is not listed, so the listed
+        // handles equal the depot's entries once none is under way (held
+        // for a second: a create may still wait in groved for the helper).
+        let depot = |env: &TestEnv| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&env.depot)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("vanish-"))
+                .collect();
+            names.sort();
+            names
+        };
         let mut settled = Vec::new();
-        for _ in 0..300 {
-            settled = client.list(&[]).await.unwrap();
-            let mut active = 0;
-            for h in &settled {
-                if let Ok(c) = client.lookup(h).await {
-                    let info = c.info_request().send().promise.await;
-                    if let Ok(info) = info {
-                        let state = info.get().unwrap().get_info().unwrap().get_state();
-                        if state.unwrap().to_str().unwrap() == "active" {
-                            active += 1;
-                        }
-                    }
+        let mut stable_since = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut listed = client.list(&[]).await.unwrap();
+            listed.sort();
+            if listed == depot(env_ref) && listed == settled {
+                let since = *stable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= Duration::from_secs(1) {
+                    break;
                 }
+            } else {
+                stable_since = None;
             }
-            if active == settled.len() {
-                break;
-            }
+            settled = listed;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the creates did not settle: listed {settled:?}, depot {:?}",
+                depot(env_ref)
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         println!(

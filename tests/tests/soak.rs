@@ -21,8 +21,10 @@
 //! made with a short grace time may be reaped by groved at any idle moment
 //! and are treated like shared ones until a setGraceTime(0) pins them.
 //!
-//! Two races with a destroy are known and tolerated (counted and printed;
-//! `GROVE_SOAK_STRICT=1` fails on them): see `known_race`. Nothing else is.
+//! Two races with a destroy were found by this soak and fixed in groved
+//! (see `known_race`); they fail it like anything else.
+//! `GROVE_SOAK_LENIENT=1` tolerates them again (counted and printed), for
+//! bisecting.
 
 use futures::future::join_all;
 use grove_client::{
@@ -251,13 +253,15 @@ fn err_text(e: &grove_client::Error) -> String {
     format!("[{}] {}", e.code, e.message)
 }
 
-/// `GROVE_SOAK_STRICT=1`: the known races below fail the soak too.
+/// The races below fail the soak unless `GROVE_SOAK_LENIENT=1`.
 fn strict() -> bool {
-    std::env::var("GROVE_SOAK_STRICT").is_ok_and(|v| v == "1")
+    !std::env::var("GROVE_SOAK_LENIENT").is_ok_and(|v| v == "1")
 }
 
-/// The races with a destroy the soak tolerates on a shared or volatile
-/// container that is then gone (each reported, see the module doc):
+/// The races with a destroy this soak found (fixed: groved hides a
+/// container being destroyed, and answers containerNotFound to a run that
+/// a destroy overtook), tolerated only with `GROVE_SOAK_LENIENT=1` on a
+/// shared or volatile container that is then gone:
 /// - "stale view": groved keeps answering info and properties for a
 ///   container while it is being destroyed, from its record, with what the
 ///   helper has left (no NetIn mappings, state "active" after a stop), and
