@@ -876,11 +876,7 @@ impl Grove {
         });
         let (response, fds) = match wshd_client::call(&container.wshd_socket, &request).await {
             Ok(answer) => answer,
-            // A destroy overtook the run: the container is gone.
-            Err(e)
-                if e.code == Code::ServiceUnavailable
-                    && (container.phase() == Phase::Destroying || !self.holds(container)) =>
-            {
+            Err(e) if self.overtaken(container, e.clone()).code == Code::ContainerNotFound => {
                 return Err(ApiError::not_found(container.handle.as_str()));
             }
             Err(e) if e.code == Code::ServiceUnavailable && self.wshd_exited(container).await => {
@@ -1185,11 +1181,22 @@ impl Grove {
     }
 
     /// Whether this very container is one groved holds (not destroyed).
-    fn holds(&self, container: &Rc<Container>) -> bool {
+    fn holds(&self, container: &Container) -> bool {
         self.containers
             .borrow()
             .get(container.handle.as_str())
-            .is_some_and(|c| Rc::ptr_eq(c, container))
+            .is_some_and(|c| std::ptr::eq(c.as_ref(), container))
+    }
+
+    /// `e` from wshd, as the client should hear it: a destroy that overtook
+    /// the call (it killed wshd under it) makes it containerNotFound.
+    pub fn overtaken(&self, container: &Container, e: ApiError) -> ApiError {
+        let destroyed = container.phase() == Phase::Destroying || !self.holds(container);
+        if e.code == Code::ServiceUnavailable && destroyed {
+            ApiError::not_found(container.handle.as_str())
+        } else {
+            e
+        }
     }
 
     /// Set a container's grace time (0 = never) and restart its countdown.
@@ -1404,12 +1411,7 @@ impl Grove {
     pub fn save(&self, container: &Container) -> ApiResult<()> {
         // A container destroyed meanwhile (by another task) has no record
         // to bring back.
-        let held = self
-            .containers
-            .borrow()
-            .get(container.handle.as_str())
-            .is_some_and(|c| std::ptr::eq(c.as_ref(), container));
-        if !held {
+        if !self.holds(container) {
             return Ok(());
         }
         self.store.save(&container.record.borrow()).map_err(|e| {

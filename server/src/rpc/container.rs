@@ -351,7 +351,9 @@ impl api::Server for ContainerServer {
         let params = params.get()?;
         let path = text("path", params.get_path())?;
         let user = text("user", params.get_user())?;
-        let sink = crate::stream::stream_in(&container, path, user).await?;
+        let sink = crate::stream::stream_in(&container, path, user)
+            .await
+            .map_err(|e| self.grove.overtaken(&container, e))?;
         // The session lasts while the client holds the sink.
         results
             .get()
@@ -371,7 +373,9 @@ impl api::Server for ContainerServer {
         let sink = params
             .get_sink()
             .map_err(|e| ApiError::invalid("sink", e.extra))?;
-        crate::stream::stream_out(&container, path, user, sink).await?;
+        crate::stream::stream_out(&container, path, user, sink)
+            .await
+            .map_err(|e| self.grove.overtaken(&container, e))?;
         Ok(())
     }
 
