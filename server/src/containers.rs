@@ -613,7 +613,13 @@ impl Grove {
         let request = helper::Request::GetNetwork {
             handle: container.handle.clone(),
         };
-        let answer = match self.helper.call(&request).await {
+        let answer = self.helper.call(&request).await;
+        // A destroy that began meanwhile: what the caller would report of
+        // the container (its state, mappings) is already half gone.
+        if container.phase() == Phase::Destroying || !self.holds(container) {
+            return Err(ApiError::not_found(container.handle.as_str()));
+        }
+        let answer = match answer {
             // A lost container (see `reconcile`): what the record says, no
             // mappings (its rules went with it).
             Err(e) if e.code == Code::ContainerNotFound => {
@@ -744,10 +750,11 @@ impl Grove {
     /// Stop every process of the container. Runs to completion even if the
     /// client goes away meanwhile.
     pub async fn stop(self: &Rc<Self>, container: &Rc<Container>, kill: bool) -> ApiResult<()> {
-        let (this, container) = (self.clone(), container.clone());
-        tokio::task::spawn_local(async move { this.stop_inner(&container, kill).await })
+        let (this, target) = (self.clone(), container.clone());
+        tokio::task::spawn_local(async move { this.stop_inner(&target, kill).await })
             .await
             .map_err(ApiError::internal)?
+            .map_err(|e| self.overtaken(container, e))
     }
 
     async fn stop_inner(&self, container: &Rc<Container>, kill: bool) -> ApiResult<()> {

@@ -1,6 +1,6 @@
 //! The `Process` interface, and the `ByteStream` that feeds a process's stdin.
 
-use crate::containers::Container;
+use crate::containers::{Container, Phase};
 use crate::error::{ApiError, Code};
 use crate::process::ProcessEntry;
 use crate::wshd_client;
@@ -18,6 +18,28 @@ pub struct ProcessServer {
 impl ProcessServer {
     pub fn new(process: Rc<ProcessEntry>, container: Rc<Container>) -> ProcessServer {
         ProcessServer { process, container }
+    }
+
+    /// Ask this process's wshd; an answer lost to a destroy that overtook
+    /// the call (it killed wshd) says the container is gone.
+    async fn ask_wshd(&self, request: &Request) -> Result<(), capnp::Error> {
+        match wshd_client::call(&self.process.wshd_socket, request).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == Code::ServiceUnavailable && !self.process.is_running() => {
+                Err(ApiError::new(
+                    Code::InvalidState,
+                    format!("process {} has exited", self.process.id),
+                )
+                .into())
+            }
+            Err(e)
+                if e.code == Code::ServiceUnavailable
+                    && self.container.phase() == Phase::Destroying =>
+            {
+                Err(ApiError::not_found(self.container.handle.as_str()).into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -71,8 +93,7 @@ impl api::Server for ProcessServer {
             id: self.process.id.clone(),
             signal,
         };
-        wshd_client::call(&self.process.wshd_socket, &request).await?;
-        Ok(())
+        self.ask_wshd(&request).await
     }
 
     async fn stdin(
@@ -114,8 +135,7 @@ impl api::Server for ProcessServer {
             id: self.process.id.clone(),
             size,
         };
-        wshd_client::call(&self.process.wshd_socket, &request).await?;
-        Ok(())
+        self.ask_wshd(&request).await
     }
 }
 
