@@ -137,8 +137,9 @@ impl Baseline {
 
 /// What is new on the host in `now` compared with `before`, leaving out
 /// what the other users of a shared test machine change meanwhile: mounts
-/// of the helper's unit tests in other processes (/tmp/grove-helper-test-*)
-/// and the nft tables of `./dev up` instances (named `grove*`). Something
+/// of the helper's unit tests in other processes (/tmp/grove-helper-test-*),
+/// the links and tables of its integration tests (`ht<pid>x<n>`) and the
+/// nft tables of `./dev up` instances (named `grove*`). Something
 /// gone is no leak and may be another process's doing, so only additions
 /// and changed files count.
 pub fn host_leaks(before: &HostSnapshot, now: &HostSnapshot) -> Vec<String> {
@@ -148,7 +149,7 @@ pub fn host_leaks(before: &HostSnapshot, now: &HostSnapshot) -> Vec<String> {
         for line in nft.lines() {
             if let Some(rest) = line.strip_prefix("table ") {
                 let name = rest.split_whitespace().nth(1).unwrap_or("");
-                skipping = name.starts_with("grove");
+                skipping = name.starts_with("grove") || helper_test_name(name);
             }
             if !skipping {
                 out.push_str(line);
@@ -164,7 +165,19 @@ pub fn host_leaks(before: &HostSnapshot, now: &HostSnapshot) -> Vec<String> {
     now.changes_since(&before)
         .into_iter()
         .filter(|c| !c.contains(": gone ") && !c.contains("/tmp/grove-helper-test-"))
+        .filter(|c| {
+            !c.strip_prefix("link: new ")
+                .is_some_and(|name| helper_test_name(name))
+        })
         .collect()
+}
+
+/// The bridges and nft tables of grove-helper's own tests in another
+/// process (`ht<pid>x<n>`, helper/tests/helper.rs), which clean up after
+/// themselves.
+fn helper_test_name(name: &str) -> bool {
+    name.strip_prefix("ht")
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()) && rest.contains('x'))
 }
 
 fn names_in(dir: &Path) -> Vec<String> {

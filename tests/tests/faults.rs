@@ -78,11 +78,30 @@ fn crash_and_converge(point: &str, daemon: Daemon, step: Step) {
         }
         Daemon::Wshd => {
             assert!(env.helper_exit().is_none() && env.groved_exit().is_none());
-            // wshd's own log goes with its depot dir; the helper logs the
-            // exit of a wshd it did not kill.
-            eventually(&format!("{point}: the helper saw wshd exit"), || {
-                env.logs().contains(&format!("{VICTIM}: wshd (pid"))
-            });
+            // wshd's own log goes with its depot dir. Killed at start, it
+            // fails the create (the helper's or groved's part of it, and
+            // the rollback may reach the helper before it notices the exit);
+            // killed later, the helper logs the exit of a wshd it did not
+            // kill.
+            let observed = |logs: &str| match step {
+                // (Before the helper attached the network, its netns is
+                // found gone with it.)
+                Step::Create => logs.lines().any(|l| {
+                    l.contains("create failed")
+                        && l.contains(VICTIM)
+                        && (l.contains("wshd") || l.contains("netns"))
+                }),
+                _ => logs.contains(&format!("{VICTIM}: wshd (pid")),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !observed(&env.logs()) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{point}: wshd's death not observed\n{}",
+                    env.logs()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
             // Nothing to restart; disarm new wshds by restarting the helper
             // cleanly (SIGTERM), which recovers the containers it had.
             env.set_helper_env(Vec::new());

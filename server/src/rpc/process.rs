@@ -148,8 +148,13 @@ impl byte_stream::Server for StdinSink {
     async fn write(self: Rc<Self>, params: byte_stream::WriteParams) -> Result<(), capnp::Error> {
         let _busy = self.container.touch();
         let data = params.get()?.get_data()?;
-        self.process.write_stdin(data).await?;
-        Ok(())
+        match self.process.write_stdin(data).await {
+            // The process's end went with a destroy that overtook the write.
+            Err(_) if self.container.phase() == Phase::Destroying => {
+                Err(ApiError::not_found(self.container.handle.as_str()).into())
+            }
+            other => Ok(other?),
+        }
     }
 
     async fn done(
