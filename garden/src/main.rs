@@ -24,6 +24,11 @@ mod streams;
 mod translate;
 mod wire;
 
+// Socket activation and sd_notify, shared with grove-helper and groved.
+#[path = "../../helper/src/systemd.rs"]
+#[allow(dead_code)]
+mod systemd;
+
 use config::Config;
 use std::cell::{Cell, RefCell};
 use std::os::unix::fs::PermissionsExt;
@@ -117,6 +122,8 @@ fn load_config(args: &Args) -> Result<Config, String> {
 }
 
 fn run() -> Result<(), String> {
+    // Before any thread exists: this edits the environment.
+    let mut sd = systemd::capture()?;
     let args = parse_args()?;
     if nix::unistd::geteuid().is_root() && !args.allow_root {
         return Err("refusing to run as root: grove-garden needs no privilege; \
@@ -124,12 +131,19 @@ fn run() -> Result<(), String> {
             .into());
     }
     let config = load_config(&args)?;
+    let activated = sd.take_listener(
+        "grove-garden",
+        "garden",
+        nix::sys::socket::SockType::Stream,
+        "ListenStream=",
+    )?;
+    let notifier = systemd::Notifier::connect("grove-garden", &sd);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(config))
+    local.block_on(&runtime, serve(config, activated, notifier))
 }
 
 /// The API's unix socket: group-accessible, like groved's.
@@ -147,12 +161,30 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, String> {
     Ok(listener)
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(
+    config: Config,
+    activated: Option<std::os::fd::OwnedFd>,
+    notifier: systemd::Notifier,
+) -> Result<(), String> {
     let ctx = Rc::new(server::Ctx {
         grove: grove::Grove::new(config.grove_socket.clone()),
         streams: RefCell::new(streams::Streams::default()),
     });
-    let unix = bind_unix(&config.listen)?;
+    // A socket systemd passed is systemd's (it makes and removes it; under
+    // systemd /run/grove is not ours to write).
+    let (unix, listen, remove_on_exit) = match activated {
+        Some(fd) => {
+            let std_listener = std::os::unix::net::UnixListener::from(fd);
+            std_listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("socket activation: {e}"))?;
+            let listener = tokio::net::UnixListener::from_std(std_listener)
+                .map_err(|e| format!("socket activation: {e}"))?;
+            let path = systemd::bound_path(std::os::fd::AsFd::as_fd(&listener));
+            (listener, PathBuf::from(path), false)
+        }
+        None => (bind_unix(&config.listen)?, config.listen.clone(), true),
+    };
     let tcp = match config.listen_tcp {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -162,7 +194,7 @@ async fn serve(config: Config) -> Result<(), String> {
         None => None,
     };
     tracing::info!(
-        listen = %config.listen.display(),
+        listen = %listen.display(),
         listen_tcp = ?config.listen_tcp,
         grove_socket = %config.grove_socket.display(),
         "serving Garden's API"
@@ -172,6 +204,10 @@ async fn serve(config: Config) -> Result<(), String> {
             "listening off loopback without authentication (allow_unauthenticated_remote)"
         );
     }
+    notifier.notify(&[
+        systemd::NotifyState::Ready,
+        systemd::NotifyState::Status("serving"),
+    ]);
     let open = Rc::new(Cell::new(0usize));
     let max = config.max_connections;
     let accept_unix = {
@@ -214,7 +250,10 @@ async fn serve(config: Config) -> Result<(), String> {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
     }
-    let _ = std::fs::remove_file(&config.listen);
+    notifier.notify(&[systemd::NotifyState::Stopping]);
+    if remove_on_exit {
+        let _ = std::fs::remove_file(&listen);
+    }
     Ok(())
 }
 

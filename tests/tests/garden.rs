@@ -24,7 +24,17 @@ struct GardenProcess {
 
 impl GardenProcess {
     fn start(env: &TestEnv) -> GardenProcess {
-        let socket = env.run_dir.join("garden.sock");
+        GardenProcess::start_with(env, &[], false)
+    }
+
+    /// With extra arguments; `activated`: under systemd-socket-activate
+    /// (socket activation), which binds the socket and passes it.
+    fn start_with(env: &TestEnv, extra: &[&str], activated: bool) -> GardenProcess {
+        let socket = env.run_dir.join(if activated {
+            "garden-sa.sock"
+        } else {
+            "garden.sock"
+        });
         let log = env.root.join("garden.log");
         let file = || {
             std::fs::OpenOptions::new()
@@ -34,9 +44,19 @@ impl GardenProcess {
                 .unwrap()
         };
         let (uid, gid) = grove_user();
-        let mut cmd = Command::new(bin_dir().join("grove-garden"));
-        cmd.arg("--listen")
-            .arg(&socket)
+        let mut cmd = if activated {
+            let mut c = Command::new("/usr/bin/systemd-socket-activate");
+            c.arg("--fdname=garden")
+                .arg("-l")
+                .arg(&socket)
+                .arg(bin_dir().join("grove-garden"));
+            c
+        } else {
+            let mut c = Command::new(bin_dir().join("grove-garden"));
+            c.arg("--listen").arg(&socket);
+            c
+        };
+        cmd.args(extra)
             .arg("--grove-socket")
             .arg(&env.socket)
             .env("GROVE_GARDEN_LOG", "debug")
@@ -369,6 +389,60 @@ fn garden_json_routes_and_errors() {
     );
     g.request("DELETE", &format!("/containers/{db}"), None).ok();
     assert_eq!(g.get("/containers").ok().json()["Handles"], json!([]));
+}
+
+#[test]
+fn garden_tcp_socket_activation_and_refusals() {
+    let env = TestEnv::start();
+    let (uid, gid) = grove_user();
+    let refused = |args: &[&str], user: bool| -> String {
+        let mut cmd = Command::new(bin_dir().join("grove-garden"));
+        cmd.args(args).arg("--grove-socket").arg(&env.socket);
+        if user {
+            as_user(&mut cmd, uid, gid);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "grove-garden {args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // No authentication in Garden's protocol: off loopback only when told.
+    let sock = env.run_dir.join("refused.sock");
+    let sock = sock.to_str().unwrap();
+    let port = env.ports.0 + 90;
+    let err = refused(
+        &["--listen", sock, "--listen-tcp", &format!("0.0.0.0:{port}")],
+        true,
+    );
+    assert!(err.contains("allow_unauthenticated_remote"), "{err}");
+    // No privilege needed, none taken.
+    let err = refused(&["--listen", sock], false);
+    assert!(err.contains("refusing to run as root"), "{err}");
+
+    // TCP on loopback, next to the unix socket.
+    let addr = format!("127.0.0.1:{port}");
+    let garden = GardenProcess::start_with(&env, &["--listen-tcp", &addr], false);
+    {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(&addr).expect("grove-garden on TCP");
+        tcp.write_all(b"GET /ping HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\n{}\n"), "{out:?}");
+    }
+    assert_eq!(garden.client().get("/ping").ok().json(), json!({}));
+    drop(garden);
+
+    // Socket activation: the socket systemd passed is used and left.
+    let garden = GardenProcess::start_with(&env, &[], true);
+    let g = garden.client();
+    let h = create(&g, json!({}));
+    let (status, out, _) = g.exec(&h, &json!({"path": "echo", "args": ["activated"]}), None);
+    assert_eq!((status, out.as_slice()), (0, &b"activated\n"[..]));
+    let socket = garden.socket.clone();
+    drop(garden);
+    assert!(socket.exists(), "grove-garden removed systemd's socket");
 }
 
 #[test]
