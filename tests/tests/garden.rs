@@ -446,6 +446,26 @@ fn garden_tcp_socket_activation_and_refusals() {
 }
 
 #[test]
+fn garden_reconnects_after_groved_restarts() {
+    let mut env = TestEnv::start();
+    let garden = GardenProcess::start(&env);
+    let g = garden.client();
+    let h = create(&g, json!({"handle": "survivor"}));
+    env.kill_and_restart_groved();
+    // The request that finds the old connection dead says so (Garden's
+    // ServiceUnavailableError); the next one connects again.
+    let first = g.get("/ping");
+    if first.status != 200 {
+        assert_error(&first, 500, "ServiceUnavailableError");
+    }
+    assert_eq!(g.get("/ping").ok().json(), json!({}));
+    let info = g.get(&format!("/containers/{h}/info")).ok().json();
+    assert_eq!(info["State"], "active", "{info}");
+    let (status, out, _) = g.exec(&h, &json!({"path": "echo", "args": ["again"]}), None);
+    assert_eq!((status, out.as_slice()), (0, &b"again\n"[..]));
+}
+
+#[test]
 fn garden_run_attach_tty_and_signals() {
     let env = TestEnv::start();
     let garden = GardenProcess::start(&env);
