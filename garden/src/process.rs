@@ -138,17 +138,19 @@ async fn session(
         stream_id: stream.id.clone(),
         ..Default::default()
     };
+    let mut stdin = Stdin {
+        stream: process.stdin_request().send().pipeline.get_stream(),
+        open: true,
+    };
     if http::write_hijack_head(&mut conn.writer, status, "application/json")
         .await
         .is_err()
         || write_payload(&mut conn.writer, &first).await.is_err()
     {
+        // Gone before the session began: as if it ended at once.
+        stdin.close();
         return;
     }
-    let stdin = Stdin {
-        stream: process.stdin_request().send().pipeline.get_stream(),
-        open: true,
-    };
     let Conn { reader, writer } = conn;
     let mut input = Input {
         process: &process,

@@ -12,6 +12,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use tokio::io::AsyncWriteExt;
 
+/// How long a request head may take to arrive.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct Ctx {
     pub grove: Grove,
     pub streams: RefCell<Streams>,
@@ -45,10 +48,15 @@ pub async fn serve(ctx: Rc<Ctx>, read: BoxRead, write: BoxWrite) {
         writer: write,
     };
     loop {
-        let mut req = match conn.reader.read_head().await {
-            Ok(Some(req)) => req,
-            Ok(None) | Err(HttpError::Io(_)) => break,
-            Err(e) => {
+        // A client gets a minute for each request head (Garden's server has
+        // ReadHeaderTimeout), idle keep-alive time included: a connection
+        // that sends nothing does not hold a slot for ever.
+        let head = tokio::time::timeout(HEAD_TIMEOUT, conn.reader.read_head()).await;
+        let mut req = match head {
+            Err(_elapsed) => break,
+            Ok(Ok(Some(req))) => req,
+            Ok(Ok(None)) | Ok(Err(HttpError::Io(_))) => break,
+            Ok(Err(e)) => {
                 write_error(&mut conn, &api::http_error(e), false).await;
                 break;
             }
