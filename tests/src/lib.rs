@@ -29,6 +29,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use grove_client;
 
+pub mod garden_client;
 pub mod leaks;
 pub mod registry;
 

@@ -1,0 +1,143 @@
+//! grove-garden's configuration: defaults, optionally overridden by a TOML
+//! file of top-level keys (`grove-garden --config PATH`, the syntax of
+//! groved's config; see grove_schema::conf), then by flags.
+
+use grove_schema::conf;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Garden's API on this unix socket (group-accessible, mode 0660).
+    pub listen: PathBuf,
+    /// Garden's API on TCP as well (`listen_tcp = "HOST:PORT"`, an IP
+    /// literal; default "" = off). Garden's protocol has no authentication:
+    /// an address off loopback needs `allow_unauthenticated_remote = true`.
+    pub listen_tcp: Option<SocketAddr>,
+    pub allow_unauthenticated_remote: bool,
+    /// groved's API socket.
+    pub grove_socket: PathBuf,
+    /// Client connections open at once; a further one is closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "/run/grove/garden.sock".into(),
+            listen_tcp: None,
+            allow_unauthenticated_remote: false,
+            grove_socket: grove_client::DEFAULT_SOCKET.into(),
+            max_connections: 1024,
+        }
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let mut config = Config::default();
+        for entry in conf::parse(text).map_err(|e| e.to_string())? {
+            let at = |msg: String| format!("line {}: {}", entry.line, msg);
+            let path = || -> Result<PathBuf, String> {
+                if entry.value.starts_with('/') {
+                    Ok(PathBuf::from(&entry.value))
+                } else {
+                    Err(at(format!(
+                        "{} must be an absolute path, not {:?}",
+                        entry.key, entry.value
+                    )))
+                }
+            };
+            match entry.key.as_str() {
+                "listen" => config.listen = path()?,
+                "grove_socket" => config.grove_socket = path()?,
+                "listen_tcp" => config.listen_tcp = parse_listen_tcp(&entry.value).map_err(at)?,
+                "allow_unauthenticated_remote" => {
+                    config.allow_unauthenticated_remote = match entry.value.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        other => {
+                            return Err(at(format!(
+                                "allow_unauthenticated_remote must be true or false, not {other:?}"
+                            )))
+                        }
+                    }
+                }
+                "max_connections" => {
+                    config.max_connections = entry
+                        .value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=1 << 20).contains(n))
+                        .ok_or_else(|| {
+                            at(format!(
+                                "max_connections must be a number from 1 to 1048576, not {:?}",
+                                entry.value
+                            ))
+                        })?
+                }
+                other => {
+                    return Err(at(format!(
+                        "unknown key {other:?} (known: listen, listen_tcp, \
+                         allow_unauthenticated_remote, grove_socket, max_connections)"
+                    )))
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Refuse a TCP listener off loopback unless explicitly allowed: Garden
+    /// has no authentication, so anyone who reaches it owns the containers.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(addr) = self.listen_tcp {
+            if !addr.ip().is_loopback() && !self.allow_unauthenticated_remote {
+                return Err(format!(
+                    "listen_tcp = \"{addr}\" is not a loopback address, and Garden's protocol has \
+                     no authentication: anyone who can reach it can run anything in any container. \
+                     Set allow_unauthenticated_remote = true to do it anyway (behind a firewall)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_listen_tcp(value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse::<SocketAddr>().map(Some).map_err(|_| {
+        format!("listen_tcp must be IP:PORT (an IP literal, e.g. 127.0.0.1:7777), not {value:?}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_keys_and_refusals() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        let c = Config::parse(
+            "listen = \"/x.sock\"\ngrove_socket = \"/g.sock\"\nlisten_tcp = \"127.0.0.1:7777\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, PathBuf::from("/x.sock"));
+        assert_eq!(c.listen_tcp, Some("127.0.0.1:7777".parse().unwrap()));
+        c.check().unwrap();
+        assert!(Config::parse("listen = \"rel\"").is_err());
+        assert!(Config::parse("nope = 1")
+            .unwrap_err()
+            .contains("unknown key"));
+        let remote = Config::parse("listen_tcp = \"0.0.0.0:7777\"").unwrap();
+        assert!(remote
+            .check()
+            .unwrap_err()
+            .contains("allow_unauthenticated_remote"));
+        let allowed =
+            Config::parse("listen_tcp = \"0.0.0.0:7777\"\nallow_unauthenticated_remote = true")
+                .unwrap();
+        allowed.check().unwrap();
+    }
+}
