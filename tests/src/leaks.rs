@@ -165,10 +165,7 @@ pub fn host_leaks(before: &HostSnapshot, now: &HostSnapshot) -> Vec<String> {
     now.changes_since(&before)
         .into_iter()
         .filter(|c| !c.contains(": gone ") && !c.contains("/tmp/grove-helper-test-"))
-        .filter(|c| {
-            !c.strip_prefix("link: new ")
-                .is_some_and(|name| helper_test_name(name))
-        })
+        .filter(|c| !c.strip_prefix("link: new ").is_some_and(helper_test_name))
         .collect()
 }
 
