@@ -28,7 +28,7 @@ impl Default for Config {
             listen_tcp: None,
             allow_unauthenticated_remote: false,
             grove_socket: grove_client::DEFAULT_SOCKET.into(),
-            max_connections: 1024,
+            max_connections: 16384,
         }
     }
 }

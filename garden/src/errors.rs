@@ -116,6 +116,12 @@ impl GardenError {
     }
 
     /// Any other failure, as a plain error.
+    /// grove-garden itself cannot take the request now (too many
+    /// connections): Garden's ServiceUnavailableError, 503.
+    pub fn unavailable(message: impl Into<String>) -> GardenError {
+        GardenError::plain(503, SERVICE_UNAVAILABLE, message.into())
+    }
+
     pub fn internal(message: impl Into<String>) -> GardenError {
         GardenError::plain(500, "", message.into())
     }

@@ -463,16 +463,19 @@ pub async fn write_json(
     w.flush().await
 }
 
-/// The head of a response whose connection is hijacked afterwards: no
-/// length or chunking, the body is raw until the connection closes
-/// (Garden's server writes its head, then net/http's Hijack).
+/// The head of a response whose connection is hijacked afterwards, as
+/// Garden's Go server sends it: net/http flushes the head on Hijack with
+/// `Transfer-Encoding: chunked` (HTTP/1.1, no length), and the payloads
+/// then follow raw, unchunked. Garden's client reads the head with
+/// httputil.ClientConn, which fails (ErrPersistEOF) on a response marked
+/// `Connection: close` or without framing, so the head has neither.
 pub async fn write_hijack_head(
     w: &mut BoxWrite,
     status: u16,
     content_type: &str,
 ) -> io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n",
         reason(status)
     );
     w.write_all(head.as_bytes()).await?;

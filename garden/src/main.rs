@@ -271,7 +271,20 @@ fn spawn_conn(
     w: http::BoxWrite,
 ) {
     if open.get() >= max {
-        tracing::warn!(max, "too many connections; closing a new one");
+        tracing::warn!(max, "too many connections; refusing a new one");
+        // Answered, not dropped: a Garden client then reports why.
+        tokio::task::spawn_local(async move {
+            let mut w = w;
+            let e = errors::GardenError::unavailable(format!(
+                "grove-garden serves at most {max} connections at once (max_connections)"
+            ));
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                http::write_json(&mut w, e.status, &e.body(), false),
+            )
+            .await;
+            drop(r);
+        });
         return;
     }
     open.set(open.get() + 1);

@@ -19,7 +19,7 @@
 use crate::api::{container, read_json};
 use crate::errors::GardenError;
 use crate::http::{self, Request};
-use crate::server::{write_error, Conn, Ctx};
+use crate::server::{write_hijack_error, Conn, Ctx};
 use crate::sink::{self, Piece};
 use crate::translate;
 use crate::wire::{self, ProcessPayload};
@@ -35,7 +35,7 @@ pub async fn run(ctx: &Rc<Ctx>, conn: &mut Conn, req: &mut Request, handle: &str
     let spec: wire::ProcessSpec = match read_json(conn, req).await {
         Ok(s) => s,
         Err(e) => {
-            write_error(conn, &e, false).await;
+            write_hijack_error(conn, &e).await;
             return;
         }
     };
@@ -53,7 +53,7 @@ pub async fn run(ctx: &Rc<Ctx>, conn: &mut Conn, req: &mut Request, handle: &str
     match started.await {
         Ok((process, id)) => session(ctx, conn, handle, process, id, 201).await,
         Err(e) => {
-            write_error(conn, &e, false).await;
+            write_hijack_error(conn, &e).await;
         }
     }
 }
@@ -61,7 +61,7 @@ pub async fn run(ctx: &Rc<Ctx>, conn: &mut Conn, req: &mut Request, handle: &str
 pub async fn attach(ctx: &Rc<Ctx>, conn: &mut Conn, req: &mut Request, handle: &str, pid: &str) {
     // Garden's client sends an empty body; take (and bound) whatever comes.
     if let Err(e) = conn.reader.body(&mut req.body, http::MAX_JSON_BODY).await {
-        write_error(conn, &crate::api::http_error(e), false).await;
+        write_hijack_error(conn, &crate::api::http_error(e)).await;
         return;
     }
     let attached = async {
@@ -76,7 +76,7 @@ pub async fn attach(ctx: &Rc<Ctx>, conn: &mut Conn, req: &mut Request, handle: &
     match attached.await {
         Ok((process, id)) => session(ctx, conn, handle, process, id, 200).await,
         Err(e) => {
-            write_error(conn, &e, false).await;
+            write_hijack_error(conn, &e).await;
         }
     }
 }
@@ -303,7 +303,7 @@ pub async fn output(
         // Garden answers 200 and an empty stream for an unknown stream id,
         // which a client cannot tell from a process with no output.
         let e = GardenError::process_not_found(pid);
-        write_error(conn, &e, false).await;
+        write_hijack_error(conn, &e).await;
         return;
     }
     let (sink, mut pieces) = sink::bounded(4);
@@ -324,7 +324,7 @@ pub async fn output(
     let _process = match attached.await {
         Ok(p) => p,
         Err(e) => {
-            write_error(conn, &e, false).await;
+            write_hijack_error(conn, &e).await;
             return;
         }
     };

@@ -42,6 +42,16 @@ pub async fn write_error(conn: &mut Conn, e: &GardenError, keep_alive: bool) -> 
     }
 }
 
+/// An error answer on a route Garden's client hijacks (run, attach,
+/// stdout, stderr): its httputil.ClientConn turns any response marked
+/// `Connection: close` into ErrPersistEOF and loses the body (and with it
+/// the error's Type), so the head says nothing of closing; the connection
+/// is closed afterwards all the same.
+pub async fn write_hijack_error(conn: &mut Conn, e: &GardenError) -> Outcome {
+    write_error(conn, e, true).await;
+    Outcome::Close
+}
+
 pub async fn serve(ctx: Rc<Ctx>, read: BoxRead, write: BoxWrite) {
     let mut conn = Conn {
         reader: Reader::new(read),

@@ -85,6 +85,27 @@ fn read_head(r: &mut impl BufRead) -> (u16, Vec<(String, String)>) {
     (status, headers)
 }
 
+/// What Garden's Go client demands of the head of a run, attach, stdout
+/// or stderr answer: it reads it with httputil.ClientConn, whose Read
+/// reports ErrPersistEOF (and loses the response) when the response is
+/// marked `Connection: close` or its body has no framing (neither a
+/// Content-Length nor chunked) -- so the hijack never happens, or an error
+/// answer's Type is lost.
+fn assert_client_conn_accepts(status: u16, headers: &[(String, String)]) {
+    let close = header(headers, "Connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    assert!(
+        !close,
+        "{status}: `Connection: close` would make Go's ClientConn fail: {headers:?}"
+    );
+    let chunked =
+        header(headers, "Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let length = header(headers, "Content-Length").is_some();
+    assert!(
+        chunked || length,
+        "{status}: a body without framing would make Go's ClientConn fail: {headers:?}"
+    );
+}
+
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -341,6 +362,7 @@ impl Garden {
         s.write_all(&Garden::head(method, path, body, "")).unwrap();
         let mut reader = BufReader::new(s.try_clone().unwrap());
         let (status, headers) = read_head(&mut reader);
+        assert_client_conn_accepts(status, &headers);
         if !(200..300).contains(&status) {
             let mut body = Vec::new();
             read_body(&mut reader, &headers, &mut body);
@@ -397,6 +419,7 @@ impl Garden {
         s.write_all(&Garden::head("GET", &path, None, "")).unwrap();
         let mut reader = BufReader::new(s);
         let (status, headers) = read_head(&mut reader);
+        assert_client_conn_accepts(status, &headers);
         if status != 200 {
             let mut body = Vec::new();
             read_body(&mut reader, &headers, &mut body);
