@@ -185,9 +185,12 @@ impl Reader {
                         }
                     }
                     let line = self.line(MAX_CHUNK_LINE).await?;
+                    // Hex digits only (from_str_radix alone takes a sign),
+                    // then an optional extension.
                     let size = std::str::from_utf8(&line)
                         .ok()
-                        .map(|l| l.split(';').next().unwrap_or("").trim())
+                        .map(|l| l.split(';').next().unwrap_or(""))
+                        .filter(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
                         .and_then(|hex| u64::from_str_radix(hex, 16).ok())
                         .ok_or_else(|| HttpError::Bad("malformed chunk size".into()))?;
                     if size == 0 {
@@ -329,9 +332,11 @@ fn parse_request(request: &httparse::Request<'_, '_>) -> Result<Request, HttpErr
             .map_err(|_| HttpError::Bad(format!("header {} is not UTF-8", h.name)))?
             .trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = value
-                .parse::<u64>()
-                .map_err(|_| HttpError::Bad(format!("bad Content-Length {value:?}")))?;
+            // Digits only: parse alone would take "+5".
+            let n = Some(value)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| HttpError::Bad(format!("bad Content-Length {value:?}")))?;
             if length.is_some_and(|l| l != n) {
                 return Err(HttpError::Bad("conflicting Content-Length headers".into()));
             }
@@ -560,12 +565,18 @@ mod tests {
                 reader(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n");
             let mut req = r.read_head().await.unwrap().unwrap();
             assert_eq!(r.body(&mut req.body, 100).await.unwrap(), b"abcde");
-            let mut r = reader(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
-            let mut req = r.read_head().await.unwrap().unwrap();
-            assert!(matches!(
-                r.body(&mut req.body, 100).await,
-                Err(HttpError::Bad(_))
-            ));
+            // Not hex, a sign, a space: each refused.
+            for size in [&b"zz"[..], b"+a", b" 3"] {
+                let mut bytes = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                bytes.extend_from_slice(size);
+                bytes.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
+                let mut r = Reader::new(Box::new(std::io::Cursor::new(bytes)));
+                let mut req = r.read_head().await.unwrap().unwrap();
+                assert!(
+                    matches!(r.body(&mut req.body, 100).await, Err(HttpError::Bad(_))),
+                    "chunk size {size:?}"
+                );
+            }
         });
     }
 
@@ -575,6 +586,8 @@ mod tests {
             let mut r = reader(
                 b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
             );
+            assert!(matches!(r.read_head().await, Err(HttpError::Bad(_))));
+            let mut r = reader(b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello");
             assert!(matches!(r.read_head().await, Err(HttpError::Bad(_))));
             let mut r = reader(b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n");
             let mut req = r.read_head().await.unwrap().unwrap();
