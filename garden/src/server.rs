@@ -14,6 +14,10 @@ use tokio::io::AsyncWriteExt;
 
 /// How long a request head may take to arrive.
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// What is read of an unread body before an early error answer (net/http
+/// discards up to 256 KiB too).
+const DISCARD: usize = 256 * 1024;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Ctx {
     pub grove: Grove,
@@ -112,8 +116,35 @@ async fn dispatch(ctx: &Rc<Ctx>, conn: &mut Conn, req: &mut Request, route: Rout
             Ok(()) => Outcome::Keep,
             Err(_) => Outcome::Close,
         },
-        Err(e) => write_error(conn, &e, req.keep_alive).await,
+        Err(e) => {
+            // An answer before the whole body was read (a streamIn that
+            // failed early): read on a little first, as net/http does, so
+            // a client still sending is more likely to get the answer than
+            // a broken pipe. The connection ends after it either way.
+            discard_body(conn, req).await;
+            let keep = req.keep_alive && req.body == BodyState::Done;
+            write_error(conn, &e, keep).await
+        }
     }
+}
+
+/// Read and drop up to `DISCARD` bytes of what is left of a request's
+/// body, for at most `DISCARD_TIME`.
+async fn discard_body(conn: &mut Conn, req: &mut Request) {
+    let mut left = DISCARD;
+    let reading = async {
+        while left > 0 {
+            match conn
+                .reader
+                .body_chunk(&mut req.body, left.min(64 * 1024))
+                .await
+            {
+                Ok(Some(piece)) => left = left.saturating_sub(piece.len()),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, reading).await;
 }
 
 use crate::http::Request;
