@@ -409,6 +409,36 @@ fn state_sequences() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// Make `dir` hold exactly `files` (name → bytes).
+/// Connections as Garden's clients open them: JSON routes with and
+/// without bodies, keep-alive, a chunked streamIn, a run with its payload
+/// lines after the head.
+fn garden_connections() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("ping", b"GET /ping HTTP/1.1\r\nHost: api\r\n\r\n".to_vec()),
+        (
+            "create_keep_alive",
+            b"POST /containers HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: 31\r\n\r\n{\"handle\":\"a\",\"properties\":{}}\n\
+              GET /containers?owner=x&a+b=c%20d HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "stream_in_chunked",
+            b"PUT /containers/a/files?destination=%2Ftmp HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nTrailer: x\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "run_payloads",
+            b"POST /containers/a/processes HTTP/1.1\r\nHost: api\r\nContent-Length: 15\r\n\r\n{\"path\":\"cat\"}\n{\"process_id\":\"p\",\"source\":0,\"data\":\"hi\"}\n{\"process_id\":\"p\",\"source\":0}\n{\"signal\":1}\n"
+                .to_vec(),
+        ),
+        (
+            "attach_stdout",
+            b"GET /containers/a/processes/p/attaches/3/stdout HTTP/1.1\r\nHost: api\r\n\r\n"
+                .to_vec(),
+        ),
+    ]
+}
+
 fn write_dir(dir: &Path, files: BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     for entry in fs::read_dir(dir)? {
@@ -469,12 +499,17 @@ fn main() -> std::io::Result<()> {
         .into_iter()
         .map(|(n, b)| (n.to_string(), b))
         .collect();
+    let garden = garden_connections()
+        .into_iter()
+        .map(|(n, b)| (n.to_string(), b))
+        .collect();
 
     for (target, files) in [
         ("helper_request", helper),
         ("wshd_request", wshd_req),
         ("wshd_response", wshd_resp),
         ("helper_state", state),
+        ("garden_http", garden),
     ] {
         let n = files.len();
         write_dir(&root.join(target), files)?;
