@@ -38,30 +38,18 @@ impl Config {
         let mut config = Config::default();
         for entry in conf::parse(text).map_err(|e| e.to_string())? {
             let at = |msg: String| format!("line {}: {}", entry.line, msg);
-            let path = || -> Result<PathBuf, String> {
-                if entry.value.starts_with('/') {
-                    Ok(PathBuf::from(&entry.value))
-                } else {
-                    Err(at(format!(
-                        "{} must be an absolute path, not {:?}",
-                        entry.key, entry.value
-                    )))
-                }
-            };
+            let path = || entry.absolute_path().map_err(at);
             match entry.key.as_str() {
                 "listen" => config.listen = path()?,
                 "grove_socket" => config.grove_socket = path()?,
                 "listen_tcp" => config.listen_tcp = parse_listen_tcp(&entry.value).map_err(at)?,
                 "allow_unauthenticated_remote" => {
-                    config.allow_unauthenticated_remote = match entry.value.as_str() {
-                        "on" => true,
-                        "off" => false,
-                        other => {
-                            return Err(at(format!(
-                                "allow_unauthenticated_remote must be true or false, not {other:?}"
-                            )))
-                        }
-                    }
+                    config.allow_unauthenticated_remote = entry.flag().ok_or_else(|| {
+                        at(format!(
+                            "allow_unauthenticated_remote must be true or false, not {:?}",
+                            entry.value
+                        ))
+                    })?
                 }
                 "max_connections" => {
                     config.max_connections = entry

@@ -29,10 +29,13 @@ mod wire;
 #[allow(dead_code)]
 mod systemd;
 
+// The API socket (bound, or passed by systemd), shared with groved.
+#[path = "../../server/src/api_socket.rs"]
+mod api_socket;
+
 use config::Config;
 use std::cell::{Cell, RefCell};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
 
@@ -146,21 +149,6 @@ fn run() -> Result<(), String> {
     local.block_on(&runtime, serve(config, activated, notifier))
 }
 
-/// The API's unix socket: group-accessible, like groved's.
-fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, String> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("removing the stale socket {}: {e}", path.display()))
-        }
-        _ => {}
-    }
-    let listener = tokio::net::UnixListener::bind(path)
-        .map_err(|e| format!("binding {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
-    Ok(listener)
-}
-
 async fn serve(
     config: Config,
     activated: Option<std::os::fd::OwnedFd>,
@@ -172,19 +160,11 @@ async fn serve(
     });
     // A socket systemd passed is systemd's (it makes and removes it; under
     // systemd /run/grove is not ours to write).
-    let (unix, listen, remove_on_exit) = match activated {
-        Some(fd) => {
-            let std_listener = std::os::unix::net::UnixListener::from(fd);
-            std_listener
-                .set_nonblocking(true)
-                .map_err(|e| format!("socket activation: {e}"))?;
-            let listener = tokio::net::UnixListener::from_std(std_listener)
-                .map_err(|e| format!("socket activation: {e}"))?;
-            let path = systemd::bound_path(std::os::fd::AsFd::as_fd(&listener));
-            (listener, PathBuf::from(path), false)
-        }
-        None => (bind_unix(&config.listen)?, config.listen.clone(), true),
-    };
+    let api_socket::ApiSocket {
+        listener: unix,
+        path: listen,
+        ours: remove_on_exit,
+    } = api_socket::ApiSocket::open(activated, &config.listen)?;
     let tcp = match config.listen_tcp {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)

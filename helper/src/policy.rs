@@ -130,11 +130,9 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                     .collect::<Result<_, _>>()?;
             }
             "layer_gc" => {
-                p.layer_gc = match e.value.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    v => return Err(bad(format!("{v:?} is neither true nor false"))),
-                }
+                p.layer_gc = e
+                    .flag()
+                    .ok_or_else(|| bad(format!("{:?} is neither true nor false", e.value)))?
             }
             "wshd" => p.wshd = Some(abs(&e.value)?),
             "cgroup_parent" => {
@@ -169,18 +167,14 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                     .collect::<Result<_, _>>()?;
             }
             "volatile_layers" => {
-                p.volatile_layers = match e.value.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    v => return Err(bad(format!("{v:?} is neither true nor false"))),
-                }
+                p.volatile_layers = e
+                    .flag()
+                    .ok_or_else(|| bad(format!("{:?} is neither true nor false", e.value)))?
             }
             "allow_privileged" => {
-                p.allow_privileged = match e.value.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    v => return Err(bad(format!("{v:?} is neither true nor false"))),
-                }
+                p.allow_privileged = e
+                    .flag()
+                    .ok_or_else(|| bad(format!("{:?} is neither true nor false", e.value)))?
             }
             "userns_base" => {
                 p.userns_base = e

@@ -16,6 +16,30 @@ pub struct Entry {
     pub value: String,
 }
 
+impl Entry {
+    /// A boolean's value (`on`/`off`, as `parse` writes TOML's true and
+    /// false); `None` for anything else, which the caller names.
+    pub fn flag(&self) -> Option<bool> {
+        match self.value.as_str() {
+            "on" => Some(true),
+            "off" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The value as an absolute path, or why it is not one.
+    pub fn absolute_path(&self) -> Result<std::path::PathBuf, String> {
+        if self.value.starts_with('/') {
+            Ok(self.value.clone().into())
+        } else {
+            Err(format!(
+                "{} must be an absolute path, not {:?}",
+                self.key, self.value
+            ))
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
 pub struct ConfError {

@@ -100,16 +100,7 @@ impl Config {
         let mut tls: [Option<(usize, PathBuf)>; 3] = Default::default();
         for entry in conf::parse(text).map_err(|e| e.to_string())? {
             let at = |msg: String| format!("line {}: {}", entry.line, msg);
-            let path = || -> Result<PathBuf, String> {
-                if entry.value.starts_with('/') {
-                    Ok(PathBuf::from(&entry.value))
-                } else {
-                    Err(at(format!(
-                        "{} must be an absolute path, not {:?}",
-                        entry.key, entry.value
-                    )))
-                }
-            };
+            let path = || entry.absolute_path().map_err(at);
             match entry.key.as_str() {
                 "listen" => config.listen = path()?,
                 "helper_socket" => config.helper_socket = path()?,
@@ -181,13 +172,9 @@ impl Config {
                     config.external_ip = entry.value.clone();
                 }
                 "confine" => {
-                    config.confine = match entry.value.as_str() {
-                        "on" => true,
-                        "off" => false,
-                        other => {
-                            return Err(at(format!("confine must be true or false, not {other:?}")))
-                        }
-                    }
+                    config.confine = entry.flag().ok_or_else(|| {
+                        at(format!("confine must be true or false, not {:?}", entry.value))
+                    })?
                 }
                 "listen_tcp" => {
                     listen_tcp_line = entry.line;

@@ -616,7 +616,7 @@ impl Grove {
         let answer = self.helper.call(&request).await;
         // A destroy that began meanwhile: what the caller would report of
         // the container (its state, mappings) is already half gone.
-        if container.phase() == Phase::Destroying || !self.holds(container) {
+        if container.phase() == Phase::Destroying {
             return Err(ApiError::not_found(container.handle.as_str()));
         }
         let answer = match answer {
@@ -754,7 +754,7 @@ impl Grove {
         tokio::task::spawn_local(async move { this.stop_inner(&target, kill).await })
             .await
             .map_err(ApiError::internal)?
-            .map_err(|e| self.overtaken(container, e))
+            .map_err(|e| container.overtaken(e))
     }
 
     async fn stop_inner(&self, container: &Rc<Container>, kill: bool) -> ApiResult<()> {
@@ -883,16 +883,16 @@ impl Grove {
         });
         let (response, fds) = match wshd_client::call(&container.wshd_socket, &request).await {
             Ok(answer) => answer,
-            Err(e) if self.overtaken(container, e.clone()).code == Code::ContainerNotFound => {
-                return Err(ApiError::not_found(container.handle.as_str()));
+            Err(e) => {
+                let e = container.overtaken(e);
+                if e.code == Code::ServiceUnavailable && self.wshd_exited(container).await {
+                    return Err(ApiError::new(
+                        Code::InvalidState,
+                        format!("container {} is stopped: {WSHD_EXITED}", container.handle),
+                    ));
+                }
+                return Err(e);
             }
-            Err(e) if e.code == Code::ServiceUnavailable && self.wshd_exited(container).await => {
-                return Err(ApiError::new(
-                    Code::InvalidState,
-                    format!("container {} is stopped: {WSHD_EXITED}", container.handle),
-                ));
-            }
-            Err(e) => return Err(e),
         };
         crash_point("groved.run.spawned");
         let wshd::Response::Spawned { pid } = response else {
@@ -1173,7 +1173,9 @@ impl Grove {
     /// entry, its processes.
     fn forget(&self, container: &Rc<Container>) -> ApiResult<()> {
         let handle = container.handle.as_str();
-        // Whatever still holds it (a stop under way) sees it destroyed.
+        // Whatever still holds it (a stop under way) sees it destroyed: a
+        // container leaves groved's table only in this phase, which is
+        // what `Container::overtaken` relies on.
         container.phase.set(Phase::Destroying);
         for process in container.processes.borrow().values() {
             process.mark_lost("the container was destroyed");
@@ -1193,17 +1195,6 @@ impl Grove {
             .borrow()
             .get(container.handle.as_str())
             .is_some_and(|c| std::ptr::eq(c.as_ref(), container))
-    }
-
-    /// `e` from wshd, as the client should hear it: a destroy that overtook
-    /// the call (it killed wshd under it) makes it containerNotFound.
-    pub fn overtaken(&self, container: &Container, e: ApiError) -> ApiError {
-        let destroyed = container.phase() == Phase::Destroying || !self.holds(container);
-        if e.code == Code::ServiceUnavailable && destroyed {
-            ApiError::not_found(container.handle.as_str())
-        } else {
-            e
-        }
     }
 
     /// Set a container's grace time (0 = never) and restart its countdown.
@@ -1428,6 +1419,18 @@ impl Grove {
 }
 
 impl Container {
+    /// `e` from this container's wshd, as the client should hear it: a
+    /// destroy that overtook the call (it killed wshd under it) makes it
+    /// containerNotFound. A destroyed container stays `Destroying` (see
+    /// `Grove::forget`), so the phase alone tells.
+    pub fn overtaken(&self, e: ApiError) -> ApiError {
+        if e.code == Code::ServiceUnavailable && self.phase() == Phase::Destroying {
+            ApiError::not_found(self.handle.as_str())
+        } else {
+            e
+        }
+    }
+
     fn new(handle: Handle, record: Record, phase: Phase, config: &Config) -> Container {
         let wshd_socket = config.wshd_socket_dir.join(format!("{handle}.sock"));
         Container {

@@ -20,13 +20,14 @@ mod stream;
 // Socket activation and sd_notify, shared with grove-helper.
 #[path = "../../helper/src/systemd.rs"]
 mod systemd;
+
+mod api_socket;
 mod wshd_client;
 
 use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
 use config::Config;
 use futures::AsyncReadExt;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -152,25 +153,6 @@ fn raise_fd_limit() {
             }
         }
     }
-}
-
-/// groved's own API socket, bound at `listen`: group-accessible, so
-/// members of groved's group may use the API.
-fn bind(listen: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
-    match std::fs::remove_file(listen) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "removing the stale socket {}: {e}",
-                listen.display()
-            ))
-        }
-        _ => {}
-    }
-    let listener = tokio::net::UnixListener::bind(listen)
-        .map_err(|e| format!("binding {}: {e}", listen.display()))?;
-    std::fs::set_permissions(listen, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| format!("chmod {}: {e}", listen.display()))?;
-    Ok(listener)
 }
 
 /// The STATUS= line systemd shows for groved.
@@ -331,19 +313,11 @@ async fn serve(
     // A socket systemd passed is systemd's to make and remove (clients
     // queue on it meanwhile). One groved makes itself is bound only now, so
     // that a client able to connect meets a reconciled groved.
-    let (listener, listen, remove_on_exit) = match activated {
-        Some(fd) => {
-            let std_listener = std::os::unix::net::UnixListener::from(fd);
-            std_listener
-                .set_nonblocking(true)
-                .map_err(|e| format!("socket activation: {e}"))?;
-            let listener = tokio::net::UnixListener::from_std(std_listener)
-                .map_err(|e| format!("socket activation: {e}"))?;
-            let path = systemd::bound_path(listener.as_fd());
-            (listener, PathBuf::from(path), false)
-        }
-        None => (bind(&listen)?, listen, true),
-    };
+    let api_socket::ApiSocket {
+        listener,
+        path: listen,
+        ours: remove_on_exit,
+    } = api_socket::ApiSocket::open(activated, &listen)?;
     tracing::info!(socket = %listen.display(), "groved listening");
     let bootstrap: grove_schema::api_capnp::grove::Client =
         capnp_rpc::new_client(rpc::grove::GroveServer {

@@ -353,7 +353,7 @@ impl api::Server for ContainerServer {
         let user = text("user", params.get_user())?;
         let sink = crate::stream::stream_in(&container, path, user)
             .await
-            .map_err(|e| self.grove.overtaken(&container, e))?;
+            .map_err(|e| container.overtaken(e))?;
         // The session lasts while the client holds the sink.
         results
             .get()
@@ -375,7 +375,7 @@ impl api::Server for ContainerServer {
             .map_err(|e| ApiError::invalid("sink", e.extra))?;
         crate::stream::stream_out(&container, path, user, sink)
             .await
-            .map_err(|e| self.grove.overtaken(&container, e))?;
+            .map_err(|e| container.overtaken(e))?;
         Ok(())
     }
 

@@ -32,13 +32,7 @@ impl ProcessServer {
                 )
                 .into())
             }
-            Err(e)
-                if e.code == Code::ServiceUnavailable
-                    && self.container.phase() == Phase::Destroying =>
-            {
-                Err(ApiError::not_found(self.container.handle.as_str()).into())
-            }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.container.overtaken(e).into()),
         }
     }
 }
