@@ -1825,6 +1825,17 @@ fn free_bound_udp(source: Ipv4Addr) -> std::os::fd::OwnedFd {
     fd
 }
 
+/// `recv_from`, again when a signal interrupted it (EINTR; the read timeout
+/// starts over): CI once met one mid-wait.
+fn recv_from(socket: &std::net::UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    loop {
+        match socket.recv_from(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// A container cannot send as another: frames whose source address is not
 /// their port's own are dropped on the bridge, before the firewall, which
 /// would otherwise apply the other container's NetOut rules to them.
@@ -1851,13 +1862,13 @@ fn a_container_cannot_borrow_another_containers_address() {
 
         // A's rule lets A's own datagram through.
         send_udp_from_netns(pid_a, ip_a, to, b"from-a");
-        let (n, peer) = server.recv_from(&mut buf).expect("A's datagram arrives");
+        let (n, peer) = recv_from(&server, &mut buf).expect("A's datagram arrives");
         assert_eq!((&buf[..n], peer.ip()), (&b"from-a"[..], IpAddr::V4(ip_a)));
 
         // B, which has no rule, sends as A: nothing arrives.
         send_udp_from_netns(pid_b, ip_a, to, b"b-as-a");
         send_udp_from_netns(pid_b, Ipv4Addr::new(10, 99, 99, 99), to, b"b-as-stranger");
-        match server.recv_from(&mut buf) {
+        match recv_from(&server, &mut buf) {
             Err(e)
                 if matches!(
                     e.kind(),
@@ -1871,9 +1882,7 @@ fn a_container_cannot_borrow_another_containers_address() {
         }
         // A still can (the check dropped B's frames, not A's address).
         send_udp_from_netns(pid_a, ip_a, to, b"again");
-        let (n, _) = server
-            .recv_from(&mut buf)
-            .expect("A's second datagram arrives");
+        let (n, _) = recv_from(&server, &mut buf).expect("A's second datagram arrives");
         assert_eq!(&buf[..n], b"again");
     });
 }
