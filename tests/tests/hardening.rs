@@ -343,8 +343,7 @@ impl Drop for NodeRootfs {
 async fn mount_options(c: &api::container::Client, point: &str) -> Vec<String> {
     let (_, info, _) = exec(c, "cat", &["/proc/self/mountinfo"]).await;
     info.lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some(point))
-        .last()
+        .rfind(|l| l.split_whitespace().nth(4) == Some(point))
         .and_then(|l| l.split_whitespace().nth(5))
         .unwrap_or_else(|| panic!("no mount at {point}:\n{info}"))
         .split(',')

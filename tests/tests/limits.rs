@@ -428,8 +428,8 @@ async fn fork_until_refused(container: &api::container::Client, tries: u32) -> (
     let (_, out, _) = exec(container, "sh", &["-c", &script]).await;
     let started = out
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
         .unwrap_or(0);
     (started, out)
 }
