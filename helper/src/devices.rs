@@ -8,6 +8,10 @@
 //! Its context is struct bpf_cgroup_dev_ctx { u32 access_type (low 16
 //! bits: BPF_DEVCG_DEV_BLOCK 1 / CHAR 2; high 16 bits: MKNOD 1, READ 2,
 //! WRITE 4), u32 major, u32 minor }; it returns 1 to allow, 0 to deny.
+//!
+//! Hybrid hosts are driven as v1 and get no program: the v1 devices
+//! controller enforces the same list at the same kernel check, and Grove
+//! makes no cgroup in their (controller-less) cgroup2 hierarchy.
 
 use crate::cgroup::DEVICE_ALLOWLIST;
 use nix::errno::Errno;
