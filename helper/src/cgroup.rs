@@ -70,18 +70,22 @@ pub const V1_CONTROLLERS: [&str; 8] = [
 ];
 
 /// Look at how the host mounts cgroups and build the matching driver.
-pub fn detect(parent: &str) -> Result<Box<dyn Cgroups>, String> {
+/// `total_pids` becomes the parent cgroup's pids.max: all containers
+/// together can have no more processes.
+pub fn detect(parent: &str, total_pids: u64) -> Result<Box<dyn Cgroups>, String> {
     let st = statfs(ROOT).map_err(|e| format!("statfs {ROOT}: {e}"))?;
     let t = st.filesystem_type();
     if t == CGROUP2_SUPER_MAGIC {
-        return Ok(Box::new(crate::cgroup_v2::V2::open(ROOT, parent)?));
+        return Ok(Box::new(crate::cgroup_v2::V2::open(
+            ROOT, parent, total_pids,
+        )?));
     }
     if t != TMPFS_MAGIC {
         return Err(format!(
             "{ROOT} is neither cgroup2 nor a tmpfs of v1 hierarchies"
         ));
     }
-    Ok(Box::new(V1::open(parent)?))
+    Ok(Box::new(V1::open(parent, total_pids)?))
 }
 
 struct Controller {
@@ -104,7 +108,7 @@ pub(crate) fn err(what: &str, e: Errno) -> String {
 impl V1 {
     /// Open every mounted v1 controller and make sure our parent cgroup
     /// exists in each (cpuset needs cpus and mems before it takes tasks).
-    fn open(parent: &str) -> Result<V1, String> {
+    fn open(parent: &str, total_pids: u64) -> Result<V1, String> {
         let root = fs::openat(None, ROOT, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
             .map_err(|e| err(ROOT, e))?;
         let mut controllers = Vec::new();
@@ -139,6 +143,11 @@ impl V1 {
             if name == "cpuset" {
                 copy_cpuset(ctl_root.as_fd(), parent_fd.as_fd())
                     .map_err(|e| format!("{path}/{parent}: {e}"))?;
+            }
+            if name == "pids" {
+                // Why safe: it only bounds the helper's own parent cgroup.
+                write_cg(parent_fd.as_fd(), "pids.max", &total_pids.to_string())
+                    .map_err(|e| err(&format!("{path}/{parent}/pids.max"), e))?;
             }
             controllers.push(Controller {
                 name,

@@ -4,10 +4,9 @@
 //! against a fake tree of plain files on hosts that are not unified.
 //!
 //! Devices: v2 has no devices controller; access is controlled by a BPF
-//! program attached to the cgroup (BPF_CGROUP_DEVICE). This driver attaches
-//! none (that is future work): on v2 a container relies on its minimal /dev
-//! (only null, zero, full, random, urandom, tty and its own devpts exist
-//! there) and, once capabilities are dropped, on lacking CAP_MKNOD.
+//! program attached to the cgroup (BPF_CGROUP_DEVICE, devices.rs), with the
+//! same allowlist as v1's devices.allow. `enter` attaches it, in the
+//! spawner, before the container's first process joins the cgroup.
 
 use crate::cgroup::{err, kill_listed, read_max, read_pids, read_u64, walk, write_cg, Cgroups};
 use crate::fs;
@@ -60,8 +59,9 @@ fn enable(dir: BorrowedFd, what: &str, controllers: &[&str]) -> Result<Vec<Strin
 
 impl V2 {
     /// Open <root>, make sure <root>/<parent> exists and hands the
-    /// controllers containers need down to its children.
-    pub fn open(root: &str, parent: &str) -> Result<V2, String> {
+    /// controllers containers need down to its children; its pids.max
+    /// becomes `total_pids`.
+    pub fn open(root: &str, parent: &str, total_pids: u64) -> Result<V2, String> {
         let root_fd = fs::openat(None, root, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
             .map_err(|e| err(root, e))?;
         let all: Vec<&str> = REQUIRED.iter().chain(&OPTIONAL).copied().collect();
@@ -77,6 +77,9 @@ impl V2 {
                  delegate it to grove-helper"
             ));
         }
+        // Why safe: it only bounds the helper's own parent cgroup.
+        write_cg(parent_fd.as_fd(), "pids.max", &total_pids.to_string())
+            .map_err(|e| err(&format!("{root}/{parent}/pids.max"), e))?;
         Ok(V2 {
             parent: parent_fd,
             cpuset: on.iter().any(|o| o == "cpuset"),
@@ -125,6 +128,7 @@ impl Cgroups for V2 {
 
     fn enter(&self, handle: &Handle, pid: i32) -> Result<(), String> {
         let dir = self.dir(handle)?;
+        crate::devices::attach(dir.as_fd()).map_err(|e| format!("{handle}: {e}"))?;
         write_cg(dir.as_fd(), "cgroup.procs", &pid.to_string())
             .map_err(|e| format!("{handle}/cgroup.procs: {e}"))
     }
@@ -300,9 +304,9 @@ impl Cgroups for V2 {
         .map_err(|e| format!("{handle}/memory.events: {e}"))
     }
 
-    /// No devices controller on v2 (see the module comment): nothing is
-    /// applied here; the minimal /dev and the lack of CAP_MKNOD are what
-    /// restrict devices until a BPF device program is attached.
+    /// No devices controller on v2: the BPF program `enter` attaches (in
+    /// the spawner, whose calls are not filtered; this runs in the main
+    /// process, which may not call bpf) is the allowlist.
     fn apply_device_allowlist(&self, _handle: &Handle) -> Result<(), String> {
         Ok(())
     }
@@ -381,12 +385,14 @@ mod tests {
         );
         write(&parent.join("cgroup.subtree_control"), "cpu memory pids\n");
         write(&parent.join("cpuset.cpus.effective"), "0-3\n");
+        write(&parent.join("pids.max"), "max\n");
         let t = Tree {
             root: root.clone(),
             immutable: None,
         };
-        let v2 = V2::open(root.to_str().unwrap(), "grove").unwrap();
+        let v2 = V2::open(root.to_str().unwrap(), "grove", 5000).unwrap();
         assert!(v2.cpuset);
+        assert_eq!(read(&parent.join("pids.max")), "5000");
         // The driver enabled cpuset (the only one missing) for the children.
         assert_eq!(read(&parent.join("cgroup.subtree_control")), "+cpuset");
         let c1 = Handle::new("c1").unwrap();
@@ -625,7 +631,201 @@ mod tests {
         write(&root.join("cgroup.subtree_control"), "cpu io\n");
         write(&root.join("grove/cgroup.controllers"), "cpu io\n");
         write(&root.join("grove/cgroup.subtree_control"), "cpu\n");
-        let e = V2::open(root.to_str().unwrap(), "grove").err().unwrap();
+        let e = V2::open(root.to_str().unwrap(), "grove", 5000)
+            .err()
+            .unwrap();
         assert!(e.contains("memory controller is not available"), "{e}");
+    }
+
+    /// A forked child that waits until `enter` has moved it, then opens
+    /// each node read-only and mknods each (path, mode, dev); the errnos
+    /// (0: it worked), in that order.
+    fn probe(
+        enter: &dyn Fn(i32) -> Result<(), String>,
+        opens: &[&Path],
+        mknods: &[(&Path, libc::mode_t, libc::dev_t)],
+    ) -> Vec<u8> {
+        use std::ffi::CString;
+        use std::io::Read;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+        let opens: Vec<CString> = opens.iter().map(|p| c(p)).collect();
+        let mknods: Vec<(CString, libc::mode_t, libc::dev_t)> =
+            mknods.iter().map(|(p, m, d)| (c(p), *m, *d)).collect();
+        let (go_r, go_w) = nix::unistd::pipe().unwrap();
+        let (out_r, out_w) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child makes only raw system calls (no allocation, no
+        // lock) and ends with _exit, so forking a multi-threaded test
+        // process is sound.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut b = [0u8; 1];
+            // SAFETY: raw system calls on fds and NUL-terminated paths this
+            // process holds; errno is read from its thread-local location.
+            unsafe {
+                libc::read(go_r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+                let errno = || *libc::__errno_location() as u8;
+                for p in &opens {
+                    let fd = libc::open(
+                        p.as_ptr(),
+                        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+                    );
+                    let r = if fd < 0 { errno() } else { 0 };
+                    libc::close(fd);
+                    libc::write(out_w.as_raw_fd(), (&r as *const u8).cast(), 1);
+                }
+                for (p, mode, dev) in &mknods {
+                    let r = if libc::mknod(p.as_ptr(), *mode, *dev) < 0 {
+                        errno()
+                    } else {
+                        0
+                    };
+                    libc::unlink(p.as_ptr());
+                    libc::write(out_w.as_raw_fd(), (&r as *const u8).cast(), 1);
+                }
+                libc::_exit(0);
+            }
+        }
+        drop((go_r, out_w));
+        let entered = enter(pid);
+        nix::unistd::write(&go_w, b"g").unwrap();
+        drop(go_w);
+        let mut out = Vec::new();
+        std::fs::File::from(out_r).read_to_end(&mut out).unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        entered.unwrap();
+        out
+    }
+
+    /// Removes the test's cgroups and node directory, even on failure.
+    struct Real {
+        v2: V2,
+        parent: PathBuf,
+        nodes: PathBuf,
+        handles: Vec<Handle>,
+    }
+
+    impl Drop for Real {
+        fn drop(&mut self) {
+            for h in &self.handles {
+                let _ = self.v2.remove(h);
+            }
+            let _ = std::fs::remove_dir(&self.parent);
+            let _ = std::fs::remove_dir_all(&self.nodes);
+        }
+    }
+
+    /// On the real kernel, not a fake tree: a device program needs a
+    /// cgroup2 directory but no controller, so the test uses the host's
+    /// cgroup2 hierarchy (on this hybrid host /sys/fs/cgroup/unified, which
+    /// has no controllers). The same probe runs in a cgroup without the
+    /// program (every node opens) and in one `enter` attached it to.
+    #[test]
+    fn enter_attaches_a_device_program_that_enforces_the_v1_allowlist() {
+        use nix::sys::stat::makedev;
+        use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+        let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .find(|p| statfs(*p).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC))
+            .expect("a cgroup2 hierarchy is mounted");
+        let id = std::process::id();
+        let parent = PathBuf::from(format!("{root}/grove-devtest-{id}"));
+        std::fs::create_dir(&parent).unwrap();
+        // Device nodes on a filesystem mounted without nodev (/tmp here).
+        let nodes = PathBuf::from(format!("/var/tmp/grove-devtest-{id}"));
+        let real = Real {
+            v2: V2 {
+                parent: fs::openat(None, parent.to_str().unwrap(), OFlag::O_RDONLY, 0).unwrap(),
+                cpuset: false,
+            },
+            parent,
+            nodes: nodes.clone(),
+            handles: vec![
+                Handle::new("plain").unwrap(),
+                Handle::new("guarded").unwrap(),
+            ],
+        };
+        std::fs::create_dir_all(&nodes).unwrap();
+        let vfs = nix::sys::statvfs::statvfs(&nodes).unwrap();
+        assert!(!vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_NODEV));
+        // The first block device the host lists (opened read-only, never read).
+        let parts = std::fs::read_to_string("/proc/partitions").unwrap();
+        let (bmaj, bmin) = parts
+            .lines()
+            .skip(2)
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((
+                    f.first()?.parse::<u64>().ok()?,
+                    f.get(1)?.parse::<u64>().ok()?,
+                ))
+            })
+            .expect("a block device in /proc/partitions");
+        let chr = nix::sys::stat::SFlag::S_IFCHR;
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        let node = |name: &str, kind, maj, min| {
+            let p = nodes.join(name);
+            nix::sys::stat::mknod(&p, kind, mode, makedev(maj, min)).unwrap();
+            p
+        };
+        let null = node("null", chr, 1, 3);
+        let pts = node("pts9", chr, 136, 9);
+        let kmsg = node("kmsg", chr, 1, 11);
+        let disk = node("disk", nix::sys::stat::SFlag::S_IFBLK, bmaj, bmin);
+        let opens = [
+            null.as_path(),
+            pts.as_path(),
+            kmsg.as_path(),
+            disk.as_path(),
+        ];
+        let (new_null, new_mem) = (nodes.join("new-null"), nodes.join("new-mem"));
+        let ifchr = libc::S_IFCHR | 0o600;
+        let mknods = [
+            (new_null.as_path(), ifchr, libc::makedev(1, 3)),
+            (new_mem.as_path(), ifchr, libc::makedev(1, 1)),
+        ];
+        let [plain, guarded] = [&real.handles[0], &real.handles[1]];
+        real.v2.create(plain).unwrap();
+        real.v2.create(guarded).unwrap();
+        let without = probe(
+            &|pid| {
+                let dir = real.v2.dir(plain)?;
+                write_cg(dir.as_fd(), "cgroup.procs", &pid.to_string()).map_err(|e| e.to_string())
+            },
+            &opens,
+            &mknods,
+        );
+        // pts9 may not exist as a pty (ENXIO); it is the cgroup's verdict
+        // that counts, and without a program there is none.
+        assert_eq!(without.len(), 6);
+        assert!(
+            without.iter().all(|e| *e as i32 != libc::EPERM),
+            "{without:?}"
+        );
+        assert_eq!(
+            (without[0], without[2], without[3], without[4], without[5]),
+            (0, 0, 0, 0, 0)
+        );
+        let with = probe(&|pid| real.v2.enter(guarded, pid), &opens, &mknods);
+        let eperm = libc::EPERM as u8;
+        assert_eq!(with[0], 0, "/dev/null's device is allowed: {with:?}");
+        assert_ne!(with[1], eperm, "pts devices are allowed: {with:?}");
+        assert_eq!(
+            (with[2], with[3]),
+            (eperm, eperm),
+            "kmsg and the disk: {with:?}"
+        );
+        assert_eq!(
+            (with[4], with[5]),
+            (0, eperm),
+            "mknod 1:3 and 1:1: {with:?}"
+        );
+        // Nothing can be attached below it (it was attached without flags).
+        let below = real.v2.dir(guarded).unwrap();
+        fs::mkdir_at(below.as_fd(), "nested", 0o755, false).unwrap();
+        let nested = fs::open_dir(below.as_fd(), "nested").unwrap();
+        let e = crate::devices::attach(nested.as_fd()).unwrap_err();
+        assert!(e.contains("ATTACH") && e.contains("EPERM"), "{e}");
+        drop(real);
     }
 }

@@ -538,7 +538,15 @@ impl Helper {
         self.cgroups
             .apply_device_allowlist(handle)
             .map_err(|e| system("device allowlist", e))?;
-        self.cgroups.set_limits(handle, limits)?;
+        // Without a pids limit of its own, the policy's default: one
+        // container may not take all of the parent's (the host's) pids.
+        let limits = Limits {
+            pids_max: limits
+                .pids_max
+                .or(Some(self.policy.conf.default_pids_limit)),
+            ..limits.clone()
+        };
+        self.cgroups.set_limits(handle, &limits)?;
         crash_point("helper.create.cgroups");
 
         // 4. wshd's listening socket, in the root-owned runtime dir, 0600 and

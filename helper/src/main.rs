@@ -13,6 +13,7 @@ mod cgroup;
 mod cgroup_v2;
 mod confine;
 mod container;
+mod devices;
 mod fs;
 mod image;
 mod limits;
@@ -188,7 +189,7 @@ fn run() -> Result<(), String> {
     let policy = policy::load(policy_path.as_deref())?;
     // Check and seal wshd before touching anything on the host.
     let wshd = spawn::seal_wshd(&policy.wshd)?;
-    let cgroups = cgroup::detect(&policy.conf.cgroup_parent)?;
+    let cgroups = cgroup::detect(&policy.conf.cgroup_parent, policy.conf.total_pids_limit())?;
     let depot = own_dir(policy.conf.depot.as_str(), 0, 0o700)?;
     let runtime = own_dir(policy.conf.runtime_dir.as_str(), policy.server_gid, 0o710)?;
     let disk = btrfs::Disk::detect(std::os::fd::AsFd::as_fd(&depot), policy.conf.depot.as_str());

@@ -54,6 +54,11 @@ pub struct PolicyConf {
     /// no container survives a crash of the host, so durability buys
     /// nothing there; data meant to last belongs on a bind mount.
     pub volatile_layers: bool,
+    /// pids.max of a container created without a pids limit.
+    pub default_pids_limit: u64,
+    /// pids.max of the parent cgroup, i.e. of all containers together
+    /// (None: half of what the kernel allows, see `total_pids_limit`).
+    pub total_pids_limit: Option<u64>,
 }
 
 fn path(s: &str) -> HostPath {
@@ -82,6 +87,8 @@ impl Default for PolicyConf {
             allow_privileged: false,
             bind_allow: Vec::new(),
             volatile_layers: true,
+            default_pids_limit: 4096,
+            total_pids_limit: None,
         }
     }
 }
@@ -189,6 +196,25 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                         ))
                     })?
             }
+            "default_pids_limit" | "total_pids_limit" => {
+                let n = e
+                    .value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=crate::limits::MAX_PIDS).contains(n))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "{:?} is not a number of processes from 1 to {}",
+                            e.value,
+                            crate::limits::MAX_PIDS
+                        ))
+                    })?;
+                if e.key == "default_pids_limit" {
+                    p.default_pids_limit = n;
+                } else {
+                    p.total_pids_limit = Some(n);
+                }
+            }
             "uplinks" => p.net.uplinks = crate::net::parse_uplinks(&e.value).map_err(bad)?,
             "mtu" => {
                 p.net.mtu = e
@@ -203,7 +229,7 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 "line {}: unknown key {other:?} (known: server_user, socket, depot, runtime_dir, \
                      default_rootfs, rootfs_allow, image_allow, layer_gc, wshd, cgroup_parent, \
                      max_containers, bridge, pool, port_range, nft_table, mtu, uplinks, userns_base, allow_privileged, bind_allow, \
-                     volatile_layers)",
+                     volatile_layers, default_pids_limit, total_pids_limit)",
                 e.line
             ))
             }
@@ -219,6 +245,26 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
         }
     }
     Ok(p)
+}
+
+impl PolicyConf {
+    /// The parent cgroup's pids.max: the policy's, or half of the smaller
+    /// of kernel.pid_max and kernel.threads-max, so containers together
+    /// can never take the host's last pids.
+    pub fn total_pids_limit(&self) -> u64 {
+        let read = |f: &str| {
+            std::fs::read_to_string(f)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+        };
+        self.total_pids_limit.unwrap_or_else(|| {
+            let kernel = [
+                read("/proc/sys/kernel/pid_max"),
+                read("/proc/sys/kernel/threads-max"),
+            ];
+            (kernel.into_iter().flatten().min().unwrap_or(32768) / 2).max(1)
+        })
+    }
 }
 
 /// `path` lies strictly beneath `dir`, compared by whole components (so
@@ -430,6 +476,16 @@ mod tests {
         assert!(p.layer_gc && p.allow_privileged && p.bind_allow.is_empty());
         assert!(p.volatile_layers, "volatile by default");
         assert!(!parse("volatile_layers = false\n").unwrap().volatile_layers);
+        let p = parse("default_pids_limit = 64\ntotal_pids_limit = 1000\n").unwrap();
+        assert_eq!((p.default_pids_limit, p.total_pids_limit()), (64, 1000));
+        // Derived from the kernel's bounds when not given.
+        let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let derived = PolicyConf::default().total_pids_limit();
+        assert!(derived >= 1 && derived <= pid_max / 2, "{derived}");
     }
 
     #[test]
@@ -460,6 +516,9 @@ mod tests {
             ("server_user = \"\"", "server_user"),
             ("socket = \"/x\"\nsocket = \"/y\"", "socket"),
             ("[net]\nmtu = 1500", "net"),
+            ("default_pids_limit = 0", "default_pids_limit"),
+            ("total_pids_limit = 4194305", "total_pids_limit"),
+            ("total_pids_limit = \"lots\"", "total_pids_limit"),
         ] {
             let e = parse(text).expect_err(text);
             assert!(e.contains(key), "{text:?}: {e}");

@@ -331,12 +331,33 @@ fn step<T>(what: &str, r: Result<T, Errno>) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
 }
 
+/// Filesystems (statfs f_type, linux/magic.h) that are kernel interfaces,
+/// never bind sources: a bind of /proc or /sys (host's or the container's
+/// own) would be an unmasked, writable view past the container's masks.
+const KERNEL_FS: [(i64, &str); 14] = [
+    (0x9fa0, "procfs"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x0027_e0eb, "cgroupfs"),
+    (0x6367_7270, "cgroup2"),
+    (0xcafe_4a11, "bpffs"),
+    (0x6265_6570, "configfs"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6165_676c, "pstore"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6573_5543, "fusectl"),
+    (0xf97c_ff8c, "selinuxfs"),
+];
+
 /// Bind-mount `b` into the container whose root is `root` (before
 /// pivot_root). The source is opened without following any symlink: a host
 /// path absolutely (the policy approved its components), a container path
 /// with openat2 RESOLVE_BENEATH the container's root. The destination's
 /// directories are made one component at a time beneath the root, never
-/// through a symlink. After mounting, the mount is made nosuid and nodev
+/// through a symlink. Sources on a kernel filesystem (KERNEL_FS) are
+/// refused. After mounting, the mount is made nosuid and nodev
 /// (and read-only when asked), and checked: the destination must now be
 /// the source's inode with those flags in force.
 fn bind_into(root: BorrowedFd, b: &grove_schema::helper::BindMount) -> Result<(), String> {
@@ -355,6 +376,14 @@ fn bind_into(root: BorrowedFd, b: &grove_schema::helper::BindMount) -> Result<()
         }
     }
     .map_err(|e| format!("{what}: source: {e}"))?;
+    let fs_type = step(&what, nix::sys::statfs::fstatfs(&src))?.filesystem_type();
+    if let Some((_, name)) = KERNEL_FS.iter().find(|(m, _)| *m == fs_type.0 as i64) {
+        return Err(format!(
+            "{what}: the source is on {name}, which may not be bound: its files are the \
+             kernel's own interfaces, and a bind would show them without the container's \
+             masks and read-only /proc and /sys"
+        ));
+    }
     let st = step(&what, nix::sys::stat::fstat(src.as_raw_fd()))?;
     let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
     let comps: Vec<&str> = b.dst.components().collect();
@@ -705,18 +734,25 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
         fd_path(work.as_raw_fd()),
         if s.volatile { ",volatile" } else { "" }
     );
+    // nodev: a device node in an image or written by container root is
+    // never usable from the rootfs (the container's /dev is Grove's own
+    // tmpfs and binds), whatever the device cgroup says.
     step(
         "mount overlay",
         mount(
             Some("overlay"),
             fd_path(mount_point.as_raw_fd()).as_str(),
             Some("overlay"),
-            MsFlags::empty(),
+            MsFlags::MS_NODEV,
             Some(data.as_str()),
         ),
     )?;
     // Looking up "rootfs" again crosses into the overlay just mounted on it.
     let root = step("open the overlay", fs::open_dir(dir.as_fd(), "rootfs"))?;
+    let vfs = step("check the overlay", nix::sys::statvfs::fstatvfs(&root))?;
+    if !vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_NODEV) {
+        return Err("check the overlay: it is not mounted nodev".into());
+    }
     drop((depot, dir, layer, lower, upper, work, mount_point));
     step(
         "chdir into the overlay",
@@ -816,7 +852,7 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
             Some("shm"),
             fd_path(shm.as_raw_fd()).as_str(),
             Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            nosuid_nodev_noexec,
             Some(shm_data.as_str()),
         ),
     )?;

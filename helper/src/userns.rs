@@ -126,6 +126,7 @@ pub fn make_namespaces(base: u32) -> Result<Namespaces, String> {
 }
 
 const OPEN_TREE_CLONE: u32 = 1;
+const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
@@ -139,8 +140,8 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Put an idmapped copy of the directory `src` (an O_PATH fd) on the
-/// directory `target` (an O_PATH fd), mapped through `userns`. Runs in the
+/// Put an idmapped, nodev copy of the directory `src` (an O_PATH fd) on
+/// the directory `target` (an O_PATH fd), mapped through `userns`. Runs in the
 /// container's mount namespace before its root is pivoted.
 /// Why safe: the copy is a new, detached mount of a directory the helper
 /// opened and checked; the mapping only changes how its owners appear; it
@@ -160,7 +161,7 @@ pub fn idmapped_bind(src: BorrowedFd, target: BorrowedFd, userns: BorrowedFd) ->
     // SAFETY: open_tree just returned this fd; nothing else owns it.
     let tree = unsafe { OwnedFd::from_raw_fd(tree) };
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,

@@ -147,3 +147,135 @@ fn oversized_and_malformed_messages_end_only_their_connection() {
         assert_eq!((status, out.as_str()), (0, "fine\n"));
     });
 }
+
+/// Create a container with these properties through the raw API.
+async fn create_with_properties(
+    client: &grove_client::Client,
+    handle: &str,
+    props: &[(String, String)],
+) -> Result<grove_client::api::container::Client, grove_client::Error> {
+    let mut request = client.grove.create_request();
+    let mut spec = request.get().init_spec();
+    spec.set_handle(handle);
+    let mut list = spec.init_properties(props.len() as u32);
+    for (i, (name, value)) in props.iter().enumerate() {
+        let mut p = list.reborrow().get(i as u32);
+        p.set_name(name);
+        p.set_value(value);
+    }
+    Ok(request.send().promise.await?.get()?.get_container()?)
+}
+
+async fn set_property(
+    c: &grove_client::api::container::Client,
+    name: &str,
+    value: &str,
+) -> Result<(), grove_client::Error> {
+    let mut request = c.set_property_request();
+    request.get().set_name(name);
+    request.get().set_value(value);
+    request.send().promise.await?;
+    Ok(())
+}
+
+async fn property_count(c: &grove_client::api::container::Client) -> u32 {
+    let r = c.properties_request().send().promise.await.unwrap();
+    r.get().unwrap().get_properties().unwrap().len()
+}
+
+/// groved bounds properties: a name at most 1 KiB, a value at most 64 KiB,
+/// at most 256 of them and 256 KiB in all per container, at create and on
+/// setProperty; a refusal names the field and the bound and changes
+/// nothing. Through the API and the CLI (grove-garden: tests/garden.rs).
+#[test]
+fn property_names_values_and_totals_are_bounded() {
+    let env = TestEnv::start();
+    let env_ref = &env;
+    env.run(|client| async move {
+        let x = |n: usize| "x".repeat(n);
+        let one = |name: String, value: String| vec![(name, value)];
+        for (props, needles) in [
+            (
+                one(x(100 * 1024), "v".into()),
+                ["spec.properties", "name", "at most 1024 bytes"],
+            ),
+            (
+                one("k".into(), x(64 * 1024 + 1)),
+                [
+                    "spec.properties[\"k\"].value",
+                    "value",
+                    "at most 65536 bytes",
+                ],
+            ),
+            (
+                (0..257)
+                    .map(|i| (format!("k{i}"), "v".to_string()))
+                    .collect(),
+                ["spec.properties", "properties", "at most 256"],
+            ),
+            (
+                (0..5).map(|i| (format!("k{i}"), x(60 * 1024))).collect(),
+                ["spec.properties", "in all", "at most 262144 bytes"],
+            ),
+        ] {
+            let e = create_with_properties(&client, "props", &props)
+                .await
+                .err()
+                .unwrap();
+            assert!(e.is("invalidSpec"), "{e}");
+            for n in needles {
+                assert!(e.message.contains(n), "{n:?} not in {e}");
+            }
+        }
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        // Exactly at the bounds is fine.
+        let c = create_with_properties(&client, "props", &one(x(1024), x(64 * 1024)))
+            .await
+            .unwrap();
+        for (name, value, needles) in [
+            (
+                x(100 * 1024),
+                "v".to_string(),
+                ["name:", "at most 1024 bytes"],
+            ),
+            ("k".into(), x(100 * 1024), ["value:", "at most 65536 bytes"]),
+        ] {
+            let e = set_property(&c, &name, &value).await.unwrap_err();
+            assert!(e.is("invalidSpec"), "{e}");
+            for n in needles {
+                assert!(e.message.contains(n), "{n:?} not in {e}");
+            }
+        }
+        // 1 KiB + 64 KiB, then three more 64 KiB values: the fourth
+        // passes 256 KiB in all.
+        for i in 0..2 {
+            set_property(&c, &format!("big{i}"), &x(64 * 1024))
+                .await
+                .unwrap();
+        }
+        let e = set_property(&c, "big2", &x(64 * 1024)).await.unwrap_err();
+        assert!(e.is("invalidSpec") && e.message.contains("in all"), "{e}");
+        assert_eq!(property_count(&c).await, 3);
+        // Replacing a value counts the new one, not both.
+        set_property(&c, "big1", &x(60 * 1024)).await.unwrap();
+        assert_eq!(property_count(&c).await, 3);
+    });
+    let long = "n".repeat(2000);
+    for args in [
+        vec!["properties", "props", "set", long.as_str(), "v"],
+        vec![
+            "create",
+            "--handle",
+            "props2",
+            "--property",
+            &format!("{long}=v"),
+        ],
+    ] {
+        let out = run_cli(env_ref, &args, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("at most 1024 bytes"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -220,3 +220,68 @@ fn host_and_container_paths_are_bound_nosuid_nodev_and_read_only_unless_asked() 
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SRC:DST"));
 }
+
+/// A bind of /proc or /sys (the container's own, with --bind-inside, or
+/// the host's, even beneath bind_allow) would show procfs or sysfs without
+/// the container's masks and read-only /proc/sys: refused, naming the
+/// source and the filesystem, and nothing is left.
+#[test]
+fn kernel_filesystems_are_refused_as_bind_sources() {
+    let env = TestEnv::start_with_policy("", "bind_allow = \"/proc, /sys\"");
+    let env = &env;
+    // The host's cgroup2 hierarchy: /sys/fs/cgroup/unified on a hybrid host.
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    let cgroup2 = if unified.is_dir() {
+        "/sys/fs/cgroup/unified"
+    } else {
+        "/sys/fs/cgroup"
+    };
+    env.run(|client| async move {
+        for (src, inside, fs) in [
+            ("/proc", true, "procfs"),
+            ("/proc/sys", true, "procfs"),
+            ("/proc/1", false, "procfs"),
+            ("/proc/sys/kernel", false, "procfs"),
+            ("/sys", true, "sysfs"),
+            ("/sys/kernel", true, "sysfs"),
+            ("/sys/kernel", false, "sysfs"),
+            (cgroup2, false, "cgroup2"),
+        ] {
+            let bind = Bind {
+                src,
+                dst: "/mnt/k",
+                rw: true,
+                inside,
+            };
+            let e = create_with_binds(&client, "kernel-fs", &[bind])
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{src} (inside: {inside}) was bound"));
+            assert!(
+                e.message.contains(src)
+                    && e.message.contains(fs)
+                    && e.message.contains("may not be bound"),
+                "{src} (inside: {inside}): {e}"
+            );
+        }
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        assert!(!env.depot.join("kernel-fs").exists());
+        // An ordinary directory of the container still binds.
+        create_with_binds(
+            &client,
+            "plain",
+            &[Bind {
+                src: "/etc",
+                dst: "/mnt/etc",
+                rw: false,
+                inside: true,
+            }],
+        )
+        .await
+        .unwrap();
+    });
+    let out = run_cli(env, &["create", "--bind-inside", "/proc:/mnt/p:rw"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/proc") && err.contains("procfs"), "{err}");
+}

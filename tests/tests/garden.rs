@@ -721,3 +721,51 @@ fn garden_stream_in_and_out_100_mib() {
     );
     assert_error(&r, 404, "ContainerNotFoundError");
 }
+
+/// groved's property bounds reach Garden clients as Garden errors: a 100
+/// KB property name in a create (the review's), a 2 KB one in a URL, a
+/// 100 KB value; nothing is created or set.
+#[test]
+fn garden_property_names_and_values_are_bounded() {
+    let env = TestEnv::start();
+    let garden = GardenProcess::start(&env);
+    let g = garden.client();
+    let long = "k".repeat(100 * 1024);
+    let r = g.json(
+        "POST",
+        "/containers",
+        &json!({"handle": "props", "properties": {long.as_str(): "v"}}),
+    );
+    let body = assert_error(&r, 500, "");
+    let msg = body["Message"].as_str().unwrap();
+    assert!(
+        msg.contains("[invalidSpec] spec.properties") && msg.contains("at most 1024 bytes"),
+        "{msg}"
+    );
+    assert_eq!(g.get("/containers").ok().json()["Handles"], json!([]));
+    create(&g, json!({"handle": "props"}));
+    let put = |name: &str, value: &str| {
+        g.json(
+            "PUT",
+            &format!("/containers/props/properties/{}", esc(name)),
+            &json!({ "value": value }),
+        )
+    };
+    for (name, value, needle) in [
+        ("k".repeat(2000), "v".to_string(), "at most 1024 bytes"),
+        (
+            "k".to_string(),
+            "v".repeat(100 * 1024),
+            "at most 65536 bytes",
+        ),
+    ] {
+        let body = assert_error(&put(&name, &value), 500, "");
+        let msg = body["Message"].as_str().unwrap();
+        assert!(
+            msg.contains("[invalidSpec]") && msg.contains(needle),
+            "{msg}"
+        );
+    }
+    assert_eq!(g.get("/containers/props/properties").ok().json(), json!({}));
+    put("k", "v").ok();
+}

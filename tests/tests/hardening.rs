@@ -295,3 +295,140 @@ fn the_daemons_survive_being_stopped_and_continued() {
         );
     }
 }
+
+/// A rootfs (a copy of the default one, beneath its own dir) holding a
+/// device node outside /dev: /null2, /dev/null's numbers (1:3), which the
+/// device cgroup allows. Made by host root at set-up (a container's root
+/// could not mknod it); removed on drop.
+struct NodeRootfs {
+    dir: std::path::PathBuf,
+}
+
+impl NodeRootfs {
+    fn new() -> NodeRootfs {
+        let dir = std::path::PathBuf::from(TEST_ROOT).join(format!("nodev-{}", std::process::id()));
+        let rootfs = dir.join("rootfs");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = NodeRootfs { dir };
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(default_rootfs())
+            .arg(&rootfs)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        nix::sys::stat::mknod(
+            &rootfs.join("null2"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        made
+    }
+
+    fn rootfs(&self) -> String {
+        self.dir.join("rootfs").display().to_string()
+    }
+}
+
+impl Drop for NodeRootfs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The options of the mount at `point`, from the container's mountinfo.
+async fn mount_options(c: &api::container::Client, point: &str) -> Vec<String> {
+    let (_, info, _) = exec(c, "cat", &["/proc/self/mountinfo"]).await;
+    info.lines()
+        .rfind(|l| l.split_whitespace().nth(4) == Some(point))
+        .and_then(|l| l.split_whitespace().nth(5))
+        .unwrap_or_else(|| panic!("no mount at {point}:\n{info}"))
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+/// The root filesystem (image layers or a rootfs dir, under the writable
+/// layer) is mounted nodev: a device node in it cannot be opened even when
+/// the device cgroup allows its numbers, in an unprivileged container and
+/// in a privileged one (whose root can also mknod such a node, into the
+/// writable layer, and cannot open that either). On cgroup v2 hosts this is
+/// what kept an image's node for the host disk closed before the device
+/// program came.
+#[test]
+fn device_nodes_in_the_root_filesystem_cannot_be_opened() {
+    let rootfs = NodeRootfs::new();
+    let allow = format!(
+        "rootfs_allow = \"{}\"\nallow_privileged = on",
+        rootfs.dir.display()
+    );
+    let env = TestEnv::start_with_policy("", &allow);
+    let path = rootfs.rootfs();
+    env.run(|client| async move {
+        for privileged in [false, true] {
+            let mut request = client.grove.create_request();
+            let mut spec = request.get().init_spec();
+            spec.set_handle(if privileged { "nodev-priv" } else { "nodev" });
+            spec.set_rootfs(&path);
+            spec.set_privileged(privileged);
+            let response = request.send().promise.await.unwrap();
+            let c = response.get().unwrap().get_container().unwrap();
+            let who = if privileged {
+                "privileged"
+            } else {
+                "unprivileged"
+            };
+            let (status, out, err) =
+                sh(&c, "ls -ln /null2; head -c 1 /null2; echo \"open: $?\"").await;
+            assert_eq!(status, 0, "{who}: {err}");
+            assert!(out.contains("open: 1"), "{who}: /null2 opened: {out}{err}");
+            assert!(is_refusal(&err), "{who}: {err}");
+            // The container's own /dev/null (Grove's bind) still works.
+            let (status, _, err) =
+                sh(&c, "echo x > /dev/null && head -c 1 /dev/zero >/dev/null").await;
+            assert_eq!(status, 0, "{who}: {err}");
+            let root = mount_options(&c, "/").await;
+            assert!(root.iter().any(|o| o == "nodev"), "{who}: / is {root:?}");
+            if privileged {
+                let (status, out, err) = sh(
+                    &c,
+                    "mknod /tmp/null3 c 1 3 && echo made; head -c 1 /tmp/null3; echo \"open: $?\"",
+                )
+                .await;
+                assert_eq!(status, 0, "{err}");
+                assert!(
+                    out.contains("made") && out.contains("open: 1"),
+                    "{out}{err}"
+                );
+                assert!(is_refusal(&err), "{err}");
+            }
+        }
+    });
+}
+
+/// /dev/shm is nosuid, nodev and noexec: a binary copied there cannot run.
+#[test]
+fn dev_shm_is_noexec() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let (c, _) = create(&client, "shm-noexec", "").await.unwrap();
+        let (status, out, err) = sh(
+            &c,
+            "cp /bin/busybox /dev/shm/true && chmod 755 /dev/shm/true && echo copied; \
+             /dev/shm/true; echo \"exec: $?\"; cp /bin/busybox /tmp/true && /tmp/true && echo tmp-ran",
+        )
+        .await;
+        assert_eq!(status, 0, "{err}");
+        assert!(out.contains("copied"), "{out}{err}");
+        assert!(!out.contains("exec: 0"), "a binary ran from /dev/shm: {out}{err}");
+        assert!(is_refusal(&err), "{err}");
+        assert!(out.contains("tmp-ran"), "the same binary runs elsewhere: {out}{err}");
+        let opts = mount_options(&c, "/dev/shm").await;
+        for want in ["nosuid", "nodev", "noexec"] {
+            assert!(opts.iter().any(|o| o == want), "/dev/shm is {opts:?}");
+        }
+    });
+}

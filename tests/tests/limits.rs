@@ -415,3 +415,91 @@ fn metrics_and_bulk_metrics() {
         }
     });
 }
+
+/// Start a subshell forking up to `tries` 30-second sleeps, printing the
+/// count after each; it stops at the first fork the kernel refuses. Its
+/// output goes to a file (the sleeps keep theirs open), printed once it
+/// is done. Returns how many sleeps it started and what it printed.
+async fn fork_until_refused(container: &api::container::Client, tries: u32) -> (u32, String) {
+    let script = format!(
+        "(n=0; while [ $n -lt {tries} ]; do sleep 30 & n=$((n+1)); echo $n; done) \
+         >/tmp/forks 2>&1 </dev/null; cat /tmp/forks"
+    );
+    let (_, out, _) = exec(container, "sh", &["-c", &script]).await;
+    let started = out
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    (started, out)
+}
+
+fn read_cg(path: std::path::PathBuf) -> String {
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// A container created without a pids limit gets the policy's
+/// default_pids_limit (here 16: its 17th task is refused); one with a
+/// limit of its own keeps it; and the parent cgroup's total_pids_limit
+/// (here 40) holds all of them together, whatever their own limits say.
+#[test]
+fn the_policy_s_default_pids_limit_and_total_cap_hold() {
+    let env = TestEnv::start_with_policy("", "default_pids_limit = 16\ntotal_pids_limit = 40");
+    let env_ref = &env;
+    assert_eq!(read_cg(env.cgroup_dir("pids").join("pids.max")), "40");
+    env.run(|client| async move {
+        let pids =
+            |handle: &str, file: &str| read_cg(env_ref.cgroup_dir("pids").join(handle).join(file));
+        let small = create_limited(&client, "default-pids", NONE).await.unwrap();
+        assert_eq!(pids("default-pids", "pids.max"), "16");
+        assert_eq!(pid_limit(&small).await, 16);
+        let before: u32 = pids("default-pids", "pids.current").parse().unwrap();
+        let (started, err) = fork_until_refused(&small, 30).await;
+        assert!(err.contains("fork"), "{err}");
+        // wshd (and what else was there), the shell, the subshell and its
+        // sleeps: 16.
+        assert_eq!(
+            before + 2 + started,
+            16,
+            "{started} sleeps after {before} tasks"
+        );
+        assert_eq!(
+            pids("default-pids", "pids.current"),
+            (before + started).to_string()
+        );
+
+        // A larger limit of its own (Garden's limitPids) is kept, but the
+        // parent's cap of 40 counts the first container's tasks too.
+        let big = create_limited(&client, "big-pids", Spec { pids: 100, ..NONE })
+            .await
+            .unwrap();
+        assert_eq!(pids("big-pids", "pids.max"), "100");
+        assert_eq!(pid_limit(&big).await, 100);
+        let (started, err) = fork_until_refused(&big, 60).await;
+        assert!(err.contains("fork"), "{err}");
+        let total: u32 = read_cg(env_ref.cgroup_dir("pids").join("pids.current"))
+            .parse()
+            .unwrap();
+        assert!(
+            total <= 40 && started < 40,
+            "{total} tasks in all, {started} in big-pids"
+        );
+        assert!(
+            total >= 38,
+            "the cap, not the container's limit, stopped it: {total}"
+        );
+        // Lowering and raising through the API still works.
+        let mut limit = big.limit_pids_request();
+        limit.get().init_limits().set_max(200);
+        limit.send().promise.await.unwrap();
+        assert_eq!(pid_limit(&big).await, 200);
+        for c in [&small, &big] {
+            let mut stop = c.stop_request();
+            stop.get().set_kill(true);
+            stop.send().promise.await.unwrap();
+        }
+    });
+}

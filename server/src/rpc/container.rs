@@ -206,8 +206,11 @@ impl api::Server for ContainerServer {
         if name.is_empty() {
             return Err(ApiError::invalid("name", "empty").into());
         }
+        super::check_property("name", "value", &name, &value)?;
         let container = self.container()?;
-        let previous = container.properties().get(&name).cloned();
+        let mut after = container.properties();
+        let previous = after.insert(name.clone(), value.clone());
+        super::check_property_set("properties", &after)?;
         container.set_property(name.clone(), value);
         if let Err(e) = self.grove.save(&container) {
             // Nothing half-done: the property is as it was.

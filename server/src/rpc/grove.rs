@@ -191,7 +191,17 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         image: image_uri,
         credentials,
         env: text_list("spec.env", spec.get_env())?,
-        properties: properties("spec.properties", spec.get_properties())?,
+        properties: {
+            let props = properties("spec.properties", spec.get_properties())?;
+            for (name, value) in &props {
+                // The value's field names its property (the first 64 chars).
+                let short: String = name.chars().take(64).collect();
+                let value_field = format!("spec.properties[{short:?}].value");
+                super::check_property("spec.properties", &value_field, name, value)?;
+            }
+            super::check_property_set("spec.properties", &props)?;
+            props
+        },
         limits: if spec.has_limits() {
             crate::rpc::limits::from_spec(spec.get_limits()?)?
         } else {
