@@ -1,7 +1,7 @@
 //! x86_64's system call numbers (the kernel's
 //! `arch/x86/entry/syscalls/syscall_64.tbl`, common and 64-bit entries, up
-//! to Linux 6.17's file_setattr), by name, for the policy in `seccomp`.
-//! Numbers 336..=423 are unused on x86_64 (they were kept free when the
+//! to Linux 6.17's file_setattr and 6.18's uprobe), by name, for the policy
+//! in `seccomp`. Numbers 337..=423 are unused on x86_64 (they were kept free when the
 //! architectures' tables were unified at 424). A call the kernel adds later
 //! has no name here and so no rule: the filter answers it ENOSYS.
 
@@ -83,7 +83,7 @@ pub const TABLE: &[(u32, &str)] = &[
     (322, "execveat"), (323, "userfaultfd"), (324, "membarrier"), (325, "mlock2"),
     (326, "copy_file_range"), (327, "preadv2"), (328, "pwritev2"), (329, "pkey_mprotect"),
     (330, "pkey_alloc"), (331, "pkey_free"), (332, "statx"), (333, "io_pgetevents"), (334, "rseq"),
-    (335, "uretprobe"), (424, "pidfd_send_signal"), (425, "io_uring_setup"),
+    (335, "uretprobe"), (336, "uprobe"), (424, "pidfd_send_signal"), (425, "io_uring_setup"),
     (426, "io_uring_enter"), (427, "io_uring_register"), (428, "open_tree"), (429, "move_mount"),
     (430, "fsopen"), (431, "fsconfig"), (432, "fsmount"), (433, "fspick"), (434, "pidfd_open"),
     (435, "clone3"), (436, "close_range"), (437, "openat2"), (438, "pidfd_getfd"),
