@@ -123,6 +123,13 @@ mod tests {
         ];
         assert_eq!(seccomp_verdict(&p, 165, [0; 6]), errno(1));
         assert_eq!(seccomp_verdict(&p, 0, [0; 6]), ALLOW);
+        // Paths: load, compare, (skipped kill), load, compare, return.
+        assert_eq!(
+            run_counted(&p, AUDIT_ARCH_X86_64, 165, [0; 6]),
+            (errno(1), 5)
+        );
+        assert_eq!(run_counted(&p, AUDIT_ARCH_X86_64, 0, [0; 6]), (ALLOW, 5));
+        assert_eq!(run_counted(&p, 0x4000_0003, 0, [0; 6]), (KILL_PROCESS, 3));
         assert_eq!(run(&p, 0x4000_0003, 165, [0; 6]), KILL_PROCESS);
         // Falling off the end, or an unknown opcode, fails closed.
         assert_eq!(seccomp_verdict(&p[..1], 0, [0; 6]), KILL_PROCESS);

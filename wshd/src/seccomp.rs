@@ -809,7 +809,7 @@ pub mod tests {
             libc::FIONREAD,
             libc::TIOCSCTTY,
         ] {
-            let d = Data::with(libc::SYS_ioctl, [0, cmd as u64, 0, 0, 0, 0]);
+            let d = Data::with(libc::SYS_ioctl, [0, cmd, 0, 0, 0, 0]);
             assert_eq!(run(&p, &d), ALLOW, "ioctl({cmd:#x})");
         }
     }
