@@ -38,6 +38,12 @@ pub fn seccomp_verdict(program: &[Insn], nr: i64, args: [u64; 6]) -> u32 {
 
 /// As `seccomp_verdict`, for any architecture number.
 pub fn run(program: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    run_counted(program, arch, nr, args).0
+}
+
+/// As `run`, with the number of instructions executed (what a filter costs
+/// the kernel for this call).
+pub fn run_counted(program: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> (u32, usize) {
     // struct seccomp_data: nr, arch, instruction_pointer, args[6].
     let mut data = [0u8; 64];
     data[0..4].copy_from_slice(&nr.to_ne_bytes());
@@ -48,8 +54,10 @@ pub fn run(program: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
     let (mut a, mut x) = (0u32, 0u32);
     let mut mem = [0u32; 16];
     let mut pc = 0usize;
+    let mut steps = 0usize;
     while let Some(i) = program.get(pc) {
         pc += 1;
+        steps += 1;
         let jump = |pc: usize, cond: bool| pc + if cond { i.jt } else { i.jf } as usize;
         match i.code {
             // BPF_LD | BPF_W | BPF_ABS
@@ -59,7 +67,7 @@ pub fn run(program: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
                     Some(b) if at.is_multiple_of(4) => {
                         a = u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
                     }
-                    _ => return KILL_PROCESS,
+                    _ => return (KILL_PROCESS, steps),
                 }
             }
             0x00 => a = i.k,                             // BPF_LD | BPF_IMM
@@ -85,12 +93,12 @@ pub fn run(program: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
             0x2d => pc = jump(pc, a > x),                // BPF_JMP | BPF_JGT | BPF_X
             0x3d => pc = jump(pc, a >= x),               // BPF_JMP | BPF_JGE | BPF_X
             0x4d => pc = jump(pc, a & x != 0),           // BPF_JMP | BPF_JSET | BPF_X
-            0x06 => return i.k,                          // BPF_RET | BPF_K
-            0x16 => return a,                            // BPF_RET | BPF_A
-            _ => return KILL_PROCESS,
+            0x06 => return (i.k, steps),                 // BPF_RET | BPF_K
+            0x16 => return (a, steps),                   // BPF_RET | BPF_A
+            _ => return (KILL_PROCESS, steps),
         }
     }
-    KILL_PROCESS
+    (KILL_PROCESS, steps)
 }
 
 #[cfg(test)]
@@ -115,6 +123,13 @@ mod tests {
         ];
         assert_eq!(seccomp_verdict(&p, 165, [0; 6]), errno(1));
         assert_eq!(seccomp_verdict(&p, 0, [0; 6]), ALLOW);
+        // Paths: load, compare, (skipped kill), load, compare, return.
+        assert_eq!(
+            run_counted(&p, AUDIT_ARCH_X86_64, 165, [0; 6]),
+            (errno(1), 5)
+        );
+        assert_eq!(run_counted(&p, AUDIT_ARCH_X86_64, 0, [0; 6]), (ALLOW, 5));
+        assert_eq!(run_counted(&p, 0x4000_0003, 0, [0; 6]), (KILL_PROCESS, 3));
         assert_eq!(run(&p, 0x4000_0003, 165, [0; 6]), KILL_PROCESS);
         // Falling off the end, or an unknown opcode, fails closed.
         assert_eq!(seccomp_verdict(&p[..1], 0, [0; 6]), KILL_PROCESS);

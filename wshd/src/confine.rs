@@ -1,7 +1,7 @@
 //! What every process wshd starts for a client (a `run` process, a
 //! streamIn/streamOut child) gives up before it runs the client's code:
 //! capabilities beyond Docker's default set, the right to gain privileges
-//! on exec (no_new_privs), and the system calls `seccomp::DENIED` lists.
+//! on exec (no_new_privs), and the system calls `seccomp::RULES` refuses.
 //!
 //! The order matters and is the same everywhere:
 //! 1. `drop_bounding` while still wshd's root (dropping from the bounding

@@ -52,7 +52,7 @@ usage: wshd --socket-fd FD --server-uid UID
 
 PID 1 of a Grove container. FD is a bound, listening SOCK_SEQPACKET unix
 socket; only UID (and uid 0) may talk to it. Logs go to stderr.
---policy prints the capabilities and the seccomp denials of the processes
+--policy prints the capabilities and the seccomp policy of the processes
 wshd starts, and exits.";
 
 /// `wshd --policy`: the confinement, as a reviewer reads it.
@@ -63,25 +63,7 @@ fn print_policy() {
     }
     println!("capability mask: {:#018x}", confine::KEEP_MASK);
     println!("no_new_privs: set");
-    println!("seccomp: default allow; denied (x86_64 only; other ABIs: x32 ENOSYS, i386 killed):");
-    for d in seccomp::DENIED {
-        let errno = if d.errno == libc::ENOSYS {
-            "ENOSYS"
-        } else {
-            "EPERM"
-        };
-        let hex = |vs: &[u32]| {
-            let vs: Vec<String> = vs.iter().map(|v| format!("{v:#x}")).collect();
-            vs.join(", ")
-        };
-        let when = match d.when {
-            seccomp::When::Always => String::new(),
-            seccomp::When::AnyBitOf(bits) => format!(" when arg0 has any of {}", hex(bits)),
-            seccomp::When::Is(v) => format!(" when arg0 = {v}"),
-            seccomp::When::NoneOf(vs) => format!(" unless arg0 is one of {}", hex(vs)),
-        };
-        println!("  {:<24} {errno}{when}: {}", d.name, d.reason);
-    }
+    print!("{}", seccomp::describe());
 }
 
 struct Args {
@@ -838,11 +820,7 @@ fn setup_process() {
     // Built now, so a broken filter stops wshd at start rather than its
     // first spawn.
     let program = seccomp::program();
-    log!(
-        "seccomp filter: {} instructions, {} system calls denied",
-        program.len(),
-        seccomp::DENIED.len()
-    );
+    log!("{}", seccomp::summary(program));
 }
 
 fn main() {

@@ -43,6 +43,8 @@
 //! PID namespace (that only ends the container), userfaultfd (an exploit
 //! aid, not an escape by itself).
 //!
+//! `grove-escape probe …` makes single system calls instead (see probe.rs).
+//!
 //! Flags: `--list` prints the attempt names; `--only a,b` runs only those;
 //! `--expect-setuid` adds the setuid attempt (run a setuid-root copy as a
 //! non-root user). The environment may carry the host's identity, so
@@ -51,6 +53,8 @@
 //! `GROVE_HOST_ROOT` (`dev:ino` of the host's `/`), `GROVE_HOST_NS`
 //! (space-separated `/proc/self/ns/*` link texts of the host, e.g.
 //! `mnt:[4026531841]`).
+
+mod probe;
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,6 +127,11 @@ const ATTEMPTS: &[&str] = &[
 ];
 
 fn main() {
+    // `probe …`: single system calls for the seccomp tests (probe.rs).
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("probe") {
+        std::process::exit(probe::main(&argv[1..]));
+    }
     let mut args = std::env::args().skip(1);
     let mut only = None;
     let mut expect_setuid = false;
