@@ -677,11 +677,12 @@ impl Network {
                     eprintln!("grove-helper: {handle}: removing its NetIn and NetOut rules: {e}");
                 }
             }
-            if let Err(e) =
-                self.sets
-                    .borrow_mut()
-                    .remove_port(&self.conf.nft_table, &veth, record.ip, mac_of(record.ip))
-            {
+            if let Err(e) = self.sets.borrow_mut().remove_port(
+                &self.conf.nft_table,
+                &veth,
+                record.ip,
+                mac_of(record.ip),
+            ) {
                 eprintln!("grove-helper: {handle}: {e}");
             }
         }

@@ -206,7 +206,11 @@ impl Sets {
 /// A port's elements; `containers` last, as its checks key on the others.
 fn elems(veth: &str, ip: Ipv4Addr, mac: [u8; 6]) -> [(u8, &'static str, Vec<u8>); 4] {
     [
-        (NFPROTO_BRIDGE, ADDRESSES, port_address_key(veth, ip).to_vec()),
+        (
+            NFPROTO_BRIDGE,
+            ADDRESSES,
+            port_address_key(veth, ip).to_vec(),
+        ),
         (NFPROTO_BRIDGE, MACS, port_mac_key(veth, mac).to_vec()),
         (NFPROTO_INET, SELVES, self_key(ip).to_vec()),
         (NFPROTO_BRIDGE, CONTAINERS, ifname_key(veth).to_vec()),
@@ -226,7 +230,10 @@ mod tests {
         assert_eq!(ifname_key("a"), *b"a\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
         let m = port_mac_key("gv1", [2, 0x67, 10, 252, 0, 3]);
         assert_eq!(&m[16..], &[2, 0x67, 10, 252, 0, 3, 0, 0]);
-        assert_eq!(self_key(Ipv4Addr::new(10, 0, 0, 2)), [10, 0, 0, 2, 10, 0, 0, 2]);
+        assert_eq!(
+            self_key(Ipv4Addr::new(10, 0, 0, 2)),
+            [10, 0, 0, 2, 10, 0, 0, 2]
+        );
     }
 
     /// (type, flags, seq) of each message in a batch, and its total length.
@@ -249,7 +256,12 @@ mod tests {
     #[test]
     fn a_batch_is_begin_change_end_and_only_the_change_is_acked() {
         let key = ifname_key("gv1");
-        let b = batch(Change::Add, "grove", &[(NFPROTO_BRIDGE, CONTAINERS, &key)], 7);
+        let b = batch(
+            Change::Add,
+            "grove",
+            &[(NFPROTO_BRIDGE, CONTAINERS, &key)],
+            7,
+        );
         let h = headers(&b);
         assert_eq!(
             h,
@@ -265,14 +277,22 @@ mod tests {
         let two = batch(
             Change::Add,
             "grove",
-            &[(NFPROTO_BRIDGE, CONTAINERS, &key), (NFPROTO_INET, SELVES, &[0; 8])],
+            &[
+                (NFPROTO_BRIDGE, CONTAINERS, &key),
+                (NFPROTO_INET, SELVES, &[0; 8]),
+            ],
             7,
         );
         let seqs: Vec<u32> = headers(&two).iter().map(|h| h.2).collect();
         assert_eq!(seqs, [7, 8, 9, 10]);
         // The first change's nfgenmsg (after the 20-byte begin) names its family.
         assert_eq!(two[20 + 16], NFPROTO_BRIDGE);
-        let d = batch(Change::Delete, "grove", &[(NFPROTO_BRIDGE, CONTAINERS, &key)], 1);
+        let d = batch(
+            Change::Delete,
+            "grove",
+            &[(NFPROTO_BRIDGE, CONTAINERS, &key)],
+            1,
+        );
         assert_eq!(headers(&d)[1].0, 0x0a00 | NFT_MSG_DELSETELEM);
         // The set change carries the table, the set and the key.
         let body = &b[20..];
