@@ -27,6 +27,7 @@ const LAYERS_DIR: &str = ".layers";
 /// (helper/src/net/nft.rs `rebuild`); per-container egress chains are
 /// named `out-<tag>`.
 const BASE_CHAINS: &[&str] = &[
+    "loopback",
     "prerouting",
     "dnatted",
     "output",
@@ -214,6 +215,19 @@ fn link_address(name: &str) -> Option<Ipv4Addr> {
 fn links(env: &TestEnv, out: &mut Vec<String>) {
     for port in env.bridge_ports() {
         out.push(format!("link {port} on bridge {}", env.bridge));
+    }
+    // The static entries of containers' MACs (helper/src/net/netlink.rs
+    // `pin_port`) go with their ports; the bridge keeps only its own.
+    let fdb = Command::new("bridge")
+        .args(["fdb", "show", "br", &env.bridge])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("running bridge");
+    for line in String::from_utf8_lossy(&fdb.stdout).lines() {
+        if !line.contains(&format!(" dev {} ", env.bridge)) {
+            out.push(format!("bridge {} fdb entry {line}", env.bridge));
+        }
     }
     for name in names_in(Path::new("/sys/class/net")) {
         if link_address(&name).is_some_and(|ip| env.in_pool(ip)) {

@@ -1886,3 +1886,756 @@ fn a_container_cannot_borrow_another_containers_address() {
         assert_eq!(&buf[..n], b"again");
     });
 }
+
+// ---------------------------------------------------------------------------
+// Hand-made frames from inside a container (issue 17): container root has
+// CAP_NET_RAW in its netns, so these tests send and capture on its eth0
+// with an AF_PACKET socket the test opens in that netns (as the existing
+// spoofing test enters it), the same frames a tenant could craft.
+
+/// Run `f` on a thread that has entered `pid`'s network namespace alone.
+fn in_netns<T: Send + 'static>(pid: i32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+const ETH_P_ALL: u16 = 0x0003;
+const ETH_IP: u16 = 0x0800;
+const ETH_ARP: u16 = 0x0806;
+const ETH_IPV6: u16 = 0x86dd;
+const TPID_8021Q: u16 = 0x8100;
+const TPID_8021AD: u16 = 0x88a8;
+const BROADCAST: [u8; 6] = [0xff; 6];
+
+/// A container's eth0 as an AF_PACKET socket that sends whole frames and
+/// sees every frame from the moment it is opened.
+struct Eth0 {
+    fd: std::os::fd::OwnedFd,
+    mac: [u8; 6],
+}
+
+impl Eth0 {
+    fn open(pid: i32) -> Eth0 {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        in_netns(pid, || {
+            let proto = (ETH_P_ALL.to_be()) as i32;
+            // SAFETY: plain socket(2); the fd is owned at once.
+            let fd = unsafe {
+                libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto)
+            };
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: socket just returned fd.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let name = std::ffi::CString::new("eth0").unwrap();
+            // SAFETY: reads a NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            assert!(ifindex > 0, "no eth0 in the container");
+            // SAFETY: all-zero is a valid sockaddr_ll.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = ETH_P_ALL.to_be();
+            sll.sll_ifindex = ifindex as i32;
+            let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: bind reads one live sockaddr_ll of the size given.
+            let r = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    &sll as *const _ as *const libc::sockaddr,
+                    len,
+                )
+            };
+            assert_eq!(r, 0, "bind eth0: {}", std::io::Error::last_os_error());
+            // The bound address names the device's MAC.
+            let mut len = len;
+            // SAFETY: getsockname writes at most `len` bytes into sll.
+            let r = unsafe {
+                libc::getsockname(
+                    fd.as_raw_fd(),
+                    &mut sll as *mut _ as *mut libc::sockaddr,
+                    &mut len,
+                )
+            };
+            assert_eq!(r, 0, "getsockname: {}", std::io::Error::last_os_error());
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&sll.sll_addr[..6]);
+            Eth0 { fd, mac }
+        })
+    }
+
+    fn send(&self, frame: &[u8]) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: send reads `frame`, a live buffer of that length.
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+            )
+        };
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "send: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// The frames that came in (not the container's own) until `for_`
+    /// has passed, those queued since `open` included.
+    fn capture(&self, for_: Duration) -> Vec<Vec<u8>> {
+        use std::os::fd::AsRawFd;
+        let deadline = Instant::now() + for_;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll reads and writes one live pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+            if r == 0 || (r < 0 && Instant::now() >= deadline) {
+                return out;
+            }
+            if r < 0 {
+                continue; // EINTR
+            }
+            // SAFETY: all-zero is a valid sockaddr_ll.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: recvfrom writes at most buf.len() bytes into buf and
+            // at most `len` into `from`.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    &mut from as *mut _ as *mut libc::sockaddr,
+                    &mut len,
+                )
+            };
+            if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
+                out.push(buf[..n as usize].to_vec());
+            }
+        }
+    }
+}
+
+fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An Ethernet frame; each of `tags` is a VLAN tag (its TPID, VID 0).
+fn frame(dst: [u8; 6], src: [u8; 6], tags: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = [&dst[..], &src[..]].concat();
+    for tpid in tags {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 1, 0x40, 0, 64, protocol, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let sum = inet_checksum(&h);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// A UDP datagram (checksum 0: none, which IPv4 allows).
+fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+    let mut u = [sport.to_be_bytes(), dport.to_be_bytes()].concat();
+    u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(data);
+    ipv4_packet(src, dst, 17, &u)
+}
+
+fn tcp_syn_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut t = [sport.to_be_bytes(), dport.to_be_bytes()].concat();
+    t.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // seq
+    t.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0]);
+    let mut pseudo = [src.octets(), dst.octets()].concat();
+    pseudo.extend_from_slice(&[0, 6, 0, t.len() as u8]);
+    pseudo.extend_from_slice(&t);
+    let sum = inet_checksum(&pseudo);
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    ipv4_packet(src, dst, 6, &t)
+}
+
+fn arp_packet(op: u16, sha: [u8; 6], sip: Ipv4Addr, tha: [u8; 6], tip: Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4];
+    a.extend_from_slice(&op.to_be_bytes());
+    for part in [&sha[..], &sip.octets(), &tha, &tip.octets()] {
+        a.extend_from_slice(part);
+    }
+    a
+}
+
+fn mac_of_link(name: &str) -> [u8; 6] {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap();
+    parse_mac(text.trim())
+}
+
+fn parse_mac(text: &str) -> [u8; 6] {
+    let v: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    v.try_into().unwrap()
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The (ethertype, payload) of a frame, under any VLAN tags.
+fn ether_payload(f: &[u8]) -> (u16, &[u8]) {
+    let mut at = 12;
+    while at + 2 <= f.len() {
+        let t = u16::from_be_bytes([f[at], f[at + 1]]);
+        if t != TPID_8021Q && t != TPID_8021AD {
+            return (t, &f[at + 2..]);
+        }
+        at += 4;
+    }
+    (0, &[])
+}
+
+/// Nothing arrives on `socket` within its read timeout.
+fn assert_nothing_arrives(socket: &std::net::UdpSocket, what: &str) {
+    let mut buf = [0u8; 256];
+    match recv_from(socket, &mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        Ok((n, peer)) => panic!(
+            "{what} arrived: {:?} from {peer}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+fn udp_listener(ip: Ipv4Addr) -> (std::net::UdpSocket, u16) {
+    let s = std::net::UdpSocket::bind((ip, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
+}
+
+fn net_out_all() -> Rule {
+    Rule {
+        protocol: api::net_out_rule::Protocol::All,
+        networks: vec![("0.0.0.0".into(), "255.255.255.255".into())],
+        ports: vec![],
+        icmp: None,
+        log: false,
+    }
+}
+
+/// Issue 17 #1 (CVE-2020-8558's pattern): the bridge has route_localnet
+/// while a NetIn mapping exists (host connections to 127.0.0.1:<port>
+/// need it), and a NetOut rule covering 127/8 would accept a packet to
+/// the host's loopback. The helper's `loopback` chain drops every packet
+/// from the bridge to or from 127/8 before conntrack: neither hand-made
+/// frames nor a normal connect (over a route the container made) reach a
+/// listener on the host's 127.0.0.1, while the same frames to the gateway
+/// do and NetIn on 127.0.0.1 keeps working.
+#[test]
+fn a_container_cannot_reach_the_hosts_loopback() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let a = create_net(
+            &client,
+            Spec {
+                handle: "lo-a",
+                net_out: &[net_out_all()],
+                ..Spec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ip_a = ip_of(&a).await;
+        let localnet = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", env.bridge);
+        assert_eq!(std::fs::read_to_string(&localnet).unwrap().trim(), "0", "off without NetIn");
+        let _web = serve_http(env, &a, "lo-a", 8080, "netin-on-loopback").await;
+        let port = env.ports.0;
+        net_in(&a, port as u32, 8080).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&localnet).unwrap().trim(), "1", "on with NetIn");
+        assert_serves(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), "netin-on-loopback");
+
+        let pid = env.container_pids("lo-a")[0];
+        let eth0 = Eth0::open(pid);
+        let gw_mac = mac_of_link(&env.bridge);
+        let send = |packet: Vec<u8>| eth0.send(&frame(gw_mac, eth0.mac, &[], ETH_IP, &packet));
+
+        // UDP: the gateway gets it (NetOut all), 127.0.0.1 does not.
+        let (gw_udp, gw_port) = udp_listener(env.gateway);
+        let (lo_udp, lo_port) = udp_listener(Ipv4Addr::LOCALHOST);
+        send(udp_packet(ip_a, env.gateway, 40000, gw_port, b"to-gateway"));
+        let mut buf = [0u8; 64];
+        let (n, _) = recv_from(&gw_udp, &mut buf).expect("the hand-made datagram reaches the gateway");
+        assert_eq!(&buf[..n], b"to-gateway");
+        send(udp_packet(ip_a, Ipv4Addr::LOCALHOST, 40000, lo_port, b"to-loopback"));
+        assert_nothing_arrives(&lo_udp, "a container's datagram to the host's 127.0.0.1");
+
+        // TCP SYN: the gateway's listener answers SYN-ACK, 127.0.0.1's does not.
+        let gw_tcp = TcpListener::bind((env.gateway, 0)).unwrap();
+        let lo_tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        lo_tcp.set_nonblocking(true).unwrap();
+        let syn_ack_from = |src: Ipv4Addr, sport: u16| {
+            eth0.capture(Duration::from_millis(1500)).iter().any(|f| {
+                let (t, p) = ether_payload(f);
+                t == ETH_IP && p.len() >= 40 && p[9] == 6 && p[12..16] == src.octets()
+                    && p[20..22] == sport.to_be_bytes() && p[33] & 0x12 == 0x12
+            })
+        };
+        let port_of = |l: &TcpListener| l.local_addr().unwrap().port();
+        send(tcp_syn_packet(ip_a, env.gateway, 40001, port_of(&gw_tcp)));
+        assert!(syn_ack_from(env.gateway, port_of(&gw_tcp)), "the gateway's listener answers");
+        send(tcp_syn_packet(ip_a, Ipv4Addr::LOCALHOST, 40002, port_of(&lo_tcp)));
+        assert!(
+            !syn_ack_from(Ipv4Addr::LOCALHOST, port_of(&lo_tcp)),
+            "the host's 127.0.0.1 listener answered a container's SYN"
+        );
+
+        // A normal connect: the container routes 127.0.0.1 via the gateway
+        // and lets its kernel take answers from 127.0.0.1 (it may: root in
+        // its own netns).
+        let script = format!(
+            "ip route del local 127.0.0.1 table local; ip route del local 127.0.0.0/8 table local; \
+             for c in all eth0 lo; do echo 1 > /proc/sys/net/ipv4/conf/$c/route_localnet; echo 1 > /proc/sys/net/ipv4/conf/$c/accept_local; done; \
+             ip route add 127.0.0.1/32 via {} dev eth0",
+            env.gateway
+        );
+        cmd("nsenter", &[&format!("--net=/proc/{pid}/ns/net"), "sh", "-c", &script]);
+        let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port_of(&lo_tcp)));
+        let connected = in_netns(pid, move || TcpStream::connect_timeout(&to, Duration::from_secs(2)));
+        assert!(connected.is_err(), "a container connected to the host's {to}");
+        match lo_tcp.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the host's 127.0.0.1 listener accepted: {other:?}"),
+        }
+        // NetIn on 127.0.0.1 still works, and stops needing route_localnet
+        // when the container goes.
+        assert_serves(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), "netin-on-loopback");
+        drop(eth0);
+        client.destroy("lo-a").await.unwrap();
+        assert_eq!(std::fs::read_to_string(&localnet).unwrap().trim(), "0", "off again");
+    });
+}
+
+/// The host's link-layer address for `ip` on `bridge` (None: no entry).
+fn host_neighbour(bridge: &str, ip: Ipv4Addr) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "neigh", "show", &ip.to_string(), "dev", bridge])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_string)
+}
+
+/// Make the host resolve `ip` (one datagram to its discard port) and wait
+/// until its neighbour entry is there.
+fn host_resolves(env: &TestEnv, ip: Ipv4Addr) -> String {
+    let s = std::net::UdpSocket::bind((env.gateway, 0)).unwrap();
+    s.send_to(b"arp", (ip, 9)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match host_neighbour(&env.bridge, ip) {
+            Some(mac) => return mac,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            None => panic!("the host did not resolve {ip}"),
+        }
+    }
+}
+
+/// Issue 17 #2: a container port passes untagged IPv4 and ARP only. A
+/// VLAN-tagged frame (802.1Q or 802.1ad, VID 0, which the host would strip
+/// and accept) from A carrying B's address neither reaches the host as B
+/// (using B's NetOut rule) nor rewrites the host's ARP entry for B.
+#[test]
+fn tagged_frames_cannot_pass_as_a_neighbour() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let (server, port) = udp_listener(env.gateway);
+        let mut to_host = Rule::tcp(env.gateway, port);
+        to_host.protocol = api::net_out_rule::Protocol::Udp;
+        let _a = create_plain(&client, "vlan-a").await;
+        let b = create_net(
+            &client,
+            Spec {
+                handle: "vlan-b",
+                net_out: &[to_host],
+                ..Spec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ip_b = ip_of(&b).await;
+        let gw_mac = mac_of_link(&env.bridge);
+        let eth_a = Eth0::open(env.container_pids("vlan-a")[0]);
+        let eth_b = Eth0::open(env.container_pids("vlan-b")[0]);
+        let datagram = |data: &[u8]| udp_packet(ip_b, env.gateway, 40000, port, data);
+
+        // B's own frame passes (its rule), untagged and from its port.
+        eth_b.send(&frame(
+            gw_mac,
+            eth_b.mac,
+            &[],
+            ETH_IP,
+            &datagram(b"b-itself"),
+        ));
+        let mut buf = [0u8; 64];
+        let (n, _) = recv_from(&server, &mut buf).expect("B's hand-made datagram arrives");
+        assert_eq!(&buf[..n], b"b-itself");
+        // A, tagged, as B: nothing arrives.
+        for tags in [
+            &[TPID_8021Q][..],
+            &[TPID_8021AD],
+            &[TPID_8021AD, TPID_8021Q],
+        ] {
+            eth_a.send(&frame(
+                gw_mac,
+                eth_a.mac,
+                tags,
+                ETH_IP,
+                &datagram(b"a-as-b"),
+            ));
+        }
+        assert_nothing_arrives(&server, "a tagged datagram sent by A as B");
+
+        // The host learns B's MAC, then A claims B's address in a tagged
+        // gratuitous ARP (after the neighbour table's 1 s lock time).
+        let b_mac = mac_text(eth_b.mac);
+        assert_eq!(host_resolves(env, ip_b), b_mac);
+        std::thread::sleep(Duration::from_millis(1200));
+        let garp = arp_packet(1, eth_a.mac, ip_b, [0; 6], ip_b);
+        for tags in [&[TPID_8021Q][..], &[TPID_8021AD]] {
+            eth_a.send(&frame(BROADCAST, eth_a.mac, tags, ETH_ARP, &garp));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            host_neighbour(&env.bridge, ip_b).as_deref(),
+            Some(b_mac.as_str()),
+            "a tagged ARP from A rewrote the host's entry for B"
+        );
+    });
+}
+
+/// The path MTU the host has cached for `ip` (None: none).
+fn cached_mtu(ip: Ipv4Addr) -> Option<u32> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "route", "get", &ip.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "mtu")?;
+    words.next()?.parse().ok()
+}
+
+/// Send an ICMP destination-unreachable (`code`, next-hop MTU `mtu`) to
+/// `to` from inside `pid`'s netns, quoting the UDP datagram `quoted`.
+fn send_icmp_unreachable(pid: i32, to: Ipv4Addr, code: u8, mtu: u16, quoted: Vec<u8>) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    in_netns(pid, move || {
+        let mut icmp = vec![3, code, 0, 0, 0, 0];
+        icmp.extend_from_slice(&mtu.to_be_bytes());
+        icmp.extend_from_slice(&quoted[..quoted.len().min(28)]);
+        let sum = inet_checksum(&icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        // SAFETY: plain socket(2); owned at once.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_ICMP,
+            )
+        };
+        assert!(
+            fd >= 0,
+            "raw ICMP socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: socket just returned fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sendto reads `icmp` and one sockaddr_in, both live.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                icmp.as_ptr() as *const libc::c_void,
+                icmp.len(),
+                0,
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        assert_eq!(
+            n,
+            icmp.len() as isize,
+            "sendto: {}",
+            std::io::Error::last_os_error()
+        );
+    })
+}
+
+/// Issue 17 #3: conntrack calls an ICMP error RELATED to whatever flow it
+/// quotes, whoever sends it. The host has a UDP flow with container B;
+/// container A's forged port-unreachable and frag-needed about that flow
+/// are dropped (no ECONNREFUSED on the host's socket, no path MTU), while
+/// the same errors from B, the flow's endpoint, still get through.
+#[test]
+fn a_container_cannot_forge_icmp_errors_for_a_neighbours_flows() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let a = create_net(
+            &client,
+            Spec {
+                handle: "icmp-a",
+                net_out: &[net_out_all()],
+                ..Spec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let b = create_plain(&client, "icmp-b").await;
+        let (ip_a, ip_b) = (ip_of(&a).await, ip_of(&b).await);
+        let (pid_a, pid_b) = (
+            env.container_pids("icmp-a")[0],
+            env.container_pids("icmp-b")[0],
+        );
+        // B listens (a socket of this test in B's netns); the host talks to it.
+        let b_server = in_netns(pid_b, move || {
+            std::net::UdpSocket::bind((ip_b, 7777)).unwrap()
+        });
+        b_server
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let host = std::net::UdpSocket::bind((env.gateway, 0)).unwrap();
+        host.connect((ip_b, 7777)).unwrap();
+        host.set_read_timeout(Some(Duration::from_millis(1000)))
+            .unwrap();
+        host.send(b"hello-b").unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = recv_from(&b_server, &mut buf).expect("B gets the host's datagram");
+        assert_eq!(&buf[..n], b"hello-b");
+        let sport = host.local_addr().unwrap().port();
+        let quoted = udp_packet(env.gateway, ip_b, sport, 7777, b"hello-b");
+        // The error an ICMP message left on the host's socket, if any.
+        let error = |host: &std::net::UdpSocket| match host.recv(&mut [0u8; 16]) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            other => Some(format!("{other:?}")),
+        };
+
+        send_icmp_unreachable(pid_a, env.gateway, 3, 0, quoted.clone());
+        assert_eq!(
+            error(&host),
+            None,
+            "A's ({ip_a}) forged port-unreachable reached the host's socket"
+        );
+        send_icmp_unreachable(pid_a, env.gateway, 4, 600, quoted.clone());
+        assert_eq!(
+            error(&host),
+            None,
+            "A's forged frag-needed reached the host's socket"
+        );
+        assert_eq!(
+            cached_mtu(ip_b),
+            None,
+            "A's forged frag-needed set the host's path MTU to B"
+        );
+
+        send_icmp_unreachable(pid_b, env.gateway, 3, 0, quoted.clone());
+        let refused = error(&host).expect("B's own port-unreachable reaches the host's socket");
+        assert!(refused.contains("ConnectionRefused"), "{refused}");
+        send_icmp_unreachable(pid_b, env.gateway, 4, 1200, quoted);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            cached_mtu(ip_b),
+            Some(1200),
+            "B's own frag-needed sets the path MTU"
+        );
+    });
+}
+
+/// The bridge's forwarding entries, one line each.
+fn fdb(bridge: &str) -> Vec<String> {
+    let out = std::process::Command::new("bridge")
+        .args(["fdb", "show", "br", bridge])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 17 #4: a container port learns no MACs (a flood of forged source
+/// addresses does not grow the bridge's forwarding table) and passes only
+/// frames from the container's own MAC, which is a static entry.
+#[test]
+fn a_container_port_learns_nothing_and_sends_from_its_own_mac_only() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let (server, port) = udp_listener(env.gateway);
+        let mut to_host = Rule::tcp(env.gateway, port);
+        to_host.protocol = api::net_out_rule::Protocol::Udp;
+        let a = create_net(
+            &client,
+            Spec {
+                handle: "fdb-a",
+                net_out: &[to_host],
+                ..Spec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ip_a = ip_of(&a).await;
+        let eth0 = Eth0::open(env.container_pids("fdb-a")[0]);
+        let gw_mac = mac_of_link(&env.bridge);
+        let own = mac_text(eth0.mac);
+        let before = fdb(&env.bridge);
+        assert!(
+            before
+                .iter()
+                .any(|l| l.starts_with(&own) && l.contains(" static")),
+            "the container's MAC {own} is a static entry: {before:?}"
+        );
+        // Learning and unknown-unicast flooding are off on the port, so the
+        // bound holds even without the bridge table.
+        let ports = env.bridge_ports();
+        let link = std::process::Command::new("bridge")
+            .args(["-d", "link", "show", "dev", &ports[0]])
+            .output()
+            .unwrap();
+        let link = String::from_utf8_lossy(&link.stdout).to_string();
+        assert!(
+            link.contains("learning off") && link.contains(" flood off"),
+            "{}: {link}",
+            ports[0]
+        );
+        let datagram = |data: &[u8]| udp_packet(ip_a, env.gateway, 40000, port, data);
+
+        // 3000 frames from forged (locally administered) source MACs.
+        let forged = |i: u32| {
+            let b = i.to_be_bytes();
+            [0x06, 0x5e, b[0], b[1], b[2], b[3]]
+        };
+        for i in 0..3000 {
+            eth0.send(&frame(gw_mac, forged(i), &[], ETH_IP, &datagram(b"flood")));
+        }
+        eth0.send(&frame(gw_mac, eth0.mac, &[], ETH_IP, &datagram(b"own-mac")));
+        let mut buf = [0u8; 64];
+        let (n, _) =
+            recv_from(&server, &mut buf).expect("the frame from the container's MAC arrives");
+        assert_eq!(&buf[..n], b"own-mac", "no frame from a forged MAC arrived");
+        let after = fdb(&env.bridge);
+        let learned: Vec<&String> = after.iter().filter(|l| l.starts_with("06:5e:")).collect();
+        assert!(
+            learned.is_empty(),
+            "the bridge learned {} forged MACs",
+            learned.len()
+        );
+        assert!(
+            after.len() <= before.len(),
+            "the table grew: {before:?} -> {after:?}"
+        );
+        assert_nothing_arrives(&server, "a frame from a forged MAC");
+    });
+}
+
+/// Issue 17 #11: the host's end of a veth sends no IPv6 into the container
+/// (router solicitations, MLD), and the host's ARP requests for one
+/// container's address reach only that container's port.
+#[test]
+fn a_container_sees_no_host_ipv6_and_no_arp_for_others() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let a = create_plain(&client, "quiet-a").await;
+        // Open at once: the host end's IPv6 start-up (DAD, MLD, router
+        // solicitations every 4 s) happens in the first seconds.
+        let started = Instant::now();
+        let eth0 = Eth0::open(env.container_pids("quiet-a")[0]);
+        let b = create_plain(&client, "quiet-b").await;
+        let (ip_a, ip_b) = (ip_of(&a).await, ip_of(&b).await);
+        host_resolves(env, ip_b);
+        host_resolves(env, ip_a);
+        let frames = eth0.capture(Duration::from_secs(9).saturating_sub(started.elapsed()));
+        let mut arp_targets = Vec::new();
+        for f in &frames {
+            let (t, p) = ether_payload(f);
+            assert_ne!(
+                t, ETH_IPV6,
+                "IPv6 from the host reached the container: {f:02x?}"
+            );
+            if t == ETH_ARP && p.len() >= 28 && p[6..8] == [0, 1] {
+                arp_targets.push(Ipv4Addr::new(p[24], p[25], p[26], p[27]));
+            }
+        }
+        assert!(
+            arp_targets.contains(&ip_a),
+            "the host's ARP for A reaches A: {arp_targets:?}"
+        );
+        assert!(
+            arp_targets.iter().all(|t| *t == ip_a),
+            "A saw the host's ARP requests for {arp_targets:?}"
+        );
+    });
+}

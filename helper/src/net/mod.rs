@@ -198,6 +198,14 @@ fn veth_of(ip: Ipv4Addr) -> String {
     format!("gv{}", nft::tag(ip))
 }
 
+/// The container's eth0 MAC, set by the helper so the bridge table can
+/// bind the port to it: locally administered unicast, made from the
+/// address like the bridge's own from the gateway.
+fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x67, o[0], o[1], o[2], o[3]]
+}
+
 fn ifb_of(ip: Ipv4Addr) -> String {
     format!("gi{}", nft::tag(ip))
 }
@@ -337,14 +345,14 @@ impl Network {
             .map_err(|e| format!("bringing {} up: {e}", conf.bridge))?;
         // Route the bridge (forwarding), answer ARP for the other containers
         // on it at once (the firewall keeps them apart at layer 2, so they
-        // meet only through us), never redirect them to each other, and
-        // allow 127.0.0.1 DNAT'd out.
+        // meet only through us), never redirect them to each other;
+        // route_localnet only while NetIn needs it (`sync_localnet`).
         let dir = format!("/proc/sys/net/ipv4/conf/{}", conf.bridge);
         for (key, value) in [
             ("forwarding", "1"),
             ("proxy_arp_pvlan", "1"),
             ("send_redirects", "0"),
-            ("route_localnet", "1"),
+            ("route_localnet", "0"),
         ] {
             write_sysctl(&format!("{dir}/{key}"), value)?;
         }
@@ -413,11 +421,29 @@ impl Network {
                 handle: h.as_str(),
                 ip: r.ip,
                 veth,
+                mac: mac_of(r.ip),
                 net_in: &r.net_in,
                 net_out: &r.net_out,
             })
             .collect();
-        nft::apply(&nft::rebuild(&self.skeleton(), &entries))
+        nft::apply(&nft::rebuild(&self.skeleton(), &entries))?;
+        self.sync_localnet()
+    }
+
+    /// `route_localnet` on the bridge is what lets the host reach a NetIn
+    /// port on 127.0.0.1: the DNAT'd packet leaves with source 127.0.0.1
+    /// (masqueraded only after routing) and the reply's destination is
+    /// 127.0.0.1 again after conntrack. It is on only while some container
+    /// has a NetIn mapping; even then the `loopback` chain (nft.rs) drops
+    /// every packet from the bridge addressed to or from 127/8 before
+    /// conntrack, so containers never reach the host's loopback services.
+    fn sync_localnet(&self) -> Result<(), String> {
+        let on = self.records.values().any(|r| !r.net_in.is_empty());
+        let path = format!(
+            "/proc/sys/net/ipv4/conf/{}/route_localnet",
+            self.conf.bridge
+        );
+        write_sysctl(&path, if on { "1" } else { "0" })
     }
 
     fn in_pool(&self, ip: Ipv4Addr) -> bool {
@@ -517,7 +543,7 @@ impl Network {
             crash_point("helper.create.veth");
             self.sets
                 .borrow_mut()
-                .add_port(&self.conf.nft_table, &veth, ip)
+                .add_port(&self.conf.nft_table, &veth, ip, mac_of(ip))
                 .map_err(|e| system("firewall", e))?;
             rules_added = true;
             crash_point("helper.create.firewall");
@@ -555,7 +581,8 @@ impl Network {
         )
         .map_err(|e| sys("the container's netns", e))?;
         let mut nl = Netlink::open().map_err(|e| sys("netlink", e))?;
-        let mut made = nl.add_veth(veth, self.bridge_index, "eth0", ns.as_fd(), self.conf.mtu);
+        let peer = ("eth0", mac_of(ip));
+        let mut made = nl.add_veth(veth, self.bridge_index, peer, ns.as_fd(), self.conf.mtu);
         if made == Err(nix::errno::Errno::EEXIST) {
             // A destroyed container's veth whose namespace the kernel is
             // still dismantling (or something holds open) is detached from
@@ -572,13 +599,23 @@ impl Network {
             eprintln!("grove-helper: {veth} is left from a destroyed container; deleting it");
             nl.del_link(veth)
                 .map_err(|e| sys(&format!("deleting the stale {veth}"), e))?;
-            made = nl.add_veth(veth, self.bridge_index, "eth0", ns.as_fd(), self.conf.mtu);
+            made = nl.add_veth(veth, self.bridge_index, peer, ns.as_fd(), self.conf.mtu);
         }
         made.map_err(|e| sys(&format!("creating veth {veth}"), e))?;
         let index = nl
             .index(veth)
             .map_err(|e| sys("netlink", e))?
             .ok_or_else(|| system("netlink", format!("{veth} vanished")))?;
+        // Before it is up: the port learns nothing and forwards to the
+        // container's MAC only; the host end has no IPv6 (it would send
+        // router solicitations into the container). Why safe: a link the
+        // helper just made, named from the container's address.
+        nl.pin_port(index, mac_of(ip))
+            .map_err(|e| sys(&format!("{veth} bridge port settings"), e))?;
+        match write_sysctl(&format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"), "1") {
+            Err(_) if !std::path::Path::new("/proc/sys/net/ipv6").exists() => {} // no IPv6
+            r => r.map_err(|e| system(&format!("{veth} without IPv6"), e))?,
+        }
         nl.set_up(index)
             .map_err(|e| sys(&format!("{veth} up"), e))?;
         let mut inner =
@@ -630,6 +667,7 @@ impl Network {
                 handle: handle.as_str(),
                 ip: record.ip,
                 veth: &veth,
+                mac: mac_of(record.ip),
                 net_in: &record.net_in,
                 net_out: &record.net_out,
             };
@@ -639,11 +677,12 @@ impl Network {
                     eprintln!("grove-helper: {handle}: removing its NetIn and NetOut rules: {e}");
                 }
             }
-            if let Err(e) =
-                self.sets
-                    .borrow_mut()
-                    .remove_port(&self.conf.nft_table, &veth, record.ip)
-            {
+            if let Err(e) = self.sets.borrow_mut().remove_port(
+                &self.conf.nft_table,
+                &veth,
+                record.ip,
+                mac_of(record.ip),
+            ) {
                 eprintln!("grove-helper: {handle}: {e}");
             }
         }
@@ -665,6 +704,11 @@ impl Network {
     pub fn detach(&mut self, handle: &Handle) {
         if let Some(record) = self.records.remove(handle) {
             self.teardown(handle, &record, true, true);
+            if !record.net_in.is_empty() {
+                if let Err(e) = self.sync_localnet() {
+                    eprintln!("grove-helper: {handle}: {e}");
+                }
+            }
         }
     }
 
@@ -736,6 +780,10 @@ impl Network {
             return Err(e);
         }
         self.records.insert(handle.clone(), next);
+        if let Err(e) = self.sync_localnet() {
+            // The mapping works on every address but 127.0.0.1.
+            eprintln!("grove-helper: {handle}: NetIn on 127.0.0.1: {e}");
+        }
         Ok(m)
     }
 
@@ -784,6 +832,7 @@ impl Network {
                     handle: handle.as_str(),
                     ip: r.ip,
                     veth: "",
+                    mac: mac_of(r.ip),
                     net_in: &[],
                     net_out: &rules,
                 };

@@ -20,6 +20,7 @@ const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWNEIGH: u16 = 28;
 const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
@@ -31,6 +32,12 @@ const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
+const IFLA_PROTINFO: u16 = 12;
+const IFLA_BRPORT_LEARNING: u16 = 8;
+const IFLA_BRPORT_UNICAST_FLOOD: u16 = 9;
+const NDA_LLADDR: u16 = 2;
+const NUD_NOARP: u16 = 0x40;
+const NTF_MASTER: u8 = 0x04;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_STATS64: u16 = 23;
 const IFLA_NET_NS_FD: u16 = 28;
@@ -386,13 +393,13 @@ impl Netlink {
     }
 
     /// Create a veth pair: `host` here, enslaved to `master`; `peer` made
-    /// directly inside the namespace `peer_ns`, so its name cannot clash
-    /// with a host link.
+    /// directly inside the namespace `peer_ns` with the MAC `peer_mac`, so
+    /// its name cannot clash with a host link and its MAC is known.
     pub fn add_veth(
         &mut self,
         host: &str,
         master: i32,
-        peer: &str,
+        (peer, peer_mac): (&str, [u8; 6]),
         peer_ns: BorrowedFd,
         mtu: u32,
     ) -> Result<(), Errno> {
@@ -409,11 +416,36 @@ impl Netlink {
         // The peer's attributes follow a struct ifinfomsg of their own.
         m.buf.extend_from_slice(&[0u8; 16]);
         m.str_attr(IFLA_IFNAME, peer)
+            .attr(IFLA_ADDRESS, &peer_mac)
             .attr(IFLA_MTU, &mtu.to_ne_bytes())
             .attr(IFLA_NET_NS_FD, &peer_ns.as_raw_fd().to_ne_bytes())
             .end()
             .end()
             .end();
+        self.call(m).map(drop)
+    }
+
+    /// Bind the bridge port `index` to the one MAC behind it: it learns
+    /// no address (a flood of forged sources cannot fill the forwarding
+    /// table) and gets no unknown-unicast flood (the host's frames for a
+    /// MAC the table lacks go nowhere rather than to every container);
+    /// `mac` becomes a static entry of the port, which the kernel removes
+    /// with the port.
+    pub fn pin_port(&mut self, index: i32, mac: [u8; 6]) -> Result<(), Errno> {
+        let mut m = Msg::new(RTM_SETLINK, 0).ifinfo(libc::AF_BRIDGE as u8, index, 0, 0);
+        m.begin(IFLA_PROTINFO)
+            .attr(IFLA_BRPORT_LEARNING, &[0])
+            .attr(IFLA_BRPORT_UNICAST_FLOOD, &[0])
+            .end();
+        self.call(m)?;
+        let mut m = Msg::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_EXCL);
+        // struct ndmsg: family, pad, pad, ifindex, state (static), flags
+        // (the bridge's table, not the device's), type.
+        m.buf.extend_from_slice(&[libc::AF_BRIDGE as u8, 0, 0, 0]);
+        m.buf.extend_from_slice(&index.to_ne_bytes());
+        m.buf.extend_from_slice(&NUD_NOARP.to_ne_bytes());
+        m.buf.extend_from_slice(&[NTF_MASTER, 0]);
+        m.attr(NDA_LLADDR, &mac);
         self.call(m).map(drop)
     }
 

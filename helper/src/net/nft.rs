@@ -8,6 +8,26 @@
 //! NAT and the firewall, `bridge <table>` against address spoofing and for
 //! keeping containers apart at layer 2), never any other.
 //!
+//! Before conntrack, nothing from the bridge with a loopback address gets
+//! in (`loopback`): the bridge has `route_localnet` while NetIn mappings
+//! exist (host connections to 127.0.0.1:<port> leave DNAT'd with source
+//! 127.0.0.1 and their replies come back to it), and without this chain a
+//! container could send to the host's 127.0.0.1 services. The replies of
+//! those connections arrive addressed to the gateway (masqueraded) and
+//! become 127.0.0.1 only in conntrack, after this chain.
+//!
+//! A container's port passes only IPv4 and ARP (a VLAN-tagged frame shows
+//! its tag's type and is dropped: the host would strip a VID-0 tag and take
+//! the inner packet past the untagged-only checks), only from the port's
+//! own MAC and address; the port learns nothing (netlink.rs `pin_port`).
+//! The host's ARP requests go only to the port that owns the address asked
+//! for, and nothing but IPv4 and ARP from the host reaches a container.
+//! A related packet (an ICMP error) from a container must concern a flow
+//! of its own: its source must be the flow's endpoint in the packet's
+//! direction (`selves` holds `a . a` for each container address, which is
+//! how nft tests two values for equality), else a container could forge
+//! errors for the host's flows with its neighbours.
+//!
 //! Containers never talk to each other at layer 2: the bridge forward chain
 //! drops frames from one container port to another, so they meet only
 //! through the host's routing (the bridge answers ARP for them,
@@ -61,6 +81,7 @@ pub struct Entry<'a> {
     pub handle: &'a str,
     pub ip: Ipv4Addr,
     pub veth: &'a str,
+    pub mac: [u8; 6],
     pub net_in: &'a [PortMapping],
     pub net_out: &'a [NetOutRule],
 }
@@ -108,6 +129,10 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
          table bridge {t} {{}}\ndelete table bridge {t}\n\
          table inet {t} {{\n\
          \tmap netout {{ type ipv4_addr : verdict; }}\n\
+         \tset selves {{ type ipv4_addr . ipv4_addr; }}\n\
+         \tchain loopback {{ type filter hook prerouting priority raw; policy accept;\n\
+         \t\tiifname \"{br}\" ip daddr 127.0.0.0/8 drop\n\
+         \t\tiifname \"{br}\" ip saddr 127.0.0.0/8 drop\n\t}}\n\
          \tmap netin {{ type inet_service : ipv4_addr . inet_service; }}\n\
          \tchain prerouting {{ type nat hook prerouting priority dstnat; policy accept;\n\
          \t\tfib daddr type local dnat ip to tcp dport map @netin\n\t}}\n\
@@ -121,6 +146,8 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
          \t\toifname \"{br}\" ip saddr 127.0.0.0/8 masquerade\n\t}}\n\
          \tchain egress {{ type filter hook prerouting priority dstnat + 20; policy accept;\n\
          \t\tiifname != \"{br}\" accept\n\
+         \t\tct state related ct direction original ip saddr . ct original ip saddr != @selves drop\n\
+         \t\tct state related ct direction reply ip saddr . ct reply ip saddr != @selves drop\n\
          \t\tct state established,related accept\n\
          \t\tct status dnat accept\n\
          \t\tip saddr vmap @netout\n\
@@ -135,12 +162,19 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
          table bridge {t} {{\n\
          \tset containers {{ type ifname; }}\n\
          \tset addresses {{ type ifname . ipv4_addr; }}\n\
+         \tset macs {{ type ifname . ether_addr; }}\n\
          \tchain prerouting {{ type filter hook prerouting priority -300; policy accept;\n\
+         \t\tiifname @containers ether type != {{ ip, arp }} drop\n\
+         \t\tiifname @containers iifname . ether saddr != @macs drop\n\
          \t\tether type ip iifname @containers iifname . ip saddr != @addresses drop\n\
-         \t\tether type arp iifname @containers iifname . arp saddr ip != @addresses drop\n\t}}\n\
+         \t\tether type arp iifname @containers iifname . arp saddr ip != @addresses drop\n\
+         \t\tether type arp iifname @containers iifname . arp saddr ether != @macs drop\n\t}}\n\
          \tchain forward {{ type filter hook forward priority 0; policy accept;\n\
          \t\tiifname @containers oifname @containers meta mark & {MARK:#x} == {MARK:#x} accept\n\
          \t\tiifname @containers oifname @containers drop\n\t}}\n\
+         \tchain output {{ type filter hook output priority 0; policy accept;\n\
+         \t\toifname @containers ether type != {{ ip, arp }} drop\n\
+         \t\toifname @containers arp operation request oifname . arp daddr ip != @addresses drop\n\t}}\n\
          }}\n"
     );
     for e in entries {
@@ -149,16 +183,20 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
     out
 }
 
-/// A container as the start-up rebuild writes it: its port and address in
-/// the bridge sets (created and destroyed containers change only these,
+/// A container as the start-up rebuild writes it: its port, address and
+/// MAC in the sets (created and destroyed containers change only these,
 /// over netlink: see nftset.rs), its mappings, and its egress chain if it
 /// has NetOut rules.
 pub fn add_container(table: &str, e: &Entry) -> String {
+    let mac: Vec<String> = e.mac.iter().map(|b| format!("{b:02x}")).collect();
     let mut out = format!(
         "add element bridge {table} containers {{ \"{veth}\" }}\n\
-         add element bridge {table} addresses {{ \"{veth}\" . {ip} }}\n",
+         add element bridge {table} addresses {{ \"{veth}\" . {ip} }}\n\
+         add element bridge {table} macs {{ \"{veth}\" . {mac} }}\n\
+         add element inet {table} selves {{ {ip} . {ip} }}\n",
         ip = e.ip,
         veth = e.veth,
+        mac = mac.join(":"),
     );
     for m in e.net_in {
         out.push_str(&add_net_in(table, e.ip, *m));

@@ -1,11 +1,12 @@
-//! Adding and deleting elements of the sets in the helper's own bridge
-//! table over nf_tables netlink, without running `nft`: creating and
-//! destroying a container touch only set elements (`containers` and
-//! `addresses`), and an `nft` process per change cost milliseconds that
-//! grew with the ruleset (nft reads the whole table before every change).
+//! Adding and deleting elements of the sets in the helper's own tables
+//! over nf_tables netlink, without running `nft`: creating and destroying
+//! a container touch only set elements (bridge `containers`, `addresses`,
+//! `macs`; inet `selves`), and an `nft` process per change cost
+//! milliseconds that grew with the ruleset (nft reads the whole table
+//! before every change).
 //!
-//! One change is one nfnetlink batch (begin, one NEWSETELEM or DELSETELEM,
-//! end): the kernel applies it whole or not at all. Layouts from
+//! One change is one nfnetlink batch (begin, NEWSETELEM or DELSETELEM
+//! messages, end): the kernel applies it whole or not at all. Layouts from
 //! linux/netfilter/nf_tables.h and nfnetlink.h. The table and set names
 //! are the policy's and this module's constants; element keys are
 //! interface names the helper generated and addresses from its pool.
@@ -20,7 +21,8 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFPROTO_UNSPEC: u8 = 0;
-const NFPROTO_BRIDGE: u8 = 7;
+pub const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_BRIDGE: u8 = 7;
 const NFNETLINK_V0: u8 = 0;
 const NLM_F_CREATE: u16 = 0x400;
 
@@ -35,6 +37,11 @@ const NFTA_DATA_VALUE: u16 = 1;
 pub const CONTAINERS: &str = "containers";
 /// The bridge table's set of each port's address (`type ifname . ipv4_addr`).
 pub const ADDRESSES: &str = "addresses";
+/// The bridge table's set of each port's MAC (`type ifname . ether_addr`).
+pub const MACS: &str = "macs";
+/// The inet table's set of `a . a` for each container address `a`
+/// (`type ipv4_addr . ipv4_addr`): an equality test nft can make.
+pub const SELVES: &str = "selves";
 
 /// An `ifname` key: the name, NUL-padded to IFNAMSIZ.
 pub fn ifname_key(name: &str) -> [u8; 16] {
@@ -54,6 +61,25 @@ pub fn port_address_key(name: &str, ip: Ipv4Addr) -> [u8; 20] {
     key
 }
 
+/// An `ifname . ether_addr` key (the MAC in an 8-byte register).
+pub fn port_mac_key(name: &str, mac: [u8; 6]) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(&ifname_key(name));
+    key[16..22].copy_from_slice(&mac);
+    key
+}
+
+/// An `ipv4_addr . ipv4_addr` key of `ip` paired with itself.
+pub fn self_key(ip: Ipv4Addr) -> [u8; 8] {
+    let mut key = [0u8; 8];
+    key[..4].copy_from_slice(&ip.octets());
+    key[4..].copy_from_slice(&ip.octets());
+    key
+}
+
+/// One element: (table family, set, key).
+pub type Elem<'a> = (u8, &'a str, &'a [u8]);
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Change {
     Add,
@@ -66,9 +92,9 @@ fn nfgen(family: u8, res_id: u16) -> [u8; 4] {
     [family, NFNETLINK_V0, id[0], id[1]]
 }
 
-/// The batch that adds or deletes `keys` in the bridge table's `set`;
-/// `seq` numbers its first message (the set change is `seq + 1`).
-pub fn batch(change: Change, table: &str, set: &str, keys: &[&[u8]], seq: u32) -> Vec<u8> {
+/// The batch that adds or deletes `elems` in the tables named `table`;
+/// `seq` numbers its first message (the set changes are `seq + 1` on).
+pub fn batch(change: Change, table: &str, elems: &[Elem], seq: u32) -> Vec<u8> {
     let mut out = Msg::unacked(NFNL_MSG_BATCH_BEGIN, 0)
         .fixed(&nfgen(NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES))
         .finish(seq);
@@ -76,24 +102,25 @@ pub fn batch(change: Change, table: &str, set: &str, keys: &[&[u8]], seq: u32) -
         Change::Add => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
         Change::Delete => (NFT_MSG_DELSETELEM, 0),
     };
-    let mut m =
-        Msg::new((NFNL_SUBSYS_NFTABLES << 8) | kind, flags).fixed(&nfgen(NFPROTO_BRIDGE, 0));
-    m.str_attr(NFTA_SET_ELEM_LIST_TABLE, table);
-    m.str_attr(NFTA_SET_ELEM_LIST_SET, set);
-    m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
-    for key in keys {
+    let mut n = seq;
+    for (family, set, key) in elems {
+        let mut m = Msg::new((NFNL_SUBSYS_NFTABLES << 8) | kind, flags).fixed(&nfgen(*family, 0));
+        m.str_attr(NFTA_SET_ELEM_LIST_TABLE, table);
+        m.str_attr(NFTA_SET_ELEM_LIST_SET, set);
+        m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
         m.begin(NFTA_LIST_ELEM);
         m.begin(NFTA_SET_ELEM_KEY);
         m.attr(NFTA_DATA_VALUE, key);
         m.end();
         m.end();
+        m.end();
+        n = n.wrapping_add(1);
+        out.extend(m.finish(n));
     }
-    m.end();
-    out.extend(m.finish(seq.wrapping_add(1)));
     out.extend(
         Msg::unacked(NFNL_MSG_BATCH_END, 0)
             .fixed(&nfgen(NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES))
-            .finish(seq.wrapping_add(2)),
+            .finish(n.wrapping_add(1)),
     );
     out
 }
@@ -107,15 +134,10 @@ pub struct Sets {
 }
 
 impl Sets {
-    /// Apply one change to one set of the bridge table `table`.
-    pub fn apply(
-        &mut self,
-        change: Change,
-        table: &str,
-        set: &str,
-        keys: &[&[u8]],
-    ) -> Result<(), Errno> {
-        let result = self.apply_once(change, table, set, keys);
+    /// Apply one change to elements of the tables named `table`, all or
+    /// none.
+    pub fn apply(&mut self, change: Change, table: &str, elems: &[Elem]) -> Result<(), Errno> {
+        let result = self.apply_once(change, table, elems);
         if matches!(result, Err(e) if e != Errno::ENOENT && e != Errno::EEXIST) {
             // A socket in a bad state (a lost answer, a timeout) is not
             // reused: the next change opens a fresh one.
@@ -124,46 +146,48 @@ impl Sets {
         result
     }
 
-    fn apply_once(
-        &mut self,
-        change: Change,
-        table: &str,
-        set: &str,
-        keys: &[&[u8]],
-    ) -> Result<(), Errno> {
+    fn apply_once(&mut self, change: Change, table: &str, elems: &[Elem]) -> Result<(), Errno> {
         if self.sock.is_none() {
             self.sock = Some(Netlink::open_netfilter()?);
         }
         let nl = self.sock.as_mut().ok_or(Errno::EIO)?;
         let seq = nl.next_seq();
-        nl.next_seq();
-        nl.next_seq();
-        let bytes = batch(change, table, set, keys, seq);
-        nl.call_raw(&bytes, seq, seq.wrapping_add(1)).map(drop)
+        for _ in 0..=elems.len() {
+            nl.next_seq();
+        }
+        let bytes = batch(change, table, elems, seq);
+        // Each change is acked in order; an error for any ends the wait.
+        nl.call_raw(&bytes, seq, seq.wrapping_add(elems.len() as u32))
+            .map(drop)
     }
 
-    /// A container's port joins the bridge table (its frames are checked
-    /// against its address, and kept from other containers' ports).
-    pub fn add_port(&mut self, table: &str, veth: &str, ip: Ipv4Addr) -> Result<(), String> {
-        let pair = port_address_key(veth, ip);
-        self.apply(Change::Add, table, ADDRESSES, &[&pair])
-            .map_err(|e| format!("adding {veth} . {ip} to {table} {ADDRESSES}: {e}"))?;
-        let port = ifname_key(veth);
-        if let Err(e) = self.apply(Change::Add, table, CONTAINERS, &[&port]) {
-            let _ = self.apply(Change::Delete, table, ADDRESSES, &[&pair]);
-            return Err(format!("adding {veth} to {table} {CONTAINERS}: {e}"));
-        }
-        Ok(())
+    /// A container's port joins the tables (its frames are checked against
+    /// its address and MAC and kept from other containers' ports; related
+    /// packets it sends must belong to its own flows), in one transaction.
+    pub fn add_port(
+        &mut self,
+        table: &str,
+        veth: &str,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> Result<(), String> {
+        let elems = elems(veth, ip, mac);
+        let refs: Vec<Elem> = elems.iter().map(|(f, s, k)| (*f, *s, &k[..])).collect();
+        self.apply(Change::Add, table, &refs)
+            .map_err(|e| format!("adding {veth} ({ip}) to the {table} tables: {e}"))
     }
 
     /// Undo `add_port`; elements already gone are fine.
-    pub fn remove_port(&mut self, table: &str, veth: &str, ip: Ipv4Addr) -> Result<(), String> {
+    pub fn remove_port(
+        &mut self,
+        table: &str,
+        veth: &str,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> Result<(), String> {
         let mut errors = Vec::new();
-        for (set, key) in [
-            (CONTAINERS, ifname_key(veth).to_vec()),
-            (ADDRESSES, port_address_key(veth, ip).to_vec()),
-        ] {
-            match self.apply(Change::Delete, table, set, &[&key]) {
+        for (family, set, key) in elems(veth, ip, mac) {
+            match self.apply(Change::Delete, table, &[(family, set, &key)]) {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(e) => errors.push(format!("{set}: {e}")),
             }
@@ -179,6 +203,20 @@ impl Sets {
     }
 }
 
+/// A port's elements; `containers` last, as its checks key on the others.
+fn elems(veth: &str, ip: Ipv4Addr, mac: [u8; 6]) -> [(u8, &'static str, Vec<u8>); 4] {
+    [
+        (
+            NFPROTO_BRIDGE,
+            ADDRESSES,
+            port_address_key(veth, ip).to_vec(),
+        ),
+        (NFPROTO_BRIDGE, MACS, port_mac_key(veth, mac).to_vec()),
+        (NFPROTO_INET, SELVES, self_key(ip).to_vec()),
+        (NFPROTO_BRIDGE, CONTAINERS, ifname_key(veth).to_vec()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +228,12 @@ mod tests {
         assert!(k[10..16].iter().all(|b| *b == 0));
         assert_eq!(&k[16..], &[10, 252, 0, 3]);
         assert_eq!(ifname_key("a"), *b"a\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+        let m = port_mac_key("gv1", [2, 0x67, 10, 252, 0, 3]);
+        assert_eq!(&m[16..], &[2, 0x67, 10, 252, 0, 3, 0, 0]);
+        assert_eq!(
+            self_key(Ipv4Addr::new(10, 0, 0, 2)),
+            [10, 0, 0, 2, 10, 0, 0, 2]
+        );
     }
 
     /// (type, flags, seq) of each message in a batch, and its total length.
@@ -212,7 +256,12 @@ mod tests {
     #[test]
     fn a_batch_is_begin_change_end_and_only_the_change_is_acked() {
         let key = ifname_key("gv1");
-        let b = batch(Change::Add, "grove", CONTAINERS, &[&key], 7);
+        let b = batch(
+            Change::Add,
+            "grove",
+            &[(NFPROTO_BRIDGE, CONTAINERS, &key)],
+            7,
+        );
         let h = headers(&b);
         assert_eq!(
             h,
@@ -224,7 +273,26 @@ mod tests {
         );
         // The batch begin names nf_tables as its subsystem (big-endian).
         assert_eq!(&b[16..20], &[0, 0, 0, 10]);
-        let d = batch(Change::Delete, "grove", CONTAINERS, &[&key], 1);
+        // Several changes: numbered in order, then the end.
+        let two = batch(
+            Change::Add,
+            "grove",
+            &[
+                (NFPROTO_BRIDGE, CONTAINERS, &key),
+                (NFPROTO_INET, SELVES, &[0; 8]),
+            ],
+            7,
+        );
+        let seqs: Vec<u32> = headers(&two).iter().map(|h| h.2).collect();
+        assert_eq!(seqs, [7, 8, 9, 10]);
+        // The first change's nfgenmsg (after the 20-byte begin) names its family.
+        assert_eq!(two[20 + 16], NFPROTO_BRIDGE);
+        let d = batch(
+            Change::Delete,
+            "grove",
+            &[(NFPROTO_BRIDGE, CONTAINERS, &key)],
+            1,
+        );
         assert_eq!(headers(&d)[1].0, 0x0a00 | NFT_MSG_DELSETELEM);
         // The set change carries the table, the set and the key.
         let body = &b[20..];
