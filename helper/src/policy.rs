@@ -54,6 +54,8 @@ pub struct PolicyConf {
     /// no container survives a crash of the host, so durability buys
     /// nothing there; data meant to last belongs on a bind mount.
     pub volatile_layers: bool,
+    /// image_max_bytes, image_max_entries, image_unpack_timeout.
+    pub image: crate::image::Bounds,
 }
 
 fn path(s: &str) -> HostPath {
@@ -82,6 +84,7 @@ impl Default for PolicyConf {
             allow_privileged: false,
             bind_allow: Vec::new(),
             volatile_layers: true,
+            image: crate::image::Bounds::default(),
         }
     }
 }
@@ -198,12 +201,18 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                     .filter(|m| (576..=9000).contains(m))
                     .ok_or_else(|| bad(format!("{:?} is not an MTU of 576 to 9000", e.value)))?
             }
+            "image_max_bytes" => p.image.max_bytes = count(&e.value, 1 << 20, u64::MAX).map_err(bad)?,
+            "image_max_entries" => p.image.max_entries = count(&e.value, 1, u64::MAX).map_err(bad)?,
+            "image_unpack_timeout" => {
+                let s = count(&e.value, 1, 86_400).map_err(bad)?;
+                p.image.timeout = std::time::Duration::from_secs(s);
+            }
             other => {
                 return Err(format!(
                 "line {}: unknown key {other:?} (known: server_user, socket, depot, runtime_dir, \
                      default_rootfs, rootfs_allow, image_allow, layer_gc, wshd, cgroup_parent, \
                      max_containers, bridge, pool, port_range, nft_table, mtu, uplinks, userns_base, allow_privileged, bind_allow, \
-                     volatile_layers)",
+                     volatile_layers, image_max_bytes, image_max_entries, image_unpack_timeout)",
                 e.line
             ))
             }
@@ -219,6 +228,15 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
         }
     }
     Ok(p)
+}
+
+/// A whole number from `min` to `max`.
+fn count(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("{value:?} is not a whole number from {min} to {max}"))
 }
 
 /// `path` lies strictly beneath `dir`, compared by whole components (so
@@ -430,6 +448,14 @@ mod tests {
         assert!(p.layer_gc && p.allow_privileged && p.bind_allow.is_empty());
         assert!(p.volatile_layers, "volatile by default");
         assert!(!parse("volatile_layers = false\n").unwrap().volatile_layers);
+        let p = parse(
+            "image_max_bytes = 1048576\nimage_max_entries = \"10\"\nimage_unpack_timeout = 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (p.image.max_bytes, p.image.max_entries, p.image.timeout.as_secs()),
+            (1 << 20, 10, 2)
+        );
     }
 
     #[test]
@@ -460,6 +486,11 @@ mod tests {
             ("server_user = \"\"", "server_user"),
             ("socket = \"/x\"\nsocket = \"/y\"", "socket"),
             ("[net]\nmtu = 1500", "net"),
+            ("image_max_bytes = 1000", "image_max_bytes"),
+            ("image_max_bytes = \"16G\"", "image_max_bytes"),
+            ("image_max_entries = 0", "image_max_entries"),
+            ("image_unpack_timeout = 0", "image_unpack_timeout"),
+            ("image_unpack_timeout = 86401", "image_unpack_timeout"),
         ] {
             let e = parse(text).expect_err(text);
             assert!(e.contains(key), "{text:?}: {e}");

@@ -118,6 +118,35 @@ fn write_oci(dir: &Path, layers: &[Vec<u8>], tag: &str) -> Oci {
 /// `write_oci`, with the media type of the top layer's descriptor replaced
 /// when `top_media_type` is given.
 fn write_oci_as(dir: &Path, layers: &[Vec<u8>], tag: &str, top_media_type: Option<&str>) -> Oci {
+    let mut raw = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let (blob, mut media_type) = if i == 0 {
+            (gzip(l), "application/vnd.oci.image.layer.v1.tar+gzip")
+        } else {
+            (l.clone(), "application/vnd.oci.image.layer.v1.tar")
+        };
+        if i + 1 == layers.len() {
+            media_type = top_media_type.unwrap_or(media_type);
+        }
+        raw.push(RawLayer {
+            blob,
+            media_type: media_type.into(),
+            diff_id: sha(l),
+        });
+    }
+    write_oci_raw(dir, &raw, tag)
+}
+
+/// A layer as an image carries it.
+struct RawLayer {
+    /// The bytes of its blob (compressed or not).
+    blob: Vec<u8>,
+    media_type: String,
+    /// sha256 hex of the uncompressed tar.
+    diff_id: String,
+}
+
+fn write_oci_raw(dir: &Path, layers: &[RawLayer], tag: &str) -> Oci {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| {
@@ -125,20 +154,12 @@ fn write_oci_as(dir: &Path, layers: &[Vec<u8>], tag: &str, top_media_type: Optio
         fs::write(blobs.join(&h), bytes).unwrap();
         h
     };
-    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let mut descs = Vec::new();
     let mut layer_blobs = Vec::new();
-    for (i, l) in layers.iter().enumerate() {
-        let (bytes, mut mt) = if i == 0 {
-            (gzip(l), "application/vnd.oci.image.layer.v1.tar+gzip")
-        } else {
-            (l.clone(), "application/vnd.oci.image.layer.v1.tar")
-        };
-        if i + 1 == layers.len() {
-            mt = top_media_type.unwrap_or(mt);
-        }
-        let h = put(&bytes);
-        descs.push(serde_json::json!({"mediaType": mt, "digest": format!("sha256:{h}"), "size": bytes.len()}));
+    for l in layers {
+        let h = put(&l.blob);
+        descs.push(serde_json::json!({"mediaType": l.media_type, "digest": format!("sha256:{h}"), "size": l.blob.len()}));
         layer_blobs.push(h);
     }
     let cfg = config(&diff_ids);
@@ -174,7 +195,19 @@ fn write_oci_as(dir: &Path, layers: &[Vec<u8>], tag: &str, top_media_type: Optio
 }
 
 fn write_docker_archive(path: &Path, layers: &[Vec<u8>]) {
-    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let raw: Vec<RawLayer> = layers
+        .iter()
+        .map(|l| RawLayer {
+            blob: l.clone(),
+            media_type: String::new(),
+            diff_id: sha(l),
+        })
+        .collect();
+    write_docker_archive_raw(path, &raw);
+}
+
+fn write_docker_archive_raw(path: &Path, layers: &[RawLayer]) {
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let cfg = config(&diff_ids);
     let cfg_name = format!("{}.json", sha(&cfg));
     let mut b = tar::Builder::new(Vec::new());
@@ -182,7 +215,7 @@ fn write_docker_archive(path: &Path, layers: &[Vec<u8>]) {
     for (i, l) in layers.iter().enumerate() {
         let name = format!("l{i}/layer.tar");
         dir(&mut b, &format!("l{i}"));
-        file(&mut b, &name, l);
+        file(&mut b, &name, &l.blob);
         names.push(name);
     }
     file(&mut b, &cfg_name, &cfg);
@@ -193,6 +226,58 @@ fn write_docker_archive(path: &Path, layers: &[Vec<u8>]) {
     file(&mut b, "manifest.json", &manifest);
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, b.into_inner().unwrap()).unwrap();
+}
+
+/// A gzip bomb: a layer of one file of `mib` MiB of zeros, compressed as
+/// one gzip member per MiB (a valid multi-member stream, ~1 KiB per MiB,
+/// cheap to make however large). Its diff id is computed only when `hash`
+/// (hashing GiBs in a debug build is slow); else it is made up, for tests
+/// that stop the unpack before it would be checked.
+fn zeros_layer(mib: u64, hash: bool) -> RawLayer {
+    const MIB: usize = 1 << 20;
+    let mut h = header(tar::EntryType::Regular, mib << 20, 0o644);
+    h.set_path("zeros").unwrap();
+    h.set_cksum();
+    let zeros = vec![0u8; MIB];
+    let chunk = gzip(&zeros);
+    // The tar: the header, the data (a whole number of blocks), two zero
+    // blocks at the end.
+    let tail = [0u8; 1024];
+    let mut blob = gzip(h.as_bytes());
+    let mut hasher = Sha256::new();
+    hasher.update(h.as_bytes());
+    for _ in 0..mib {
+        blob.extend_from_slice(&chunk);
+        if hash {
+            hasher.update(&zeros);
+        }
+    }
+    blob.extend_from_slice(&gzip(&tail));
+    hasher.update(tail);
+    let diff_id = if hash {
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    } else {
+        "0".repeat(64)
+    };
+    RawLayer {
+        blob,
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        diff_id,
+    }
+}
+
+/// The busybox rootfs as a gzip layer.
+fn base_raw(rootfs: &Path) -> RawLayer {
+    let l = base_layer(rootfs);
+    RawLayer {
+        blob: gzip(&l),
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        diff_id: sha(&l),
+    }
 }
 
 fn standard_image(env: &TestEnv) -> Oci {
@@ -564,6 +649,162 @@ fn two_creates_of_the_same_image_at_once_unpack_it_once() {
         for h in ["twin-a", "twin-b"] {
             client.destroy(h).await.unwrap();
         }
+        assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+    });
+}
+
+/// Whether the layer store holds a temp dir: an unpack is under way.
+fn unpacking(env: &TestEnv) -> bool {
+    store_entries(env).iter().any(|n| n.starts_with("tmp-"))
+}
+
+#[test]
+fn a_gzip_bomb_over_image_max_bytes_is_refused_naming_the_bound_and_leaves_nothing() {
+    // 64 MiB of zeros in ~70 KiB of gzip, over a bound of 8 MiB.
+    let env = TestEnv::start_with_policy("", "image_max_bytes = 8388608\n");
+    let layers = [base_raw(&env.rootfs), zeros_layer(64, true)];
+    let oci = write_oci_raw(&env.images_dir().join("bomb-oci"), &layers, "v1");
+    let archive = env.images_dir().join("bomb.tar");
+    write_docker_archive_raw(&archive, &layers);
+    let env = &env;
+    env.run(|client| async move {
+        // OCI layers are checked by their compressed digest, so the bomb
+        // goes off while unpacking; a docker-archive's are decompressed to
+        // be checked, so there it goes off before.
+        for uri in [
+            format!("oci:{}:v1", oci.dir.display()),
+            format!("docker-archive:{}", archive.display()),
+        ] {
+            let e = create_image(&client, "bomb", &uri).await.err().unwrap();
+            assert!(e.is("limitExceeded"), "{uri}: {e}");
+            assert!(
+                e.message.contains(&uri)
+                    && e.message.contains("image_max_bytes")
+                    && e.message.contains("8388608"),
+                "names the image, the bound and its value: {e}"
+            );
+            assert!(client.list(&[]).await.unwrap().is_empty());
+            assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+            assert!(!env.depot.join("bomb").exists());
+        }
+    });
+}
+
+#[test]
+fn an_image_over_image_max_entries_is_refused_naming_the_bound_and_leaves_nothing() {
+    let env = TestEnv::start_with_policy("", "image_max_entries = 10000\n");
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..10_001 {
+        file(&mut b, &format!("f{i}"), b"");
+    }
+    let many = b.into_inner().unwrap();
+    let image = write_oci(
+        &env.images_dir().join("many"),
+        &[base_layer(&env.rootfs), many],
+        "v1",
+    );
+    let uri = format!("oci:{}:v1", image.dir.display());
+    let env = &env;
+    env.run(|client| async move {
+        let e = create_image(&client, "many", &uri).await.err().unwrap();
+        assert!(e.is("limitExceeded"), "{e}");
+        assert!(
+            e.message.contains(&uri)
+                && e.message.contains("image_max_entries")
+                && e.message.contains("10000"),
+            "names the image, the bound and its value: {e}"
+        );
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+        assert!(!env.depot.join("many").exists());
+    });
+}
+
+#[test]
+fn an_unpack_past_image_unpack_timeout_is_killed_naming_the_bound_and_leaves_nothing() {
+    let env = TestEnv::start_with_policy("", "image_unpack_timeout = 1\n");
+    // 8 GiB of zeros (8 MB of gzip): unpacking it takes far longer than
+    // the bound of 1 s (its made-up diff id would fail the create at the
+    // end, with another error).
+    let image = write_oci_raw(
+        &env.images_dir().join("slow"),
+        &[base_raw(&env.rootfs), zeros_layer(8 << 10, false)],
+        "v1",
+    );
+    let uri = format!("oci:{}:v1", image.dir.display());
+    let env = &env;
+    env.run(|client| async move {
+        let e = create_image(&client, "slow", &uri).await.err().unwrap();
+        assert!(e.is("limitExceeded"), "{e}");
+        assert!(
+            e.message.contains(&uri)
+                && e.message.contains("image_unpack_timeout")
+                && e.message.contains("1 s"),
+            "names the image, the bound and its value: {e}"
+        );
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+        // The container from a rootfs dir is unaffected.
+        create(&client, "after", "").await.unwrap();
+        client.destroy("after").await.unwrap();
+    });
+}
+
+#[test]
+fn the_helper_serves_other_requests_while_an_image_unpacks() {
+    let env = TestEnv::start();
+    let small = standard_image(&env);
+    // 256 MiB of zeros on the busybox layer: allowed, and slow to unpack.
+    let big = write_oci_raw(
+        &env.images_dir().join("big"),
+        &[base_raw(&env.rootfs), zeros_layer(256, true)],
+        "v1",
+    );
+    let small_uri = format!("oci:{}:v1", small.dir.display());
+    let big_uri = format!("oci:{}:v1", big.dir.display());
+    let env = &env;
+    env.run(|client| async move {
+        let a = create_image(&client, "small", &small_uri).await.unwrap();
+        let small_layers = store_entries(env);
+        let creating = create_image(&client, "big", &big_uri);
+        let others = async {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !unpacking(env) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no unpack began\n{}",
+                    env.logs()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            // While the big image unpacks: the other container's metrics
+            // (the helper's GetStats), its destroy (whose layer GC must
+            // spare the unpack under way), and a create from a rootfs dir.
+            a.metrics_request().send().promise.await.unwrap();
+            client.destroy("small").await.unwrap();
+            create(&client, "dir", "").await.unwrap();
+            client.destroy("dir").await.unwrap();
+            // All answered before the unpack was done.
+            assert!(
+                unpacking(env),
+                "the other requests waited for the unpack\n{}",
+                env.logs()
+            );
+        };
+        let (big, ()) = futures::join!(creating, others);
+        let big = big.unwrap();
+        let (st, out, _) = sh(&big, "wc -c < /zeros").await;
+        assert_eq!((st, out.trim()), (0, "268435456"));
+        // The small image's layers went (the GC pass waited for the
+        // unpack) but for the busybox layer the two share.
+        let left = store_entries(env);
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert_eq!(
+            small_layers.iter().filter(|l| left.contains(l)).count(),
+            1,
+            "{small_layers:?} {left:?}"
+        );
+        client.destroy("big").await.unwrap();
         assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
     });
 }
