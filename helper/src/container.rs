@@ -416,8 +416,13 @@ impl Helper {
                     ),
                 ));
             }
-            let unpack =
-                image::start(self.depot.as_fd(), fd, source, &name, self.policy.conf.image)?;
+            let unpack = image::start(
+                self.depot.as_fd(),
+                fd,
+                source,
+                &name,
+                self.policy.conf.image,
+            )?;
             self.unpacking += 1;
             self.containers.insert(handle.clone(), creating);
             return Ok(Handled::Unpacking(Box::new(PendingCreate {
@@ -564,9 +569,9 @@ impl Helper {
             .and_then(|child| {
                 // 8. The network, last: it needs wshd's netns.
                 let dir = self.depot_dir(handle)?;
-                let info =
-                    self.net
-                        .attach(handle, dir.as_fd(), child.pid, ip, limits.bandwidth)?;
+                let info = self
+                    .net
+                    .attach(handle, dir.as_fd(), child.pid, ip, limits.bandwidth)?;
                 Ok((child, info))
             });
         match result {

@@ -43,6 +43,8 @@ pub const LAYERS_DIR: &str = ".layers";
 pub const ALGO_DIR: &str = "sha256";
 /// Largest JSON document (index, manifest, config) read from an image.
 const MAX_JSON: u64 = 4 << 20;
+/// Most memory (RLIMIT_DATA) the unpacking child may use.
+const MAX_MEMORY: u64 = 256 << 20;
 /// Largest report the child may send.
 const MAX_REPORT: usize = 1 << 20;
 
@@ -161,8 +163,10 @@ pub fn start(
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         drop(r);
-        let report = match confine([w.as_raw_fd(), image.as_raw_fd(), store.as_raw_fd()], bounds)
-        {
+        let report = match confine(
+            [w.as_raw_fd(), image.as_raw_fd(), store.as_raw_fd()],
+            bounds,
+        ) {
             Ok([w, image, store]) => {
                 // SAFETY: confine placed these fds at 3, 4 and 5 and closed
                 // every other fd above 2; they stay open until _exit.
@@ -305,7 +309,8 @@ impl Unpack {
         if self.report.is_empty() {
             return Err(system(
                 "the unpacking child",
-                "it exited without a report (killed for memory or CPU time?)",
+                "it died without a report (it may use at most 256 MiB of memory, and \
+                 image_unpack_timeout of CPU time)",
             ));
         }
         match serde_json::from_slice::<Report>(&self.report) {
@@ -414,11 +419,16 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// Move `fds` to 3, 4, 5, close every other fd above 2, and drop
 /// capabilities and privileges. Returns the new fd numbers.
 fn confine(fds: [RawFd; 3], bounds: Bounds) -> Result<[RawFd; 3], String> {
+    use nix::sys::resource::{setrlimit, Resource};
     // CPU time as long as the deadline: a backstop for a child whose
     // parent died and so cannot kill it.
     let secs = bounds.timeout.as_secs();
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CPU, secs, secs)
-        .map_err(|e| format!("RLIMIT_CPU: {e}"))?;
+    setrlimit(Resource::RLIMIT_CPU, secs, secs).map_err(|e| format!("RLIMIT_CPU: {e}"))?;
+    // The tar reader holds a long-name or pax header whole in memory,
+    // however large the entry says it is: a bomb of one would take the
+    // host's memory. An allocation past this fails (and the child dies).
+    setrlimit(Resource::RLIMIT_DATA, MAX_MEMORY, MAX_MEMORY)
+        .map_err(|e| format!("RLIMIT_DATA: {e}"))?;
     let mut high = [0; 3];
     for (i, fd) in fds.iter().enumerate() {
         // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we hold into a new one >= 100.
@@ -1184,7 +1194,14 @@ fn extract(root: BorrowedFd, r: &mut dyn Read, budget: &Budget) -> Result<(), Fa
     let mut archive = tar::Archive::new(r);
     for entry in archive.entries().map_err(|e| format!("tar: {e}"))? {
         budget.entry()?;
-        let mut entry = entry.map_err(|e| format!("tar: {e}"))?;
+        let mut entry = entry.map_err(|e| match e.kind() {
+            // A long name or pax header larger than the memory bound.
+            std::io::ErrorKind::OutOfMemory => Fail::Exceeded(format!(
+                "a tar header needs more than the {} MiB of memory the unpacker may use",
+                MAX_MEMORY >> 20
+            )),
+            _ => Fail::Bad(format!("tar: {e}")),
+        })?;
         let raw = entry.path_bytes().into_owned();
         let comps = components(&raw)?;
         let shown = String::from_utf8_lossy(&raw).into_owned();

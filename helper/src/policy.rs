@@ -453,7 +453,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (p.image.max_bytes, p.image.max_entries, p.image.timeout.as_secs()),
+            (
+                p.image.max_bytes,
+                p.image.max_entries,
+                p.image.timeout.as_secs()
+            ),
             (1 << 20, 10, 2)
         );
     }

@@ -177,18 +177,16 @@ pub fn serve(
                     drop(conns.remove(i))
                 }
                 Some(_) => {}
-                None if ready[2 + i] || conns[i].waiting.is_some() => match serve_one(
-                    helper,
-                    &mut conns[i],
-                    now,
-                ) {
-                    Outcome::Continue => {}
-                    Outcome::Close => drop(conns.remove(i)),
-                    Outcome::Refuse(e) => {
-                        let conn = conns.remove(i);
-                        conns.push(Conn::refuse(conn.fd, conn.uid, e));
+                None if ready[2 + i] || conns[i].waiting.is_some() => {
+                    match serve_one(helper, &mut conns[i], now) {
+                        Outcome::Continue => {}
+                        Outcome::Close => drop(conns.remove(i)),
+                        Outcome::Refuse(e) => {
+                            let conn = conns.remove(i);
+                            conns.push(Conn::refuse(conn.fd, conn.uid, e));
+                        }
                     }
-                },
+                }
                 None => {}
             }
         }

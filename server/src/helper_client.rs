@@ -106,9 +106,7 @@ impl HelperClient {
         }
         self.outstanding.set(waiting + 1);
         let _outstanding = Outstanding(&self.outstanding);
-        let mut slot = self.connections[usize::from(unpacks(request))]
-            .lock()
-            .await;
+        let mut slot = self.connections[usize::from(unpacks(request))].lock().await;
         let request = helper::encode_request(request);
         let socket = match slot.take() {
             // A kept connection whose helper has gone refuses the send

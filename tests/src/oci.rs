@@ -122,8 +122,13 @@ pub fn write_oci_raw(dir: &Path, layers: &[RawLayer], tag: &str) -> Oci {
 /// (hashing GiBs in a debug build is slow); else it is made up, for tests
 /// that stop the unpack before it would be checked.
 pub fn zeros_layer(mib: u64, hash: bool) -> RawLayer {
+    zeros_entry_layer(tar::EntryType::Regular, mib, hash)
+}
+
+/// `zeros_layer` with an entry of another type (e.g. a GNU long name).
+pub fn zeros_entry_layer(kind: tar::EntryType, mib: u64, hash: bool) -> RawLayer {
     const MIB: usize = 1 << 20;
-    let mut h = header(tar::EntryType::Regular, mib << 20, 0o644);
+    let mut h = header(kind, mib << 20, 0o644);
     h.set_path("zeros").unwrap();
     h.set_cksum();
     let zeros = vec![0u8; MIB];

@@ -605,6 +605,34 @@ fn an_unpack_past_image_unpack_timeout_is_killed_naming_the_bound_and_leaves_not
 }
 
 #[test]
+fn a_long_name_bomb_is_stopped_by_the_unpackers_memory_bound() {
+    let env = TestEnv::start();
+    // A GNU long-name entry of 512 MiB (512 KB of gzip): the tar reader
+    // holds a long name whole in memory, so without a bound the unpacker
+    // would take that much of the host's memory (and a bigger one more).
+    let image = write_oci_raw(
+        &env.images_dir().join("long-name"),
+        &[
+            base_raw(&env.rootfs),
+            zeros_entry_layer(tar::EntryType::GNULongName, 512, false),
+        ],
+        "v1",
+    );
+    let uri = format!("oci:{}:v1", image.dir.display());
+    let env = &env;
+    env.run(|client| async move {
+        let e = create_image(&client, "long", &uri).await.err().unwrap();
+        assert!(e.is("limitExceeded"), "{e}");
+        assert!(
+            e.message.contains(&uri) && e.message.contains("256 MiB of memory"),
+            "names the image and the bound: {e}"
+        );
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+    });
+}
+
+#[test]
 fn the_helper_serves_other_requests_while_an_image_unpacks() {
     let env = TestEnv::start();
     let small = standard_image(&env);
