@@ -109,8 +109,8 @@ pub fn serve(
     loop {
         helper.reap();
         // The watchdog is fed from this loop: a helper stuck in a request
-        // misses it (requests are short, but for image imports; see
-        // systemd/README.md on WatchdogSec=).
+        // misses it (requests are short; image unpacks run beside the
+        // loop; see systemd/README.md on WatchdogSec=).
         let mut timeout = Duration::from_millis(1000);
         if let Some(interval) = watchdog {
             let now = Instant::now();
