@@ -137,6 +137,12 @@ pub struct PendingCreate {
     isolation: Isolation,
 }
 
+impl PendingCreate {
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
 /// How a container is set apart beyond the default (from the request).
 struct Isolation {
     privileged: bool,
@@ -467,7 +473,7 @@ impl Helper {
         p: PendingCreate,
         prepared: Result<image::Prepared, HelperError>,
     ) -> Result<Reply, HelperError> {
-        self.unpacking -= 1;
+        self.unpacking = self.unpacking.saturating_sub(1);
         let PendingCreate {
             unpack,
             handle,

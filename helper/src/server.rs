@@ -269,8 +269,25 @@ fn serve_one(helper: &mut Helper, conn: &mut Conn, now: Instant) -> Outcome {
         let Some(w) = conn.waiting.take() else {
             return Outcome::Continue;
         };
+        let handle = w.create.handle().clone();
         let result = helper.finish_create(*w.create, prepared);
-        return answer(conn, &w.summary, w.start, result);
+        let created = result.is_ok();
+        let outcome = answer(conn, &w.summary, w.start, result);
+        if created && matches!(outcome, Outcome::Close) {
+            // The peer hung up while the image unpacked: no one knows of
+            // this container (a groved restarted meanwhile could not
+            // destroy it while it was Creating), so it goes.
+            eprintln!("grove-helper: {handle}: its creator hung up; destroying it");
+            if let Err(e) =
+                helper.handle(grove_schema::helper::Request::DestroyContainer { handle })
+            {
+                eprintln!(
+                    "grove-helper: destroying an unanswered create: {}",
+                    e.message
+                );
+            }
+        }
+        return outcome;
     }
     let bytes = match receive(conn.fd.as_raw_fd()) {
         Received::Eof => return Outcome::Close,

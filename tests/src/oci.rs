@@ -162,3 +162,16 @@ pub fn zeros_entry_layer(kind: tar::EntryType, mib: u64, hash: bool) -> RawLayer
         diff_id,
     }
 }
+
+/// A gzip layer holding the tree at `dir` (e.g. the busybox rootfs).
+pub fn dir_layer(dir: &Path) -> RawLayer {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", dir).unwrap();
+    let tar = b.into_inner().unwrap();
+    RawLayer {
+        blob: gzip(&tar),
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        diff_id: sha(&tar),
+    }
+}

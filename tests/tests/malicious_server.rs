@@ -1292,3 +1292,44 @@ fn unpacks_beyond_the_most_at_once_are_refused_and_an_unpacking_create_holds_its
         other => panic!("destroy u-dir: {other:?}"),
     }
 }
+
+/// A create from an image is answered once the image is unpacked; if its
+/// creator hung up meanwhile, no one knows of the container (a groved
+/// restarted meanwhile saw it Creating and could not destroy it), so the
+/// helper destroys it itself.
+#[test]
+fn a_create_whose_creator_hung_up_during_the_unpack_is_undone() {
+    let env = TestEnv::start();
+    let image = grove_tests::oci::write_oci_raw(
+        &env.images_dir().join("small"),
+        &[grove_tests::oci::dir_layer(&env.rootfs)],
+        "v1",
+    );
+    let gone = Conn::open(&env);
+    gone.send(&raw(&create_raw(
+        "hung-up",
+        RawRootfs::OciLayout {
+            dir: image.dir.display().to_string(),
+            tag: "v1".into(),
+        },
+        None,
+    )))
+    .unwrap();
+    // The datagram is queued; the helper reads it after the hang-up.
+    drop(gone);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !env
+        .logs()
+        .contains("hung-up: its creator hung up; destroying it")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the create was never undone\n{}",
+            env.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ctl = Conn::open(&env);
+    assert!(list(&ctl).is_empty(), "{}", env.logs());
+    assert!(!env.depot.join("hung-up").exists());
+}
