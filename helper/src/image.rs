@@ -99,7 +99,7 @@ pub fn open_store(depot: BorrowedFd) -> Result<OwnedFd, HelperError> {
 /// What one unpack may cost: the uncompressed bytes of the layers it
 /// unpacks (every pass over them counted on its own), their tar entries,
 /// and its wall-clock time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     pub max_bytes: u64,
     pub max_entries: u64,
@@ -287,7 +287,9 @@ impl Unpack {
         Err(e)
     }
 
-    /// Remove the child's temp dirs (`tmp-<diff id>-<its pid>`).
+    /// Remove the child's temp dirs (`tmp-<diff id>-<its pid>`). Why safe:
+    /// names come from readdir of our own store dirfd, and removal never
+    /// follows a symlink (`fs::remove_tree`).
     fn remove_temps(&self) {
         let suffix = format!("-{}", self.pid);
         let Ok(names) = fs::list_dir(self.store.as_fd()) else {
