@@ -54,6 +54,10 @@ pub struct Helper {
     /// of every pidfd on each loop made requests slower as containers
     /// accumulated).
     pub exits: nix::sys::epoll::Epoll,
+    /// Image unpacks under way (at most image::MAX_UNPACKS).
+    pub unpacking: usize,
+    /// A layer GC pass waits for them to finish.
+    pub gc_deferred: bool,
 }
 
 fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
@@ -106,6 +110,39 @@ struct Plan<'a> {
     binds: &'a [grove_schema::helper::BindMount],
 }
 
+/// What a container's rootfs is made of.
+struct Rootfs {
+    /// A host directory (its policy path and an fd), or None: image layers.
+    base: Option<(HostPath, OwnedFd)>,
+    /// Image layer ids, bottom to top.
+    layers: Vec<String>,
+    defaults: ImageDefaults,
+}
+
+/// The answer to a request, or a create waiting for its image's unpack.
+pub enum Handled {
+    Reply(Reply),
+    Unpacking(Box<PendingCreate>),
+}
+
+/// A create whose image is being unpacked: the serve loop polls
+/// `unpack` and hands its outcome to `Helper::finish_create`.
+pub struct PendingCreate {
+    pub unpack: image::Unpack,
+    handle: Handle,
+    limits: Limits,
+    /// The address the request asked for, and the one checked for it.
+    ip: Option<std::net::Ipv4Addr>,
+    picked: std::net::Ipv4Addr,
+    isolation: Isolation,
+}
+
+impl PendingCreate {
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
 /// How a container is set apart beyond the default (from the request).
 struct Isolation {
     privileged: bool,
@@ -122,8 +159,8 @@ enum Undo {
 }
 
 impl Helper {
-    pub fn handle(&mut self, request: Request) -> Result<Reply, HelperError> {
-        match request {
+    pub fn handle(&mut self, request: Request) -> Result<Handled, HelperError> {
+        let reply = match request {
             Request::Ping => Ok(Response::Pong {
                 version: PROTOCOL_VERSION,
             }
@@ -136,9 +173,7 @@ impl Helper {
                 ip,
                 privileged,
                 binds,
-            } => self
-                .create(handle, rootfs, limits, ip, Isolation { privileged, binds })
-                .map(Reply::from),
+            } => return self.create(handle, rootfs, limits, ip, Isolation { privileged, binds }),
             Request::DestroyContainer { handle } => self.destroy(handle).map(Reply::from),
             Request::SetLimits { handle, limits } => {
                 self.check(&handle, Event::SetLimits)?;
@@ -199,7 +234,8 @@ impl Helper {
                 let (info, net_in) = self.net.network(&handle)?;
                 Ok(Response::Network { info, net_in }.into())
             }
-        }
+        }?;
+        Ok(Handled::Reply(reply))
     }
 
     fn depot_dir(&self, handle: &Handle) -> Result<OwnedFd, HelperError> {
@@ -279,7 +315,7 @@ impl Helper {
         limits: Limits,
         ip: Option<std::net::Ipv4Addr>,
         isolation: Isolation,
-    ) -> Result<Response, HelperError> {
+    ) -> Result<Handled, HelperError> {
         let Isolation { privileged, binds } = isolation;
         self.policy.check_binds(&binds)?;
         // A host source must exist and be reachable without a symlink (the
@@ -328,8 +364,9 @@ impl Helper {
         if let Some(b) = &limits.bandwidth {
             self.net.validate_bandwidth(b)?;
         }
-        // The address, chosen (or checked) before anything is made.
-        let ip = self.net.allocate(ip)?;
+        // The address, chosen (or checked) before anything is made (and
+        // again after an unpack: another create may have taken it).
+        let picked = self.net.allocate(ip)?;
         // 1. The rootfs: a policy-approved path, opened without following any
         // symlink, so the directory used is the one the policy approved; or
         // an image from a policy-approved path, unpacked (by a confined
@@ -346,26 +383,8 @@ impl Helper {
                 format!("{} {}: {why}", what, path.as_str()),
             )
         };
-        let (base, layers, defaults) = match &rootfs {
-            RootfsSource::Default | RootfsSource::HostDir(_) => {
-                let path = match &rootfs {
-                    RootfsSource::HostDir(p) => {
-                        self.policy.check_rootfs(p)?;
-                        p.clone()
-                    }
-                    _ => self.policy.conf.default_rootfs.clone(),
-                };
-                let lower = fs::open_dir_no_symlinks(path.as_str()).map_err(|e| {
-                    let mut err = open_err(&path, "rootfs", e);
-                    // A rootfs the request named is the request's fault; a
-                    // broken default rootfs is the host's.
-                    if matches!(rootfs, RootfsSource::Default) {
-                        err.kind = ErrorKind::System;
-                    }
-                    err
-                })?;
-                (Some((path, lower)), Vec::new(), ImageDefaults::default())
-            }
+        let image = match &rootfs {
+            RootfsSource::Default | RootfsSource::HostDir(_) => None,
             RootfsSource::OciLayout { dir, tag } => {
                 self.policy.check_image(dir)?;
                 let fd = fs::open_dir_no_symlinks(dir.as_str())
@@ -374,33 +393,166 @@ impl Helper {
                 let source = image::Source::Oci {
                     tag: tag.as_str().to_string(),
                 };
-                let p = self.prepare_image(fd, source, &name)?;
-                (None, p.layers, p.defaults)
+                Some((fd, source, name))
             }
             RootfsSource::DockerArchive { path } => {
                 self.policy.check_image(path)?;
                 let fd = fs::open_file_no_symlinks(path.as_str())
                     .map_err(|e| open_err(path, "image", e))?;
                 let name = format!("docker-archive:{}", path.as_str());
-                let p = self.prepare_image(fd, image::Source::DockerArchive, &name)?;
-                (None, p.layers, p.defaults)
+                Some((fd, image::Source::DockerArchive, name))
             }
         };
-
-        let image_bytes = match &base {
-            Some((_, fd)) => self.dir_bytes(fd.as_fd())?,
-            None => self.layer_bytes(&layers)?,
+        let creating = Container {
+            state: next.unwrap_or(ContainerState::Creating),
+            wshd_pid: 0,
+            pidfd: None,
+            layers: Vec::new(),
         };
+        if let Some((fd, source, name)) = image {
+            // The unpack runs in a child while the serve loop goes on; the
+            // Creating entry holds the handle (and counts against
+            // max_containers) meanwhile.
+            if self.unpacking >= image::MAX_UNPACKS {
+                return Err(HelperError::new(
+                    ErrorKind::LimitExceeded,
+                    format!(
+                        "{} images are being unpacked, the most at once; try again",
+                        self.unpacking
+                    ),
+                ));
+            }
+            let unpack = image::start(
+                self.depot.as_fd(),
+                fd,
+                source,
+                &name,
+                self.policy.conf.image,
+            )?;
+            self.unpacking += 1;
+            self.containers.insert(handle.clone(), creating);
+            return Ok(Handled::Unpacking(Box::new(PendingCreate {
+                unpack,
+                handle,
+                limits,
+                ip,
+                picked,
+                isolation: Isolation { privileged, binds },
+            })));
+        }
+        let path = match &rootfs {
+            RootfsSource::HostDir(p) => {
+                self.policy.check_rootfs(p)?;
+                p.clone()
+            }
+            _ => self.policy.conf.default_rootfs.clone(),
+        };
+        let lower = fs::open_dir_no_symlinks(path.as_str()).map_err(|e| {
+            let mut err = open_err(&path, "rootfs", e);
+            // A rootfs the request named is the request's fault; a
+            // broken default rootfs is the host's.
+            if matches!(rootfs, RootfsSource::Default) {
+                err.kind = ErrorKind::System;
+            }
+            err
+        })?;
+        self.containers.insert(handle.clone(), creating);
+        let rootfs = Rootfs {
+            base: Some((path, lower)),
+            layers: Vec::new(),
+            defaults: ImageDefaults::default(),
+        };
+        let isolation = Isolation { privileged, binds };
+        self.build(&handle, rootfs, limits, picked, isolation)
+            .map(|r| Handled::Reply(r.into()))
+    }
 
-        self.containers.insert(
-            handle.clone(),
-            Container {
-                state: next.unwrap_or(ContainerState::Creating),
-                wshd_pid: 0,
-                pidfd: None,
-                layers: layers.clone(),
-            },
-        );
+    /// Complete a create whose unpack is done (`prepared` is its outcome).
+    pub fn finish_create(
+        &mut self,
+        p: PendingCreate,
+        prepared: Result<image::Prepared, HelperError>,
+    ) -> Result<Reply, HelperError> {
+        self.unpacking = self.unpacking.saturating_sub(1);
+        let PendingCreate {
+            unpack,
+            handle,
+            limits,
+            ip,
+            picked,
+            isolation,
+        } = p;
+        drop(unpack);
+        let ready = prepared.and_then(|prepared| {
+            let ip = match self.net.allocate(Some(picked)) {
+                Ok(ip) => ip,
+                Err(_) if ip.is_none() => self.net.allocate(None)?,
+                Err(e) => return Err(e),
+            };
+            Ok((prepared, ip))
+        });
+        let result = match ready {
+            Ok((prepared, ip)) => {
+                let rootfs = Rootfs {
+                    base: None,
+                    layers: prepared.layers,
+                    defaults: prepared.defaults,
+                };
+                self.build(&handle, rootfs, limits, ip, isolation)
+            }
+            Err(e) => {
+                self.forget_create(&handle);
+                // Nothing of a failed unpack is kept.
+                self.collect_layers();
+                Err(e)
+            }
+        };
+        if self.unpacking == 0 && self.gc_deferred {
+            self.collect_layers();
+        }
+        result.map(Reply::from)
+    }
+
+    /// Drop the Creating entry of a create that failed.
+    fn forget_create(&mut self, handle: &Handle) {
+        let state = self.containers.get(handle).map(|c| &c.state);
+        if let Ok(None) = transition(state, Event::CreateFailed) {
+            self.containers.remove(handle);
+        }
+    }
+
+    /// Build a container whose Creating entry exists, from its rootfs.
+    fn build(
+        &mut self,
+        handle: &Handle,
+        rootfs: Rootfs,
+        limits: Limits,
+        ip: std::net::Ipv4Addr,
+        isolation: Isolation,
+    ) -> Result<Response, HelperError> {
+        let Rootfs {
+            base,
+            layers,
+            defaults,
+        } = rootfs;
+        let Isolation { privileged, binds } = isolation;
+        let image_bytes = match &base {
+            Some((_, fd)) => self.dir_bytes(fd.as_fd()),
+            None => self.layer_bytes(&layers),
+        };
+        let image_bytes = match image_bytes {
+            Ok(n) => n,
+            Err(e) => {
+                self.forget_create(handle);
+                if !layers.is_empty() {
+                    self.collect_layers();
+                }
+                return Err(e);
+            }
+        };
+        if let Some(c) = self.containers.get_mut(handle) {
+            c.layers = layers.clone();
+        }
         let top_down: Vec<String> = layers.iter().rev().cloned().collect();
         let lower = match &base {
             Some((path, fd)) => spawn::Lower::Dir {
@@ -419,20 +571,20 @@ impl Helper {
             binds: &binds,
         };
         let result = self
-            .create_steps(&handle, plan, &mut undo)
+            .create_steps(handle, plan, &mut undo)
             .and_then(|child| {
                 // 8. The network, last: it needs wshd's netns.
-                let dir = self.depot_dir(&handle)?;
-                let info =
-                    self.net
-                        .attach(&handle, dir.as_fd(), child.pid, ip, limits.bandwidth)?;
+                let dir = self.depot_dir(handle)?;
+                let info = self
+                    .net
+                    .attach(handle, dir.as_fd(), child.pid, ip, limits.bandwidth)?;
                 Ok((child, info))
             });
         match result {
             Ok((child, network)) => {
                 let c = self
                     .containers
-                    .get_mut(&handle)
+                    .get_mut(handle)
                     .ok_or_else(|| system("state", "entry vanished"))?;
                 c.state =
                     transition(Some(&c.state), Event::Created)?.unwrap_or(ContainerState::Running);
@@ -448,14 +600,11 @@ impl Helper {
             }
             Err(e) => {
                 for step in undo.into_iter().rev() {
-                    if let Err(u) = self.undo(&handle, step) {
+                    if let Err(u) = self.undo(handle, step) {
                         eprintln!("grove-helper: rollback of {handle}: {u}");
                     }
                 }
-                let state = self.containers.get(&handle).map(|c| &c.state);
-                if let Ok(None) = transition(state, Event::CreateFailed) {
-                    self.containers.remove(&handle);
-                }
+                self.forget_create(handle);
                 if !layers.is_empty() {
                     self.collect_layers();
                 }
@@ -819,23 +968,6 @@ impl Helper {
         Ok(total)
     }
 
-    /// Unpack an image (in a confined child) and return its layers.
-    fn prepare_image(
-        &mut self,
-        fd: OwnedFd,
-        source: image::Source,
-        name: &str,
-    ) -> Result<image::Prepared, HelperError> {
-        match image::prepare(self.depot.as_fd(), fd, source, name) {
-            Ok(p) => Ok(p),
-            Err(e) => {
-                // Nothing of a failed unpack is kept.
-                self.collect_layers();
-                Err(e)
-            }
-        }
-    }
-
     /// The layer GC, when the policy has it on: remove every unpacked
     /// layer no container (in any state) uses. Errors are logged; a layer
     /// left behind is removed by a later pass.
@@ -843,6 +975,13 @@ impl Helper {
         if !self.policy.conf.layer_gc {
             return;
         }
+        // An unpack under way has temp dirs and layers no container lists
+        // yet: the pass waits until the last unpack is done.
+        if self.unpacking > 0 {
+            self.gc_deferred = true;
+            return;
+        }
+        self.gc_deferred = false;
         let in_use: BTreeSet<String> = self
             .containers
             .values()

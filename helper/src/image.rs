@@ -14,6 +14,11 @@
 //! the config's process defaults as JSON. The parent checks that answer
 //! (ids are 64 hex digits naming directories that exist) before using it.
 //!
+//! An unpack is bounded (policy `image_max_bytes`, `image_max_entries`,
+//! `image_unpack_timeout`) and never holds the serve loop: `start` forks
+//! the child and returns; the loop polls the report pipe and calls
+//! `Unpack::advance` until the unpack is done or out of time.
+//!
 //! Why safe: the child is still uid 0, but without CAP_SYS_PTRACE,
 //! CAP_NET_*, CAP_SYS_MODULE, CAP_SETUID and the rest it cannot leave the
 //! files it was given by other means than paths, and it opens no path
@@ -24,8 +29,6 @@ use crate::fs;
 use grove_schema::helper::{ErrorKind, HelperError, ImageDefaults, LAYER_MEDIA_TYPES};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::wait::waitpid;
 use nix::unistd::{Gid, Pid, Uid};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -38,10 +41,10 @@ use std::time::{Duration, Instant};
 /// The layer store inside the depot (not a valid handle: it starts with '.').
 pub const LAYERS_DIR: &str = ".layers";
 pub const ALGO_DIR: &str = "sha256";
-/// Longest an unpack may take before the child is killed.
-const UNPACK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Largest JSON document (index, manifest, config) read from an image.
 const MAX_JSON: u64 = 4 << 20;
+/// Most memory (RLIMIT_DATA) the unpacking child may use.
+const MAX_MEMORY: u64 = 256 << 20;
 /// Largest report the child may send.
 const MAX_REPORT: usize = 1 << 20;
 
@@ -68,6 +71,8 @@ enum Report {
         defaults: ImageDefaults,
     },
     Err(String),
+    /// A bound of the policy was reached (its message names it).
+    Exceeded(String),
 }
 
 fn invalid(name: &str, msg: impl std::fmt::Display) -> HelperError {
@@ -91,30 +96,84 @@ pub fn open_store(depot: BorrowedFd) -> Result<OwnedFd, HelperError> {
     fs::open_dir(layers.as_fd(), ALGO_DIR).map_err(|e| system("open .layers/sha256", e))
 }
 
-/// Unpack the image behind `image` (opened by the caller from a
-/// policy-approved path) into the store, in a confined child.
-pub fn prepare(
+/// What one unpack may cost: the uncompressed bytes of the layers it
+/// unpacks (every pass over them counted on its own), their tar entries,
+/// and its wall-clock time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub max_bytes: u64,
+    pub max_entries: u64,
+    pub timeout: Duration,
+}
+
+impl Default for Bounds {
+    /// Generous for real images (large CUDA images unpack to ~10 GiB and
+    /// ~300,000 files); a bomb stops at 16 GiB.
+    fn default() -> Self {
+        Bounds {
+            max_bytes: 16 << 30,
+            max_entries: 1_000_000,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Most unpacks at once. groved sends one at a time; this stops a
+/// compromised groved from running one per connection.
+pub const MAX_UNPACKS: usize = 2;
+
+/// An unpack under way: the confined child (by pidfd, so no recycled pid
+/// is ever signalled), its report pipe and its deadline. Dropping it kills
+/// the child and removes what it had begun. The child itself is reaped by
+/// `Helper::reap` with every other child.
+pub struct Unpack {
+    pidfd: OwnedFd,
+    pid: i32,
+    /// The read end, non-blocking.
+    pipe: OwnedFd,
+    report: Vec<u8>,
+    store: OwnedFd,
+    deadline: Instant,
+    timeout: Duration,
+    name: String,
+    /// The child has closed its pipe (or was killed and cleaned up after).
+    done: bool,
+}
+
+/// Fork the confined child that unpacks the image behind `image` (opened
+/// by the caller from a policy-approved path) into the store.
+pub fn start(
     depot: BorrowedFd,
     image: OwnedFd,
     source: Source,
     name: &str,
-) -> Result<Prepared, HelperError> {
+    bounds: Bounds,
+) -> Result<Unpack, HelperError> {
     let store = open_store(depot)?;
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| system("pipe", e))?;
+    // Only our end is non-blocking: the child writes its report whole.
+    nix::fcntl::fcntl(
+        r.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| system("pipe", e))?;
     // SAFETY: the helper is single-threaded, so the child is a complete
     // copy with no lock held by a thread that does not exist; the child
     // never returns from its branch (it _exits).
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         drop(r);
-        let report = match confine([w.as_raw_fd(), image.as_raw_fd(), store.as_raw_fd()]) {
+        let report = match confine(
+            [w.as_raw_fd(), image.as_raw_fd(), store.as_raw_fd()],
+            bounds,
+        ) {
             Ok([w, image, store]) => {
                 // SAFETY: confine placed these fds at 3, 4 and 5 and closed
                 // every other fd above 2; they stay open until _exit.
                 let (image, store) =
                     unsafe { (BorrowedFd::borrow_raw(image), BorrowedFd::borrow_raw(store)) };
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    child_main(image, store, &source)
+                    child_main(image, store, &source, bounds)
                 }));
                 let report = match outcome {
                     Ok(Ok((layers, unpacked, defaults))) => Report::Ok {
@@ -122,7 +181,8 @@ pub fn prepare(
                         unpacked,
                         defaults,
                     },
-                    Ok(Err(e)) => Report::Err(e),
+                    Ok(Err(Fail::Bad(e))) => Report::Err(e),
+                    Ok(Err(Fail::Exceeded(e))) => Report::Exceeded(e),
                     Err(_) => Report::Err("the unpacking child panicked".into()),
                 };
                 (w, report)
@@ -143,79 +203,164 @@ pub fn prepare(
     }
     drop(w);
     drop(image);
-    let pid = Pid::from_raw(pid);
-    let kill = || {
-        // Our unreaped child: the pid cannot have been recycled.
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(pid, None);
+    // Our unreaped child (the serve loop reaps only after this returns):
+    // the pid cannot have been recycled yet.
+    let pidfd = match crate::spawn::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            return Err(system("pidfd_open of the unpacking child", e));
+        }
     };
-    let deadline = Instant::now() + UNPACK_TIMEOUT;
-    let mut report = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            kill();
-            return Err(invalid(name, "unpacking took longer than 10 minutes"));
+    eprintln!("grove-helper: image {name}: unpacking in child {pid}");
+    Ok(Unpack {
+        pidfd,
+        pid,
+        pipe: r,
+        report: Vec::new(),
+        store,
+        deadline: Instant::now() + bounds.timeout,
+        timeout: bounds.timeout,
+        name: name.to_string(),
+        done: false,
+    })
+}
+
+impl Unpack {
+    /// Readable when the child has written or exited.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.pipe.as_fd()
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Read what the child has sent so far. `None`: still unpacking;
+    /// otherwise the outcome (the child is done, or past its deadline and
+    /// killed).
+    pub fn advance(&mut self, now: Instant) -> Option<Result<Prepared, HelperError>> {
+        if self.done {
+            return Some(Err(system("the unpacking child", "already reported")));
         }
-        let ms = left.as_millis().min(60_000) as u16;
-        let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) | Err(Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => {
-                kill();
-                return Err(system("poll", e));
+        let mut buf = [0u8; 8192];
+        loop {
+            match nix::unistd::read(self.pipe.as_raw_fd(), &mut buf) {
+                Ok(0) => break,
+                Ok(n) if self.report.len() + n <= MAX_REPORT => {
+                    self.report.extend_from_slice(&buf[..n])
+                }
+                Ok(_) => return Some(self.fail(system("the unpacking child", "report too large"))),
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) if now >= self.deadline => {
+                    let e = HelperError::new(
+                        ErrorKind::LimitExceeded,
+                        format!(
+                            "image {}: unpacking took longer than image_unpack_timeout ({} s)",
+                            self.name,
+                            self.timeout.as_secs()
+                        ),
+                    );
+                    return Some(self.fail(e));
+                }
+                Err(Errno::EAGAIN) => return None,
+                Err(e) => return Some(self.fail(system("reading the child's report", e))),
             }
         }
-        match nix::unistd::read(r.as_raw_fd(), &mut buf) {
-            Ok(0) => break,
-            Ok(n) if report.len() + n <= MAX_REPORT => report.extend_from_slice(&buf[..n]),
-            Ok(_) => {
-                kill();
-                return Err(system("the unpacking child", "report too large"));
-            }
-            Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
-            Err(e) => {
-                kill();
-                return Err(system("reading the child's report", e));
+        // End of file: the child has exited (or is exiting).
+        self.done = true;
+        let result = self.verify();
+        if result.is_err() {
+            // A child that crashed (out of memory, CPU time) left its temp
+            // dirs; one that reported an error removed them itself.
+            self.remove_temps();
+        }
+        Some(result)
+    }
+
+    /// Kill the child, wait for it to die, remove what it began.
+    fn fail(&mut self, e: HelperError) -> Result<Prepared, HelperError> {
+        self.done = true;
+        let _ = crate::spawn::pidfd_kill(self.pidfd.as_fd());
+        crate::spawn::pidfd_wait_exit(self.pidfd.as_fd(), Duration::from_secs(5));
+        self.remove_temps();
+        Err(e)
+    }
+
+    /// Remove the child's temp dirs (`tmp-<diff id>-<its pid>`). Why safe:
+    /// names come from readdir of our own store dirfd, and removal never
+    /// follows a symlink (`fs::remove_tree`).
+    fn remove_temps(&self) {
+        let suffix = format!("-{}", self.pid);
+        let Ok(names) = fs::list_dir(self.store.as_fd()) else {
+            return;
+        };
+        for name in names {
+            let name = name.to_string_lossy();
+            if name.starts_with("tmp-") && name.ends_with(&suffix) {
+                if let Err(e) = fs::remove_tree(self.store.as_fd(), &name) {
+                    eprintln!("grove-helper: removing {name}: {e}");
+                }
             }
         }
     }
-    let _ = waitpid(pid, None);
-    match serde_json::from_slice::<Report>(&report) {
-        Ok(Report::Ok {
-            layers,
-            unpacked,
-            defaults,
-        }) => {
-            for id in &layers {
-                let ok = is_layer_id(id)
-                    && nix::sys::stat::fstatat(
-                        Some(store.as_raw_fd()),
-                        id.as_str(),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
-                if !ok {
-                    return Err(system(
-                        "the unpacking child",
-                        format!("reported a layer {id:?} that is not in the store"),
-                    ));
-                }
-            }
-            if layers.is_empty() {
-                return Err(invalid(name, "the image has no layers"));
-            }
-            eprintln!(
-                "grove-helper: image {name}: {} layers, {unpacked} unpacked now, {} already in the store",
-                layers.len(),
-                layers.len().saturating_sub(unpacked)
-            );
-            Ok(Prepared { layers, defaults })
+
+    /// Check the child's report: every layer it names is in the store.
+    fn verify(&self) -> Result<Prepared, HelperError> {
+        let name = self.name.as_str();
+        if self.report.is_empty() {
+            return Err(system(
+                "the unpacking child",
+                "it died without a report (it may use at most 256 MiB of memory, and \
+                 image_unpack_timeout of CPU time)",
+            ));
         }
-        Ok(Report::Err(e)) => Err(invalid(name, e)),
-        Err(e) => Err(system("the unpacking child's report", e)),
+        match serde_json::from_slice::<Report>(&self.report) {
+            Ok(Report::Ok {
+                layers,
+                unpacked,
+                defaults,
+            }) => {
+                for id in &layers {
+                    let ok = is_layer_id(id)
+                        && nix::sys::stat::fstatat(
+                            Some(self.store.as_raw_fd()),
+                            id.as_str(),
+                            AtFlags::AT_SYMLINK_NOFOLLOW,
+                        )
+                        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+                    if !ok {
+                        return Err(system(
+                            "the unpacking child",
+                            format!("reported a layer {id:?} that is not in the store"),
+                        ));
+                    }
+                }
+                if layers.is_empty() {
+                    return Err(invalid(name, "the image has no layers"));
+                }
+                eprintln!(
+                    "grove-helper: image {name}: {} layers, {unpacked} unpacked now, {} already in the store",
+                    layers.len(),
+                    layers.len().saturating_sub(unpacked)
+                );
+                Ok(Prepared { layers, defaults })
+            }
+            Ok(Report::Err(e)) => Err(invalid(name, e)),
+            Ok(Report::Exceeded(e)) => Err(HelperError::new(
+                ErrorKind::LimitExceeded,
+                format!("image {name}: {e}"),
+            )),
+            Err(e) => Err(system("the unpacking child's report", e)),
+        }
+    }
+}
+
+impl Drop for Unpack {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.fail(system("unpack", "abandoned"));
+        }
     }
 }
 
@@ -275,7 +420,17 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Move `fds` to 3, 4, 5, close every other fd above 2, and drop
 /// capabilities and privileges. Returns the new fd numbers.
-fn confine(fds: [RawFd; 3]) -> Result<[RawFd; 3], String> {
+fn confine(fds: [RawFd; 3], bounds: Bounds) -> Result<[RawFd; 3], String> {
+    use nix::sys::resource::{setrlimit, Resource};
+    // CPU time as long as the deadline: a backstop for a child whose
+    // parent died and so cannot kill it.
+    let secs = bounds.timeout.as_secs();
+    setrlimit(Resource::RLIMIT_CPU, secs, secs).map_err(|e| format!("RLIMIT_CPU: {e}"))?;
+    // The tar reader holds a long-name or pax header whole in memory,
+    // however large the entry says it is: a bomb of one would take the
+    // host's memory. An allocation past this fails (and the child dies).
+    setrlimit(Resource::RLIMIT_DATA, MAX_MEMORY, MAX_MEMORY)
+        .map_err(|e| format!("RLIMIT_DATA: {e}"))?;
     let mut high = [0; 3];
     for (i, fd) in fds.iter().enumerate() {
         // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we hold into a new one >= 100.
@@ -477,41 +632,123 @@ fn sha256_of(r: impl Read, what: &str) -> Result<String, String> {
     Ok(h.hex())
 }
 
+/// Why the child failed: the image is bad, or it is over a bound.
+enum Fail {
+    Bad(String),
+    Exceeded(String),
+}
+
+impl From<String> for Fail {
+    fn from(e: String) -> Fail {
+        Fail::Bad(e)
+    }
+}
+
+/// What one unpack has spent of its bounds (entries, and the bytes of the
+/// pass under way: a `Metered` reader counts them).
+struct Budget {
+    bounds: Bounds,
+    bytes: std::cell::Cell<u64>,
+    entries: std::cell::Cell<u64>,
+}
+
+impl Budget {
+    fn new(bounds: Bounds) -> Budget {
+        Budget {
+            bounds,
+            bytes: 0.into(),
+            entries: 0.into(),
+        }
+    }
+
+    /// Count one tar entry.
+    fn entry(&self) -> Result<(), Fail> {
+        self.entries.set(self.entries.get() + 1);
+        if self.entries.get() > self.bounds.max_entries {
+            return Err(Fail::Exceeded(format!(
+                "image exceeds image_max_entries: its layers hold more than {} entries",
+                self.bounds.max_entries
+            )));
+        }
+        Ok(())
+    }
+
+    /// `e` as the bound it really is when the byte count is over (a
+    /// `Metered` read failed, whatever the tar reader made of it).
+    fn explain(&self, e: Fail) -> Fail {
+        if self.bytes.get() > self.bounds.max_bytes {
+            Fail::Exceeded(format!(
+                "image exceeds image_max_bytes: its layers unpack to more than {} bytes",
+                self.bounds.max_bytes
+            ))
+        } else {
+            e
+        }
+    }
+}
+
+/// Counts the uncompressed bytes read through it against the budget and
+/// fails once they pass `image_max_bytes`: a bomb stops there.
+struct Metered<'a, R> {
+    inner: R,
+    budget: &'a Budget,
+}
+
+impl<R: Read> Read for Metered<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let used = self.budget.bytes.get().saturating_add(n as u64);
+        self.budget.bytes.set(used);
+        if used > self.budget.bounds.max_bytes {
+            return Err(std::io::Error::other("image_max_bytes reached"));
+        }
+        Ok(n)
+    }
+}
+
 fn child_main(
     image: BorrowedFd,
     store: BorrowedFd,
     source: &Source,
-) -> Result<(Vec<String>, usize, ImageDefaults), String> {
+    bounds: Bounds,
+) -> Result<(Vec<String>, usize, ImageDefaults), Fail> {
     let (config, layers) = match source {
         Source::Oci { tag } => oci_plan(image, tag)?,
         Source::DockerArchive => archive_plan(image)?,
     };
-    // Every blob is checked before any is unpacked.
+    // Every blob is checked before any is unpacked; decompressing for the
+    // check is a pass of its own over the bytes budget.
+    let check = Budget::new(bounds);
     for l in &layers {
         match &l.blob {
             Blob::File { fd, digest } => {
                 let got = sha256_of(file_of(dup(fd.as_fd())?), &l.what)?;
                 if got != *digest {
-                    return Err(format!(
+                    return Err(Fail::Bad(format!(
                         "blob {} has sha256:{got}, not the sha256:{digest} the manifest names",
                         l.what
-                    ));
+                    )));
                 }
             }
             Blob::Range { .. } => {
-                let got = sha256_of(decompressed(layer_reader(image, l)?)?, &l.what)?;
+                let metered = Metered {
+                    inner: decompressed(layer_reader(image, l)?)?,
+                    budget: &check,
+                };
+                let got = sha256_of(metered, &l.what).map_err(|e| check.explain(e.into()))?;
                 if got != l.diff_id {
-                    return Err(format!(
+                    return Err(Fail::Bad(format!(
                         "layer {} has sha256:{got}, not the diff id sha256:{} the config names",
                         l.what, l.diff_id
-                    ));
+                    )));
                 }
             }
         }
     }
+    let budget = Budget::new(bounds);
     let mut unpacked = 0;
     for l in &layers {
-        if unpack(image, store, l)? {
+        if unpack(image, store, l, &budget)? {
             unpacked += 1;
         }
     }
@@ -523,7 +760,9 @@ fn child_main(
     };
     for e in &defaults.env {
         if !e.contains('=') || e.starts_with('=') || e.contains('\0') {
-            return Err(format!("config Env entry {e:?} is not NAME=value"));
+            return Err(Fail::Bad(format!(
+                "config Env entry {e:?} is not NAME=value"
+            )));
         }
     }
     Ok((
@@ -807,7 +1046,7 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// Unpack one layer unless the store has it: into a temp dir, renamed into
 /// place only once complete and its diff id checked. True when it unpacked.
-fn unpack(image: BorrowedFd, store: BorrowedFd, l: &Layer) -> Result<bool, String> {
+fn unpack(image: BorrowedFd, store: BorrowedFd, l: &Layer, budget: &Budget) -> Result<bool, Fail> {
     match nix::sys::stat::fstatat(
         Some(store.as_raw_fd()),
         l.diff_id.as_str(),
@@ -815,40 +1054,61 @@ fn unpack(image: BorrowedFd, store: BorrowedFd, l: &Layer) -> Result<bool, Strin
     ) {
         Ok(_) => return Ok(false),
         Err(Errno::ENOENT) => {}
-        Err(e) => return Err(format!("layer store: {e}")),
+        Err(e) => return Err(Fail::Bad(format!("layer store: {e}"))),
     }
     let tmp = format!("tmp-{}-{}", l.diff_id, std::process::id());
     fs::remove_tree(store, &tmp).map_err(|e| format!("removing {tmp}: {e}"))?;
     fs::mkdir_at(store, &tmp, 0o755, false).map_err(|e| format!("mkdir {tmp}: {e}"))?;
-    let result = (|| {
+    let result = (|| -> Result<(), Fail> {
         let root = fs::open_dir(store, tmp.as_str()).map_err(|e| format!("open {tmp}: {e}"))?;
-        let mut hashing = HashingReader::new(decompressed(layer_reader(image, l)?)?);
-        extract(root.as_fd(), &mut hashing).map_err(|e| format!("layer {}: {e}", l.what))?;
+        let metered = Metered {
+            inner: decompressed(layer_reader(image, l)?)?,
+            budget,
+        };
+        let mut hashing = HashingReader::new(metered);
+        extract(root.as_fd(), &mut hashing, budget)
+            .map_err(|e| match e {
+                Fail::Bad(e) => Fail::Bad(format!("layer {}: {e}", l.what)),
+                e => e,
+            })
+            .map_err(|e| budget.explain(e))?;
         // The rest of the stream (tar padding) counts for the diff id too.
         std::io::copy(&mut hashing, &mut std::io::sink())
-            .map_err(|e| format!("layer {}: {e}", l.what))?;
+            .map_err(|e| budget.explain(Fail::Bad(format!("layer {}: {e}", l.what))))?;
         let got = hashing.hex();
         if got != l.diff_id {
-            return Err(format!(
+            return Err(Fail::Bad(format!(
                 "layer {} unpacks to sha256:{got}, not the diff id sha256:{} the config names",
                 l.what, l.diff_id
-            ));
+            )));
         }
         // SAFETY: syncfs only flushes the filesystem the fd is on.
         Errno::result(unsafe { libc::syncfs(root.as_raw_fd()) })
-            .map_err(|e| format!("syncfs: {e}"))?;
-        nix::fcntl::renameat(
-            Some(store.as_raw_fd()),
-            tmp.as_str(),
-            Some(store.as_raw_fd()),
-            l.diff_id.as_str(),
-        )
-        .map_err(|e| format!("rename {tmp}: {e}"))
+            .map(drop)
+            .map_err(|e| Fail::Bad(format!("syncfs: {e}")))
     })();
-    if result.is_err() {
+    if let Err(e) = result {
         let _ = fs::remove_tree(store, &tmp);
+        return Err(e);
     }
-    result.map(|()| true)
+    match nix::fcntl::renameat(
+        Some(store.as_raw_fd()),
+        tmp.as_str(),
+        Some(store.as_raw_fd()),
+        l.diff_id.as_str(),
+    ) {
+        Ok(()) => Ok(true),
+        // Another unpack of the same layer finished first: same content
+        // (same diff id), so its copy serves.
+        Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
+            fs::remove_tree(store, &tmp).map_err(|e| format!("removing {tmp}: {e}"))?;
+            Ok(false)
+        }
+        Err(e) => {
+            let _ = fs::remove_tree(store, &tmp);
+            Err(Fail::Bad(format!("rename {tmp}: {e}")))
+        }
+    }
 }
 
 /// The components of a path inside a layer: leading "/" and "./" and empty
@@ -932,10 +1192,18 @@ fn chown_fd(fd: RawFd, uid: u32, gid: u32, mode: u32) -> Result<(), String> {
         .map_err(|e| format!("chmod: {e}"))
 }
 
-fn extract(root: BorrowedFd, r: &mut dyn Read) -> Result<(), String> {
+fn extract(root: BorrowedFd, r: &mut dyn Read, budget: &Budget) -> Result<(), Fail> {
     let mut archive = tar::Archive::new(r);
     for entry in archive.entries().map_err(|e| format!("tar: {e}"))? {
-        let mut entry = entry.map_err(|e| format!("tar: {e}"))?;
+        budget.entry()?;
+        let mut entry = entry.map_err(|e| match e.kind() {
+            // A long name or pax header larger than the memory bound.
+            std::io::ErrorKind::OutOfMemory => Fail::Exceeded(format!(
+                "a tar header needs more than the {} MiB of memory the unpacker may use",
+                MAX_MEMORY >> 20
+            )),
+            _ => Fail::Bad(format!("tar: {e}")),
+        })?;
         let raw = entry.path_bytes().into_owned();
         let comps = components(&raw)?;
         let shown = String::from_utf8_lossy(&raw).into_owned();
@@ -996,7 +1264,7 @@ fn extract(root: BorrowedFd, r: &mut dyn Read) -> Result<(), String> {
                 .map_err(|e| format!("{shown}: opaque xattr: {e}"))?;
             } else {
                 if hidden.is_empty() || hidden == "." || hidden == ".." {
-                    return Err(format!("{shown:?}: bad whiteout"));
+                    return Err(Fail::Bad(format!("{shown:?}: bad whiteout")));
                 }
                 clear(p, hidden)?;
                 nix::sys::stat::mknodat(
@@ -1100,7 +1368,11 @@ fn extract(root: BorrowedFd, r: &mut dyn Read) -> Result<(), String> {
                 .map_err(|e| format!("{shown}: {e}"))?;
             }
             tar::EntryType::XGlobalHeader => {}
-            other => return Err(format!("{shown}: unsupported tar entry type {other:?}")),
+            other => {
+                return Err(Fail::Bad(format!(
+                    "{shown}: unsupported tar entry type {other:?}"
+                )))
+            }
         }
     }
     Ok(())

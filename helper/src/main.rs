@@ -233,6 +233,8 @@ fn run() -> Result<(), String> {
         spawner,
         exits: nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(|e| format!("epoll_create1: {e}"))?,
+        unpacking: 0,
+        gc_deferred: false,
     };
     helper.recover()?;
     helper.net.rebuild_rules()?;

@@ -59,6 +59,8 @@ pub struct PolicyConf {
     /// pids.max of the parent cgroup, i.e. of all containers together
     /// (None: half of what the kernel allows, see `total_pids_limit`).
     pub total_pids_limit: Option<u64>,
+    /// image_max_bytes, image_max_entries, image_unpack_timeout.
+    pub image: crate::image::Bounds,
 }
 
 fn path(s: &str) -> HostPath {
@@ -89,6 +91,7 @@ impl Default for PolicyConf {
             volatile_layers: true,
             default_pids_limit: 4096,
             total_pids_limit: None,
+            image: crate::image::Bounds::default(),
         }
     }
 }
@@ -224,12 +227,19 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                     .filter(|m| (576..=9000).contains(m))
                     .ok_or_else(|| bad(format!("{:?} is not an MTU of 576 to 9000", e.value)))?
             }
+            "image_max_bytes" => p.image.max_bytes = count(&e.value, 1 << 20, u64::MAX).map_err(bad)?,
+            "image_max_entries" => p.image.max_entries = count(&e.value, 1, u64::MAX).map_err(bad)?,
+            "image_unpack_timeout" => {
+                let s = count(&e.value, 1, 86_400).map_err(bad)?;
+                p.image.timeout = std::time::Duration::from_secs(s);
+            }
             other => {
                 return Err(format!(
                 "line {}: unknown key {other:?} (known: server_user, socket, depot, runtime_dir, \
                      default_rootfs, rootfs_allow, image_allow, layer_gc, wshd, cgroup_parent, \
                      max_containers, bridge, pool, port_range, nft_table, mtu, uplinks, userns_base, allow_privileged, bind_allow, \
-                     volatile_layers, default_pids_limit, total_pids_limit)",
+                     volatile_layers, default_pids_limit, total_pids_limit, \
+                     image_max_bytes, image_max_entries, image_unpack_timeout)",
                 e.line
             ))
             }
@@ -265,6 +275,15 @@ impl PolicyConf {
             (kernel.into_iter().flatten().min().unwrap_or(32768) / 2).max(1)
         })
     }
+}
+
+/// A whole number from `min` to `max`.
+fn count(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("{value:?} is not a whole number from {min} to {max}"))
 }
 
 /// `path` lies strictly beneath `dir`, compared by whole components (so
@@ -486,6 +505,18 @@ mod tests {
             .unwrap();
         let derived = PolicyConf::default().total_pids_limit();
         assert!(derived >= 1 && derived <= pid_max / 2, "{derived}");
+        let p = parse(
+            "image_max_bytes = 1048576\nimage_max_entries = \"10\"\nimage_unpack_timeout = 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                p.image.max_bytes,
+                p.image.max_entries,
+                p.image.timeout.as_secs()
+            ),
+            (1 << 20, 10, 2)
+        );
     }
 
     #[test]
@@ -519,6 +550,11 @@ mod tests {
             ("default_pids_limit = 0", "default_pids_limit"),
             ("total_pids_limit = 4194305", "total_pids_limit"),
             ("total_pids_limit = \"lots\"", "total_pids_limit"),
+            ("image_max_bytes = 1000", "image_max_bytes"),
+            ("image_max_bytes = \"16G\"", "image_max_bytes"),
+            ("image_max_entries = 0", "image_max_entries"),
+            ("image_unpack_timeout = 0", "image_unpack_timeout"),
+            ("image_unpack_timeout = 86401", "image_unpack_timeout"),
         ] {
             let e = parse(text).expect_err(text);
             assert!(e.contains(key), "{text:?}: {e}");

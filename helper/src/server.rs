@@ -2,8 +2,13 @@
 //! from the server uid, one request and one response per datagram. A peer
 //! that breaks the protocol gets one error and loses its connection; the
 //! helper goes on serving everyone else.
+//!
+//! A create from an image answers later: its unpack runs in a child, and
+//! the loop polls that child's report pipe in place of the connection
+//! (which sends nothing more until answered: groved has one request in
+//! flight per connection) while it serves the others.
 
-use crate::container::Helper;
+use crate::container::{Handled, Helper, PendingCreate};
 use crate::systemd::{Notifier, NotifyState};
 use grove_schema::helper::{
     decode_request, encode_response, ErrorKind, HelperError, Response, MAX_DATAGRAM, MAX_FDS,
@@ -37,6 +42,15 @@ struct Conn {
     /// unread would make the kernel reset the connection, and the peer
     /// could lose the error that says why.
     closing: Option<Instant>,
+    /// A create of this peer waiting for its image's unpack.
+    waiting: Option<Waiting>,
+}
+
+struct Waiting {
+    create: Box<PendingCreate>,
+    /// For the log line written when it is answered.
+    summary: String,
+    start: Instant,
 }
 
 impl Conn {
@@ -47,6 +61,7 @@ impl Conn {
             fd,
             uid,
             closing: Some(Instant::now() + LINGER),
+            waiting: None,
         }
     }
 }
@@ -94,8 +109,8 @@ pub fn serve(
     loop {
         helper.reap();
         // The watchdog is fed from this loop: a helper stuck in a request
-        // misses it (requests are short, but for image imports; see
-        // systemd/README.md on WatchdogSec=).
+        // misses it (requests are short; image unpacks run beside the
+        // loop; see systemd/README.md on WatchdogSec=).
         let mut timeout = Duration::from_millis(1000);
         if let Some(interval) = watchdog {
             let now = Instant::now();
@@ -114,11 +129,16 @@ pub fn serve(
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
         ];
-        fds.extend(
-            conns
-                .iter()
-                .map(|c| PollFd::new(c.fd.as_fd(), PollFlags::POLLIN)),
-        );
+        // A connection waiting for an unpack: its child's report pipe.
+        fds.extend(conns.iter().map(|c| match &c.waiting {
+            Some(w) => PollFd::new(w.create.unpack.fd(), PollFlags::POLLIN),
+            None => PollFd::new(c.fd.as_fd(), PollFlags::POLLIN),
+        }));
+        // Wake for the nearest unpack deadline too.
+        let now = Instant::now();
+        for w in conns.iter().filter_map(|c| c.waiting.as_ref()) {
+            timeout = timeout.min(w.create.unpack.deadline().saturating_duration_since(now));
+        }
         // Last, so connections keep their indices: a wshd exit wakes the
         // loop, and `reap` at its top marks the container.
         fds.push(PollFd::new(helper.exits.0.as_fd(), PollFlags::POLLIN));
@@ -157,14 +177,16 @@ pub fn serve(
                     drop(conns.remove(i))
                 }
                 Some(_) => {}
-                None if ready[2 + i] => match serve_one(helper, &conns[i]) {
-                    Outcome::Continue => {}
-                    Outcome::Close => drop(conns.remove(i)),
-                    Outcome::Refuse(e) => {
-                        let conn = conns.remove(i);
-                        conns.push(Conn::refuse(conn.fd, conn.uid, e));
+                None if ready[2 + i] || conns[i].waiting.is_some() => {
+                    match serve_one(helper, &mut conns[i], now) {
+                        Outcome::Continue => {}
+                        Outcome::Close => drop(conns.remove(i)),
+                        Outcome::Refuse(e) => {
+                            let conn = conns.remove(i);
+                            conns.push(Conn::refuse(conn.fd, conn.uid, e));
+                        }
                     }
-                },
+                }
                 None => {}
             }
         }
@@ -217,6 +239,7 @@ fn accept(listener: &OwnedFd, server_uid: u32, conns: &mut Vec<Conn>) {
             fd,
             uid,
             closing: None,
+            waiting: None,
         }),
     }
 }
@@ -236,7 +259,36 @@ enum Outcome {
     Refuse(HelperError),
 }
 
-fn serve_one(helper: &mut Helper, conn: &Conn) -> Outcome {
+/// Serve the connection's next datagram, or go on with its waiting create
+/// (whose report pipe was readable, or whose deadline may have passed).
+fn serve_one(helper: &mut Helper, conn: &mut Conn, now: Instant) -> Outcome {
+    if let Some(w) = conn.waiting.as_mut() {
+        let Some(prepared) = w.create.unpack.advance(now) else {
+            return Outcome::Continue;
+        };
+        let Some(w) = conn.waiting.take() else {
+            return Outcome::Continue;
+        };
+        let handle = w.create.handle().clone();
+        let result = helper.finish_create(*w.create, prepared);
+        let created = result.is_ok();
+        let outcome = answer(conn, &w.summary, w.start, result);
+        if created && matches!(outcome, Outcome::Close) {
+            // The peer hung up while the image unpacked: no one knows of
+            // this container (a groved restarted meanwhile could not
+            // destroy it while it was Creating), so it goes.
+            eprintln!("grove-helper: {handle}: its creator hung up; destroying it");
+            if let Err(e) =
+                helper.handle(grove_schema::helper::Request::DestroyContainer { handle })
+            {
+                eprintln!(
+                    "grove-helper: destroying an unanswered create: {}",
+                    e.message
+                );
+            }
+        }
+        return outcome;
+    }
     let bytes = match receive(conn.fd.as_raw_fd()) {
         Received::Eof => return Outcome::Close,
         Received::Nothing => return Outcome::Continue,
@@ -258,7 +310,28 @@ fn serve_one(helper: &mut Helper, conn: &Conn) -> Outcome {
     };
     let start = Instant::now();
     let summary = describe(&request);
-    let (response, fds) = match helper.handle(request) {
+    match helper.handle(request) {
+        Ok(Handled::Unpacking(create)) => {
+            conn.waiting = Some(Waiting {
+                create,
+                summary,
+                start,
+            });
+            Outcome::Continue
+        }
+        Ok(Handled::Reply(r)) => answer(conn, &summary, start, Ok(r)),
+        Err(e) => answer(conn, &summary, start, Err(e)),
+    }
+}
+
+/// Log the outcome of a request and send its answer.
+fn answer(
+    conn: &Conn,
+    summary: &str,
+    start: Instant,
+    result: Result<crate::container::Reply, HelperError>,
+) -> Outcome {
+    let (response, fds) = match result {
         Ok(r) => (r.response, r.fds),
         Err(e) => (Response::Error(e), Vec::new()),
     };

@@ -1,5 +1,7 @@
-//! groved's side of the grove-helper protocol: one SOCK_SEQPACKET connection,
-//! one request in flight at a time (the helper is single-threaded anyway).
+//! groved's side of the grove-helper protocol: SOCK_SEQPACKET connections
+//! with one request in flight on each. Creates from an image have a
+//! connection of their own: the helper answers them once the image is
+//! unpacked, and serves the other connection meanwhile.
 
 use crate::error::{ApiError, ApiResult, Code};
 use grove_schema::helper::{self, ErrorKind, HelperError, Request, Response};
@@ -34,12 +36,27 @@ pub fn never_sent(e: &ApiError) -> bool {
     e.code == Code::ServiceUnavailable && e.message.starts_with(BUSY)
 }
 
+/// Whether the helper may answer `request` only after an image unpack.
+fn unpacks(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::CreateContainer {
+            rootfs: helper::RootfsSource::OciLayout { .. }
+                | helper::RootfsSource::DockerArchive { .. },
+            ..
+        }
+    )
+}
+
 pub struct HelperClient {
     path: PathBuf,
-    /// `None` until the first call, and after any failure: a call whose
-    /// future is dropped midway takes the connection with it, so an answer
-    /// can never be read by the wrong caller.
-    connection: Mutex<Option<UnixSeqpacket>>,
+    /// The connections: [0] for every request but creates from an image,
+    /// [1] for those (one at a time: the helper unpacks an image once, and
+    /// a second create of it then finds its layers). Each is `None` until
+    /// its first call, and after any failure: a call whose future is
+    /// dropped midway takes the connection with it, so an answer can never
+    /// be read by the wrong caller.
+    connections: [Mutex<Option<UnixSeqpacket>>; 2],
     /// Told whenever a connection to the helper was found broken (the
     /// helper exited or restarted): groved then waits for it to answer
     /// again and reconciles (see `Grove::watch_helper`).
@@ -62,7 +79,7 @@ impl HelperClient {
     pub fn new(path: PathBuf, queue_limit: usize) -> HelperClient {
         HelperClient {
             path,
-            connection: Mutex::new(None),
+            connections: [Mutex::new(None), Mutex::new(None)],
             lost: Notify::new(),
             outstanding: Cell::new(0),
             queue_limit,
@@ -89,7 +106,7 @@ impl HelperClient {
         }
         self.outstanding.set(waiting + 1);
         let _outstanding = Outstanding(&self.outstanding);
-        let mut slot = self.connection.lock().await;
+        let mut slot = self.connections[usize::from(unpacks(request))].lock().await;
         let request = helper::encode_request(request);
         let socket = match slot.take() {
             // A kept connection whose helper has gone refuses the send

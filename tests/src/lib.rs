@@ -31,6 +31,7 @@ pub use grove_client;
 
 pub mod garden_client;
 pub mod leaks;
+pub mod oci;
 pub mod registry;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);

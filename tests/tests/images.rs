@@ -5,30 +5,12 @@
 //! (`docker://`).
 
 use grove_client::{api, Client};
+use grove_tests::oci::*;
 use grove_tests::registry::{free_port, Registry};
 use grove_tests::*;
-use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h
-}
 
 /// Append an entry whose name (and link name) are written raw, unchecked,
 /// so a test can build hostile layers.
@@ -81,35 +63,6 @@ fn top_layer() -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn config(diff_ids: &[String]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {
-            "Env": ["FOO=bar", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-            "WorkingDir": "/opt/work",
-            "User": "user"
-        },
-        "rootfs": {
-            "type": "layers",
-            "diff_ids": diff_ids.iter().map(|d| format!("sha256:{d}")).collect::<Vec<_>>()
-        }
-    }))
-    .unwrap()
-}
-
-struct Oci {
-    dir: PathBuf,
-    /// Blob digests (hex) of the layers, bottom to top.
-    layer_blobs: Vec<String>,
-}
-
 /// Write an OCI layout at `dir`: layer 0 gzip-compressed, the others not.
 fn write_oci(dir: &Path, layers: &[Vec<u8>], tag: &str) -> Oci {
     write_oci_as(dir, layers, tag, None)
@@ -118,63 +71,39 @@ fn write_oci(dir: &Path, layers: &[Vec<u8>], tag: &str) -> Oci {
 /// `write_oci`, with the media type of the top layer's descriptor replaced
 /// when `top_media_type` is given.
 fn write_oci_as(dir: &Path, layers: &[Vec<u8>], tag: &str, top_media_type: Option<&str>) -> Oci {
-    let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| {
-        let h = sha(bytes);
-        fs::write(blobs.join(&h), bytes).unwrap();
-        h
-    };
-    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
-    let mut descs = Vec::new();
-    let mut layer_blobs = Vec::new();
+    let mut raw = Vec::new();
     for (i, l) in layers.iter().enumerate() {
-        let (bytes, mut mt) = if i == 0 {
+        let (blob, mut media_type) = if i == 0 {
             (gzip(l), "application/vnd.oci.image.layer.v1.tar+gzip")
         } else {
             (l.clone(), "application/vnd.oci.image.layer.v1.tar")
         };
         if i + 1 == layers.len() {
-            mt = top_media_type.unwrap_or(mt);
+            media_type = top_media_type.unwrap_or(media_type);
         }
-        let h = put(&bytes);
-        descs.push(serde_json::json!({"mediaType": mt, "digest": format!("sha256:{h}"), "size": bytes.len()}));
-        layer_blobs.push(h);
+        raw.push(RawLayer {
+            blob,
+            media_type: media_type.into(),
+            diff_id: sha(l),
+        });
     }
-    let cfg = config(&diff_ids);
-    let cfg_h = put(&cfg);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": format!("sha256:{cfg_h}"), "size": cfg.len()},
-        "layers": descs
-    }))
-    .unwrap();
-    let m_h = put(&manifest);
-    fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": format!("sha256:{m_h}"),
-                "size": manifest.len(),
-                "annotations": {"org.opencontainers.image.ref.name": tag}
-            }]
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    Oci {
-        dir: dir.to_path_buf(),
-        layer_blobs,
-    }
+    write_oci_raw(dir, &raw, tag)
 }
 
 fn write_docker_archive(path: &Path, layers: &[Vec<u8>]) {
-    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let raw: Vec<RawLayer> = layers
+        .iter()
+        .map(|l| RawLayer {
+            blob: l.clone(),
+            media_type: String::new(),
+            diff_id: sha(l),
+        })
+        .collect();
+    write_docker_archive_raw(path, &raw);
+}
+
+fn write_docker_archive_raw(path: &Path, layers: &[RawLayer]) {
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let cfg = config(&diff_ids);
     let cfg_name = format!("{}.json", sha(&cfg));
     let mut b = tar::Builder::new(Vec::new());
@@ -182,7 +111,7 @@ fn write_docker_archive(path: &Path, layers: &[Vec<u8>]) {
     for (i, l) in layers.iter().enumerate() {
         let name = format!("l{i}/layer.tar");
         dir(&mut b, &format!("l{i}"));
-        file(&mut b, &name, l);
+        file(&mut b, &name, &l.blob);
         names.push(name);
     }
     file(&mut b, &cfg_name, &cfg);
@@ -193,6 +122,16 @@ fn write_docker_archive(path: &Path, layers: &[Vec<u8>]) {
     file(&mut b, "manifest.json", &manifest);
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, b.into_inner().unwrap()).unwrap();
+}
+
+/// The busybox rootfs as a gzip layer.
+fn base_raw(rootfs: &Path) -> RawLayer {
+    let l = base_layer(rootfs);
+    RawLayer {
+        blob: gzip(&l),
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        diff_id: sha(&l),
+    }
 }
 
 fn standard_image(env: &TestEnv) -> Oci {
@@ -564,6 +503,192 @@ fn two_creates_of_the_same_image_at_once_unpack_it_once() {
         for h in ["twin-a", "twin-b"] {
             client.destroy(h).await.unwrap();
         }
+        assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+    });
+}
+
+/// Whether the layer store holds a temp dir: an unpack is under way.
+fn unpacking(env: &TestEnv) -> bool {
+    store_entries(env).iter().any(|n| n.starts_with("tmp-"))
+}
+
+#[test]
+fn a_gzip_bomb_over_image_max_bytes_is_refused_naming_the_bound_and_leaves_nothing() {
+    // 32 MiB of zeros in ~35 KiB of gzip, over a bound of 8 MiB.
+    let env = TestEnv::start_with_policy("", "image_max_bytes = 8388608\n");
+    let layers = [base_raw(&env.rootfs), zeros_layer(32, true)];
+    let oci = write_oci_raw(&env.images_dir().join("bomb-oci"), &layers, "v1");
+    let archive = env.images_dir().join("bomb.tar");
+    write_docker_archive_raw(&archive, &layers);
+    let env = &env;
+    env.run(|client| async move {
+        // OCI layers are checked by their compressed digest, so the bomb
+        // goes off while unpacking; a docker-archive's are decompressed to
+        // be checked, so there it goes off before.
+        for uri in [
+            format!("oci:{}:v1", oci.dir.display()),
+            format!("docker-archive:{}", archive.display()),
+        ] {
+            let e = create_image(&client, "bomb", &uri).await.err().unwrap();
+            assert!(e.is("limitExceeded"), "{uri}: {e}");
+            assert!(
+                e.message.contains(&uri)
+                    && e.message.contains("image_max_bytes")
+                    && e.message.contains("8388608"),
+                "names the image, the bound and its value: {e}"
+            );
+            assert!(client.list(&[]).await.unwrap().is_empty());
+            assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+            assert!(!env.depot.join("bomb").exists());
+        }
+    });
+}
+
+#[test]
+fn an_image_over_image_max_entries_is_refused_naming_the_bound_and_leaves_nothing() {
+    let env = TestEnv::start_with_policy("", "image_max_entries = 10000\n");
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..10_001 {
+        file(&mut b, &format!("f{i}"), b"");
+    }
+    let many = b.into_inner().unwrap();
+    let image = write_oci(
+        &env.images_dir().join("many"),
+        &[base_layer(&env.rootfs), many],
+        "v1",
+    );
+    let uri = format!("oci:{}:v1", image.dir.display());
+    let env = &env;
+    env.run(|client| async move {
+        let e = create_image(&client, "many", &uri).await.err().unwrap();
+        assert!(e.is("limitExceeded"), "{e}");
+        assert!(
+            e.message.contains(&uri)
+                && e.message.contains("image_max_entries")
+                && e.message.contains("10000"),
+            "names the image, the bound and its value: {e}"
+        );
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+        assert!(!env.depot.join("many").exists());
+    });
+}
+
+#[test]
+fn an_unpack_past_image_unpack_timeout_is_killed_naming_the_bound_and_leaves_nothing() {
+    let env = TestEnv::start_with_policy("", "image_unpack_timeout = 1\n");
+    // 8 GiB of zeros (8 MB of gzip): unpacking it takes far longer than
+    // the bound of 1 s (its made-up diff id would fail the create at the
+    // end, with another error).
+    let image = write_oci_raw(
+        &env.images_dir().join("slow"),
+        &[base_raw(&env.rootfs), zeros_layer(8 << 10, false)],
+        "v1",
+    );
+    let uri = format!("oci:{}:v1", image.dir.display());
+    let env = &env;
+    env.run(|client| async move {
+        let e = create_image(&client, "slow", &uri).await.err().unwrap();
+        assert!(e.is("limitExceeded"), "{e}");
+        assert!(
+            e.message.contains(&uri)
+                && e.message.contains("image_unpack_timeout")
+                && e.message.contains("1 s"),
+            "names the image, the bound and its value: {e}"
+        );
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+        // The container from a rootfs dir is unaffected.
+        create(&client, "after", "").await.unwrap();
+        client.destroy("after").await.unwrap();
+    });
+}
+
+#[test]
+fn a_long_name_bomb_is_stopped_by_the_unpackers_memory_bound() {
+    let env = TestEnv::start();
+    // A GNU long-name entry of 512 MiB (512 KB of gzip): the tar reader
+    // holds a long name whole in memory, so without a bound the unpacker
+    // would take that much of the host's memory (and a bigger one more).
+    let image = write_oci_raw(
+        &env.images_dir().join("long-name"),
+        &[
+            base_raw(&env.rootfs),
+            zeros_entry_layer(tar::EntryType::GNULongName, 512, false),
+        ],
+        "v1",
+    );
+    let uri = format!("oci:{}:v1", image.dir.display());
+    let env = &env;
+    env.run(|client| async move {
+        let e = create_image(&client, "long", &uri).await.err().unwrap();
+        assert!(e.is("limitExceeded"), "{e}");
+        assert!(
+            e.message.contains(&uri) && e.message.contains("256 MiB of memory"),
+            "names the image and the bound: {e}"
+        );
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
+    });
+}
+
+#[test]
+fn the_helper_serves_other_requests_while_an_image_unpacks() {
+    let env = TestEnv::start();
+    let small = standard_image(&env);
+    // 64 MiB of zeros on the busybox layer: allowed, and seconds to unpack
+    // (in a debug build), where the other requests take milliseconds.
+    let big = write_oci_raw(
+        &env.images_dir().join("big"),
+        &[base_raw(&env.rootfs), zeros_layer(64, true)],
+        "v1",
+    );
+    let small_uri = format!("oci:{}:v1", small.dir.display());
+    let big_uri = format!("oci:{}:v1", big.dir.display());
+    let env = &env;
+    env.run(|client| async move {
+        let a = create_image(&client, "small", &small_uri).await.unwrap();
+        let small_layers = store_entries(env);
+        let creating = create_image(&client, "big", &big_uri);
+        let others = async {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !unpacking(env) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no unpack began\n{}",
+                    env.logs()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            // While the big image unpacks: the other container's metrics
+            // (the helper's GetStats), its destroy (whose layer GC must
+            // spare the unpack under way), and a create from a rootfs dir.
+            a.metrics_request().send().promise.await.unwrap();
+            client.destroy("small").await.unwrap();
+            create(&client, "dir", "").await.unwrap();
+            client.destroy("dir").await.unwrap();
+            // All answered before the unpack was done.
+            assert!(
+                unpacking(env),
+                "the unpack is over (the other requests waited for it, or the \
+                 layer GC removed its temp dir)\n{}",
+                env.logs()
+            );
+        };
+        let (big, ()) = futures::join!(creating, others);
+        let big = big.unwrap();
+        let (st, out, _) = sh(&big, "wc -c < /zeros").await;
+        assert_eq!((st, out.trim()), (0, "67108864"));
+        // The small image's layers went (the GC pass waited for the
+        // unpack) but for the busybox layer the two share.
+        let left = store_entries(env);
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert_eq!(
+            small_layers.iter().filter(|l| left.contains(l)).count(),
+            1,
+            "{small_layers:?} {left:?}"
+        );
+        client.destroy("big").await.unwrap();
         assert!(store_entries(env).is_empty(), "{:?}", store_entries(env));
     });
 }

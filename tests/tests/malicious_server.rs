@@ -1172,3 +1172,164 @@ fn requests_in_the_wrong_state_are_refused() {
     );
     assert_serving(&env);
 }
+
+/// A compromised groved that starts image unpacks on connection after
+/// connection: the third at once is refused naming the bound; a create
+/// whose image unpacks holds its handle (Creating: another create of it is
+/// refused, and so is its destroy) while the helper serves the rest; an
+/// unpacking child that dies fails its create and leaves nothing.
+#[test]
+fn unpacks_beyond_the_most_at_once_are_refused_and_an_unpacking_create_holds_its_handle() {
+    use grove_schema::helper::ContainerState;
+    let env = TestEnv::start();
+    // 8 GiB of zeros (8 MB of gzip): minutes of unpacking; the children
+    // are killed below long before (so its diff id is never checked).
+    let slow = grove_tests::oci::write_oci_raw(
+        &env.images_dir().join("slow"),
+        &[grove_tests::oci::zeros_layer(8 << 10, false)],
+        "v1",
+    );
+    let image = || RawRootfs::OciLayout {
+        dir: slow.dir.display().to_string(),
+        tag: "v1".into(),
+    };
+    let ctl = Conn::open(&env);
+    // Wait until the helper lists `handle` as Creating.
+    let creating = |handle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let l = list(&ctl);
+            if let Some(c) = l.iter().find(|c| c.0 == handle) {
+                assert_eq!((&c.1, c.2), (&ContainerState::Creating, 0), "{l:?}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{handle} never listed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let first = Conn::open(&env);
+    first.send(&raw(&create_raw("u-1", image(), None))).unwrap();
+    creating("u-1");
+    expect_error(
+        ctl.ask(&raw(&create_raw("u-1", RawRootfs::Default, None))),
+        ErrorKind::AlreadyExists,
+        "create u-1 while its image unpacks",
+        "exists",
+    );
+    expect_error(
+        ctl.ask(&raw(&Raw::DestroyContainer {
+            handle: "u-1".into(),
+        })),
+        ErrorKind::InvalidState,
+        "destroy u-1 while its image unpacks",
+        "still being created",
+    );
+    let second = Conn::open(&env);
+    second
+        .send(&raw(&create_raw("u-2", image(), None)))
+        .unwrap();
+    creating("u-2");
+    let third = Conn::open(&env);
+    expect_error(
+        third.ask(&raw(&create_raw("u-3", image(), None))),
+        ErrorKind::LimitExceeded,
+        "a third unpack at once",
+        "2 images are being unpacked",
+    );
+    // A container from a rootfs dir meanwhile.
+    created(
+        ctl.ask(&raw(&create_raw("u-dir", RawRootfs::Default, None))),
+        "create u-dir",
+    );
+    // Kill the unpacking children (the helper's children whose log line
+    // names them): their creates fail, and leave nothing.
+    let helper = env.helper_pid() as i32;
+    let log = env.logs();
+    let children: Vec<i32> = log
+        .lines()
+        .filter_map(|l| l.split_once(": unpacking in child ").map(|(_, p)| p))
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    assert_eq!(children.len(), 2, "{log}");
+    for pid in children {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid: i32 = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(ppid, helper, "{pid} is the helper's child");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    for (conn, handle) in [(&first, "u-1"), (&second, "u-2")] {
+        expect_error(
+            conn.answer(),
+            ErrorKind::System,
+            &format!("create {handle} whose unpacking child was killed"),
+            "without a report",
+        );
+    }
+    let handles: Vec<String> = list(&ctl).into_iter().map(|c| c.0).collect();
+    assert_eq!(handles, ["u-dir"]);
+    let store = env.depot.join(".layers/sha256");
+    let left: Vec<_> = std::fs::read_dir(&store).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    match ctl.ask(&raw(&Raw::DestroyContainer {
+        handle: "u-dir".into(),
+    })) {
+        Response::Destroyed => {}
+        other => panic!("destroy u-dir: {other:?}"),
+    }
+}
+
+/// A create from an image is answered once the image is unpacked; if its
+/// creator hung up meanwhile, no one knows of the container (a groved
+/// restarted meanwhile saw it Creating and could not destroy it), so the
+/// helper destroys it itself.
+#[test]
+fn a_create_whose_creator_hung_up_during_the_unpack_is_undone() {
+    let env = TestEnv::start();
+    let image = grove_tests::oci::write_oci_raw(
+        &env.images_dir().join("small"),
+        &[grove_tests::oci::dir_layer(&env.rootfs)],
+        "v1",
+    );
+    let gone = Conn::open(&env);
+    gone.send(&raw(&create_raw(
+        "hung-up",
+        RawRootfs::OciLayout {
+            dir: image.dir.display().to_string(),
+            tag: "v1".into(),
+        },
+        None,
+    )))
+    .unwrap();
+    // The datagram is queued; the helper reads it after the hang-up.
+    drop(gone);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !env
+        .logs()
+        .contains("hung-up: its creator hung up; destroying it")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the create was never undone\n{}",
+            env.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ctl = Conn::open(&env);
+    assert!(list(&ctl).is_empty(), "{}", env.logs());
+    assert!(!env.depot.join("hung-up").exists());
+}
