@@ -136,8 +136,8 @@ const SETUP_TIMEOUT_MS: u16 = 10_000;
 /// and a container whose memory is held by tmpfs pages (/dev/shm) with
 /// only wshd left to kill would then stay at its limit for ever, every
 /// allocation failing; at -999 wshd goes last, after every process of the
-/// container (wshd sets theirs back to 0 before exec), and its death frees
-/// the container's tmpfs with its mount namespace.
+/// container (wshd puts theirs 999 above its own, so 0, before exec), and
+/// its death frees the container's tmpfs with its mount namespace.
 pub const WSHD_OOM_SCORE_ADJ: i32 = -999;
 
 /// Clone wshd's process into new namespaces and wait until it has exec'd.
@@ -251,7 +251,8 @@ pub fn spawn(
     // refuses (no CAP_SYS_RESOURCE) leaves wshd at our own value.
     let adj = format!("/proc/{pid}/oom_score_adj");
     if let Err(e) = std::fs::write(&adj, WSHD_OOM_SCORE_ADJ.to_string()) {
-        eprintln!("grove-helper: {adj} = {WSHD_OOM_SCORE_ADJ}: {e}; wshd keeps the helper's value");
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| eprintln!("grove-helper: wshd's oom_score_adj = {WSHD_OOM_SCORE_ADJ}: {e}; wshd keeps the helper's value (and its processes go 999 above it)"));
     }
     if let Err(e) = fs::write_all(go_w.as_raw_fd(), b"g") {
         return fail(format!("releasing the child: {e}"));

@@ -243,9 +243,8 @@ struct State {
     stream_pids: HashMap<i32, u64>,
     next_stream: u64,
     devnull: OwnedFd,
-    /// /proc, when the processes wshd starts must be raised above wshd's
-    /// oom_score_adj (see oom.rs).
-    oom_proc: Option<OwnedFd>,
+    /// The oom_score_adj of the processes wshd starts (see oom.rs).
+    oom: Option<oom::ChildScore>,
     server_uid: u32,
 }
 
@@ -334,7 +333,7 @@ fn do_stream(state: &Shared, dir: stream::Direction, path: String, user: Option<
         let st = state.borrow();
         stream::ChildFds {
             devnull: st.devnull.as_raw_fd(),
-            oom_proc: st.oom_proc.as_ref().map(|d| d.as_raw_fd()),
+            oom: st.oom.as_ref().map(oom::ChildScore::raw),
         }
     };
     let started = match stream::start(dir, &path, &user, fds) {
@@ -447,8 +446,8 @@ fn do_spawn(state: &Shared, spec: SpawnSpec) -> Result<Reply, Response> {
     state.borrow_mut().close_drained_outputs();
     let child = {
         let st = state.borrow();
-        let oom_proc = st.oom_proc.as_ref().map(|d| d.as_fd());
-        spawn::spawn(&prepared, st.devnull.as_fd(), oom_proc).map_err(Response::Error)?
+        let oom = st.oom.as_ref().map(oom::ChildScore::raw);
+        spawn::spawn(&prepared, st.devnull.as_fd(), oom).map_err(Response::Error)?
     };
     let pid = child.pid;
     // Should anything fail from here on, the process is killed and the
@@ -886,7 +885,7 @@ fn main() {
         }
     };
     // Refuse to run anything rather than run it at wshd's OOM priority.
-    let oom_proc = match oom::proc_dir_if_lowered() {
+    let oom = match oom::ChildScore::prepare() {
         Ok(d) => d,
         Err(e) => {
             log!("oom_score_adj: {e}");
@@ -925,7 +924,7 @@ fn main() {
             stream_pids: HashMap::new(),
             next_stream: 1,
             devnull,
-            oom_proc,
+            oom,
             server_uid: args.server_uid,
         }));
         grove_schema::fault::crash_point("wshd.start");

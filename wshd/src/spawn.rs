@@ -351,8 +351,8 @@ fn open_pty(size: WindowSize, uid: u32) -> Result<(OwnedFd, OwnedFd), WshdError>
 }
 
 /// Forks and execs. `devnull` is the process's stdin unless `open_stdin`
-/// (or a tty); `oom_proc`: raise the child's oom_score_adj through this
-/// /proc (see oom.rs). Errors before exec are reported synchronously (the
+/// (or a tty); `oom`: the child's oom_score_adj, set before exec (see
+/// oom.rs). Errors before exec are reported synchronously (the
 /// child writes them to a close-on-exec pipe), and a child that failed is
 /// reaped here.
 ///
@@ -361,7 +361,7 @@ fn open_pty(size: WindowSize, uid: u32) -> Result<(OwnedFd, OwnedFd), WshdError>
 pub fn spawn(
     p: &Prepared,
     devnull: BorrowedFd<'_>,
-    oom_proc: Option<BorrowedFd<'_>>,
+    oom: Option<crate::oom::RawChildScore>,
 ) -> Result<Child, WshdError> {
     // The child's ends, closed in the parent after fork.
     let mut child_ends: Vec<OwnedFd> = Vec::new();
@@ -427,7 +427,7 @@ pub fn spawn(
         ctty,
         report: report_w.as_raw_fd(),
         filter,
-        oom_proc: oom_proc.map(|d| d.as_raw_fd()),
+        oom,
     };
     let pid = vfork_child(p, &setup)?;
     drop((child_ends, report_w));
@@ -581,8 +581,8 @@ struct ChildSetup<'a> {
     report: RawFd,
     /// The seccomp program (`seccomp::program`), installed right before exec.
     filter: &'a [libc::sock_filter],
-    /// /proc, to raise the child's oom_score_adj above wshd's (oom.rs).
-    oom_proc: Option<RawFd>,
+    /// The child's oom_score_adj, above wshd's (oom.rs).
+    oom: Option<crate::oom::RawChildScore>,
 }
 
 unsafe fn child(p: &Prepared, c: &ChildSetup<'_>) -> ! {
@@ -626,8 +626,8 @@ unsafe fn child(p: &Prepared, c: &ChildSetup<'_>) -> ! {
     }
     // Above wshd in the OOM killer's order, while still the container's
     // root (who owns its /proc files).
-    if let Some(proc_dir) = c.oom_proc {
-        if !crate::oom::raise_self(proc_dir) {
+    if let Some(score) = &c.oom {
+        if !score.raise_self() {
             fail(STAGE_OOM, 0);
         }
     }

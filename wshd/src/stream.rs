@@ -297,8 +297,8 @@ pub fn outcome(
 pub struct ChildFds {
     /// Its stdout and stderr (wshd's own are its log, on the host).
     pub devnull: RawFd,
-    /// /proc, to raise its oom_score_adj above wshd's (see oom.rs).
-    pub oom_proc: Option<RawFd>,
+    /// Its oom_score_adj, above wshd's (see oom.rs).
+    pub oom: Option<crate::oom::RawChildScore>,
 }
 
 /// What the child does, prepared before fork.
@@ -374,8 +374,8 @@ unsafe fn child(job: &Job, data: RawFd, report: RawFd, fds: ChildFds) -> ! {
     }
     // Above wshd in the OOM killer's order (before the user switch: the
     // container's root owns the /proc files of this undumpable child).
-    if let Some(proc_dir) = fds.oom_proc {
-        if !crate::oom::raise_self(proc_dir) {
+    if let Some(score) = &fds.oom {
+        if !score.raise_self() {
             let e = std::io::Error::last_os_error();
             write_report(report, &Err(system(format!("raising oom_score_adj: {e}"))));
             libc::_exit(1);
