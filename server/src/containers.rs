@@ -1193,7 +1193,8 @@ impl Grove {
         tokio::task::spawn_local(async move {
             // SAFETY: the AsyncFd owns the pidfd for as long as it is registered.
             let interest = tokio::io::Interest::READABLE;
-            let Ok(pidfd) = (unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) })
+            let Ok(pidfd) =
+                (unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) })
             else {
                 return;
             };

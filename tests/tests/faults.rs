@@ -393,8 +393,9 @@ fn a_killed_wshd_ends_every_pending_wait_with_a_clear_error() {
             let p = started.process.clone();
             async move { tokio::time::timeout(NO_HANG, wait(&p)).await }
         });
-        let attach_wait =
-            tokio::task::spawn_local(async move { tokio::time::timeout(NO_HANG, wait(&attached)).await });
+        let attach_wait = tokio::task::spawn_local(async move {
+            tokio::time::timeout(NO_HANG, wait(&attached)).await
+        });
         // Both waits are under way (the process runs) before the kill.
         assert_eq!(running_process_ids(&raw).await, vec!["sleeper".to_string()]);
         assert_eq!(container.info().await.unwrap().state, "active");
@@ -438,7 +439,15 @@ fn after_a_groved_restart_the_cli_hears_of_a_killed_wshd_at_once() {
     let mut cli = std::process::Command::new(bin_dir().join("grove"))
         .arg("--socket")
         .arg(&env.socket)
-        .args(["run", "initkill2", "--id", "clisleep", "--", "sleep", "1000"])
+        .args([
+            "run",
+            "initkill2",
+            "--id",
+            "clisleep",
+            "--",
+            "sleep",
+            "1000",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -732,7 +732,10 @@ fn garden_process_wait_ends_when_the_container_s_init_is_killed() {
     let g = garden.client();
     let h = create(&g, json!({"handle": "garden-initkill"}));
     let mut s = g
-        .run(&h, &json!({"id": "garden-sleeper", "path": "sleep", "args": ["1000"]}))
+        .run(
+            &h,
+            &json!({"id": "garden-sleeper", "path": "sleep", "args": ["1000"]}),
+        )
         .expect("run sleep");
     let info = g.get(&format!("/containers/{h}/info")).ok().json();
     assert_eq!(info["ProcessIDs"], json!(["garden-sleeper"]), "{info}");

@@ -464,7 +464,11 @@ fn at_the_memory_limit_the_oom_killer_takes_a_process_and_never_wshd() {
         } else {
             oom_score_adj(helper as i32)
         };
-        assert_eq!(oom_score_adj(wshd), lowest, "wshd is as low as the host allows");
+        assert_eq!(
+            oom_score_adj(wshd),
+            lowest,
+            "wshd is as low as the host allows"
+        );
         // Its processes (as the container's root and as another user) are
         // 999 above it.
         let above = (lowest + 999).min(1000).to_string();
@@ -472,7 +476,11 @@ fn at_the_memory_limit_the_oom_killer_takes_a_process_and_never_wshd() {
             let mut command = Command::new("cat", &["/proc/self/oom_score_adj"]);
             command.user = user.into();
             let (status, out, err) = exec_command(&container, &command).await;
-            assert_eq!((status, out.trim()), (0, above.as_str()), "user {user:?}: {err}");
+            assert_eq!(
+                (status, out.trim()),
+                (0, above.as_str()),
+                "user {user:?}: {err}"
+            );
         }
         // A bystander, and the writer: 80 MiB of tmpfs pages against 64 MiB.
         let mut command = Command::new("sleep", &["1000"]);

@@ -42,13 +42,16 @@ fn an_orphan_flood_writes_a_bounded_log() {
         let c = make(&client, "orphans").await;
         let before = log_of(env, "orphans").lines().count();
         let started = Instant::now();
-        let script = format!(
-            "i=0; while [ $i -lt {ORPHANS} ]; do (sleep 0 &); i=$((i+1)); done; echo $i"
-        );
+        let script =
+            format!("i=0; while [ $i -lt {ORPHANS} ]; do (sleep 0 &); i=$((i+1)); done; echo $i");
         let mut command = Command::new("sh", &["-c", &script]);
         command.user = "1000".into();
         let (status, out, err) = exec_command(&c, &command).await;
-        assert_eq!((status, out.trim()), (0, ORPHANS.to_string().as_str()), "{err}");
+        assert_eq!(
+            (status, out.trim()),
+            (0, ORPHANS.to_string().as_str()),
+            "{err}"
+        );
         // The last orphans are reaped, and a token is back for the count.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let (status, _, _) = exec(&c, "true", &[]).await;
@@ -65,9 +68,15 @@ fn an_orphan_flood_writes_a_bounded_log() {
             grew <= bound,
             "{grew} new lines for {ORPHANS} orphans in {elapsed} s (at most {bound})"
         );
-        assert!(log.contains("lines dropped"), "the dropped lines are counted");
+        assert!(
+            log.contains("lines dropped"),
+            "the dropped lines are counted"
+        );
         assert!((log.len() as u64) <= CAP, "{} bytes", log.len());
-        println!("{ORPHANS} orphans in {elapsed} s: the log grew by {grew} lines, to {} bytes", log.len());
+        println!(
+            "{ORPHANS} orphans in {elapsed} s: the log grew by {grew} lines, to {} bytes",
+            log.len()
+        );
         client.destroy("orphans").await.unwrap();
     });
 }
@@ -93,14 +102,19 @@ fn no_secret_a_client_sends_reaches_wshd_s_log() {
         command.dir = format!("/tmp/d-{secret}");
         command.id = "with-secrets".into();
         let (status, out, _) = exec_command(&c, &command).await;
-        assert_eq!((status, out.trim()), (0, format!("--password={secret}").as_str()));
+        assert_eq!(
+            (status, out.trim()),
+            (0, format!("--password={secret}").as_str())
+        );
         // A path that does not exist: the error answer quotes it.
         let missing = Command::new(&format!("/bin/{secret}"), &[&secret]);
         let e = start(&c, &missing).await.err().expect("no such executable");
         assert!(e.message.contains(&secret), "the client is told: {e}");
         // A stream in and out of a path with the secret in it.
         let dir = format!("/tmp/s-{secret}");
-        stream_in_tar(&c, &dir, "", &tar_of("f", b"x")).await.unwrap();
+        stream_in_tar(&c, &dir, "", &tar_of("f", b"x"))
+            .await
+            .unwrap();
         let mut out = c.stream_out_request();
         out.get().set_path(&dir);
         let (sink, _received) = channel_sink();
@@ -108,7 +122,10 @@ fn no_secret_a_client_sends_reaches_wshd_s_log() {
         out.send().promise.await.unwrap();
         let log = log_of(env, "secrets");
         assert!(log.contains("spawned \"with-secrets\""), "{log}");
-        assert!(!log.contains(&secret), "the secret is in wshd's log:\n{log}");
+        assert!(
+            !log.contains(&secret),
+            "the secret is in wshd's log:\n{log}"
+        );
         client.destroy("secrets").await.unwrap();
     });
 }

@@ -42,7 +42,10 @@ pub struct Limiter {
 pub enum Action {
     Drop,
     /// Write `text`; empty the file first when `truncate`.
-    Write { truncate: bool, text: String },
+    Write {
+        truncate: bool,
+        text: String,
+    },
 }
 
 impl Limiter {
@@ -92,7 +95,10 @@ impl Limiter {
         if truncate {
             text.insert_str(
                 0,
-                &format!("wshd: log emptied at {written} bytes (its cap is {}); older lines dropped\n", self.cap),
+                &format!(
+                    "wshd: log emptied at {written} bytes (its cap is {}); older lines dropped\n",
+                    self.cap
+                ),
             );
             self.written = Some(0);
         }
@@ -159,7 +165,10 @@ mod tests {
         let (_, first) = text(l.admit(t1, "next", || 0)).unwrap();
         assert_eq!(
             first,
-            format!("wshd: {} lines dropped (more than {RATE} a second)\nwshd: next\n", 1000 - BURST as usize)
+            format!(
+                "wshd: {} lines dropped (more than {RATE} a second)\nwshd: next\n",
+                1000 - BURST as usize
+            )
         );
         let more = (1..100)
             .filter(|_| l.admit(t1, "x", || 0) != Action::Drop)
@@ -194,6 +203,10 @@ mod tests {
         let mut l = Limiter::new(CAP);
         let long = "é".repeat(MAX_LINE);
         let (_, t) = text(l.admit(Instant::now(), &long, || 0)).unwrap();
-        assert!(t.len() < MAX_LINE + 40 && t.ends_with(" [cut]\n"), "{}", t.len());
+        assert!(
+            t.len() < MAX_LINE + 40 && t.ends_with(" [cut]\n"),
+            "{}",
+            t.len()
+        );
     }
 }
