@@ -1115,6 +1115,11 @@ impl Grove {
                 }
             }
         }
+        // Exit watches the helper could not give while it was away (or
+        // before it first answered).
+        for container in self.handles() {
+            self.watch_exit(&container).await;
+        }
         Ok(())
     }
 
@@ -1135,10 +1140,6 @@ impl Grove {
                 tracing::warn!(error = %e, "reconciling with grove-helper; trying again");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            // Exit watches the helper could not give while it was away.
-            for container in self.handles() {
-                self.watch_exit(&container).await;
             }
         }
     }
@@ -1164,7 +1165,8 @@ impl Grove {
     /// the helper hands over a pidfd of wshd, which polls readable once
     /// wshd has exited; then the container is marked stopped and every
     /// wait on its processes ends with the reason. Armed once per container:
-    /// at create, at start-up, and when the helper answers again.
+    /// at create, at start-up, and by each reconcile (the helper answers
+    /// again).
     pub async fn watch_exit(self: &Rc<Self>, container: &Rc<Container>) {
         if container.exit_watched.replace(true) || container.phase() == Phase::Destroying {
             return;

@@ -43,7 +43,7 @@ fn an_orphan_flood_writes_a_bounded_log() {
         let before = log_of(env, "orphans").lines().count();
         let started = Instant::now();
         let script =
-            format!("i=0; while [ $i -lt {ORPHANS} ]; do (sleep 0 &); i=$((i+1)); done; echo $i");
+            format!("i=0; while [ $i -lt {ORPHANS} ]; do (sleep 0 </dev/null >/dev/null 2>&1 &); i=$((i+1)); done; echo $i");
         let mut command = Command::new("sh", &["-c", &script]);
         command.user = "1000".into();
         let (status, out, err) = exec_command(&c, &command).await;
