@@ -60,6 +60,7 @@ fn helper_name(r: &helper::Request) -> &'static str {
         GetLimits { .. } => "get-limits",
         GetStats { .. } => "get-stats",
         WatchOom { .. } => "watch-oom",
+        WatchExit { .. } => "watch-exit",
         NetIn { .. } => "net-in",
         NetOut { .. } => "net-out",
         GetNetwork { .. } => "get-network",
@@ -162,6 +163,9 @@ fn helper_requests() -> Vec<helper::Request> {
             handle: handle("A.b_c-9"),
         },
         WatchOom {
+            handle: handle("a"),
+        },
+        WatchExit {
             handle: handle("a"),
         },
         NetIn {

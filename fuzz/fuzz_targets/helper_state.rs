@@ -41,13 +41,13 @@ const EVENTS: [Event; 12] = [
     SetLimits,
     GetLimits,
     GetStats,
-    WatchOom,
+    Watch,
     Network,
 ];
 
 /// Requests about a container's resources: never change its state.
 fn is_resource_request(e: Event) -> bool {
-    matches!(e, SetLimits | GetLimits | GetStats | WatchOom | Network)
+    matches!(e, SetLimits | GetLimits | GetStats | Watch | Network)
 }
 
 /// The edges of the graph in state.rs's header (Creating → Running →
@@ -86,7 +86,7 @@ fn must_refuse(s: &Option<ContainerState>, e: Event) -> Option<ErrorKind> {
         (None, e) if is_resource_request(e) => Some(NotFound),
         // A destroy in progress, or a create, is not interrupted by another.
         (Some(Destroying | Creating), Destroy) => Some(InvalidState),
-        (Some(Creating | Stopped | Destroying), SetLimits | WatchOom | Network) => {
+        (Some(Creating | Stopped | Destroying), SetLimits | Watch | Network) => {
             Some(InvalidState)
         }
         (Some(Creating | Destroying), GetLimits | GetStats) => Some(InvalidState),

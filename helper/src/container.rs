@@ -201,13 +201,28 @@ impl Helper {
                 Ok(Response::Stats(s).into())
             }
             Request::WatchOom { handle } => {
-                self.check(&handle, Event::WatchOom)?;
+                self.check(&handle, Event::Watch)?;
                 let fd = self
                     .cgroups
                     .oom_watch(&handle)
                     .map_err(|e| system("OOM watch", e))?;
                 Ok(Reply {
                     response: Response::OomWatch,
+                    fds: vec![fd],
+                })
+            }
+            Request::WatchExit { handle } => {
+                self.check(&handle, Event::Watch)?;
+                // Why safe: the pidfd only tells its holder when wshd exits.
+                // groved (another uid) cannot signal wshd through it or take
+                // its fds: the kernel checks kill and ptrace permission.
+                let pidfd = self.containers.get(&handle).and_then(|c| c.pidfd.as_ref());
+                let fd = pidfd
+                    .ok_or_else(|| system("exit watch", "no pidfd of wshd"))?
+                    .try_clone()
+                    .map_err(|e| system("dup pidfd", e))?;
+                Ok(Reply {
+                    response: Response::ExitWatch,
                     fds: vec![fd],
                 })
             }

@@ -407,6 +407,7 @@ fn describe(r: &grove_schema::helper::Request) -> String {
         GetLimits { handle } => format!("GetLimits handle={handle}"),
         GetStats { handle } => format!("GetStats handle={handle}"),
         WatchOom { handle } => format!("WatchOom handle={handle}"),
+        WatchExit { handle } => format!("WatchExit handle={handle}"),
         NetIn {
             handle,
             host_port,
@@ -427,7 +428,8 @@ fn reply(fd: &OwnedFd, uid: u32, response: &Response, fds: &[OwnedFd]) -> bool {
     let rights = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
     // Why safe: only fds the request's handler made for this peer are
-    // attached (today: WatchOom's eventfd or memory.events).
+    // attached (today: WatchOom's eventfd or memory.events, WatchExit's
+    // pidfd of wshd).
     match sendmsg::<()>(
         fd.as_raw_fd(),
         &iov,

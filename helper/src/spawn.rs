@@ -132,6 +132,14 @@ pub struct Child {
 /// How long the child may take from clone to exec.
 const SETUP_TIMEOUT_MS: u16 = 10_000;
 
+/// wshd's oom_score_adj. -999, not -1000: -1000 makes a task unkillable,
+/// and a container whose memory is held by tmpfs pages (/dev/shm) with
+/// only wshd left to kill would then stay at its limit for ever, every
+/// allocation failing; at -999 wshd goes last, after every process of the
+/// container (wshd puts theirs 999 above its own, so 0, before exec), and
+/// its death frees the container's tmpfs with its mount namespace.
+pub const WSHD_OOM_SCORE_ADJ: i32 = -999;
+
 /// Clone wshd's process into new namespaces and wait until it has exec'd.
 /// `enter_cgroups` runs in the parent between clone and the child's setup.
 pub fn spawn(
@@ -235,6 +243,16 @@ pub fn spawn(
     };
     if let Err(e) = enter_cgroups(pid) {
         return fail(e);
+    }
+    // wshd is its container's OOM killer's last choice: killing it kills
+    // the container (see WSHD_OOM_SCORE_ADJ). Why safe: it lowers only our
+    // own unreaped child (its pid cannot be recycled); lowering needs
+    // CAP_SYS_RESOURCE, which we have and wshd will not. A host that
+    // refuses (no CAP_SYS_RESOURCE) leaves wshd at our own value.
+    let adj = format!("/proc/{pid}/oom_score_adj");
+    if let Err(e) = std::fs::write(&adj, WSHD_OOM_SCORE_ADJ.to_string()) {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| eprintln!("grove-helper: wshd's oom_score_adj = {WSHD_OOM_SCORE_ADJ}: {e}; wshd keeps the helper's value (and its processes go 999 above it)"));
     }
     if let Err(e) = fs::write_all(go_w.as_raw_fd(), b"g") {
         return fail(format!("releasing the child: {e}"));

@@ -26,8 +26,8 @@ pub enum Event {
     GetLimits,
     /// A GetStats request (Running or Stopped).
     GetStats,
-    /// A WatchOom request (Running only).
-    WatchOom,
+    /// A WatchOom or WatchExit request (Running only).
+    Watch,
     /// A NetIn or NetOut request (Running only).
     Network,
 }
@@ -62,13 +62,13 @@ pub fn transition(
         // wshd may die while we create or destroy; those paths look for themselves.
         (Some(s @ (Stopped | Creating | Destroying)), WshdExited) => Ok(Some(s.clone())),
         // Requests about a container's resources leave its state as it is.
-        (None, SetLimits | GetLimits | GetStats | WatchOom | Network) => Err(HelperError::new(
+        (None, SetLimits | GetLimits | GetStats | Watch | Network) => Err(HelperError::new(
             ErrorKind::NotFound,
             "no container has that handle",
         )),
-        (Some(Running), SetLimits | GetLimits | GetStats | WatchOom | Network) => Ok(Some(Running)),
+        (Some(Running), SetLimits | GetLimits | GetStats | Watch | Network) => Ok(Some(Running)),
         (Some(Stopped), GetLimits | GetStats) => Ok(Some(Stopped)),
-        (Some(s), e @ (SetLimits | WatchOom | Network)) => invalid(&format!(
+        (Some(s), e @ (SetLimits | Watch | Network)) => invalid(&format!(
             "{e:?} needs a running container; this one is {s:?}"
         )),
         (s, e) => invalid(&format!("event {e:?} is not valid in state {s:?}")),
@@ -111,10 +111,10 @@ mod tests {
         SetLimits,
         GetLimits,
         GetStats,
-        WatchOom,
+        Watch,
         Network,
     ];
-    const QUERIES: [Event; 5] = [SetLimits, GetLimits, GetStats, WatchOom, Network];
+    const QUERIES: [Event; 5] = [SetLimits, GetLimits, GetStats, Watch, Network];
 
     #[test]
     fn resource_requests_need_the_right_state_and_change_none() {
@@ -136,7 +136,7 @@ mod tests {
         for e in [GetLimits, GetStats] {
             assert_eq!(transition(Some(&Stopped), e).unwrap(), Some(Stopped));
         }
-        for e in [SetLimits, WatchOom] {
+        for e in [SetLimits, Watch] {
             let err = transition(Some(&Stopped), e).unwrap_err();
             assert_eq!(err.kind, ErrorKind::InvalidState);
             assert!(

@@ -92,6 +92,13 @@ pub enum Request {
     },
     /// The container's network and NetIn mappings (`Response::Network`).
     GetNetwork { handle: Handle },
+    /// A pidfd of the container's wshd (`Response::ExitWatch`, the fd
+    /// attached), which polls readable the moment wshd exits: groved
+    /// learns of its death at once instead of at its next call. Running
+    /// only. The holder cannot signal wshd through it (pidfd_send_signal
+    /// checks kill permission) nor take its fds (pidfd_getfd needs ptrace
+    /// access); see SECURITY.md.
+    WatchExit { handle: Handle },
 }
 
 /// Most bind mounts one container may have.
@@ -365,6 +372,8 @@ pub enum Response {
         net_in: Vec<PortMapping>,
     },
     Error(HelperError),
+    /// wshd's pidfd is attached to this datagram.
+    ExitWatch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

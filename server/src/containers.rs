@@ -33,6 +33,14 @@ pub const LOST: &str = "Lost: its kernel objects are gone (the host restarted?)"
 /// The event of a container whose PID 1, wshd, exited (killed from the
 /// host): every process in it went with it, and nothing can run in it.
 pub const WSHD_EXITED: &str = "Stopped: its init process (wshd) exited";
+/// The same, when the kernel's OOM killer chose wshd.
+pub const WSHD_OOM_KILLED: &str = "Stopped: its init process (wshd) was killed: out of memory";
+
+/// An OOM kill counted in a container this long before its wshd's exit is
+/// taken as the cause. (The kernel counts a kill before its victim dies,
+/// and no interface names the victim: a kill of another process just
+/// before a kill of wshd from the host would be taken for wshd's.)
+const OOM_CAUSE_WINDOW: Duration = Duration::from_secs(2);
 
 /// How long stop(kill=false) waits after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -58,6 +66,10 @@ pub struct Container {
     processes: RefCell<BTreeMap<String, Rc<ProcessEntry>>>,
     pub wshd_socket: PathBuf,
     idle: Idle,
+    /// A task waits on wshd's pidfd (see `Grove::watch_exit`).
+    exit_watched: Cell<bool>,
+    /// When the OOM watch last recorded new kills.
+    last_oom: Cell<Option<Instant>>,
 }
 
 /// A container's grace-time countdown (Garden's semantics): it runs while
@@ -376,6 +388,7 @@ impl Grove {
                 container.phase.set(Phase::Active);
                 tracing::info!(%handle, "container created");
                 self.arm_grace_timer(&container);
+                self.watch_exit(&container).await;
                 self.watch_oom(&container).await;
                 Ok(container)
             }
@@ -886,9 +899,10 @@ impl Grove {
             Err(e) => {
                 let e = container.overtaken(e);
                 if e.code == Code::ServiceUnavailable && self.wshd_exited(container).await {
+                    let why = container.init_death().unwrap_or(WSHD_EXITED);
                     return Err(ApiError::new(
                         Code::InvalidState,
-                        format!("container {} is stopped: {WSHD_EXITED}", container.handle),
+                        format!("container {} is stopped: {why}", container.handle),
                     ));
                 }
                 return Err(e);
@@ -1039,7 +1053,7 @@ impl Grove {
             if let Some(state) = known.get(container.handle.as_str()) {
                 // (A destroy cut short is finished below.)
                 if *state == helper::ContainerState::Stopped && !destroying {
-                    self.mark_wshd_exited(&container);
+                    self.mark_wshd_exited(&container, false);
                 }
                 continue;
             }
@@ -1101,6 +1115,11 @@ impl Grove {
                 }
             }
         }
+        // Exit watches the helper could not give while it was away (or
+        // before it first answered).
+        for container in self.handles() {
+            self.watch_exit(&container).await;
+        }
         Ok(())
     }
 
@@ -1137,28 +1156,101 @@ impl Grove {
             .iter()
             .any(|c| c.handle == container.handle && c.state == helper::ContainerState::Stopped);
         if exited {
-            self.mark_wshd_exited(container);
+            self.mark_wshd_exited(container, false);
         }
         exited
     }
 
-    /// The container's wshd (its PID 1) exited, and every process with it:
-    /// it is stopped for good, with an event that says why; destroy is all
-    /// that is left to do with it.
-    fn mark_wshd_exited(&self, container: &Container) {
+    /// Learn of wshd's death the moment it happens (pushed, not polled):
+    /// the helper hands over a pidfd of wshd, which polls readable once
+    /// wshd has exited; then the container is marked stopped and every
+    /// wait on its processes ends with the reason. Armed once per container:
+    /// at create, at start-up, and by each reconcile (the helper answers
+    /// again).
+    pub async fn watch_exit(self: &Rc<Self>, container: &Rc<Container>) {
+        if container.exit_watched.replace(true) || container.phase() == Phase::Destroying {
+            return;
+        }
+        let request = helper::Request::WatchExit {
+            handle: container.handle.clone(),
+        };
+        let fd = match self.helper.call_with_fds(&request).await {
+            Ok((helper::Response::ExitWatch, mut fds)) if fds.len() == 1 => fds.remove(0),
+            // Not running in the helper's eyes: wshd is gone already.
+            Err(e) if e.code == Code::InvalidState => {
+                self.wshd_exited(container).await;
+                return;
+            }
+            other => {
+                let error = match other {
+                    Ok((answer, _)) => format!("unexpected answer: {answer:?}"),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(handle = %container.handle, %error, "no exit watch (armed again when the helper answers again)");
+                container.exit_watched.set(false);
+                return;
+            }
+        };
+        let (this, weak) = (Rc::downgrade(self), Rc::downgrade(container));
+        tokio::task::spawn_local(async move {
+            // SAFETY: the AsyncFd owns the pidfd for as long as it is registered.
+            let interest = tokio::io::Interest::READABLE;
+            let Ok(pidfd) =
+                (unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) })
+            else {
+                return;
+            };
+            let _ = pidfd.readable().await;
+            let (Some(this), Some(container)) = (this.upgrade(), weak.upgrade()) else {
+                return;
+            };
+            // A destroy killed it: nothing to tell.
+            if container.phase() == Phase::Destroying || !this.holds(&container) {
+                return;
+            }
+            // The kernel counts an OOM kill before its victim dies: one look
+            // now sees a kill of wshd the OOM watch has not recorded yet.
+            this.record_oom_kills(&container, 1).await;
+            let oom = container
+                .last_oom
+                .get()
+                .is_some_and(|at| at.elapsed() <= OOM_CAUSE_WINDOW);
+            this.mark_wshd_exited(&container, oom);
+        });
+    }
+
+    /// The container's wshd (its PID 1) exited, and every process with it
+    /// (`oom`: killed by the OOM killer): it is stopped for good, with an
+    /// event that says why, and every wait on its processes ends with the
+    /// reason; destroy is all that is left to do with it.
+    fn mark_wshd_exited(&self, container: &Container, oom: bool) {
         if matches!(container.phase(), Phase::Active | Phase::Stopping) {
             container.phase.set(Phase::Stopped);
         }
+        let (event, why) = if oom {
+            (
+                WSHD_OOM_KILLED,
+                "the container's init process (wshd) was killed: out of memory; the container is stopped",
+            )
+        } else {
+            (
+                WSHD_EXITED,
+                "the container's init process (wshd) exited or was killed; the container is stopped",
+            )
+        };
         for process in container.processes.borrow().values() {
-            process.mark_lost(WSHD_EXITED);
+            process.mark_init_died(why);
         }
         let changed = {
             let mut record = container.record.borrow_mut();
-            let new = !record.events.iter().any(|e| e == WSHD_EXITED);
+            let new = !record
+                .events
+                .iter()
+                .any(|e| e == WSHD_EXITED || e == WSHD_OOM_KILLED);
             if new {
-                record.events.push(WSHD_EXITED.to_string());
+                record.events.push(event.to_string());
                 record.state = "stopped".into();
-                tracing::warn!(handle = %container.handle, "its wshd exited: container stopped");
+                tracing::warn!(handle = %container.handle, oom, "its wshd exited: container stopped");
             }
             new
         };
@@ -1311,9 +1403,11 @@ impl Grove {
         }
     }
 
-    /// Watch every container for OOM kills (at start-up).
-    pub async fn watch_all_oom(self: &Rc<Self>) {
+    /// Watch every container for its wshd's exit and for OOM kills (at
+    /// start-up).
+    pub async fn watch_all(self: &Rc<Self>) {
         for container in self.handles() {
+            self.watch_exit(&container).await;
             self.watch_oom(&container).await;
         }
     }
@@ -1396,6 +1490,7 @@ impl Grove {
         {
             let mut record = container.record.borrow_mut();
             record.oom_kills_seen = kills;
+            container.last_oom.set(Some(Instant::now()));
             if !record.events.iter().any(|e| e == OUT_OF_MEMORY) {
                 record.events.push(OUT_OF_MEMORY.to_string());
             }
@@ -1440,6 +1535,8 @@ impl Container {
             processes: RefCell::new(BTreeMap::new()),
             wshd_socket,
             idle: Idle::new(),
+            exit_watched: Cell::new(false),
+            last_oom: Cell::new(None),
         }
     }
 
@@ -1534,6 +1631,14 @@ impl Container {
 
     pub fn events(&self) -> Vec<String> {
         self.record.borrow().events.clone()
+    }
+
+    /// Why its wshd is gone, if it is (the event that says so).
+    fn init_death(&self) -> Option<&'static str> {
+        let record = self.record.borrow();
+        [WSHD_OOM_KILLED, WSHD_EXITED]
+            .into_iter()
+            .find(|d| record.events.iter().any(|e| e == d))
     }
 
     /// Seconds since the container was created.

@@ -15,7 +15,7 @@ use tokio_seqpacket::UnixSeqpacket;
 
 /// Requests never refused for a full queue: a destroy frees what the
 /// others wait for, and groved's own upkeep (reconcile, its health check,
-/// an OOM watch of a container just made) must not be lost to a burst of
+/// an OOM or exit watch of a container just made) must not be lost to a burst of
 /// client requests. All are quick for the helper.
 fn always_queued(request: &Request) -> bool {
     matches!(
@@ -24,6 +24,7 @@ fn always_queued(request: &Request) -> bool {
             | Request::ListContainers
             | Request::Ping
             | Request::WatchOom { .. }
+            | Request::WatchExit { .. }
     )
 }
 

@@ -290,7 +290,7 @@ async fn serve(
     }
     // The processes and their unread output outlive groved: take them over.
     grove.restore_processes().await;
-    grove.watch_all_oom().await;
+    grove.watch_all().await;
     // The TCP listener, like the unix socket, only now (it is never
     // socket-activated), and before the unix socket: once that one
     // answers, both do.

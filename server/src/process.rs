@@ -40,6 +40,9 @@ pub enum ExitState {
     Exited(ExitStatus),
     /// The process's fate cannot be known (its container went away).
     Lost(String),
+    /// The container's init (wshd) died, and the process with it (the
+    /// kernel kills a PID namespace's every process with its PID 1): why.
+    InitDied(String),
 }
 
 /// The streams a client attaches (to `run` or `attach`).
@@ -146,9 +149,20 @@ impl ProcessEntry {
 
     /// Mark the process lost (its container is being destroyed).
     pub fn mark_lost(&self, why: &str) {
+        self.end(ExitState::Lost(why.to_string()));
+    }
+
+    /// The container's init died, taking the process with it: every
+    /// waiter is told `why` (its output still reaches attached streams).
+    pub fn mark_init_died(&self, why: &str) {
+        self.end(ExitState::InitDied(why.to_string()));
+    }
+
+    /// The end of a running process (an end already known stays).
+    fn end(&self, end: ExitState) {
         self.exit.send_if_modified(|state| {
             if *state == ExitState::Running {
-                *state = ExitState::Lost(why.to_string());
+                *state = end;
                 true
             } else {
                 false
@@ -175,6 +189,14 @@ impl ProcessEntry {
                 Code::ProcessNotFound,
                 format!("process {}: {why}", self.id),
             )),
+            ExitState::InitDied(why) => {
+                self.stdout.settled(self.tty).await;
+                self.stderr.settled(self.tty).await;
+                Err(ApiError::new(
+                    Code::InvalidState,
+                    format!("process {}: {why}", self.id),
+                ))
+            }
             ExitState::Running => unreachable!("wait_for returned a running state"),
         }
     }
@@ -184,16 +206,14 @@ impl ProcessEntry {
     async fn watch_exit(self: Rc<Self>) {
         if self.is_running() {
             let state = self.exit_from_wshd().await;
-            self.exit.send_if_modified(|current| {
-                if *current == ExitState::Running {
-                    *current = state;
-                    true
-                } else {
-                    false
-                }
-            });
+            self.end(state);
         }
-        if matches!(self.exit_state(), ExitState::Exited(_)) {
+        // A process whose init died is dead too: its output is kept for
+        // late attaches as an exited one's is.
+        if matches!(
+            self.exit_state(),
+            ExitState::Exited(_) | ExitState::InitDied(_)
+        ) {
             self.stdout.close_if_drained();
             self.stderr.close_if_drained();
             tokio::time::sleep(KEEP_FINISHED).await;

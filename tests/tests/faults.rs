@@ -340,3 +340,153 @@ fault!(
 fault!(wshd_start, "wshd.start", Wshd, Create);
 fault!(wshd_run_received, "wshd.run.received", Wshd, Run);
 fault!(wshd_run_spawned, "wshd.run.spawned", Wshd, Run);
+
+// ---- wshd's death is pushed to groved (issue 17, item 9) ----
+
+/// Generous: a wait the push does not end would hang for ever; this only
+/// keeps such a failure from hanging the test run.
+const NO_HANG: Duration = Duration::from_secs(60);
+
+/// wshd's host pid, from the helper's pid file in the container's depot dir.
+fn wshd_pid(env: &TestEnv, handle: &str) -> i32 {
+    let text = std::fs::read_to_string(env.depot.join(handle).join("wshd.pid")).unwrap();
+    text.trim().parse().unwrap()
+}
+
+fn kill_wshd(env: &TestEnv, handle: &str) {
+    let pid = nix::unistd::Pid::from_raw(wshd_pid(env, handle));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+/// What a wait on a process of a container whose wshd was killed must
+/// say: an error (never an exit status) naming the container's init.
+fn assert_init_died(result: Result<Result<i32, grove_client::Error>, tokio::time::error::Elapsed>) {
+    let result = result.expect("the pending wait ended (it hung before the push)");
+    let e = result.expect_err("a process whose init died has no exit status");
+    assert!(e.is("invalidState"), "{e}");
+    assert!(e.message.contains("init process (wshd)"), "{e}");
+}
+
+/// A client waiting on a process (through run and through attach) hears
+/// at once, with a clear error, that the container's init was killed from
+/// the host: groved is told by wshd's pidfd, without any call of its own
+/// to wshd or a client's next request. info then says stopped, and why.
+#[test]
+fn a_killed_wshd_ends_every_pending_wait_with_a_clear_error() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let spec = ContainerSpec {
+            handle: "initkill".into(),
+            ..ContainerSpec::default()
+        };
+        let container = client.create(&spec).await.unwrap();
+        let raw = client.lookup("initkill").await.unwrap();
+        let mut command = Command::new("sleep", &["1000"]);
+        command.id = "sleeper".into();
+        let mut started = start(&raw, &command).await.unwrap();
+        // A second waiter, through attach.
+        let mut attach = raw.attach_request();
+        attach.get().set_process_id("sleeper");
+        let attached = attach.send().pipeline.get_process();
+        let run_wait = tokio::task::spawn_local({
+            let p = started.process.clone();
+            async move { tokio::time::timeout(NO_HANG, wait(&p)).await }
+        });
+        let attach_wait = tokio::task::spawn_local(async move {
+            tokio::time::timeout(NO_HANG, wait(&attached)).await
+        });
+        // Both waits are under way (the process runs) before the kill.
+        assert_eq!(running_process_ids(&raw).await, vec!["sleeper".to_string()]);
+        assert_eq!(container.info().await.unwrap().state, "active");
+        kill_wshd(env, "initkill");
+        // Nothing else is asked of groved until both waits have ended.
+        assert_init_died(run_wait.await.unwrap());
+        assert_init_died(attach_wait.await.unwrap());
+        // The output streams ended too.
+        let (_, out_done) = drain(&mut started.stdout);
+        let (_, err_done) = drain(&mut started.stderr);
+        assert!(out_done && err_done, "the output streams are done");
+        let info = container.info().await.unwrap();
+        assert_eq!(info.state, "stopped", "{info:?}");
+        assert_eq!(
+            info.events,
+            vec!["Stopped: its init process (wshd) exited".to_string()],
+            "no OOM kill was counted: the event does not blame memory"
+        );
+        // A late wait says the same.
+        let late = tokio::time::timeout(NO_HANG, wait(&started.process)).await;
+        assert_init_died(late);
+        client.destroy("initkill").await.unwrap();
+    });
+}
+
+/// The same after a groved restart: the new groved asks the helper for
+/// the pidfd of each container's wshd, and `grove run` (the CLI) waiting
+/// on a process ends, non-zero, with a message naming the init.
+#[test]
+fn after_a_groved_restart_the_cli_hears_of_a_killed_wshd_at_once() {
+    let mut env = TestEnv::start();
+    block_on(async {
+        let client = env.connect().await;
+        let spec = ContainerSpec {
+            handle: "initkill2".into(),
+            ..ContainerSpec::default()
+        };
+        client.create(&spec).await.unwrap();
+    });
+    env.kill_and_restart_groved();
+    let mut cli = std::process::Command::new(bin_dir().join("grove"))
+        .arg("--socket")
+        .arg(&env.socket)
+        .args([
+            "run",
+            "initkill2",
+            "--id",
+            "clisleep",
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The CLI's process runs (its wait is pending) before the kill.
+    let env = &env;
+    let running = block_on(async {
+        let client = env.connect().await;
+        let c = client.lookup("initkill2").await.unwrap();
+        let deadline = Instant::now() + NO_HANG;
+        while running_process_ids(&c).await != vec!["clisleep".to_string()] {
+            assert!(Instant::now() < deadline, "the CLI's process never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    });
+    assert!(running);
+    kill_wshd(env, "initkill2");
+    let deadline = Instant::now() + NO_HANG;
+    let status = loop {
+        if let Some(status) = cli.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = cli.kill();
+            let _ = cli.wait();
+            panic!("grove run still waits after its container's wshd was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = cli.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("init process (wshd)"), "{stderr}");
+    block_on(async {
+        let client = env.connect().await;
+        let c = client.container("initkill2").await.unwrap();
+        assert_eq!(c.info().await.unwrap().state, "stopped");
+        client.destroy("initkill2").await.unwrap();
+    });
+}

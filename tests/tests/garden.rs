@@ -769,3 +769,44 @@ fn garden_property_names_and_values_are_bounded() {
     assert_eq!(g.get("/containers/props/properties").ok().json(), json!({}));
     put("k", "v").ok();
 }
+
+/// Issue 17, item 9: Garden's Process.Wait (a run session waiting for the
+/// exit status) ends with an error naming the container's init when its
+/// wshd is killed, instead of waiting for ever; info then says stopped.
+#[test]
+fn garden_process_wait_ends_when_the_container_s_init_is_killed() {
+    let env = TestEnv::start();
+    let garden = GardenProcess::start(&env);
+    let g = garden.client();
+    let h = create(&g, json!({"handle": "garden-initkill"}));
+    let mut s = g
+        .run(
+            &h,
+            &json!({"id": "garden-sleeper", "path": "sleep", "args": ["1000"]}),
+        )
+        .expect("run sleep");
+    let info = g.get(&format!("/containers/{h}/info")).ok().json();
+    assert_eq!(info["ProcessIDs"], json!(["garden-sleeper"]), "{info}");
+    let pid: i32 = std::fs::read_to_string(env.depot.join(&h).join("wshd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // (The session's socket gives up after 120 s: a wait that hangs fails.)
+    let error = loop {
+        let p = s.next_payload().expect("a payload before the session ends");
+        assert!(p.get("exit_status").is_none(), "no exit status: {p}");
+        if let Some(e) = p.get("error") {
+            break e.as_str().unwrap().to_string();
+        }
+    };
+    assert!(error.contains("init process (wshd)"), "{error}");
+    let info = g.get(&format!("/containers/{h}/info")).ok().json();
+    assert_eq!(info["State"], "stopped", "{info}");
+    g.request("DELETE", &format!("/containers/{h}"), None).ok();
+}

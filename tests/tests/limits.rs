@@ -503,3 +503,149 @@ fn the_policy_s_default_pids_limit_and_total_cap_hold() {
         }
     });
 }
+
+/// wshd's host pid, from the helper's pid file in the container's depot dir.
+fn wshd_pid(env: &TestEnv, handle: &str) -> i32 {
+    let text = std::fs::read_to_string(env.depot.join(handle).join("wshd.pid")).unwrap();
+    text.trim().parse().unwrap()
+}
+
+fn oom_score_adj(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Whether the process has CAP_SYS_RESOURCE (bit 24) in its effective set.
+fn has_sys_resource(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap();
+    u64::from_str_radix(eff.trim(), 16).unwrap() & (1 << 24) != 0
+}
+
+/// Issue 17, item 9: tmpfs pages filling a container's memory limit made
+/// the OOM killer pick wshd (PID 1), which took the whole container. wshd
+/// is now its last choice: the helper lowers wshd's oom_score_adj to -999
+/// where the host lets it (CAP_SYS_RESOURCE; this machine's root lacks
+/// it, so there wshd keeps the helper's value), and the processes wshd
+/// starts go 999 above wshd. The writer is killed; wshd and the container
+/// live on.
+#[test]
+fn at_the_memory_limit_the_oom_killer_takes_a_process_and_never_wshd() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let spec = Spec {
+            memory: 64 << 20,
+            ..NONE
+        };
+        let container = create_limited(&client, "shmfill", spec).await.unwrap();
+        let wshd = wshd_pid(env, "shmfill");
+        let helper = env.helper_pid();
+        let lowest = if has_sys_resource(helper) {
+            -999
+        } else {
+            oom_score_adj(helper as i32)
+        };
+        assert_eq!(
+            oom_score_adj(wshd),
+            lowest,
+            "wshd is as low as the host allows"
+        );
+        // Its processes (as the container's root and as another user) are
+        // 999 above it.
+        let above = (lowest + 999).min(1000).to_string();
+        for user in ["", "1000"] {
+            let mut command = Command::new("cat", &["/proc/self/oom_score_adj"]);
+            command.user = user.into();
+            let (status, out, err) = exec_command(&container, &command).await;
+            assert_eq!(
+                (status, out.trim()),
+                (0, above.as_str()),
+                "user {user:?}: {err}"
+            );
+        }
+        // A bystander, and the writer: 80 MiB of tmpfs pages against 64 MiB.
+        let mut command = Command::new("sleep", &["1000"]);
+        command.id = "bystander".into();
+        let bystander = start(&container, &command).await.unwrap();
+        let (status, _, err) = exec(
+            &container,
+            "dd",
+            &["if=/dev/zero", "of=/dev/shm/x", "bs=1M", "count=80"],
+        )
+        .await;
+        assert_eq!(status, -9, "the OOM killer ends the writer: {err}");
+        // wshd lives, and the container still runs processes.
+        assert_eq!(wshd_pid(env, "shmfill"), wshd);
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(wshd), None).is_ok(),
+            "wshd was killed"
+        );
+        assert!(env.container_pids("shmfill").contains(&wshd));
+        let (status, _, err) = exec(&container, "rm", &["/dev/shm/x"]).await;
+        assert_eq!(status, 0, "{err}");
+        let (status, out, _) = exec(&container, "echo", &["alive"]).await;
+        assert_eq!((status, out.as_str()), (0, "alive\n"));
+        let r = container.info_request().send().promise.await.unwrap();
+        let info = r.get().unwrap().get_info().unwrap();
+        assert_eq!(info.get_state().unwrap(), "active");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while events(&container).await.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(events(&container).await, vec!["Out of memory".to_string()]);
+        signal(&bystander.process, api::Signal::Kill).await;
+        client.destroy("shmfill").await.unwrap();
+    });
+}
+
+/// When the OOM killer does take wshd, every pending wait ends at once
+/// with an error that says the init was killed out of memory, and info
+/// says stopped, with the event. (To make it choose wshd, the writer puts
+/// itself at wshd's oom_score_adj, as low as the kernel lets a container
+/// process go: only its own container can suffer from that, and then the
+/// killer weighs memory alone, of which wshd has more than a small dd.)
+#[test]
+fn an_oom_killed_wshd_ends_the_waits_and_says_out_of_memory() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let spec = Spec {
+            memory: 64 << 20,
+            ..NONE
+        };
+        let container = create_limited(&client, "initoom", spec).await.unwrap();
+        let wshd = oom_score_adj(wshd_pid(env, "initoom"));
+        let script = format!(
+            "echo {wshd} > /proc/self/oom_score_adj && exec dd if=/dev/zero of=/dev/shm/x bs=4k count=20480"
+        );
+        let writer = start(&container, &Command::new("sh", &["-c", &script]))
+            .await
+            .unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(60), wait(&writer.process))
+            .await
+            .expect("the wait ended");
+        let e = result.expect_err("its init was killed, so it has no exit status");
+        assert!(e.is("invalidState"), "{e}");
+        assert!(
+            e.message
+                .contains("init process (wshd) was killed: out of memory"),
+            "{e}"
+        );
+        let r = container.info_request().send().promise.await.unwrap();
+        let info = r.get().unwrap().get_info().unwrap();
+        assert_eq!(info.get_state().unwrap(), "stopped");
+        let events = events(&container).await;
+        assert!(
+            events.contains(&"Stopped: its init process (wshd) was killed: out of memory".to_string()),
+            "{events:?}"
+        );
+        client.destroy("initoom").await.unwrap();
+    });
+}

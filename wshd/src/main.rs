@@ -12,16 +12,17 @@
 //! default capabilities at most, no_new_privs, a seccomp filter. The
 //! protocol is `grove_schema::wshd`.
 
-/// One line per event on stderr (grove-helper points it at a log file).
+/// One line per event on stderr (grove-helper points it at a log file on
+/// the host), within the bounds of `logging`. Never argv, env or paths.
 macro_rules! log {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let line = format!("wshd: {}\n", format_args!($($arg)*));
-        let _ = std::io::stderr().write_all(line.as_bytes());
-    }};
+    ($($arg:tt)*) => {
+        $crate::logging::line(format_args!($($arg)*))
+    };
 }
 
 mod confine;
+mod logging;
+mod oom;
 mod relay;
 mod seccomp;
 mod spawn;
@@ -224,6 +225,8 @@ struct State {
     stream_pids: HashMap<i32, u64>,
     next_stream: u64,
     devnull: OwnedFd,
+    /// The oom_score_adj of the processes wshd starts (see oom.rs).
+    oom: Option<oom::ChildScore>,
     server_uid: u32,
 }
 
@@ -308,7 +311,14 @@ fn do_stream(state: &Shared, dir: stream::Direction, path: String, user: Option<
         Ok(u) => u,
         Err(e) => return now(err(e.kind, format!("{} {path}: {}", dir.verb(), e.message))),
     };
-    let started = match stream::start(dir, &path, &user) {
+    let fds = {
+        let st = state.borrow();
+        stream::ChildFds {
+            devnull: st.devnull.as_raw_fd(),
+            oom: st.oom.as_ref().map(oom::ChildScore::raw),
+        }
+    };
+    let started = match stream::start(dir, &path, &user, fds) {
         Ok(s) => s,
         Err(e) => return now(Response::Error(e)),
     };
@@ -316,7 +326,7 @@ fn do_stream(state: &Shared, dir: stream::Direction, path: String, user: Option<
     let id = st.next_stream;
     st.next_stream += 1;
     log!(
-        "stream {id}: {} {path:?} as uid {} gid {} (pid {})",
+        "stream {id}: {} as uid {} gid {} (pid {})",
         dir.verb(),
         user.uid,
         user.gid,
@@ -418,7 +428,8 @@ fn do_spawn(state: &Shared, spec: SpawnSpec) -> Result<Reply, Response> {
     state.borrow_mut().close_drained_outputs();
     let child = {
         let st = state.borrow();
-        spawn::spawn(&prepared, st.devnull.as_fd()).map_err(Response::Error)?
+        let oom = st.oom.as_ref().map(oom::ChildScore::raw);
+        spawn::spawn(&prepared, st.devnull.as_fd(), oom).map_err(Response::Error)?
     };
     let pid = child.pid;
     // Should anything fail from here on, the process is killed and the
@@ -453,15 +464,13 @@ fn do_spawn(state: &Shared, spec: SpawnSpec) -> Result<Reply, Response> {
     };
     // Copies to send (wshd keeps the originals).
     let fds = proc.dup_fds().map_err(|e| kill(format!("dup: {e}")))?;
+    // Never the path, argv, env or dir: they may carry secrets.
     log!(
-        "spawned {:?} (pid {pid}){}: {:?} {:?} as uid {} gid {} in {:?}",
+        "spawned {:?} (pid {pid}){} as uid {} gid {}",
         spec.id,
         if proc.tty() { " on a terminal" } else { "" },
-        prepared.path,
-        spec.args,
         prepared.user.uid,
         prepared.user.gid,
-        prepared.dir
     );
     // Registered before the next await, so the reaper cannot miss it.
     let mut st = state.borrow_mut();
@@ -627,11 +636,13 @@ fn handle(state: &Shared, req: Request) -> Reply {
     }
 }
 
+/// A request as the log shows it: never a process's path, argv, env or
+/// dir, nor a stream's path (they may carry secrets).
 fn describe(req: &Request) -> String {
     match req {
-        Request::Spawn(s) => format!("Spawn {:?} path {:?}", s.id, s.path),
-        Request::StreamIn { path, user } => format!("StreamIn {path:?} user {user:?}"),
-        Request::StreamOut { path, user } => format!("StreamOut {path:?} user {user:?}"),
+        Request::Spawn(s) => format!("Spawn {:?}", s.id),
+        Request::StreamIn { user, .. } => format!("StreamIn user {user:?}"),
+        Request::StreamOut { user, .. } => format!("StreamOut user {user:?}"),
         other => format!("{other:?}"),
     }
 }
@@ -706,7 +717,7 @@ async fn serve(state: Shared, conn: Conn) {
         let req = match decode::<Request>(&bytes) {
             Ok(r) => r,
             Err(e) => {
-                log!("refused a request: {e}");
+                log!("refused a request: {:?}", e.kind);
                 send(&conn, &Response::Error(e), &[]).await;
                 return;
             }
@@ -725,8 +736,9 @@ async fn serve(state: Shared, conn: Conn) {
                 }
             }
         };
+        // The kind only: an error's text may quote the request.
         if let Response::Error(e) = &resp {
-            log!("answer: {e}");
+            log!("answer: {:?} error", e.kind);
         }
         if let Response::StreamStarted { id } = resp {
             owned.ids.push(id);
@@ -850,6 +862,14 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // Refuse to run anything rather than run it at wshd's OOM priority.
+    let oom = match oom::ChildScore::prepare() {
+        Ok(d) => d,
+        Err(e) => {
+            log!("oom_score_adj: {e}");
+            std::process::exit(1);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -882,6 +902,7 @@ fn main() {
             stream_pids: HashMap::new(),
             next_stream: 1,
             devnull,
+            oom,
             server_uid: args.server_uid,
         }));
         grove_schema::fault::crash_point("wshd.start");

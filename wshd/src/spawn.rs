@@ -248,6 +248,7 @@ const STAGE_CTTY: i32 = 6;
 const STAGE_CAPS: i32 = 7;
 const STAGE_NNP: i32 = 8;
 const STAGE_SECCOMP: i32 = 9;
+const STAGE_OOM: i32 = 10;
 
 /// The child's report: stage, errno, detail (the index of a failed rlimit).
 const REPORT_LEN: usize = 12;
@@ -350,13 +351,18 @@ fn open_pty(size: WindowSize, uid: u32) -> Result<(OwnedFd, OwnedFd), WshdError>
 }
 
 /// Forks and execs. `devnull` is the process's stdin unless `open_stdin`
-/// (or a tty). Errors before exec are reported synchronously (the child
-/// writes them to a close-on-exec pipe), and a child that failed is reaped
-/// here.
+/// (or a tty); `oom`: the child's oom_score_adj, set before exec (see
+/// oom.rs). Errors before exec are reported synchronously (the
+/// child writes them to a close-on-exec pipe), and a child that failed is
+/// reaped here.
 ///
 /// Must run on wshd's only thread, before the reaper gets a chance to run
 /// (the caller registers the pid before its next await).
-pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> {
+pub fn spawn(
+    p: &Prepared,
+    devnull: BorrowedFd<'_>,
+    oom: Option<crate::oom::RawChildScore>,
+) -> Result<Child, WshdError> {
     // The child's ends, closed in the parent after fork.
     let mut child_ends: Vec<OwnedFd> = Vec::new();
     let (io, stdin, stdio, ctty) = match p.tty {
@@ -421,6 +427,7 @@ pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> 
         ctty,
         report: report_w.as_raw_fd(),
         filter,
+        oom,
     };
     let pid = vfork_child(p, &setup)?;
     drop((child_ends, report_w));
@@ -491,6 +498,7 @@ pub fn spawn(p: &Prepared, devnull: BorrowedFd<'_>) -> Result<Child, WshdError> 
         STAGE_CAPS => system(format!("dropping capabilities: {err}")),
         STAGE_NNP => system(format!("setting no_new_privs: {err}")),
         STAGE_SECCOMP => system(format!("installing the seccomp filter: {err}")),
+        STAGE_OOM => system(format!("raising oom_score_adj above wshd's: {err}")),
         _ => system(format!("setting up the child: {err}")),
     })
 }
@@ -573,6 +581,8 @@ struct ChildSetup<'a> {
     report: RawFd,
     /// The seccomp program (`seccomp::program`), installed right before exec.
     filter: &'a [libc::sock_filter],
+    /// The child's oom_score_adj, above wshd's (oom.rs).
+    oom: Option<crate::oom::RawChildScore>,
 }
 
 unsafe fn child(p: &Prepared, c: &ChildSetup<'_>) -> ! {
@@ -612,6 +622,13 @@ unsafe fn child(p: &Prepared, c: &ChildSetup<'_>) -> ! {
     for (dst, src) in c.stdio.iter().enumerate() {
         if !move_fd(*src, dst as RawFd) {
             fail(STAGE_SETUP, 0);
+        }
+    }
+    // Above wshd in the OOM killer's order, while still the container's
+    // root (who owns its /proc files).
+    if let Some(score) = &c.oom {
+        if !score.raise_self() {
+            fail(STAGE_OOM, 0);
         }
     }
     // Close every other fd inherited from wshd now rather than at exec:

@@ -154,7 +154,12 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), WshdError> {
 /// an error there (bad path, no permission) is returned and the child
 /// reaped. Must run on wshd's only thread; the caller registers the pid
 /// before its next await, so the reaper cannot miss it.
-pub fn start(dir: Direction, path: &str, user: &ResolvedUser) -> Result<Started, WshdError> {
+pub fn start(
+    dir: Direction,
+    path: &str,
+    user: &ResolvedUser,
+    fds: ChildFds,
+) -> Result<Started, WshdError> {
     let verb = dir.verb();
     check_path(verb, path)?;
     let cpath = CString::new(path).map_err(|_| invalid("the path contains a NUL"))?;
@@ -181,7 +186,7 @@ pub fn start(dir: Direction, path: &str, user: &ResolvedUser) -> Result<Started,
     }
     if pid == 0 {
         // SAFETY: see above; this never returns.
-        unsafe { child(&job, theirs.as_raw_fd(), report_w.as_raw_fd()) }
+        unsafe { child(&job, theirs.as_raw_fd(), report_w.as_raw_fd(), fds) }
     }
     drop((theirs, report_w));
     match read_report(&report_r) {
@@ -287,6 +292,15 @@ pub fn outcome(
     }
 }
 
+/// wshd's fds a stream child uses before it closes them.
+#[derive(Clone, Copy)]
+pub struct ChildFds {
+    /// Its stdout and stderr (wshd's own are its log, on the host).
+    pub devnull: RawFd,
+    /// Its oom_score_adj, above wshd's (see oom.rs).
+    pub oom: Option<crate::oom::RawChildScore>,
+}
+
 /// What the child does, prepared before fork.
 struct Job {
     dir: Direction,
@@ -342,7 +356,7 @@ unsafe fn close_all_but(keep: &[RawFd]) {
     libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32);
 }
 
-unsafe fn child(job: &Job, data: RawFd, report: RawFd) -> ! {
+unsafe fn child(job: &Job, data: RawFd, report: RawFd, fds: ChildFds) -> ! {
     // wshd ignores some signals; the child gets the defaults back, but keeps
     // ignoring SIGPIPE so that a reader going away is an error it reports.
     for sig in 1..65 {
@@ -354,6 +368,19 @@ unsafe fn child(job: &Job, data: RawFd, report: RawFd) -> ! {
     let mut set: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut set);
     libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    // wshd's stdout and stderr are its log, a host file: not this child's.
+    for fd in [1, 2] {
+        libc::dup2(fds.devnull, fd);
+    }
+    // Above wshd in the OOM killer's order (before the user switch: the
+    // container's root owns the /proc files of this undumpable child).
+    if let Some(score) = &fds.oom {
+        if !score.raise_self() {
+            let e = std::io::Error::last_os_error();
+            write_report(report, &Err(system(format!("raising oom_score_adj: {e}"))));
+            libc::_exit(1);
+        }
+    }
     // Nothing of wshd's (its sockets, other processes' pipes) stays open here.
     close_all_but(&[data, report]);
     let result = std::panic::catch_unwind(|| {
