@@ -14,7 +14,7 @@ use crate::Handle;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest datagram either side sends or accepts.
 pub const MAX_DATAGRAM: usize = 4096;
 /// Largest response datagram (a container list can exceed a request's size).
