@@ -2720,3 +2720,98 @@ fn link_local_group_frames_do_not_pass_the_port_checks() {
         );
     });
 }
+
+/// Sets a host sysctl for the test and restores it when dropped (even on
+/// failure).
+struct Sysctl {
+    path: String,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &str, value: &str) -> Sysctl {
+        let old = std::fs::read_to_string(path).unwrap().trim().to_string();
+        std::fs::write(path, value).unwrap();
+        Sysctl {
+            path: path.to_string(),
+            old,
+        }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.old);
+    }
+}
+
+/// A UDP datagram to `via` with a loose source route option naming `to`
+/// as the next hop (the UDP checksum is 0, none).
+fn udp_source_routed(
+    src: Ipv4Addr,
+    via: Ipv4Addr,
+    to: Ipv4Addr,
+    dport: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut u = [40000u16.to_be_bytes(), dport.to_be_bytes()].concat();
+    u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(data);
+    // LSRR (type 0x83, length 7, pointer 4, one address), then EOL.
+    let mut opt = vec![0x83, 7, 4];
+    opt.extend_from_slice(&to.octets());
+    opt.push(0);
+    let mut h = vec![0x47, 0];
+    h.extend_from_slice(&((28 + u.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&via.octets());
+    h.extend_from_slice(&opt);
+    let sum = inet_checksum(&h);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    h.extend_from_slice(&u);
+    h
+}
+
+/// Review of issue 17 #1: a loose source route through the gateway to
+/// 127.0.0.1. The loopback chain sees the gateway as destination; the
+/// kernel's source routing then rewrites it to 127.0.0.1, which the
+/// bridge's route_localnet (on while NetIn exists) lets it deliver to the
+/// host's loopback services. Hosts accept source routes only where
+/// `conf.all.accept_source_route` is on (off by default, some hosts turn
+/// it on); the bridge's own setting must refuse them whatever `all` says.
+#[test]
+fn a_source_route_through_the_gateway_does_not_reach_the_hosts_loopback() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let _all = Sysctl::set("/proc/sys/net/ipv4/conf/all/accept_source_route", "1");
+        let a = create_net(
+            &client,
+            Spec {
+                handle: "srr-a",
+                net_out: &[net_out_all()],
+                net_in: &[(env.ports.0 as u32, 8080)],
+                ..Spec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ip_a = ip_of(&a).await;
+        let localnet = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", env.bridge);
+        assert_eq!(std::fs::read_to_string(&localnet).unwrap().trim(), "1");
+        let eth0 = Eth0::open(env.container_pids("srr-a")[0]);
+        let gw_mac = mac_of_link(&env.bridge);
+        let (lo_udp, lo_port) = udp_listener(Ipv4Addr::LOCALHOST);
+        let to_lo = udp_source_routed(
+            ip_a,
+            env.gateway,
+            Ipv4Addr::LOCALHOST,
+            lo_port,
+            b"to-loopback",
+        );
+        eth0.send(&frame(gw_mac, eth0.mac, &[], ETH_IP, &to_lo));
+        assert_nothing_arrives(&lo_udp, "a source-routed datagram to the host's 127.0.0.1");
+    });
+}
