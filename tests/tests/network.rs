@@ -2639,3 +2639,179 @@ fn a_container_sees_no_host_ipv6_and_no_arp_for_others() {
         );
     });
 }
+
+/// Review of issue 17: a frame to a reserved link-local group address
+/// (01:80:c2:00:00:0X, 802.1D's "never forwarded" range) is not bridged;
+/// the bridge hands it up on the port itself (for LLDP and 802.1X
+/// daemons), so the host's IPv4 and ARP code take it as received on the
+/// container's veth — past the bridge table's prerouting checks (source
+/// MAC and address) and the inet table's egress check (`iifname !=
+/// bridge accept`). Neither a datagram its NetOut does not allow, nor one
+/// from a forged address, nor an ARP request from a forged address (which
+/// would make the host add a neighbour entry: a flood fills the host's
+/// ARP table) may get in that way, while the same datagram sent to the
+/// gateway's MAC as NetOut allows it does.
+#[test]
+fn link_local_group_frames_do_not_pass_the_port_checks() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let (allowed, allowed_port) = udp_listener(env.gateway);
+        let (closed, closed_port) = udp_listener(env.gateway);
+        let mut to_host = Rule::tcp(env.gateway, allowed_port);
+        to_host.protocol = api::net_out_rule::Protocol::Udp;
+        let a = create_net(
+            &client,
+            Spec {
+                handle: "ll-a",
+                net_out: &[to_host],
+                ..Spec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ip_a = ip_of(&a).await;
+        let eth0 = Eth0::open(env.container_pids("ll-a")[0]);
+        let gw_mac = mac_of_link(&env.bridge);
+        let stranger = Ipv4Addr::new(10, 99, 99, 99);
+        eth0.send(&frame(
+            gw_mac,
+            eth0.mac,
+            &[],
+            ETH_IP,
+            &udp_packet(ip_a, env.gateway, 40000, allowed_port, b"allowed"),
+        ));
+        let mut buf = [0u8; 64];
+        let (n, _) = recv_from(&allowed, &mut buf).expect("the allowed datagram arrives");
+        assert_eq!(&buf[..n], b"allowed");
+        for last in (0x00..=0x0f).filter(|b| *b != 0x01) {
+            let group = [0x01, 0x80, 0xc2, 0, 0, last];
+            let to = |src, port, data: &[u8]| {
+                frame(
+                    group,
+                    eth0.mac,
+                    &[],
+                    ETH_IP,
+                    &udp_packet(src, env.gateway, 40000, port, data),
+                )
+            };
+            eth0.send(&to(ip_a, closed_port, b"past-net-out"));
+            eth0.send(&to(stranger, allowed_port, b"forged-source"));
+            let arp = arp_packet(1, eth0.mac, stranger, [0; 6], env.gateway);
+            eth0.send(&frame(group, eth0.mac, &[], ETH_ARP, &arp));
+        }
+        assert_nothing_arrives(
+            &closed,
+            "a datagram NetOut does not allow, to a link-local group",
+        );
+        assert_nothing_arrives(
+            &allowed,
+            "a datagram from a forged address, to a link-local group",
+        );
+        let port = env.bridge_ports()[0].clone();
+        let neigh = std::process::Command::new("ip")
+            .args(["-4", "neigh", "show", "dev", &port])
+            .output()
+            .unwrap();
+        let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+        assert!(
+            !neigh.contains(&stranger.to_string()),
+            "a forged ARP request made the host add a neighbour on {port}: {neigh}"
+        );
+    });
+}
+
+/// Sets a host sysctl for the test and restores it when dropped (even on
+/// failure).
+struct Sysctl {
+    path: String,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &str, value: &str) -> Sysctl {
+        let old = std::fs::read_to_string(path).unwrap().trim().to_string();
+        std::fs::write(path, value).unwrap();
+        Sysctl {
+            path: path.to_string(),
+            old,
+        }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.old);
+    }
+}
+
+/// A UDP datagram to `via` with a loose source route option naming `to`
+/// as the next hop (the UDP checksum is 0, none).
+fn udp_source_routed(
+    src: Ipv4Addr,
+    via: Ipv4Addr,
+    to: Ipv4Addr,
+    dport: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut u = [40000u16.to_be_bytes(), dport.to_be_bytes()].concat();
+    u.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(data);
+    // LSRR (type 0x83, length 7, pointer 4, one address), then EOL.
+    let mut opt = vec![0x83, 7, 4];
+    opt.extend_from_slice(&to.octets());
+    opt.push(0);
+    let mut h = vec![0x47, 0];
+    h.extend_from_slice(&((28 + u.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&via.octets());
+    h.extend_from_slice(&opt);
+    let sum = inet_checksum(&h);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    h.extend_from_slice(&u);
+    h
+}
+
+/// Review of issue 17 #1: a loose source route through the gateway to
+/// 127.0.0.1. The loopback chain sees the gateway as destination; the
+/// kernel's source routing then rewrites it to 127.0.0.1, which the
+/// bridge's route_localnet (on while NetIn exists) lets it deliver to the
+/// host's loopback services. Hosts accept source routes only where
+/// `conf.all.accept_source_route` is on (off by default, some hosts turn
+/// it on); the bridge's own setting must refuse them whatever `all` says.
+#[test]
+fn a_source_route_through_the_gateway_does_not_reach_the_hosts_loopback() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let _all = Sysctl::set("/proc/sys/net/ipv4/conf/all/accept_source_route", "1");
+        let a = create_net(
+            &client,
+            Spec {
+                handle: "srr-a",
+                net_out: &[net_out_all()],
+                net_in: &[(env.ports.0 as u32, 8080)],
+                ..Spec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ip_a = ip_of(&a).await;
+        let localnet = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", env.bridge);
+        assert_eq!(std::fs::read_to_string(&localnet).unwrap().trim(), "1");
+        let eth0 = Eth0::open(env.container_pids("srr-a")[0]);
+        let gw_mac = mac_of_link(&env.bridge);
+        let (lo_udp, lo_port) = udp_listener(Ipv4Addr::LOCALHOST);
+        let to_lo = udp_source_routed(
+            ip_a,
+            env.gateway,
+            Ipv4Addr::LOCALHOST,
+            lo_port,
+            b"to-loopback",
+        );
+        eth0.send(&frame(gw_mac, eth0.mac, &[], ETH_IP, &to_lo));
+        assert_nothing_arrives(&lo_udp, "a source-routed datagram to the host's 127.0.0.1");
+    });
+}

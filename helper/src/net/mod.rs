@@ -345,13 +345,17 @@ impl Network {
             .map_err(|e| format!("bringing {} up: {e}", conf.bridge))?;
         // Route the bridge (forwarding), answer ARP for the other containers
         // on it at once (the firewall keeps them apart at layer 2, so they
-        // meet only through us), never redirect them to each other;
+        // meet only through us), never redirect them to each other, take
+        // no source-routed packet (a route via the gateway to 127.0.0.1
+        // would pass the loopback chain; the kernel needs this and `all`
+        // on, so off here holds whatever the host sets);
         // route_localnet only while NetIn needs it (`sync_localnet`).
         let dir = format!("/proc/sys/net/ipv4/conf/{}", conf.bridge);
         for (key, value) in [
             ("forwarding", "1"),
             ("proxy_arp_pvlan", "1"),
             ("send_redirects", "0"),
+            ("accept_source_route", "0"),
             ("route_localnet", "0"),
         ] {
             write_sysctl(&format!("{dir}/{key}"), value)?;

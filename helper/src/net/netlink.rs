@@ -35,6 +35,7 @@ const IFLA_MASTER: u16 = 10;
 const IFLA_PROTINFO: u16 = 12;
 const IFLA_BRPORT_LEARNING: u16 = 8;
 const IFLA_BRPORT_UNICAST_FLOOD: u16 = 9;
+const IFLA_BRPORT_GROUP_FWD_MASK: u16 = 31;
 const NDA_LLADDR: u16 = 2;
 const NUD_NOARP: u16 = 0x40;
 const NTF_MASTER: u8 = 0x04;
@@ -436,6 +437,10 @@ impl Netlink {
         m.begin(IFLA_PROTINFO)
             .attr(IFLA_BRPORT_LEARNING, &[0])
             .attr(IFLA_BRPORT_UNICAST_FLOOD, &[0])
+            // Every 802.1D reserved group the kernel allows (not 0x01,
+            // pause) takes the bridge's hooked path, not the port's own
+            // receive path past the bridge table (nft.rs).
+            .attr(IFLA_BRPORT_GROUP_FWD_MASK, &0xfffdu16.to_ne_bytes())
             .end();
         self.call(m)?;
         let mut m = Msg::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_EXCL);

@@ -20,6 +20,12 @@
 //! its tag's type and is dropped: the host would strip a VID-0 tag and take
 //! the inner packet past the untagged-only checks), only from the port's
 //! own MAC and address; the port learns nothing (netlink.rs `pin_port`).
+//! Nor does a frame to an 802.1D reserved group (01:80:c2:00:00:0X) get
+//! anywhere: the bridge would hand it up on the port itself, where the
+//! host's IPv4 and ARP code take it past every check here (a datagram
+//! NetOut does not allow, from any address; ARP entries from forged
+//! addresses). The port forwards those groups (`pin_port`), so they meet
+//! this table's prerouting chain, which drops them.
 //! The host's ARP requests go only to the port that owns the address asked
 //! for, and nothing but IPv4 and ARP from the host reaches a container.
 //! A related packet (an ICMP error) from a container must concern a flow
@@ -165,6 +171,7 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
          \tset macs {{ type ifname . ether_addr; }}\n\
          \tchain prerouting {{ type filter hook prerouting priority -300; policy accept;\n\
          \t\tiifname @containers ether type != {{ ip, arp }} drop\n\
+         \t\tiifname @containers ether daddr 01:80:c2:00:00:00-01:80:c2:00:00:0f drop\n\
          \t\tiifname @containers iifname . ether saddr != @macs drop\n\
          \t\tether type ip iifname @containers iifname . ip saddr != @addresses drop\n\
          \t\tether type arp iifname @containers iifname . arp saddr ip != @addresses drop\n\
