@@ -41,8 +41,7 @@ pub trait Cgroups {
     /// The limits in force (None: no limit). `recorded_shares`: the
     /// cpu_shares last set, which v2 reports while cpu.weight still
     /// matches it (v2 keeps a weight, and many shares give one weight).
-    fn get_limits(&self, handle: &Handle, recorded_shares: Option<u64>)
-        -> Result<Limits, String>;
+    fn get_limits(&self, handle: &Handle, recorded_shares: Option<u64>) -> Result<Limits, String>;
     /// Resource usage.
     fn stats(&self, handle: &Handle) -> Result<Stats, String>;
     /// An fd that becomes ready when the kernel OOM-kills in the container

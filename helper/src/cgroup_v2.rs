@@ -118,7 +118,8 @@ pub fn is_delegated(path: &str) -> bool {
         let mut v = [0u8; 4];
         // SAFETY: NUL-terminated path and name; the kernel writes at most
         // v.len() bytes into v.
-        let n = unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        let n =
+            unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
         n == 1 && v[0] == b'1'
     })
 }
@@ -522,7 +523,10 @@ mod tests {
             &parent.join("cgroup.controllers"),
             "cpuset cpu io memory pids\n",
         );
-        write(&parent.join("cgroup.subtree_control"), "cpu io memory pids\n");
+        write(
+            &parent.join("cgroup.subtree_control"),
+            "cpu io memory pids\n",
+        );
         write(&parent.join("cpuset.cpus.effective"), "0-3\n");
         write(&parent.join("pids.max"), "max\n");
         let t = Tree {
@@ -697,7 +701,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.message, "pids_max 2 is below current usage 3");
         let unknown = Handle::new("nope").unwrap();
-        assert!(v2.get_limits(&unknown, None).unwrap_err().contains("missing"));
+        assert!(v2
+            .get_limits(&unknown, None)
+            .unwrap_err()
+            .contains("missing"));
     }
 
     #[test]
@@ -807,11 +814,16 @@ mod tests {
 
     #[test]
     fn the_helpers_own_cgroup_is_the_v2_line_of_proc_self_cgroup() {
-        let hybrid = "9:name=systemd:/system.slice/x.service\n4:memory:/\n0::/system.slice/x.service\n";
+        let hybrid =
+            "9:name=systemd:/system.slice/x.service\n4:memory:/\n0::/system.slice/x.service\n";
         assert_eq!(own_cgroup(hybrid).unwrap(), "/system.slice/x.service");
         assert_eq!(own_cgroup("0::/\n").unwrap(), "/");
-        assert!(own_cgroup("4:memory:/\n").unwrap_err().contains("no cgroup v2 line"));
-        assert!(own_cgroup("0::/a/../b\n").unwrap_err().contains("not a cgroup path"));
+        assert!(own_cgroup("4:memory:/\n")
+            .unwrap_err()
+            .contains("no cgroup v2 line"));
+        assert!(own_cgroup("0::/a/../b\n")
+            .unwrap_err()
+            .contains("not a cgroup path"));
         assert!(own_cgroup("0::relative\n").is_err());
     }
 
@@ -936,14 +948,21 @@ mod tests {
         assert!(!is_delegated(path));
 
         assert!(!others_in(root, &rel, 1), "empty cgroup");
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let pid = child.id() as i32;
         std::fs::write(cg.0.join("cgroup.procs"), pid.to_string()).unwrap();
-        let (seen_by_other, seen_by_itself) = (others_in(root, &rel, 1), others_in(root, &rel, pid));
+        let (seen_by_other, seen_by_itself) =
+            (others_in(root, &rel, 1), others_in(root, &rel, pid));
         let _ = child.kill();
         let _ = child.wait();
         assert!(seen_by_other && !seen_by_itself);
-        assert!(others_in(root, "/grove-no-such-cgroup", 1), "unreadable counts as shared");
+        assert!(
+            others_in(root, "/grove-no-such-cgroup", 1),
+            "unreadable counts as shared"
+        );
         drop(cg);
     }
 

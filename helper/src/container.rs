@@ -184,9 +184,10 @@ impl Helper {
             }
             Request::GetLimits { handle } => {
                 self.check(&handle, Event::GetLimits)?;
-                let recorded = fs::read_file_at(self.depot.as_fd(), &format!("{handle}/{SHARES_FILE}"))
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok());
+                let recorded =
+                    fs::read_file_at(self.depot.as_fd(), &format!("{handle}/{SHARES_FILE}"))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
                 let mut l = self
                     .cgroups
                     .get_limits(&handle, recorded)

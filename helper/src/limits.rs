@@ -521,7 +521,10 @@ mod tests {
         let mut last = 0;
         for s in MIN_SHARES..=MAX_SHARES {
             let w = shares_to_weight(s);
-            assert!(w >= last && w <= last.max(1) + 1, "shares {s}: {last} → {w}");
+            assert!(
+                w >= last && w <= last.max(1) + 1,
+                "shares {s}: {last} → {w}"
+            );
             last = w;
         }
     }

@@ -59,6 +59,15 @@ pub fn cg_file(v1: &'static str, v2: &'static str) -> &'static str {
     }
 }
 
+/// The helper's open-file limit (soft = hard) in tests: grove-helper.service's
+/// LimitNOFILE=65536, or the test's own hard limit if that is lower (raising
+/// it needs CAP_SYS_RESOURCE, which root lacks on some hosts).
+pub fn helper_nofile() -> u64 {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    hard.min(65536)
+}
+
 /// The cgroup v1 controllers the helper puts each container in.
 pub const CONTROLLERS: &[&str] = &[
     "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio",
@@ -433,8 +442,26 @@ impl TestEnv {
                 .open(root.join(name))
                 .unwrap()
         };
+        let mut command = std::process::Command::new(bin_dir().join("grove-helper"));
+        let nofile = helper_nofile();
+        // The open-file limit grove-helper.service gives it
+        // (LimitNOFILE=65536), so tests see what containers would inherit.
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the
+        // forked child before exec.
+        unsafe {
+            command.pre_exec(move || {
+                let l = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         self.helper = Some(
-            std::process::Command::new(bin_dir().join("grove-helper"))
+            command
                 .arg("--policy")
                 .arg(self.root.join("helper-policy.conf"))
                 .envs(self.helper_env.iter().map(|(k, v)| (k, v)))

@@ -397,7 +397,12 @@ mod tests {
 
     #[test]
     fn v1_memory_stats_pass_unchanged() {
-        let v1 = stat(&[("cache", 1), ("rss", 2), ("total_cache", 3), ("total_rss", 4)]);
+        let v1 = stat(&[
+            ("cache", 1),
+            ("rss", 2),
+            ("total_cache", 3),
+            ("total_rss", 4),
+        ]);
         assert_eq!(memory_stat_with_v1_names(&v1), v1);
         assert!(memory_stat_with_v1_names(&[]).is_empty());
     }
