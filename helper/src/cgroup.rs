@@ -38,8 +38,10 @@ pub trait Cgroups {
     /// Validate `limits` (each field on its own, then against current usage
     /// and the parent's cpuset) and write them: all of them or none.
     fn set_limits(&self, handle: &Handle, limits: &Limits) -> Result<(), HelperError>;
-    /// The limits in force (None: no limit).
-    fn get_limits(&self, handle: &Handle) -> Result<Limits, String>;
+    /// The limits in force (None: no limit). `recorded_shares`: the
+    /// cpu_shares last set, which v2 reports while cpu.weight still
+    /// matches it (v2 keeps a weight, and many shares give one weight).
+    fn get_limits(&self, handle: &Handle, recorded_shares: Option<u64>) -> Result<Limits, String>;
     /// Resource usage.
     fn stats(&self, handle: &Handle) -> Result<Stats, String>;
     /// An fd that becomes ready when the kernel OOM-kills in the container
@@ -73,12 +75,17 @@ pub const V1_CONTROLLERS: [&str; 8] = [
 /// `total_pids` becomes the parent cgroup's pids.max: all containers
 /// together can have no more processes.
 pub fn detect(parent: &str, total_pids: u64) -> Result<Box<dyn Cgroups>, String> {
+    use crate::cgroup_v2::{choose, is_delegated, own_cgroup, V2};
     let st = statfs(ROOT).map_err(|e| format!("statfs {ROOT}: {e}"))?;
     let t = st.filesystem_type();
     if t == CGROUP2_SUPER_MAGIC {
-        return Ok(Box::new(crate::cgroup_v2::V2::open(
-            ROOT, parent, total_pids,
-        )?));
+        let text = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("/proc/self/cgroup: {e}"))?;
+        let own = own_cgroup(&text)?;
+        let me = std::process::id() as i32;
+        let others = |p: &str| crate::cgroup_v2::others_in(ROOT, p, me);
+        let home = choose(&own, &|p| is_delegated(&format!("{ROOT}{p}")), &others);
+        return Ok(Box::new(V2::open(ROOT, &home, parent, total_pids)?));
     }
     if t != TMPFS_MAGIC {
         return Err(format!(
@@ -623,7 +630,8 @@ impl Cgroups for V1 {
         limits::apply(&writes)
     }
 
-    fn get_limits(&self, handle: &Handle) -> Result<Limits, String> {
+    fn get_limits(&self, handle: &Handle, _: Option<u64>) -> Result<Limits, String> {
+        // v1 keeps cpu.shares itself: what it reads is what was set.
         let mut l = Limits::default();
         if let Some(d) = self.dir_opt("memory", handle)? {
             let m = read_u64(d.as_fd(), "memory.limit_in_bytes")?;

@@ -1,7 +1,14 @@
-//! The cgroup v2 (unified) driver: one hierarchy, rooted at
-//! <root>/<cgroup_parent> (on systemd hosts inside the helper's delegated
-//! subtree). The root directory is a parameter so the driver can be tested
-//! against a fake tree of plain files on hosts that are not unified.
+//! The cgroup v2 (unified) driver: one hierarchy. On a systemd host the
+//! containers live in the delegated subtree of the unit that runs the
+//! helper (grove-helper.service has Delegate=yes): the helper moves itself
+//! into the leaf <unit>/supervisor (v2 allows processes only in leaves of
+//! a cgroup that hands controllers down), enables the controllers in
+//! <unit>/cgroup.subtree_control and puts each container at
+//! <unit>/<cgroup_parent>/<handle>, where `systemd-cgls` shows it. Without
+//! a delegated cgroup of its own (run by hand, by the test harness, under
+//! an init that is not systemd) it uses <root>/<cgroup_parent>, as on v1.
+//! The root directory is a parameter so the driver can be tested against
+//! a fake tree of plain files on hosts that are not unified.
 //!
 //! Devices: v2 has no devices controller; access is controlled by a BPF
 //! program attached to the cgroup (BPF_CGROUP_DEVICE, devices.rs), with the
@@ -19,12 +26,19 @@ use nix::unistd::UnlinkatFlags;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// Controllers a container's cgroup must have, and one it may have.
+/// Controllers a container's cgroup must have, and those it may have.
 const REQUIRED: [&str; 3] = ["cpu", "memory", "pids"];
-const OPTIONAL: [&str; 1] = ["cpuset"];
+const OPTIONAL: [&str; 2] = ["cpuset", "io"];
+
+/// The leaf of the delegated cgroup the helper (and what it forks) lives in.
+pub const SUPERVISOR: &str = "supervisor";
+
+/// v1's memory.stat reports "no limit" as this (LONG_MAX rounded down to a
+/// page); v2's memory.max says "max". Garden reports the v1 figure.
+const V1_UNLIMITED: u64 = 9_223_372_036_854_771_712;
 
 pub struct V2 {
-    /// <root>/<cgroup_parent>, opened at start-up.
+    /// The containers' parent cgroup, opened at start-up.
     parent: OwnedFd,
     /// Whether cpuset is enabled for the containers.
     cpuset: bool,
@@ -32,6 +46,93 @@ pub struct V2 {
 
 fn system(msg: String) -> HelperError {
     HelperError::new(ErrorKind::System, msg)
+}
+
+/// Where the containers' parent cgroup goes (below the v2 root).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Home {
+    /// <root>/<cgroup_parent>: no delegated cgroup of our own.
+    Root { why: String },
+    /// <root><unit>/<cgroup_parent>, the helper in <unit>/supervisor
+    /// (`move_self`: not there yet).
+    Delegated { unit: String, move_self: bool },
+}
+
+/// The helper's own cgroup, from /proc/self/cgroup: the path of the v2
+/// line ("0::/system.slice/grove-helper.service").
+pub fn own_cgroup(proc_self_cgroup: &str) -> Result<String, String> {
+    let path = proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("/proc/self/cgroup has no cgroup v2 line (\"0::/path\")")?;
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(format!("/proc/self/cgroup: {path:?} is not a cgroup path"));
+    }
+    Ok(path.to_string())
+}
+
+/// Decide where containers go, given the helper's own cgroup, whether a
+/// cgroup is marked delegated (systemd sets trusted.delegate=1 on the
+/// cgroup of a unit with Delegate=yes) and whether a cgroup holds
+/// processes other than the helper's own.
+pub fn choose(
+    own: &str,
+    delegated: &dyn Fn(&str) -> bool,
+    others_in: &dyn Fn(&str) -> bool,
+) -> Home {
+    // A restarted helper that left itself in <unit>/supervisor, or one
+    // systemd put there (DelegateSubgroup=supervisor, systemd 254+).
+    if let Some(unit) = own.strip_suffix(&format!("/{SUPERVISOR}")) {
+        if !unit.is_empty() && delegated(unit) {
+            return Home::Delegated {
+                unit: unit.to_string(),
+                move_self: false,
+            };
+        }
+    }
+    if own == "/" || !delegated(own) {
+        return Home::Root {
+            why: format!("its cgroup {own} is not delegated (no Delegate=yes)"),
+        };
+    }
+    // Enabling controllers needs the cgroup free of processes; other
+    // processes there (the one that started us) are not ours to move.
+    if others_in(own) {
+        return Home::Root {
+            why: format!("its delegated cgroup {own} holds other processes"),
+        };
+    }
+    Home::Delegated {
+        unit: own.to_string(),
+        move_self: true,
+    }
+}
+
+/// Whether systemd marked the cgroup at `path` (absolute) delegated.
+pub fn is_delegated(path: &str) -> bool {
+    let Ok(p) = std::ffi::CString::new(path) else {
+        return false;
+    };
+    ["trusted.delegate", "user.delegate"].iter().any(|name| {
+        let name = std::ffi::CString::new(*name).unwrap_or_default();
+        let mut v = [0u8; 4];
+        // SAFETY: NUL-terminated path and name; the kernel writes at most
+        // v.len() bytes into v.
+        let n =
+            unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        n == 1 && v[0] == b'1'
+    })
+}
+
+/// Whether the cgroup <root><path> holds a process other than `me`
+/// (unreadable: assume it does, and stay out of it).
+pub fn others_in(root: &str, path: &str, me: i32) -> bool {
+    match fs::openat(None, &format!("{root}{path}"), OFlag::O_RDONLY, 0)
+        .and_then(|d| read_pids(d.as_fd()))
+    {
+        Ok(pids) => pids.iter().any(|&p| p != me),
+        Err(_) => true,
+    }
 }
 
 /// Make `controllers` (those `dir` has) available to `dir`'s children by
@@ -58,28 +159,54 @@ fn enable(dir: BorrowedFd, what: &str, controllers: &[&str]) -> Result<Vec<Strin
 }
 
 impl V2 {
-    /// Open <root>, make sure <root>/<parent> exists and hands the
-    /// controllers containers need down to its children; its pids.max
-    /// becomes `total_pids`.
-    pub fn open(root: &str, parent: &str, total_pids: u64) -> Result<V2, String> {
-        let root_fd = fs::openat(None, root, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
-            .map_err(|e| err(root, e))?;
+    /// Open the containers' home below `root` (see `Home`), make sure
+    /// <home>/<parent> exists and hands the controllers containers need
+    /// down to its children; its pids.max becomes `total_pids`.
+    pub fn open(root: &str, home: &Home, parent: &str, total_pids: u64) -> Result<V2, String> {
+        let base_path = match home {
+            Home::Root { .. } => root.to_string(),
+            Home::Delegated { unit, .. } => format!("{root}{unit}"),
+        };
+        let base = fs::openat(None, &base_path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
+            .map_err(|e| err(&base_path, e))?;
+        if let Home::Delegated {
+            move_self: true, ..
+        } = home
+        {
+            // Why safe: the helper moves only itself (one process; it is
+            // single-threaded here and the spawner is not forked yet),
+            // within the cgroup systemd delegated to it.
+            fs::mkdir_at(base.as_fd(), SUPERVISOR, 0o755, true)
+                .map_err(|e| err(&format!("{base_path}/{SUPERVISOR}"), e))?;
+            let sup = fs::open_dir(base.as_fd(), SUPERVISOR)
+                .map_err(|e| err(&format!("{base_path}/{SUPERVISOR}"), e))?;
+            write_cg(sup.as_fd(), "cgroup.procs", &std::process::id().to_string())
+                .map_err(|e| err(&format!("{base_path}/{SUPERVISOR}/cgroup.procs"), e))?;
+        }
         let all: Vec<&str> = REQUIRED.iter().chain(&OPTIONAL).copied().collect();
-        enable(root_fd.as_fd(), root, &all)?;
-        fs::mkdir_at(root_fd.as_fd(), parent, 0o755, true)
-            .map_err(|e| err(&format!("{root}/{parent}"), e))?;
-        let parent_fd = fs::open_dir(root_fd.as_fd(), parent)
-            .map_err(|e| err(&format!("{root}/{parent}"), e))?;
-        let on = enable(parent_fd.as_fd(), &format!("{root}/{parent}"), &all)?;
+        enable(base.as_fd(), &base_path, &all)?;
+        fs::mkdir_at(base.as_fd(), parent, 0o755, true)
+            .map_err(|e| err(&format!("{base_path}/{parent}"), e))?;
+        let parent_fd = fs::open_dir(base.as_fd(), parent)
+            .map_err(|e| err(&format!("{base_path}/{parent}"), e))?;
+        let on = enable(parent_fd.as_fd(), &format!("{base_path}/{parent}"), &all)?;
         if let Some(missing) = REQUIRED.iter().find(|c| !on.iter().any(|o| o == *c)) {
             return Err(format!(
-                "{root}/{parent}: the {missing} controller is not available (cgroup.controllers); \
+                "{base_path}/{parent}: the {missing} controller is not available (cgroup.controllers); \
                  delegate it to grove-helper"
             ));
         }
         // Why safe: it only bounds the helper's own parent cgroup.
         write_cg(parent_fd.as_fd(), "pids.max", &total_pids.to_string())
-            .map_err(|e| err(&format!("{root}/{parent}/pids.max"), e))?;
+            .map_err(|e| err(&format!("{base_path}/{parent}/pids.max"), e))?;
+        match home {
+            Home::Root { why } => eprintln!(
+                "grove-helper: containers' cgroups in {base_path}/{parent} ({why})"
+            ),
+            Home::Delegated { .. } => eprintln!(
+                "grove-helper: containers' cgroups in {base_path}/{parent}, the helper in {base_path}/{SUPERVISOR} (delegated)"
+            ),
+        }
         Ok(V2 {
             parent: parent_fd,
             cpuset: on.iter().any(|o| o == "cpuset"),
@@ -249,7 +376,7 @@ impl Cgroups for V2 {
         limits::apply(&writes)
     }
 
-    fn get_limits(&self, handle: &Handle) -> Result<Limits, String> {
+    fn get_limits(&self, handle: &Handle, recorded_shares: Option<u64>) -> Result<Limits, String> {
         let dir = self.dir(handle)?;
         let d = dir.as_fd();
         let cpu_max = fs::read_file_at(d, "cpu.max").map_err(|e| err("cpu.max", e))?;
@@ -262,7 +389,10 @@ impl Cgroups for V2 {
         };
         Ok(Limits {
             memory_bytes: read_max(d, "memory.max")?,
-            cpu_shares: Some(limits::weight_to_shares(read_u64(d, "cpu.weight")?)),
+            cpu_shares: Some(limits::reported_shares(
+                read_u64(d, "cpu.weight")?,
+                recorded_shares,
+            )),
             cpu_quota: parse_cpu_max(&cpu_max)?,
             pids_max: read_max(d, "pids.max")?,
             cpuset,
@@ -277,9 +407,19 @@ impl Cgroups for V2 {
         let read = |f: &str| fs::read_file_at(d, f).map_err(|e| err(f, e));
         let cpu = read("cpu.stat")?;
         let usec = |k: &str| limits::keyed(&cpu, k).unwrap_or(0).saturating_mul(1000);
+        // memory.stat's own names; groved adds v1's (cache, rss, total_*).
+        // Two v1 figures are files of their own on v2: swap in use
+        // (memory.swap.current, absent without swap accounting) and the
+        // limit (memory.max).
+        let mut memory_stat = limits::parse_flat_keyed(&read("memory.stat")?);
+        if let Ok(swap) = read_u64(d, "memory.swap.current") {
+            memory_stat.push(("swap".into(), swap));
+        }
+        let limit = read_max(d, "memory.max")?.unwrap_or(V1_UNLIMITED);
+        memory_stat.push(("hierarchical_memory_limit".into(), limit));
         Ok(Stats {
             memory_usage_bytes: read_u64(d, "memory.current")?,
-            memory_stat: limits::parse_flat_keyed(&read("memory.stat")?),
+            memory_stat,
             cpu_usage_ns: usec("usage_usec"),
             cpu_user_ns: usec("user_usec"),
             cpu_system_ns: usec("system_usec"),
@@ -383,14 +523,17 @@ mod tests {
             &parent.join("cgroup.controllers"),
             "cpuset cpu io memory pids\n",
         );
-        write(&parent.join("cgroup.subtree_control"), "cpu memory pids\n");
+        write(
+            &parent.join("cgroup.subtree_control"),
+            "cpu io memory pids\n",
+        );
         write(&parent.join("cpuset.cpus.effective"), "0-3\n");
         write(&parent.join("pids.max"), "max\n");
         let t = Tree {
             root: root.clone(),
             immutable: None,
         };
-        let v2 = V2::open(root.to_str().unwrap(), "grove", 5000).unwrap();
+        let v2 = V2::open(root.to_str().unwrap(), &at_root(), "grove", 5000).unwrap();
         assert!(v2.cpuset);
         assert_eq!(read(&parent.join("pids.max")), "5000");
         // The driver enabled cpuset (the only one missing) for the children.
@@ -402,6 +545,7 @@ mod tests {
             ("memory.max", "max\n"),
             ("memory.current", "8388608\n"),
             ("memory.stat", "anon 4096\nfile 8192\nkernel 0\n"),
+            ("memory.swap.current", "12288\n"),
             (
                 "memory.events",
                 "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\noom_group_kill 0\n",
@@ -426,14 +570,19 @@ mod tests {
         Handle::new("c1").unwrap()
     }
 
+    fn at_root() -> Home {
+        Home::Root { why: "test".into() }
+    }
+
     #[test]
     fn limits_are_written_in_v2_format_and_read_back() {
         let (_t, v2, d) = tree("limits");
         assert_eq!(
-            v2.get_limits(&c1()).unwrap(),
+            v2.get_limits(&c1(), None).unwrap(),
             Limits {
                 memory_bytes: None,
-                cpu_shares: Some(limits::weight_to_shares(100)),
+                // No CPU limit: weight 100, reported as v1's default.
+                cpu_shares: Some(1024),
                 cpu_quota: None,
                 pids_max: None,
                 cpuset: None,
@@ -455,20 +604,32 @@ mod tests {
         };
         v2.set_limits(&c1(), &want).unwrap();
         assert_eq!(read(&d.join("memory.max")), "67108864");
-        assert_eq!(read(&d.join("cpu.weight")), "20");
+        assert_eq!(read(&d.join("cpu.weight")), "59");
         assert_eq!(read(&d.join("cpu.max")), "50000 100000");
         assert_eq!(read(&d.join("pids.max")), "50");
         assert_eq!(read(&d.join("cpuset.cpus")), "0,2-3");
-        let got = v2.get_limits(&c1()).unwrap();
+        // With the record of what was asked (the helper keeps it in the
+        // container's depot dir), exactly that; without, the largest shares
+        // value of weight 59.
+        assert_eq!(v2.get_limits(&c1(), Some(512)).unwrap(), want);
+        let got = v2.get_limits(&c1(), None).unwrap();
         assert_eq!(
             got,
             Limits {
-                // 512 shares is weight 20, whose smallest shares value is 501.
-                cpu_shares: Some(501),
+                cpu_shares: Some(limits::weight_to_shares(59)),
                 ..want.clone()
             }
         );
-        assert_eq!(limits::shares_to_weight(got.cpu_shares.unwrap()), 20);
+        assert_eq!(limits::shares_to_weight(got.cpu_shares.unwrap()), 59);
+        for shares in [2, 3, 100, 1000, 1024, 1025, 10_000, 262_144] {
+            let l = Limits {
+                cpu_shares: Some(shares),
+                ..Limits::default()
+            };
+            v2.set_limits(&c1(), &l).unwrap();
+            let read_back = v2.get_limits(&c1(), Some(shares)).unwrap().cpu_shares;
+            assert_eq!(read_back, Some(shares));
+        }
         // Removing the quota keeps the period.
         v2.set_limits(
             &c1(),
@@ -482,7 +643,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read(&d.join("cpu.max")), "max 20000");
-        assert_eq!(v2.get_limits(&c1()).unwrap().cpu_quota, None);
+        assert_eq!(v2.get_limits(&c1(), None).unwrap().cpu_quota, None);
     }
 
     #[test]
@@ -540,7 +701,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.message, "pids_max 2 is below current usage 3");
         let unknown = Handle::new("nope").unwrap();
-        assert!(v2.get_limits(&unknown).unwrap_err().contains("missing"));
+        assert!(v2
+            .get_limits(&unknown, None)
+            .unwrap_err()
+            .contains("missing"));
     }
 
     #[test]
@@ -590,7 +754,10 @@ mod tests {
                 memory_stat: vec![
                     ("anon".into(), 4096),
                     ("file".into(), 8192),
-                    ("kernel".into(), 0)
+                    ("kernel".into(), 0),
+                    // Files of their own on v2, under their v1 names.
+                    ("swap".into(), 12288),
+                    ("hierarchical_memory_limit".into(), V1_UNLIMITED),
                 ],
                 cpu_usage_ns: 1_500_000,
                 cpu_user_ns: 1_000_000,
@@ -603,7 +770,15 @@ mod tests {
             }
         );
         write(&d.join("pids.max"), "50\n");
-        assert_eq!(v2.stats(&c1()).unwrap().pids_max, Some(50));
+        write(&d.join("memory.max"), "67108864\n");
+        std::fs::remove_file(d.join("memory.swap.current")).unwrap();
+        let s = v2.stats(&c1()).unwrap();
+        assert_eq!(s.pids_max, Some(50));
+        // No swap accounting: no swap figure, rather than a made-up 0.
+        assert_eq!(
+            &s.memory_stat[3..],
+            &[("hierarchical_memory_limit".to_string(), 64 << 20)]
+        );
         // The watch is memory.events itself, opened read-only.
         let fd = v2.oom_watch(&c1()).unwrap();
         let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
@@ -631,10 +806,164 @@ mod tests {
         write(&root.join("cgroup.subtree_control"), "cpu io\n");
         write(&root.join("grove/cgroup.controllers"), "cpu io\n");
         write(&root.join("grove/cgroup.subtree_control"), "cpu\n");
-        let e = V2::open(root.to_str().unwrap(), "grove", 5000)
+        let e = V2::open(root.to_str().unwrap(), &at_root(), "grove", 5000)
             .err()
             .unwrap();
         assert!(e.contains("memory controller is not available"), "{e}");
+    }
+
+    #[test]
+    fn the_helpers_own_cgroup_is_the_v2_line_of_proc_self_cgroup() {
+        let hybrid =
+            "9:name=systemd:/system.slice/x.service\n4:memory:/\n0::/system.slice/x.service\n";
+        assert_eq!(own_cgroup(hybrid).unwrap(), "/system.slice/x.service");
+        assert_eq!(own_cgroup("0::/\n").unwrap(), "/");
+        assert!(own_cgroup("4:memory:/\n")
+            .unwrap_err()
+            .contains("no cgroup v2 line"));
+        assert!(own_cgroup("0::/a/../b\n")
+            .unwrap_err()
+            .contains("not a cgroup path"));
+        assert!(own_cgroup("0::relative\n").is_err());
+    }
+
+    #[test]
+    fn containers_go_to_the_delegated_unit_only_when_it_is_ours_alone() {
+        let unit = "/system.slice/grove-helper.service";
+        let delegated = |p: &str| p == unit;
+        let nobody = |_: &str| false;
+        let somebody = |_: &str| true;
+        // systemd started us in a unit with Delegate=yes: move to supervisor.
+        assert_eq!(
+            choose(unit, &delegated, &nobody),
+            Home::Delegated {
+                unit: unit.into(),
+                move_self: true
+            }
+        );
+        // Restarted by hand, or DelegateSubgroup=supervisor: already there.
+        assert_eq!(
+            choose(&format!("{unit}/supervisor"), &delegated, &somebody),
+            Home::Delegated {
+                unit: unit.into(),
+                move_self: false
+            }
+        );
+        // Someone else lives in the delegated cgroup (the test harness, a
+        // shell): leave it alone, use the root.
+        let Home::Root { why } = choose(unit, &delegated, &somebody) else {
+            panic!("a shared delegated cgroup was taken");
+        };
+        assert!(why.contains("other processes"), "{why}");
+        // Not delegated (a login session, ./dev up): the root, as before.
+        for own in ["/", "/user.slice/user-0.slice/session-1.scope"] {
+            let Home::Root { why } = choose(own, &delegated, &nobody) else {
+                panic!("{own} is not delegated");
+            };
+            assert!(why.contains("not delegated"), "{why}");
+        }
+        // A "supervisor" leaf of a cgroup that is not delegated is not ours.
+        assert!(matches!(
+            choose("/x/supervisor", &delegated, &nobody),
+            Home::Root { .. }
+        ));
+    }
+
+    /// A fake v2 tree shaped like systemd's (plain files in a temp dir;
+    /// this host is hybrid, and the real move would move the test
+    /// process): the helper moves itself into <unit>/supervisor, enables
+    /// the controllers at the unit and puts the parent below the unit.
+    #[test]
+    fn a_delegated_unit_gets_a_supervisor_leaf_and_the_containers() {
+        let root = PathBuf::from(format!("/tmp/grove-helper-v2-deleg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let _t = Tree {
+            root: root.clone(),
+            immutable: None,
+        };
+        let unit = root.join("system.slice/grove-helper.service");
+        std::fs::create_dir_all(unit.join(SUPERVISOR)).unwrap();
+        std::fs::create_dir_all(unit.join("grove")).unwrap();
+        let all = "cpuset cpu io memory pids\n";
+        for d in [&unit, &unit.join("grove")] {
+            write(&d.join("cgroup.controllers"), all);
+            write(&d.join("cgroup.subtree_control"), "");
+        }
+        write(&unit.join("grove/pids.max"), "max\n");
+        write(&unit.join(SUPERVISOR).join("cgroup.procs"), "");
+        let home = Home::Delegated {
+            unit: "/system.slice/grove-helper.service".into(),
+            move_self: true,
+        };
+        let v2 = V2::open(root.to_str().unwrap(), &home, "grove", 77).unwrap();
+        assert!(v2.cpuset);
+        assert_eq!(
+            read(&unit.join(SUPERVISOR).join("cgroup.procs")),
+            std::process::id().to_string()
+        );
+        // Each "+name" write truncates the plain file: the last one stays.
+        assert_eq!(read(&unit.join("cgroup.subtree_control")), "+io");
+        assert_eq!(read(&unit.join("grove/pids.max")), "77");
+        v2.create(&c1()).unwrap();
+        assert!(unit.join("grove/c1").is_dir());
+    }
+
+    /// Removes a cgroup made on the real hierarchy, even on failure.
+    struct RealCgroup(PathBuf);
+
+    impl Drop for RealCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    fn real_v2_root() -> &'static str {
+        use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+        ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .find(|p| statfs(*p).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC))
+            .expect("a cgroup2 hierarchy is mounted")
+    }
+
+    /// On the real kernel (the host's cgroup2 hierarchy, controller-less
+    /// /sys/fs/cgroup/unified here): systemd's delegation mark is a
+    /// trusted.delegate xattr on the cgroup, which cgroupfs keeps; and a
+    /// cgroup with a process other than ours in it is seen as shared.
+    #[test]
+    fn delegation_marks_and_other_processes_are_read_from_the_real_hierarchy() {
+        let root = real_v2_root();
+        let rel = format!("/grove-deleg-test-{}", std::process::id());
+        let cg = RealCgroup(PathBuf::from(format!("{root}{rel}")));
+        std::fs::create_dir(&cg.0).unwrap();
+        let path = cg.0.to_str().unwrap();
+        assert!(!is_delegated(path));
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        let (p, name) = (c(path), c("trusted.delegate"));
+        // SAFETY: NUL-terminated path and name, a one-byte value.
+        let r = unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+        assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+        assert!(is_delegated(path));
+        // SAFETY: as above, a different one-byte value.
+        unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), b"0".as_ptr().cast(), 1, 0) };
+        assert!(!is_delegated(path));
+
+        assert!(!others_in(root, &rel, 1), "empty cgroup");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::fs::write(cg.0.join("cgroup.procs"), pid.to_string()).unwrap();
+        let (seen_by_other, seen_by_itself) =
+            (others_in(root, &rel, 1), others_in(root, &rel, pid));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(seen_by_other && !seen_by_itself);
+        assert!(
+            others_in(root, "/grove-no-such-cgroup", 1),
+            "unreadable counts as shared"
+        );
+        drop(cg);
     }
 
     /// A forked child that waits until `enter` has moved it, then opens

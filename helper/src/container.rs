@@ -66,6 +66,8 @@ fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
 
 /// The list of image layers a container uses, in its depot dir.
 const LAYERS_FILE: &str = "layers";
+/// The cpu_shares last set, in its depot dir: v2 keeps only a weight.
+const SHARES_FILE: &str = "cpu.shares";
 
 /// Watch a running wshd's pidfd for its exit (see `Helper::exits`). One
 /// shot: a pidfd stays readable once its process has exited, so a
@@ -182,9 +184,13 @@ impl Helper {
             }
             Request::GetLimits { handle } => {
                 self.check(&handle, Event::GetLimits)?;
+                let recorded =
+                    fs::read_file_at(self.depot.as_fd(), &format!("{handle}/{SHARES_FILE}"))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
                 let mut l = self
                     .cgroups
-                    .get_limits(&handle)
+                    .get_limits(&handle, recorded)
                     .map_err(|e| system("reading limits", e))?;
                 l.disk = self.disk.limit(self.depot.as_fd(), handle.as_str())?;
                 l.bandwidth = self.net.bandwidth(&handle)?;
@@ -275,15 +281,32 @@ impl Helper {
         result
     }
 
+    /// The cgroup limits, and the shares asked for (see SHARES_FILE).
+    fn set_cgroup_limits(&self, handle: &Handle, limits: &Limits) -> Result<(), HelperError> {
+        self.cgroups.set_limits(handle, limits)?;
+        if let Some(s) = limits.cpu_shares {
+            // Only a record for read-back: without it, GetLimits reports
+            // the shares value of the weight in force.
+            let written = self.depot_dir(handle).and_then(|d| {
+                fs::write_file_at(d.as_fd(), SHARES_FILE, s.to_string().as_bytes(), 0o600)
+                    .map_err(|e| system("record cpu_shares", e))
+            });
+            if let Err(e) = written {
+                eprintln!("grove-helper: {handle}: {}", e.message);
+            }
+        }
+        Ok(())
+    }
+
     /// The disk and cgroup part of `set_limits`.
     fn set_host_limits(&self, handle: &Handle, limits: &Limits) -> Result<(), HelperError> {
         let Some(disk) = limits.disk else {
-            return self.cgroups.set_limits(handle, limits);
+            return self.set_cgroup_limits(handle, limits);
         };
         let old = self
             .disk
             .set_limit(self.depot.as_fd(), handle.as_str(), disk)?;
-        if let Err(e) = self.cgroups.set_limits(handle, limits) {
+        if let Err(e) = self.set_cgroup_limits(handle, limits) {
             if let Err(r) = self
                 .disk
                 .restore_limit(self.depot.as_fd(), handle.as_str(), old)
@@ -710,7 +733,7 @@ impl Helper {
                 .or(Some(self.policy.conf.default_pids_limit)),
             ..limits.clone()
         };
-        self.cgroups.set_limits(handle, &limits)?;
+        self.set_cgroup_limits(handle, &limits)?;
         crash_point("helper.create.cgroups");
 
         // 4. wshd's listening socket, in the root-owned runtime dir, 0600 and

@@ -189,19 +189,59 @@ pub fn parse_cpus(s: &str) -> Result<BTreeSet<u32>, String> {
     Ok(cpus)
 }
 
-/// v1 cpu.shares (2..=262144) → v2 cpu.weight (1..=10000), the conversion
-/// runc and the kernel documentation use.
+/// v1 cpu.shares (2..=262144, default 1024) → v2 cpu.weight (1..=10000,
+/// default 100): the conversion runc (opencontainers/cgroups, runc 1.3.2+),
+/// crun (1.23+) and Kubernetes use now. With L = log2(shares),
+/// weight = ⌈10^((L² + 125·L)/612 − 7/34)⌉, a quadratic in log space
+/// through (2, 1), (1024, 100) and (262144, 10000): the v1 default maps to
+/// the v2 default. (The older linear formula, 1 + (shares−2)·9999/262142,
+/// gave shares 1024 weight 39: less CPU than a container with no limit.)
+/// The same f64 operations in the same order as runc's, so the results
+/// agree to the last bit.
 pub fn shares_to_weight(shares: u64) -> u64 {
-    let s = shares.clamp(MIN_SHARES, MAX_SHARES);
-    1 + ((s - 2) * 9999) / 262_142
+    if shares <= MIN_SHARES {
+        return 1;
+    }
+    if shares >= MAX_SHARES {
+        return 10_000;
+    }
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
 }
 
-/// v2 cpu.weight → the smallest v1 shares value with that weight, so that
-/// shares_to_weight(weight_to_shares(w)) == w. Lossy the other way: about
-/// 26 shares values map to each weight.
+/// v2 cpu.weight → v1 shares, for a weight Grove did not set (or whose
+/// request it has no record of): the largest shares value with that
+/// weight. Weight is ⌈f(shares)⌉, so that is the value whose f is closest
+/// to the weight from below: 100 → 1024 (a container with no CPU limit
+/// reports the v1 default), 1 → 2, 10000 → 262144. Every weight has one
+/// (f rises by less than 1 per share), and shares_to_weight of it gives
+/// the weight back.
 pub fn weight_to_shares(weight: u64) -> u64 {
     let w = weight.clamp(1, 10_000);
-    ((w - 1) * 262_142).div_ceil(9999) + 2
+    // shares_to_weight never decreases: binary search for the last shares
+    // value whose weight is at most w.
+    let (mut lo, mut hi) = (MIN_SHARES, MAX_SHARES);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if shares_to_weight(mid) <= w {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+/// The shares to report for a cgroup whose cpu.weight reads `weight`:
+/// what was requested, if Grove recorded it and it still gives that
+/// weight (exact read-back: 1024 reads back 1024, not 1018 or 2597), else
+/// the weight's own shares value.
+pub fn reported_shares(weight: u64, recorded: Option<u64>) -> u64 {
+    match recorded {
+        Some(s) if (MIN_SHARES..=MAX_SHARES).contains(&s) && shares_to_weight(s) == weight => s,
+        _ => weight_to_shares(weight),
+    }
 }
 
 /// One cgroup control file to write.
@@ -459,19 +499,61 @@ mod tests {
     }
 
     #[test]
-    fn shares_convert_to_weight() {
-        assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(262_144), 10_000);
-        assert_eq!(shares_to_weight(1024), 39);
-        assert_eq!(shares_to_weight(512), 20);
+    fn shares_convert_to_weight_as_runc_and_crun_do() {
+        // The points the formula is built through, and runc's own test
+        // table (opencontainers/cgroups utils_test.go).
+        for (shares, weight) in [
+            (0, 1),
+            (1, 1),
+            (2, 1),
+            (3, 2),
+            (1024, 100),
+            (262_143, 10_000),
+            (262_144, 10_000),
+            (262_145, 10_000),
+        ] {
+            assert_eq!(shares_to_weight(shares), weight, "shares {shares}");
+        }
+        // The default no longer loses to "no limit" (weight 100).
+        assert!(shares_to_weight(1024) >= 100 && shares_to_weight(1025) > 100);
+        assert_eq!(shares_to_weight(512), 59);
+        assert_eq!(shares_to_weight(2048), 174);
+        let mut last = 0;
+        for s in MIN_SHARES..=MAX_SHARES {
+            let w = shares_to_weight(s);
+            assert!(
+                w >= last && w <= last.max(1) + 1,
+                "shares {s}: {last} → {w}"
+            );
+            last = w;
+        }
+    }
+
+    #[test]
+    fn every_weight_reads_back_as_shares_that_give_it() {
+        assert_eq!(weight_to_shares(100), 1024);
+        assert_eq!(weight_to_shares(1), 2);
+        assert_eq!(weight_to_shares(10_000), 262_144);
         for w in 1..=10_000 {
             let s = weight_to_shares(w);
             assert!((MIN_SHARES..=MAX_SHARES).contains(&s), "{w} → {s}");
             assert_eq!(shares_to_weight(s), w, "weight {w} → shares {s}");
-            if s > MIN_SHARES {
-                assert_eq!(shares_to_weight(s - 1), w - 1, "{s} is the smallest");
+            if s < MAX_SHARES {
+                assert!(shares_to_weight(s + 1) > w, "{s} is the largest for {w}");
             }
         }
+    }
+
+    #[test]
+    fn recorded_shares_read_back_exactly_while_they_match_the_weight() {
+        for s in [2, 3, 100, 500, 512, 1000, 1024, 1025, 4096, 262_143] {
+            assert_eq!(reported_shares(shares_to_weight(s), Some(s)), s);
+        }
+        // No record, or one the weight no longer matches (someone wrote
+        // cpu.weight): the weight's own value.
+        assert_eq!(reported_shares(100, None), 1024);
+        assert_eq!(reported_shares(100, Some(512)), 1024);
+        assert_eq!(reported_shares(59, Some(1)), weight_to_shares(59));
     }
 
     #[test]

@@ -281,6 +281,33 @@ pub fn spawn(
     Ok(Child { pid, pidfd })
 }
 
+/// Open files a container starts with, soft and hard: systemd's default
+/// for every service (DefaultLimitNOFILE=1024:524288), i.e. what a program
+/// gets on the same host outside Grove. 1024 soft, because select() breaks
+/// on fds above 1023; 524288 hard, so a program that needs more raises its
+/// own soft limit (the Go runtime does so by itself). Not the helper's own
+/// (its unit's LimitNOFILE=65536, or whatever the shell that started it
+/// had), which wshd and so every container process would inherit.
+pub const CONTAINER_NOFILE: (u64, u64) = (1024, 524_288);
+
+/// Give wshd, and through it every process of the container, the
+/// container's rlimits instead of the helper's. Only RLIMIT_NOFILE: the
+/// helper's unit sets no other (systemd's and the kernel's defaults stand).
+/// Why safe: it changes this child's own limits only; raising the hard
+/// limit needs CAP_SYS_RESOURCE, held here, before the user namespace.
+fn container_rlimits() -> Result<(), String> {
+    use nix::sys::resource::{setrlimit, Resource};
+    let (soft, hard) = CONTAINER_NOFILE;
+    // fs.nr_open below 524288 (the default is 1048576) refuses the hard
+    // limit: keep the current hard limit then, with the soft one lowered.
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard)
+        .or_else(|_| {
+            let (_, cur_hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE)?;
+            setrlimit(Resource::RLIMIT_NOFILE, soft.min(cur_hard), cur_hard)
+        })
+        .map_err(|e| format!("setrlimit RLIMIT_NOFILE: {e}"))
+}
+
 /// The uid the kernel shows for an id a user namespace does not map.
 fn overflow_uid() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/overflowuid")
@@ -625,6 +652,8 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
     step("SIGPIPE", unsafe {
         nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
     })?;
+
+    container_rlimits()?;
 
     let mut b = [0u8; 1];
     if step(

@@ -9,7 +9,7 @@
 //! before it fails. `Baseline` adds a before/after comparison of the host
 //! (`HostSnapshot`) and of the env's own nft tables.
 
-use crate::{HostSnapshot, TestEnv, CONTROLLERS};
+use crate::{HostSnapshot, TestEnv};
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -190,8 +190,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 }
 
 fn cgroups(env: &TestEnv, out: &mut Vec<String>) {
-    for controller in CONTROLLERS {
-        let dir = env.cgroup_dir(controller);
+    for dir in env.cgroup_parents() {
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             if entry.path().is_dir() {
                 out.push(format!("cgroup {}", entry.path().display()));

@@ -43,6 +43,31 @@ static SLOTS: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
 /// and the host ports 20000 + 100k ..= 20000 + 100k + 99.
 pub const NET_SLOTS: usize = 120;
 
+/// Whether /sys/fs/cgroup is the unified (v2) hierarchy, which the helper
+/// then drives (hybrid and legacy hosts it drives as v1).
+pub fn cgroup_v2() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
+/// A cgroup file's name on this host: `v1`'s or `v2`'s.
+pub fn cg_file(v1: &'static str, v2: &'static str) -> &'static str {
+    if cgroup_v2() {
+        v2
+    } else {
+        v1
+    }
+}
+
+/// The helper's open-file limit (soft = hard) in tests: grove-helper.service's
+/// LimitNOFILE=65536, or the test's own hard limit if that is lower (raising
+/// it needs CAP_SYS_RESOURCE, which root lacks on some hosts).
+pub fn helper_nofile() -> u64 {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    hard.min(65536)
+}
+
 /// The cgroup v1 controllers the helper puts each container in.
 pub const CONTROLLERS: &[&str] = &[
     "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio",
@@ -417,8 +442,26 @@ impl TestEnv {
                 .open(root.join(name))
                 .unwrap()
         };
+        let mut command = std::process::Command::new(bin_dir().join("grove-helper"));
+        let nofile = helper_nofile();
+        // The open-file limit grove-helper.service gives it
+        // (LimitNOFILE=65536), so tests see what containers would inherit.
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the
+        // forked child before exec.
+        unsafe {
+            command.pre_exec(move || {
+                let l = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         self.helper = Some(
-            std::process::Command::new(bin_dir().join("grove-helper"))
+            command
                 .arg("--policy")
                 .arg(self.root.join("helper-policy.conf"))
                 .envs(self.helper_env.iter().map(|(k, v)| (k, v)))
@@ -630,11 +673,28 @@ impl TestEnv {
         }
     }
 
-    /// The directory of this test's cgroup parent in one controller.
+    /// The directory of this test's cgroup parent in one controller (v1),
+    /// or the one directory of it (v2, where `controller` does not
+    /// matter). On v2 the test's helper uses /sys/fs/cgroup/<parent>: it
+    /// shares its cgroup with the test process, so it never takes that
+    /// cgroup for a delegated one (helper/src/cgroup_v2.rs `choose`).
     pub fn cgroup_dir(&self, controller: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup")
-            .join(controller)
-            .join(&self.name)
+        let root = Path::new("/sys/fs/cgroup");
+        if cgroup_v2() {
+            root.join(&self.name)
+        } else {
+            root.join(controller).join(&self.name)
+        }
+    }
+
+    /// Every directory the helper makes as this test's cgroup parent: one
+    /// per v1 controller, or the one v2 directory.
+    pub fn cgroup_parents(&self) -> Vec<PathBuf> {
+        if cgroup_v2() {
+            vec![self.cgroup_dir("")]
+        } else {
+            CONTROLLERS.iter().map(|c| self.cgroup_dir(c)).collect()
+        }
     }
 
     /// Host pids in a container's cgroup (pids controller).
@@ -660,18 +720,8 @@ impl TestEnv {
     /// links on its bridge, the bridge and its nft table, by name.
     fn remove_leftovers(&self) {
         self.remove_network();
-        for controller in CONTROLLERS {
-            let parent = self.cgroup_dir(controller);
-            let Ok(entries) = fs::read_dir(&parent) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry.path().is_dir() {
-                    kill_cgroup(&entry.path());
-                    let _ = fs::remove_dir(entry.path());
-                }
-            }
-            let _ = fs::remove_dir(&parent);
+        for parent in self.cgroup_parents() {
+            remove_cgroup_tree(&parent);
         }
         let _ = fs::remove_dir_all(&self.run_dir);
         let _ = fs::remove_dir_all(&self.root);
@@ -829,6 +879,26 @@ fn stop_child(mut child: Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Kill what is in the cgroup `dir` and every cgroup below it, then
+/// remove them, deepest first (a cgroup with children cannot be removed;
+/// on v2 cgroup.procs lists only a cgroup's own processes).
+fn remove_cgroup_tree(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&entry.path());
+        }
+    }
+    kill_cgroup(dir);
+    for _ in 0..50 {
+        match fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => return,
+        }
+    }
 }
 
 fn kill_cgroup(dir: &Path) {

@@ -34,10 +34,11 @@ fn assert_refused<T>(result: Result<T, Error>, code: ErrorCode, words: &[&str], 
 
 /// Nothing of the refused container `handle` exists.
 fn assert_not_made(env: &TestEnv, handle: &str) {
-    for controller in CONTROLLERS {
+    for parent in env.cgroup_parents() {
         assert!(
-            !env.cgroup_dir(controller).join(handle).exists(),
-            "{handle}: a {controller} cgroup was left"
+            !parent.join(handle).exists(),
+            "{handle}: cgroup {} was left",
+            parent.display()
         );
     }
     assert!(!env.depot.join(handle).exists(), "{handle}: depot dir left");

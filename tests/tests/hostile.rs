@@ -147,8 +147,8 @@ fn closed_by_groved(stream: &mut UnixStream) -> bool {
 /// Nothing of any container is left: cgroups under the env's parent,
 /// depot entries, wshd sockets, records, bridge ports.
 fn assert_nothing_left(env: &TestEnv) {
-    for controller in CONTROLLERS {
-        let children: Vec<_> = std::fs::read_dir(env.cgroup_dir(controller))
+    for parent in env.cgroup_parents() {
+        let children: Vec<_> = std::fs::read_dir(&parent)
             .map(|d| {
                 d.flatten()
                     .filter(|e| e.path().is_dir())
@@ -158,7 +158,8 @@ fn assert_nothing_left(env: &TestEnv) {
             .unwrap_or_default();
         assert!(
             children.is_empty(),
-            "{controller}: cgroups left: {children:?}"
+            "{}: cgroups left: {children:?}",
+            parent.display()
         );
     }
     let names = |dir: std::path::PathBuf| -> Vec<_> {

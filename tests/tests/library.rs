@@ -42,7 +42,8 @@ fn the_library_drives_a_container_without_capnp() {
         assert_eq!(info.state, "active");
         assert!(!info.container_ip.is_empty(), "{info:?}");
         assert!(info.properties.contains(&("team".into(), "blue".into())));
-        let limits = env.cgroup_dir("memory").join("lib-1/memory.limit_in_bytes");
+        let file = grove_tests::cg_file("memory.limit_in_bytes", "memory.max");
+        let limits = env.cgroup_dir("memory").join("lib-1").join(file);
         assert_eq!(
             std::fs::read_to_string(limits).unwrap().trim(),
             (64u64 << 20).to_string()

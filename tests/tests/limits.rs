@@ -649,3 +649,47 @@ fn an_oom_killed_wshd_ends_the_waits_and_says_out_of_memory() {
         client.destroy("initoom").await.unwrap();
     });
 }
+
+/// Issue 18: containers inherited grove-helper.service's LimitNOFILE=65536
+/// (the harness starts the helper with it too, or with the test's own hard
+/// limit where that is lower). A container starts with systemd's default
+/// for a service instead: 1024 soft (select() breaks above 1023), 524288
+/// hard (a program that needs more raises its own) — or the helper's hard
+/// limit on a host whose root may not raise it (no CAP_SYS_RESOURCE).
+#[test]
+fn a_container_gets_the_hosts_default_open_file_limit_not_the_helpers() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        let helper = std::fs::read_to_string(format!("/proc/{}/limits", env.helper_pid())).unwrap();
+        let nofile = |limits: &str| -> Vec<String> {
+            let line = limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .unwrap_or_else(|| panic!("no open-file line in {limits}"));
+            line.split_whitespace()
+                .skip(3)
+                .take(2)
+                .map(str::to_string)
+                .collect()
+        };
+        let h = helper_nofile().to_string();
+        assert_eq!(
+            nofile(&helper),
+            [h.as_str(), h.as_str()],
+            "the helper's, as its unit sets it"
+        );
+        let hard = if has_sys_resource(env.helper_pid()) {
+            "524288"
+        } else {
+            h.as_str()
+        };
+        let container = create_limited(&client, "nofile", NONE).await.unwrap();
+        let (status, out, err) = exec(&container, "cat", &["/proc/self/limits"]).await;
+        assert_eq!(status, 0, "{err}");
+        assert_eq!(nofile(&out), ["1024", hard]);
+        let wshd = wshd_pid(env, "nofile");
+        let wshd_limits = std::fs::read_to_string(format!("/proc/{wshd}/limits")).unwrap();
+        assert_eq!(nofile(&wshd_limits), ["1024", hard]);
+    });
+}

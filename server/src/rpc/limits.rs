@@ -200,10 +200,76 @@ pub fn fill_bandwidth(l: &Limits, mut b: bandwidth_limits::Builder<'_>) {
     }
 }
 
+/// v1 memory.stat names of the v2 fields with the same meaning (kernel
+/// cgroup-v2.rst). The rest of what Garden lists has the same name on both
+/// (active_anon, inactive_file, pgfault, unevictable, …); swap and
+/// hierarchical_memory_limit the helper reads from v2 files of their own.
+/// pgpgin, pgpgout and hierarchical_memsw_limit have no v2 counterpart.
+const V1_NAMES: [(&str, &str); 7] = [
+    ("cache", "file"),
+    ("rss", "anon"),
+    ("rss_huge", "anon_thp"),
+    ("mapped_file", "file_mapped"),
+    ("dirty", "file_dirty"),
+    ("writeback", "file_writeback"),
+    ("shmem", "shmem"),
+];
+
+/// v1 fields whose total_* form (the cgroup and its descendants) Garden
+/// reports.
+const V1_TOTALS: [&str; 15] = [
+    "cache",
+    "rss",
+    "rss_huge",
+    "shmem",
+    "mapped_file",
+    "dirty",
+    "writeback",
+    "swap",
+    "pgfault",
+    "pgmajfault",
+    "active_anon",
+    "inactive_anon",
+    "active_file",
+    "inactive_file",
+    "unevictable",
+];
+
+/// memory.stat as Grove's API and Garden report it: a v1 list as the
+/// kernel gave it; a v2 list (it has "anon", no "rss") keeps its own names
+/// and gains the v1 names of the same figures, and their total_* forms,
+/// which on v2 are the figures themselves (v2's memory.stat already
+/// counts the cgroups below). So clients written for v1 see no zeros where
+/// v2 has the number.
+pub fn memory_stat_with_v1_names(stat: &[(String, u64)]) -> Vec<(String, u64)> {
+    let get = |name: &str| stat.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    if get("rss").is_some() || get("anon").is_none() {
+        return stat.to_vec();
+    }
+    let mut out = stat.to_vec();
+    let mut add = |name: &str, value: Option<u64>| {
+        if let (Some(v), None) = (value, out.iter().find(|(n, _)| n == name)) {
+            out.push((name.to_string(), v));
+        }
+    };
+    for (v1, v2) in V1_NAMES {
+        add(v1, get(v2));
+    }
+    for name in V1_TOTALS {
+        let v1_value = V1_NAMES
+            .iter()
+            .find(|(v1, _)| *v1 == name)
+            .and_then(|(_, v2)| get(v2))
+            .or_else(|| get(name));
+        add(&format!("total_{name}"), v1_value);
+    }
+    out
+}
+
 pub fn fill_metrics(stats: &Stats, age_seconds: f64, mut m: metrics::Builder<'_>) {
+    let memory_stat = memory_stat_with_v1_names(&stats.memory_stat);
     let field = |name: &str| {
-        stats
-            .memory_stat
+        memory_stat
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| *v)
@@ -216,8 +282,8 @@ pub fn fill_metrics(stats: &Stats, age_seconds: f64, mut m: metrics::Builder<'_>
         memory.set_rss(field("rss").max(field("anon")));
         let inactive_file = field("total_inactive_file").max(field("inactive_file"));
         memory.set_total_usage_toward_limit(stats.memory_usage_bytes.saturating_sub(inactive_file));
-        let mut list = memory.init_stat(stats.memory_stat.len() as u32);
-        for (i, (name, value)) in stats.memory_stat.iter().enumerate() {
+        let mut list = memory.init_stat(memory_stat.len() as u32);
+        for (i, (name, value)) in memory_stat.iter().enumerate() {
             let mut entry = list.reborrow().get(i as u32);
             entry.set_name(name);
             entry.set_value(*value);
@@ -260,6 +326,86 @@ pub fn fill_metrics(stats: &Stats, age_seconds: f64, mut m: metrics::Builder<'_>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stat(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+        pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn v2_memory_stats_gain_the_v1_names_garden_reports() {
+        // A v2 memory.stat (kernel 6.1's names), as the helper passes it on.
+        let v2 = stat(&[
+            ("anon", 4096),
+            ("file", 8192),
+            ("kernel", 512),
+            ("shmem", 1024),
+            ("file_mapped", 2048),
+            ("file_dirty", 16),
+            ("file_writeback", 32),
+            ("anon_thp", 0),
+            ("active_anon", 100),
+            ("inactive_anon", 200),
+            ("active_file", 300),
+            ("inactive_file", 400),
+            ("unevictable", 5),
+            ("pgfault", 77),
+            ("pgmajfault", 7),
+            ("swap", 64),
+            ("hierarchical_memory_limit", 1 << 26),
+        ]);
+        let got = memory_stat_with_v1_names(&v2);
+        let get = |n: &str| got.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        for (name, want) in [
+            ("cache", 8192),
+            ("rss", 4096),
+            ("mapped_file", 2048),
+            ("dirty", 16),
+            ("writeback", 32),
+            ("rss_huge", 0),
+            ("total_cache", 8192),
+            ("total_rss", 4096),
+            ("total_mapped_file", 2048),
+            ("total_shmem", 1024),
+            ("total_swap", 64),
+            ("total_pgfault", 77),
+            ("total_pgmajfault", 7),
+            ("total_active_anon", 100),
+            ("total_inactive_anon", 200),
+            ("total_active_file", 300),
+            ("total_inactive_file", 400),
+            ("total_unevictable", 5),
+            // The v2 names stay, for clients that know them (Garden lists
+            // anon and file too).
+            ("anon", 4096),
+            ("file", 8192),
+            ("kernel", 512),
+            ("hierarchical_memory_limit", 1 << 26),
+        ] {
+            assert_eq!(get(name), Some(want), "{name}");
+        }
+        // No v2 counterpart: left out, not reported as 0.
+        for name in ["pgpgin", "total_pgpgin", "hierarchical_memsw_limit"] {
+            assert_eq!(get(name), None, "{name}");
+        }
+        // Every name once.
+        let mut names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before);
+    }
+
+    #[test]
+    fn v1_memory_stats_pass_unchanged() {
+        let v1 = stat(&[
+            ("cache", 1),
+            ("rss", 2),
+            ("total_cache", 3),
+            ("total_rss", 4),
+        ]);
+        assert_eq!(memory_stat_with_v1_names(&v1), v1);
+        assert!(memory_stat_with_v1_names(&[]).is_empty());
+    }
 
     fn bandwidth_of(rate: u64, burst: u64) -> ApiResult<Option<Bandwidth>> {
         let mut message = capnp::message::Builder::new_default();
