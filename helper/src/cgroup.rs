@@ -71,11 +71,20 @@ pub const V1_CONTROLLERS: [&str; 8] = [
     "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio",
 ];
 
+/// Whether, on cgroup v2, containers go into the delegated subtree of the
+/// helper's systemd unit (cgroup_v2::choose) rather than <root>/<cgroup_parent>.
+/// Off until the units can stop and restart the helper with containers
+/// inside (issue 18, item 3): the unit's KillMode=mixed kills its whole
+/// cgroup on stop, and systemd before 254 (Debian 12, RHEL 9) starts a
+/// restarted service in the unit's own cgroup, which the kernel refuses
+/// once that cgroup hands controllers down to the containers.
+const PLACE_IN_DELEGATED_UNIT: bool = false;
+
 /// Look at how the host mounts cgroups and build the matching driver.
 /// `total_pids` becomes the parent cgroup's pids.max: all containers
 /// together can have no more processes.
 pub fn detect(parent: &str, total_pids: u64) -> Result<Box<dyn Cgroups>, String> {
-    use crate::cgroup_v2::{choose, is_delegated, own_cgroup, V2};
+    use crate::cgroup_v2::{choose, is_delegated, own_cgroup, Home, V2};
     let st = statfs(ROOT).map_err(|e| format!("statfs {ROOT}: {e}"))?;
     let t = st.filesystem_type();
     if t == CGROUP2_SUPER_MAGIC {
@@ -84,7 +93,13 @@ pub fn detect(parent: &str, total_pids: u64) -> Result<Box<dyn Cgroups>, String>
         let own = own_cgroup(&text)?;
         let me = std::process::id() as i32;
         let others = |p: &str| crate::cgroup_v2::others_in(ROOT, p, me);
-        let home = choose(&own, &|p| is_delegated(&format!("{ROOT}{p}")), &others);
+        let home = if PLACE_IN_DELEGATED_UNIT {
+            choose(&own, &|p| is_delegated(&format!("{ROOT}{p}")), &others)
+        } else {
+            Home::Root {
+                why: "placing containers in the helper unit's subtree is not enabled yet".into(),
+            }
+        };
         return Ok(Box::new(V2::open(ROOT, &home, parent, total_pids)?));
     }
     if t != TMPFS_MAGIC {

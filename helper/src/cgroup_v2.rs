@@ -1,6 +1,7 @@
 //! The cgroup v2 (unified) driver: one hierarchy. On a systemd host the
-//! containers live in the delegated subtree of the unit that runs the
-//! helper (grove-helper.service has Delegate=yes): the helper moves itself
+//! containers can live in the delegated subtree of the unit that runs the
+//! helper (grove-helper.service has Delegate=yes; switched off for now,
+//! see cgroup.rs PLACE_IN_DELEGATED_UNIT): the helper moves itself
 //! into the leaf <unit>/supervisor (v2 allows processes only in leaves of
 //! a cgroup that hands controllers down), enables the controllers in
 //! <unit>/cgroup.subtree_control and puts each container at
