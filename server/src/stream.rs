@@ -104,9 +104,15 @@ impl Stream {
 }
 
 /// streamIn: the ByteStream the client writes the tar to.
-pub async fn stream_in(container: &Container, path: String, user: String) -> ApiResult<TarSink> {
+pub async fn stream_in(
+    container: &Rc<Container>,
+    path: String,
+    user: String,
+) -> ApiResult<TarSink> {
     check_request(container, &path)?;
-    open_sink(container, path, user).await
+    let mut sink = open_sink(container, path, user).await?;
+    sink.container = Some(container.clone());
+    Ok(sink)
 }
 
 /// Extract a whole archive held in memory into the directory `path`, as
@@ -131,6 +137,7 @@ async fn open_sink(container: &Container, path: String, user: String) -> ApiResu
         stream,
         pipe: RefCell::new(Some(Rc::new(async_fd(fd)?))),
         outcome: RefCell::new(None),
+        container: None,
         handle: container.handle.to_string(),
         path,
     })
@@ -145,6 +152,10 @@ pub struct TarSink {
     pipe: RefCell<Option<Rc<AsyncFd<OwnedFd>>>>,
     /// The outcome, once known (a write that found the child gone asks).
     outcome: RefCell<Option<ApiResult<()>>>,
+    /// A client's streamIn: a write or done that a destroy overtook (it
+    /// killed wshd under the extraction) answers as if the destroy had come
+    /// first, like every other call (`Container::overtaken`).
+    container: Option<Rc<Container>>,
     handle: String,
     path: String,
 }
@@ -217,7 +228,9 @@ impl TarSink {
 impl byte_stream::Server for TarSink {
     async fn write(self: Rc<Self>, params: byte_stream::WriteParams) -> Result<(), capnp::Error> {
         let data = params.get()?.get_data()?;
-        TarSink::write(&self, data).await?;
+        TarSink::write(&self, data)
+            .await
+            .map_err(|e| self.overtaken(e))?;
         Ok(())
     }
 
@@ -226,8 +239,17 @@ impl byte_stream::Server for TarSink {
         _: byte_stream::DoneParams,
         _: byte_stream::DoneResults,
     ) -> Result<(), capnp::Error> {
-        self.finish().await?;
+        self.finish().await.map_err(|e| self.overtaken(e))?;
         Ok(())
+    }
+}
+
+impl TarSink {
+    fn overtaken(&self, e: ApiError) -> ApiError {
+        match &self.container {
+            Some(container) => container.overtaken(e),
+            None => e,
+        }
     }
 }
 

@@ -767,3 +767,32 @@ fn the_cli_round_trips() {
         "{err}"
     );
 }
+
+/// A streamIn whose container is destroyed under it (the destroy kills
+/// wshd and the extraction) answers its next write and its `done` as every
+/// call a destroy overtook answers: containerNotFound, not a broken
+/// connection to a wshd that is gone (the soak's seed 4 met
+/// serviceUnavailable here under load).
+#[test]
+fn a_stream_in_that_a_destroy_overtook_answers_container_not_found() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let (container, _) = create(&client, "overtaken-in", "").await.unwrap();
+        let sink = open_stream_in(&container, "/tmp/t", "").await.unwrap();
+        let mut write = sink.write_request();
+        write.get().set_data(&[0u8; 1024]);
+        write.send().await.unwrap();
+        client.destroy("overtaken-in").await.unwrap();
+        let mut write = sink.write_request();
+        write.get().set_data(&[0u8; 256 * 1024]);
+        if let Err(e) = write.send().await {
+            let e = Error::from(e);
+            assert!(e.is("containerNotFound"), "write: {e}");
+        }
+        let Err(e) = sink.done_request().send().promise.await else {
+            panic!("done succeeded on a destroyed container");
+        };
+        let e = Error::from(e);
+        assert!(e.is("containerNotFound"), "done: {e}");
+    });
+}
