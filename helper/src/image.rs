@@ -26,6 +26,7 @@
 //! a symlink (see SECURITY.md for what this does and does not stop).
 
 use crate::fs;
+use crate::trash::Trash;
 use grove_schema::helper::{ErrorKind, HelperError, ImageDefaults, LAYER_MEDIA_TYPES};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -133,6 +134,8 @@ pub struct Unpack {
     pipe: OwnedFd,
     report: Vec<u8>,
     store: OwnedFd,
+    /// Where its temp dirs go when it fails (removed off the serve loop).
+    trash: Trash,
     deadline: Instant,
     timeout: Duration,
     name: String,
@@ -148,8 +151,12 @@ pub fn start(
     source: Source,
     name: &str,
     bounds: Bounds,
+    trash: &Trash,
 ) -> Result<Unpack, HelperError> {
     let store = open_store(depot)?;
+    let trash = trash
+        .try_clone()
+        .map_err(|e| system("dup the trash dirfd", e))?;
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| system("pipe", e))?;
     // Only our end is non-blocking: the child writes its report whole.
     nix::fcntl::fcntl(
@@ -219,6 +226,7 @@ pub fn start(
         pipe: r,
         report: Vec::new(),
         store,
+        trash,
         deadline: Instant::now() + bounds.timeout,
         timeout: bounds.timeout,
         name: name.to_string(),
@@ -287,9 +295,9 @@ impl Unpack {
         Err(e)
     }
 
-    /// Remove the child's temp dirs (`tmp-<diff id>-<its pid>`). Why safe:
-    /// names come from readdir of our own store dirfd, and removal never
-    /// follows a symlink (`fs::remove_tree`).
+    /// Remove the child's temp dirs (`tmp-<diff id>-<its pid>`), off the
+    /// serve loop (trash.rs). Why safe: names come from readdir of our own
+    /// store dirfd, and removal never follows a symlink.
     fn remove_temps(&self) {
         let suffix = format!("-{}", self.pid);
         let Ok(names) = fs::list_dir(self.store.as_fd()) else {
@@ -298,7 +306,7 @@ impl Unpack {
         for name in names {
             let name = name.to_string_lossy();
             if name.starts_with("tmp-") && name.ends_with(&suffix) {
-                if let Err(e) = fs::remove_tree(self.store.as_fd(), &name) {
+                if let Err(e) = self.trash.discard(self.store.as_fd(), &name) {
                     eprintln!("grove-helper: removing {name}: {e}");
                 }
             }
@@ -367,7 +375,11 @@ impl Drop for Unpack {
 /// Remove every entry of the layer store not in `in_use` (temp dirs of an
 /// interrupted unpack included). Names come from readdir of our own store;
 /// removal never follows symlinks.
-pub fn collect(depot: BorrowedFd, in_use: &BTreeSet<String>) -> Result<usize, HelperError> {
+pub fn collect(
+    depot: BorrowedFd,
+    in_use: &BTreeSet<String>,
+    trash: &Trash,
+) -> Result<usize, HelperError> {
     // No store yet (no image ever used): nothing to collect, nothing made.
     let store = match fs::open_dir(depot, LAYERS_DIR)
         .and_then(|layers| fs::open_dir(layers.as_fd(), ALGO_DIR))
@@ -382,7 +394,8 @@ pub fn collect(depot: BorrowedFd, in_use: &BTreeSet<String>) -> Result<usize, He
         if in_use.contains(&name) {
             continue;
         }
-        fs::remove_tree(store.as_fd(), &name)
+        trash
+            .discard(store.as_fd(), &name)
             .map_err(|e| system(&format!("removing layer {name}"), e))?;
         removed += 1;
     }
