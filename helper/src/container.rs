@@ -937,7 +937,7 @@ impl Helper {
     /// Remove depot/<handle> (off the serve loop: see trash.rs).
     fn remove_depot_dir(&self, handle: &Handle) -> Result<(), String> {
         self.trash
-            .discard(self.depot.as_fd(), handle.as_str())
+            .discard(self.depot.as_fd(), handle.as_str(), crate::trash::WAIT)
             .map_err(|e| format!("depot/{handle}: {e}"))
     }
 
@@ -1084,6 +1084,7 @@ impl Helper {
                 break;
             }
         }
+        self.trash.tick();
         let mut events = [EpollEvent::empty(); 64];
         loop {
             let n = match self.exits.wait(&mut events, EpollTimeout::ZERO) {

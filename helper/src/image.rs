@@ -154,9 +154,7 @@ pub fn start(
     trash: &Trash,
 ) -> Result<Unpack, HelperError> {
     let store = open_store(depot)?;
-    let trash = trash
-        .try_clone()
-        .map_err(|e| system("dup the trash dirfd", e))?;
+    let trash = trash.clone();
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| system("pipe", e))?;
     // Only our end is non-blocking: the child writes its report whole.
     nix::fcntl::fcntl(
@@ -306,7 +304,10 @@ impl Unpack {
         for name in names {
             let name = name.to_string_lossy();
             if name.starts_with("tmp-") && name.ends_with(&suffix) {
-                if let Err(e) = self.trash.discard(self.store.as_fd(), &name) {
+                if let Err(e) = self
+                    .trash
+                    .discard(self.store.as_fd(), &name, Duration::ZERO)
+                {
                     eprintln!("grove-helper: removing {name}: {e}");
                 }
             }
@@ -395,7 +396,7 @@ pub fn collect(
             continue;
         }
         trash
-            .discard(store.as_fd(), &name)
+            .discard(store.as_fd(), &name, Duration::ZERO)
             .map_err(|e| system(&format!("removing layer {name}"), e))?;
         removed += 1;
     }
