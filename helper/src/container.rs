@@ -58,6 +58,8 @@ pub struct Helper {
     pub unpacking: usize,
     /// A layer GC pass waits for them to finish.
     pub gc_deferred: bool,
+    /// Where removed trees go, to be removed off the serve loop.
+    pub trash: crate::trash::Trash,
 }
 
 fn system(what: &str, e: impl std::fmt::Display) -> HelperError {
@@ -466,6 +468,7 @@ impl Helper {
                 source,
                 &name,
                 self.policy.conf.image,
+                &self.trash,
             )?;
             self.unpacking += 1;
             self.containers.insert(handle.clone(), creating);
@@ -954,19 +957,11 @@ impl Helper {
         }
     }
 
-    /// Remove depot/<handle>, never following symlinks. The rootfs mount
-    /// point may be busy for a moment while the mount namespace dies.
+    /// Remove depot/<handle> (off the serve loop: see trash.rs).
     fn remove_depot_dir(&self, handle: &Handle) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match fs::remove_tree(self.depot.as_fd(), handle.as_str()) {
-                Ok(()) => return Ok(()),
-                Err(Errno::EBUSY) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                Err(e) => return Err(format!("depot/{handle}: {e}")),
-            }
-        }
+        self.trash
+            .discard(self.depot.as_fd(), handle.as_str(), crate::trash::WAIT)
+            .map_err(|e| format!("depot/{handle}: {e}"))
     }
 
     /// The size of a host rootfs dir (an O_PATH fd), measured once per
@@ -1030,7 +1025,7 @@ impl Helper {
                 Some(id) => in_use.contains(id),
                 None => true,
             });
-        match image::collect(self.depot.as_fd(), &in_use) {
+        match image::collect(self.depot.as_fd(), &in_use, &self.trash) {
             Ok(0) => {}
             Ok(n) => eprintln!("grove-helper: layer GC removed {n} unused layers"),
             Err(e) => eprintln!("grove-helper: layer GC: {}", e.message),
@@ -1044,7 +1039,7 @@ impl Helper {
             fs::list_dir(self.depot.as_fd()).map_err(|e| format!("reading the depot: {e}"))?
         {
             let name = name.to_string_lossy().into_owned();
-            if name == image::LAYERS_DIR {
+            if name == image::LAYERS_DIR || name == crate::trash::TRASH_DIR {
                 continue;
             }
             let Ok(handle) = Handle::new(name.clone()) else {
@@ -1112,6 +1107,7 @@ impl Helper {
                 break;
             }
         }
+        self.trash.tick();
         let mut events = [EpollEvent::empty(); 64];
         loop {
             let n = match self.exits.wait(&mut events, EpollTimeout::ZERO) {

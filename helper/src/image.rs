@@ -26,6 +26,7 @@
 //! a symlink (see SECURITY.md for what this does and does not stop).
 
 use crate::fs;
+use crate::trash::Trash;
 use grove_schema::helper::{ErrorKind, HelperError, ImageDefaults, LAYER_MEDIA_TYPES};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -133,6 +134,8 @@ pub struct Unpack {
     pipe: OwnedFd,
     report: Vec<u8>,
     store: OwnedFd,
+    /// Where its temp dirs go when it fails (removed off the serve loop).
+    trash: Trash,
     deadline: Instant,
     timeout: Duration,
     name: String,
@@ -148,8 +151,10 @@ pub fn start(
     source: Source,
     name: &str,
     bounds: Bounds,
+    trash: &Trash,
 ) -> Result<Unpack, HelperError> {
     let store = open_store(depot)?;
+    let trash = trash.clone();
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| system("pipe", e))?;
     // Only our end is non-blocking: the child writes its report whole.
     nix::fcntl::fcntl(
@@ -219,6 +224,7 @@ pub fn start(
         pipe: r,
         report: Vec::new(),
         store,
+        trash,
         deadline: Instant::now() + bounds.timeout,
         timeout: bounds.timeout,
         name: name.to_string(),
@@ -287,9 +293,9 @@ impl Unpack {
         Err(e)
     }
 
-    /// Remove the child's temp dirs (`tmp-<diff id>-<its pid>`). Why safe:
-    /// names come from readdir of our own store dirfd, and removal never
-    /// follows a symlink (`fs::remove_tree`).
+    /// Remove the child's temp dirs (`tmp-<diff id>-<its pid>`), off the
+    /// serve loop (trash.rs). Why safe: names come from readdir of our own
+    /// store dirfd, and removal never follows a symlink.
     fn remove_temps(&self) {
         let suffix = format!("-{}", self.pid);
         let Ok(names) = fs::list_dir(self.store.as_fd()) else {
@@ -298,7 +304,10 @@ impl Unpack {
         for name in names {
             let name = name.to_string_lossy();
             if name.starts_with("tmp-") && name.ends_with(&suffix) {
-                if let Err(e) = fs::remove_tree(self.store.as_fd(), &name) {
+                if let Err(e) = self
+                    .trash
+                    .discard(self.store.as_fd(), &name, Duration::ZERO)
+                {
                     eprintln!("grove-helper: removing {name}: {e}");
                 }
             }
@@ -367,7 +376,11 @@ impl Drop for Unpack {
 /// Remove every entry of the layer store not in `in_use` (temp dirs of an
 /// interrupted unpack included). Names come from readdir of our own store;
 /// removal never follows symlinks.
-pub fn collect(depot: BorrowedFd, in_use: &BTreeSet<String>) -> Result<usize, HelperError> {
+pub fn collect(
+    depot: BorrowedFd,
+    in_use: &BTreeSet<String>,
+    trash: &Trash,
+) -> Result<usize, HelperError> {
     // No store yet (no image ever used): nothing to collect, nothing made.
     let store = match fs::open_dir(depot, LAYERS_DIR)
         .and_then(|layers| fs::open_dir(layers.as_fd(), ALGO_DIR))
@@ -382,7 +395,8 @@ pub fn collect(depot: BorrowedFd, in_use: &BTreeSet<String>) -> Result<usize, He
         if in_use.contains(&name) {
             continue;
         }
-        fs::remove_tree(store.as_fd(), &name)
+        trash
+            .discard(store.as_fd(), &name, Duration::ZERO)
             .map_err(|e| system(&format!("removing layer {name}"), e))?;
         removed += 1;
     }
@@ -666,7 +680,8 @@ impl Budget {
         self.entries.set(self.entries.get() + 1);
         if self.entries.get() > self.bounds.max_entries {
             return Err(Fail::Exceeded(format!(
-                "image exceeds image_max_entries: its layers hold more than {} entries",
+                "image exceeds image_max_entries: its layers hold more than {} entries \
+                 (each directory looked up to reach one counts too)",
                 self.bounds.max_entries
             )));
         }
@@ -1133,28 +1148,98 @@ fn components(path: &[u8]) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Most directories an entry's path may go down (PATH_MAX allows 2048;
+/// no real image comes near): `Dirs` holds one fd per level.
+const MAX_PATH_DEPTH: usize = 512;
+
 /// Walk to the directory `comps` beneath `root`, one component at a time
 /// with O_NOFOLLOW|O_DIRECTORY: a symlink (or a file) on the way is refused,
 /// so no entry is ever written through a symlink. Missing directories are
-/// created (0755, root) when `create`.
-fn walk(root: BorrowedFd, comps: &[String], create: bool, entry: &str) -> Result<OwnedFd, String> {
+/// created (0755, root) when `create`. Each lookup counts against the
+/// entries bound (see `Dirs`).
+fn walk(
+    root: BorrowedFd,
+    comps: &[String],
+    create: bool,
+    entry: &str,
+    budget: &Budget,
+) -> Result<OwnedFd, Fail> {
     let mut cur = dup(root)?;
     for c in comps {
-        let next = match fs::open_dir(cur.as_fd(), c.as_str()) {
-            Err(Errno::ENOENT) if create => {
-                fs::mkdir_at(cur.as_fd(), c, 0o755, false).map_err(|e| format!("{entry}: {e}"))?;
-                fs::open_dir(cur.as_fd(), c.as_str())
-            }
-            r => r,
-        };
-        cur = next.map_err(|e| match e {
-            Errno::ELOOP | Errno::ENOTDIR => format!(
-                "{entry:?}: {c:?} is a symlink or not a directory; writing through it is refused"
-            ),
-            e => format!("{entry:?}: {e}"),
-        })?;
+        cur = lookup(cur.as_fd(), c, create, entry, budget)?;
     }
     Ok(cur)
+}
+
+fn lookup(
+    dir: BorrowedFd,
+    c: &str,
+    create: bool,
+    entry: &str,
+    budget: &Budget,
+) -> Result<OwnedFd, Fail> {
+    budget.entry()?;
+    let next = match fs::open_dir(dir, c) {
+        Err(Errno::ENOENT) if create => {
+            fs::mkdir_at(dir, c, 0o755, false).map_err(|e| format!("{entry}: {e}"))?;
+            fs::open_dir(dir, c)
+        }
+        r => r,
+    };
+    Ok(next.map_err(|e| match e {
+        Errno::ELOOP | Errno::ENOTDIR => format!(
+            "{entry:?}: {c:?} is a symlink or not a directory; writing through it is refused"
+        ),
+        e => format!("{entry:?}: {e}"),
+    })?)
+}
+
+/// The open directories of the previous entry's parent path. A tar lists
+/// a directory's entries together, so most entries need no lookup, and
+/// each lookup counts against `image_max_entries`: entries alternating
+/// between paths 1,500 directories deep cost 1,500 lookups each, and
+/// 20,000 of them (a 722 KB gzip, within every bound) held an unpack for
+/// 150 s; an image that keeps under the timeout holds every other image
+/// create (groved sends them one at a time) for as long.
+///
+/// The chain held after an entry is exactly its parent path, and an entry
+/// replaces or removes only names in that parent (its own, a whiteout's),
+/// never a directory of the chain: no held fd is ever stale.
+#[derive(Default)]
+struct Dirs {
+    names: Vec<String>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Dirs {
+    fn walk(
+        &mut self,
+        root: BorrowedFd,
+        comps: &[String],
+        entry: &str,
+        budget: &Budget,
+    ) -> Result<OwnedFd, Fail> {
+        if comps.len() > MAX_PATH_DEPTH {
+            return Err(Fail::Bad(format!(
+                "{entry:?}: deeper than {MAX_PATH_DEPTH} directories"
+            )));
+        }
+        let same = self
+            .names
+            .iter()
+            .zip(comps)
+            .take_while(|(a, b)| a == b)
+            .count();
+        self.names.truncate(same);
+        self.fds.truncate(same);
+        for c in &comps[same..] {
+            let cur = self.fds.last().map_or(root, |f| f.as_fd());
+            let next = lookup(cur, c, true, entry, budget)?;
+            self.names.push(c.clone());
+            self.fds.push(next);
+        }
+        Ok(dup(self.fds.last().map_or(root, |f| f.as_fd()))?)
+    }
 }
 
 fn exists(dir: BorrowedFd, name: &str) -> Option<libc::mode_t> {
@@ -1194,6 +1279,7 @@ fn chown_fd(fd: RawFd, uid: u32, gid: u32, mode: u32) -> Result<(), String> {
 
 fn extract(root: BorrowedFd, r: &mut dyn Read, budget: &Budget) -> Result<(), Fail> {
     let mut archive = tar::Archive::new(r);
+    let mut dirs = Dirs::default();
     for entry in archive.entries().map_err(|e| format!("tar: {e}"))? {
         budget.entry()?;
         let mut entry = entry.map_err(|e| match e.kind() {
@@ -1246,7 +1332,7 @@ fn extract(root: BorrowedFd, r: &mut dyn Read, budget: &Budget) -> Result<(), Fa
             }
             continue;
         };
-        let parent = walk(root, parents, true, &shown)?;
+        let parent = dirs.walk(root, parents, &shown, budget)?;
         let p = parent.as_fd();
         if let Some(hidden) = name.strip_prefix(".wh.") {
             if hidden == ".wh..opq" {
@@ -1331,7 +1417,7 @@ fn extract(root: BorrowedFd, r: &mut dyn Read, budget: &Budget) -> Result<(), Fa
                 if tcomps == comps {
                     continue;
                 }
-                let tparent = walk(root, tparents, false, &shown)?;
+                let tparent = walk(root, tparents, false, &shown, budget)?;
                 clear(p, n)?;
                 // flags 0: a symlink source is linked itself, never followed.
                 nix::unistd::linkat(

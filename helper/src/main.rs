@@ -24,6 +24,7 @@ mod spawn;
 mod spawner;
 mod state;
 mod systemd;
+mod trash;
 mod userns;
 
 use nix::sys::socket::{
@@ -220,6 +221,7 @@ fn run() -> Result<(), String> {
             )
         }
     };
+    let trash = trash::Trash::open(depot.as_fd())?;
     let mut helper = container::Helper {
         policy,
         cgroups,
@@ -235,6 +237,7 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("epoll_create1: {e}"))?,
         unpacking: 0,
         gc_deferred: false,
+        trash,
     };
     helper.recover()?;
     helper.net.rebuild_rules()?;

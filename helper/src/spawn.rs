@@ -132,13 +132,23 @@ pub struct Child {
 /// How long the child may take from clone to exec.
 const SETUP_TIMEOUT_MS: u16 = 10_000;
 
-/// wshd's oom_score_adj. -999, not -1000: -1000 makes a task unkillable,
+/// wshd's oom_score_adj: -941, not -1000: -1000 makes a task unkillable,
 /// and a container whose memory is held by tmpfs pages (/dev/shm) with
 /// only wshd left to kill would then stay at its limit for ever, every
-/// allocation failing; at -999 wshd goes last, after every process of the
-/// container (wshd puts theirs 999 above its own, so 0, before exec), and
-/// its death frees the container's tmpfs with its mount namespace.
-pub const WSHD_OOM_SCORE_ADJ: i32 = -999;
+/// allocation failing; at -941 wshd goes last, after every process of the
+/// container (wshd puts theirs 999 above its own, before exec), and its
+/// death frees the container's tmpfs with its mount namespace.
+///
+/// It is set through the legacy /proc/<pid>/oom_adj (-16, which the
+/// kernel scales to -941), never by writing oom_score_adj itself: a write
+/// there by a holder of CAP_SYS_RESOURCE also sets the task's
+/// oom_score_adj_min, the floor down to which it may lower its value
+/// without privilege, and every process forks that floor. With wshd's
+/// value written there (or the helper's, -500 under its systemd unit),
+/// any process of a container could put itself at -999, below every
+/// process of the host in the host's OOM order.
+pub const WSHD_OOM_SCORE_ADJ: i32 = -941;
+const WSHD_OOM_ADJ: &str = "-16";
 
 /// Clone wshd's process into new namespaces and wait until it has exec'd.
 /// `enter_cgroups` runs in the parent between clone and the child's setup.
@@ -245,12 +255,16 @@ pub fn spawn(
         return fail(e);
     }
     // wshd is its container's OOM killer's last choice: killing it kills
-    // the container (see WSHD_OOM_SCORE_ADJ). Why safe: it lowers only our
-    // own unreaped child (its pid cannot be recycled); lowering needs
-    // CAP_SYS_RESOURCE, which we have and wshd will not. A host that
-    // refuses (no CAP_SYS_RESOURCE) leaves wshd at our own value.
-    let adj = format!("/proc/{pid}/oom_score_adj");
-    if let Err(e) = std::fs::write(&adj, WSHD_OOM_SCORE_ADJ.to_string()) {
+    // the container (see WSHD_OOM_SCORE_ADJ). Why safe: it changes only our
+    // own unreaped child (its pid cannot be recycled). First its floor
+    // goes to 0 (a write of oom_score_adj with CAP_SYS_RESOURCE sets it),
+    // then its value down through oom_adj (which leaves the floor): no
+    // process of the container may go below 0. A host that refuses
+    // lowering (no CAP_SYS_RESOURCE) leaves wshd at our own value.
+    let write = |file: &str, value: &str| std::fs::write(format!("/proc/{pid}/{file}"), value);
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
+    if let Err(e) = write("oom_score_adj", "0").and_then(|()| write("oom_adj", WSHD_OOM_ADJ)) {
+        let _ = write("oom_score_adj", own.trim());
         static SAID: std::sync::Once = std::sync::Once::new();
         SAID.call_once(|| eprintln!("grove-helper: wshd's oom_score_adj = {WSHD_OOM_SCORE_ADJ}: {e}; wshd keeps the helper's value (and its processes go 999 above it)"));
     }

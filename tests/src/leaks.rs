@@ -23,6 +23,11 @@ pub const SETTLE: Duration = Duration::from_secs(10);
 /// containers (helper/src/image.rs `LAYERS_DIR`); it outlives them.
 const LAYERS_DIR: &str = ".layers";
 
+/// The depot entry removed trees wait in while a child of the helper
+/// removes them (helper/src/trash.rs `TRASH_DIR`); it outlives them, but
+/// anything in it is a leftover until that child is done.
+pub const TRASH_DIR: &str = ".trash";
+
 /// The chains of the helper's inet table when it holds no container
 /// (helper/src/net/nft.rs `rebuild`); per-container egress chains are
 /// named `out-<tag>`.
@@ -324,7 +329,12 @@ fn tc(env: &TestEnv, out: &mut Vec<String>) {
 
 fn files(env: &TestEnv, out: &mut Vec<String>) {
     for name in names_in(&env.depot) {
-        if name != LAYERS_DIR {
+        if name == TRASH_DIR {
+            for name in names_in(&env.depot.join(TRASH_DIR)) {
+                let path = env.depot.join(TRASH_DIR).join(name);
+                out.push(format!("depot trash entry {}", path.display()));
+            }
+        } else if name != LAYERS_DIR {
             out.push(format!("depot entry {}", env.depot.join(name).display()));
         }
     }

@@ -129,3 +129,52 @@ fn processes_in_namespaces(namespaces: &HashSet<String>) -> Vec<i32> {
         })
         .collect()
 }
+
+/// A destroy removes the container's files off the helper's serve loop.
+/// A tenant's writable layer holds as many files as it made (200,000 empty
+/// files here, as a process of the container could write them; a million
+/// took the helper over a minute to remove), and the helper used to remove
+/// them before it answered anyone else. Now the depot dir is moved into
+/// depot/.trash and a child of the helper removes it: the destroy is
+/// answered, and so is another container's metrics (the helper's
+/// GetStats), while the files are still being removed.
+#[test]
+fn a_destroy_of_a_container_with_many_files_does_not_hold_the_helper() {
+    let env = TestEnv::start();
+    let env = &env;
+    env.run(|client| async move {
+        create(&client, "many", "").await.unwrap();
+        let (other, _) = create(&client, "other", "").await.unwrap();
+        let upper = env.depot.join("many/layer/upper");
+        assert!(upper.is_dir(), "{}", upper.display());
+        for d in 0..200 {
+            let dir = upper.join(format!("d{d}"));
+            std::fs::create_dir(&dir).unwrap();
+            for f in 0..1000 {
+                std::fs::File::create(dir.join(f.to_string())).unwrap();
+            }
+        }
+        let trash = env.depot.join(leaks::TRASH_DIR);
+        let in_trash = || std::fs::read_dir(&trash).map(|d| d.count()).unwrap_or(0);
+        client.destroy("many").await.unwrap();
+        assert!(!env.depot.join("many").exists(), "the handle's dir is gone");
+        other.metrics_request().send().promise.await.unwrap();
+        assert_eq!(
+            in_trash(),
+            1,
+            "the destroy and the metrics were answered only once the files were removed\n{}",
+            env.logs()
+        );
+        // The child finishes the removal.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while in_trash() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the trash was never emptied"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        client.destroy("other").await.unwrap();
+        leaks::assert_no_leaks(env);
+    });
+}

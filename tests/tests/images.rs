@@ -574,6 +574,56 @@ fn an_image_over_image_max_entries_is_refused_naming_the_bound_and_leaves_nothin
     });
 }
 
+/// Entries deep down long paths: each directory on an entry's path was
+/// looked up again for every entry (an openat each), so entries
+/// alternating between two paths 1,500 directories deep cost 150 s for
+/// 20,000 of them (a 722 KB gzip) within every bound, and such an image
+/// held every other image create (groved sends them one at a time) up to
+/// `image_unpack_timeout`. Now the unpacker keeps the previous entry's
+/// directories open and counts each lookup against `image_max_entries`:
+/// the alternating layer is refused naming the bound, while the same
+/// entries in one deep directory (how a tar lists a tree) pass.
+#[test]
+fn entries_alternating_between_deep_paths_count_their_lookups() {
+    let env = TestEnv::start_with_policy("", "image_max_entries = 10000\n");
+    let layer = |alternate: bool| {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..150 {
+            let dir = if alternate && i % 2 == 1 { "b/" } else { "a/" };
+            file(&mut b, &format!("{}f{i}", dir.repeat(100)), b"");
+        }
+        b.into_inner().unwrap()
+    };
+    let sorted = write_oci(
+        &env.images_dir().join("sorted"),
+        &[base_layer(&env.rootfs), layer(false)],
+        "v1",
+    );
+    let alternating = write_oci(
+        &env.images_dir().join("alternating"),
+        &[base_layer(&env.rootfs), layer(true)],
+        "v1",
+    );
+    let sorted = format!("oci:{}:v1", sorted.dir.display());
+    let alternating = format!("oci:{}:v1", alternating.dir.display());
+    let env = &env;
+    env.run(|client| async move {
+        create_image(&client, "sorted", &sorted).await.unwrap();
+        client.destroy("sorted").await.unwrap();
+        let e = create_image(&client, "alternating", &alternating)
+            .await
+            .err()
+            .expect("15,000 lookups are over the bound of 10000");
+        assert!(e.is("limitExceeded"), "{e}");
+        assert!(
+            e.message.contains("image_max_entries") && e.message.contains("10000"),
+            "names the bound and its value: {e}"
+        );
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        leaks::assert_no_leaks(env);
+    });
+}
+
 #[test]
 fn an_unpack_past_image_unpack_timeout_is_killed_naming_the_bound_and_leaves_nothing() {
     let env = TestEnv::start_with_policy("", "image_unpack_timeout = 1\n");

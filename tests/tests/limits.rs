@@ -548,7 +548,7 @@ fn at_the_memory_limit_the_oom_killer_takes_a_process_and_never_wshd() {
         let wshd = wshd_pid(env, "shmfill");
         let helper = env.helper_pid();
         let lowest = if has_sys_resource(helper) {
-            -999
+            -941
         } else {
             oom_score_adj(helper as i32)
         };
@@ -569,6 +569,14 @@ fn at_the_memory_limit_the_oom_killer_takes_a_process_and_never_wshd() {
                 (0, above.as_str()),
                 "user {user:?}: {err}"
             );
+        }
+        // None of them may put itself below 0, the host's default (wshd's
+        // floor is 0 however low its value: a process forks its floor).
+        for user in ["", "1000"] {
+            let mut command = Command::new("sh", &["-c", "echo -1 > /proc/self/oom_score_adj"]);
+            command.user = user.into();
+            let (status, _, err) = exec_command(&container, &command).await;
+            assert_ne!(status, 0, "user {user:?} went below 0: {err}");
         }
         // A bystander, and the writer: 80 MiB of tmpfs pages against 64 MiB.
         let mut command = Command::new("sleep", &["1000"]);
@@ -607,10 +615,10 @@ fn at_the_memory_limit_the_oom_killer_takes_a_process_and_never_wshd() {
 
 /// When the OOM killer does take wshd, every pending wait ends at once
 /// with an error that says the init was killed out of memory, and info
-/// says stopped, with the event. (To make it choose wshd, the writer puts
-/// itself at wshd's oom_score_adj, as low as the kernel lets a container
-/// process go: only its own container can suffer from that, and then the
-/// killer weighs memory alone, of which wshd has more than a small dd.)
+/// says stopped, with the event. (To make it choose wshd, the test puts
+/// the writer at wshd's oom_score_adj from the host, lower than a process
+/// of the container may go itself; then the killer weighs memory alone, of
+/// which wshd has more than a small dd.)
 #[test]
 fn an_oom_killed_wshd_ends_the_waits_and_says_out_of_memory() {
     let env = TestEnv::start();
@@ -621,13 +629,20 @@ fn an_oom_killed_wshd_ends_the_waits_and_says_out_of_memory() {
             ..NONE
         };
         let container = create_limited(&client, "initoom", spec).await.unwrap();
-        let wshd = oom_score_adj(wshd_pid(env, "initoom"));
-        let script = format!(
-            "echo {wshd} > /proc/self/oom_score_adj && exec dd if=/dev/zero of=/dev/shm/x bs=4k count=20480"
-        );
-        let writer = start(&container, &Command::new("sh", &["-c", &script]))
+        let wshd_pid = wshd_pid(env, "initoom");
+        let wshd = oom_score_adj(wshd_pid);
+        let script = "while [ ! -e /tmp/go ]; do sleep 0.1; done; exec dd if=/dev/zero of=/dev/shm/x bs=4k count=20480";
+        let writer = start(&container, &Command::new("sh", &["-c", script]))
             .await
             .unwrap();
+        // The shell (its loop's sleeps come and go) before it execs dd.
+        for pid in env.container_pids("initoom") {
+            if pid != wshd_pid {
+                let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), wshd.to_string());
+            }
+        }
+        let (status, _, err) = exec(&container, "touch", &["/tmp/go"]).await;
+        assert_eq!(status, 0, "{err}");
         let result = tokio::time::timeout(Duration::from_secs(60), wait(&writer.process))
             .await
             .expect("the wait ended");

@@ -1,11 +1,12 @@
 //! The OOM killer's order inside a container: wshd (PID 1, whose death
 //! ends the container) goes last. grove-helper lowers wshd's oom_score_adj
-//! to -999 before exec when the host lets it (lowering needs
+//! to -941 before exec when the host lets it (lowering needs
 //! CAP_SYS_RESOURCE in the host's user namespace, which wshd lacks); every
 //! process wshd starts is put `GAP` above wshd's value (at most the
 //! kernel's 1000) before it runs, so the container's own processes go
-//! first: 0 when wshd is at -999, 999 when the host let nothing be lowered.
-//! Raising needs no privilege.
+//! first: 58 when wshd is at -941, 999 when the host let nothing be
+//! lowered. Raising needs no privilege; going back below 0 does (the
+//! helper leaves wshd's floor, which its processes fork, at 0).
 //!
 //! A gap of 999 thousandths of the container's memory limit outweighs any
 //! difference in resident memory between wshd and another process, so
