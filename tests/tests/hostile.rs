@@ -144,40 +144,6 @@ fn closed_by_groved(stream: &mut UnixStream) -> bool {
     }
 }
 
-/// Nothing of any container is left: cgroups under the env's parent,
-/// depot entries, wshd sockets, records, bridge ports.
-fn assert_nothing_left(env: &TestEnv) {
-    for parent in env.cgroup_parents() {
-        let children: Vec<_> = std::fs::read_dir(&parent)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert!(
-            children.is_empty(),
-            "{}: cgroups left: {children:?}",
-            parent.display()
-        );
-    }
-    let names = |dir: std::path::PathBuf| -> Vec<_> {
-        std::fs::read_dir(dir)
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default()
-    };
-    assert!(names(env.depot.clone()).is_empty(), "depot entries left");
-    assert!(names(env.wshd_dir.clone()).is_empty(), "wshd sockets left");
-    assert!(
-        names(env.root.join("server/containers")).is_empty(),
-        "records left"
-    );
-    eventually("no port is left on the bridge", || {
-        env.bridge_ports().is_empty()
-    });
-}
-
 /// Raise this test process's soft fd limit to its hard one.
 fn raise_own_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -274,7 +240,7 @@ fn calls_beyond_the_cap_fail_at_once_and_the_connection_recovers() {
         assert_eq!((status, out.as_str()), (0, "again\n"));
         client.destroy(&handle).await.unwrap();
     });
-    assert_nothing_left(env);
+    grove_tests::leaks::assert_no_leaks(env);
 }
 
 // ------------------------------------------------------------ never reading
@@ -441,7 +407,7 @@ fn a_thousand_idle_connections() {
     eventually("groved closed the idle connections", || {
         open_fds(pid) < fds_before + 10
     });
-    assert_nothing_left(&env);
+    grove_tests::leaks::assert_no_leaks(&env);
 }
 
 /// Beyond `max_connections` a new connection is closed at once (logged);
@@ -544,7 +510,7 @@ fn clients_vanishing_mid_create_leave_whole_containers_or_none() {
         }
         assert!(client.list(&[]).await.unwrap().is_empty());
     });
-    assert_nothing_left(&env);
+    grove_tests::leaks::assert_no_leaks(&env);
 }
 
 /// A client that goes away in the middle of a streamIn (a large tar), a
@@ -661,7 +627,7 @@ fn clients_vanishing_mid_stream_leave_the_container_working() {
         let client = env_ref.connect().await;
         client.destroy(handle).await.unwrap();
     });
-    assert_nothing_left(&env);
+    grove_tests::leaks::assert_no_leaks(&env);
 }
 
 // ------------------------------------------------------------ bad RPC content
