@@ -67,6 +67,13 @@ async fn cpu_limits(c: &api::container::Client) -> (u64, u64, u64, String) {
     )
 }
 
+/// The container's state as info reports it.
+async fn state(c: &api::container::Client) -> String {
+    let r = c.info_request().send().promise.await.unwrap();
+    let state = r.get().unwrap().get_info().unwrap().get_state().unwrap();
+    state.to_string().unwrap()
+}
+
 async fn events(c: &api::container::Client) -> Vec<String> {
     let r = c.info_request().send().promise.await.unwrap();
     r.get()
@@ -600,9 +607,7 @@ fn at_the_memory_limit_the_oom_killer_takes_a_process_and_never_wshd() {
         assert_eq!(status, 0, "{err}");
         let (status, out, _) = exec(&container, "echo", &["alive"]).await;
         assert_eq!((status, out.as_str()), (0, "alive\n"));
-        let r = container.info_request().send().promise.await.unwrap();
-        let info = r.get().unwrap().get_info().unwrap();
-        assert_eq!(info.get_state().unwrap(), "active");
+        assert_eq!(state(&container).await, "active");
         let deadline = Instant::now() + Duration::from_secs(10);
         while events(&container).await.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -653,9 +658,7 @@ fn an_oom_killed_wshd_ends_the_waits_and_says_out_of_memory() {
                 .contains("init process (wshd) was killed: out of memory"),
             "{e}"
         );
-        let r = container.info_request().send().promise.await.unwrap();
-        let info = r.get().unwrap().get_info().unwrap();
-        assert_eq!(info.get_state().unwrap(), "stopped");
+        assert_eq!(state(&container).await, "stopped");
         let events = events(&container).await;
         assert!(
             events.contains(&"Stopped: its init process (wshd) was killed: out of memory".to_string()),

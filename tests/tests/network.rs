@@ -40,6 +40,12 @@ impl Rule {
             log: false,
         }
     }
+    fn udp(ip: Ipv4Addr, port: u16) -> Rule {
+        Rule {
+            protocol: api::net_out_rule::Protocol::Udp,
+            ..Rule::tcp(ip, port)
+        }
+    }
     fn icmp(ip: Ipv4Addr, icmp: Option<(u8, Option<u8>)>) -> Rule {
         Rule {
             protocol: api::net_out_rule::Protocol::Icmp,
@@ -109,6 +115,24 @@ async fn create_net(
         b.set_burst_rate_in_bytes_per_second(burst);
     }
     Ok(request.send().promise.await?.get()?.get_container()?)
+}
+
+/// A container whose spec carries these NetOut rules.
+async fn create_with_net_out(
+    client: &Client,
+    handle: &str,
+    net_out: &[Rule],
+) -> api::container::Client {
+    create_net(
+        client,
+        Spec {
+            handle,
+            net_out,
+            ..Spec::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("creating {handle}: {e}"))
 }
 
 async fn create_plain(client: &Client, handle: &str) -> api::container::Client {
@@ -797,16 +821,7 @@ fn net_in_and_net_out_from_the_spec_are_in_force_at_create() {
         assert_eq!(client.list(&[]).await.unwrap().len(), 2);
         assert_eq!(env.bridge_ports().len(), 2);
         assert_eq!(env.nft_table_text().unwrap(), table);
-        let out = create_net(
-            &client,
-            Spec {
-                handle: "spec-out",
-                net_out: &[Rule::tcp(ip_c, 8000)],
-                ..Spec::default()
-            },
-        )
-        .await
-        .unwrap();
+        let out = create_with_net_out(&client, "spec-out", &[Rule::tcp(ip_c, 8000)]).await;
         let (status, body) = wget_from(&out, ip_c, 8000).await;
         assert_eq!((status, body.trim()), (0, "from-the-spec"));
         let (status, _) = wget_from(&d, ip_c, 8000).await;
@@ -1852,8 +1867,7 @@ fn a_container_cannot_borrow_another_containers_address() {
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         let port = server.local_addr().unwrap().port();
-        let mut to_host = Rule::tcp(env.gateway, port);
-        to_host.protocol = api::net_out_rule::Protocol::Udp;
+        let to_host = Rule::udp(env.gateway, port);
         net_out(&a, &to_host).await.unwrap();
         let to = SocketAddr::from((env.gateway, port));
         let pid_a = env.container_pids("spoof-a")[0];
@@ -1920,6 +1934,11 @@ struct Eth0 {
 }
 
 impl Eth0 {
+    /// The eth0 of container `handle`, as its root would open it.
+    fn of(env: &TestEnv, handle: &str) -> Eth0 {
+        Eth0::open(env.container_pids(handle)[0])
+    }
+
     fn open(pid: i32) -> Eth0 {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         in_netns(pid, || {
@@ -2180,16 +2199,7 @@ fn a_container_cannot_reach_the_hosts_loopback() {
     let env = TestEnv::start();
     let env = &env;
     env.run(|client| async move {
-        let a = create_net(
-            &client,
-            Spec {
-                handle: "lo-a",
-                net_out: &[net_out_all()],
-                ..Spec::default()
-            },
-        )
-        .await
-        .unwrap();
+        let a = create_with_net_out(&client, "lo-a", &[net_out_all()]).await;
         let ip_a = ip_of(&a).await;
         let localnet = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", env.bridge);
         assert_eq!(std::fs::read_to_string(&localnet).unwrap().trim(), "0", "off without NetIn");
@@ -2297,23 +2307,13 @@ fn tagged_frames_cannot_pass_as_a_neighbour() {
     let env = &env;
     env.run(|client| async move {
         let (server, port) = udp_listener(env.gateway);
-        let mut to_host = Rule::tcp(env.gateway, port);
-        to_host.protocol = api::net_out_rule::Protocol::Udp;
+        let to_host = Rule::udp(env.gateway, port);
         let _a = create_plain(&client, "vlan-a").await;
-        let b = create_net(
-            &client,
-            Spec {
-                handle: "vlan-b",
-                net_out: &[to_host],
-                ..Spec::default()
-            },
-        )
-        .await
-        .unwrap();
+        let b = create_with_net_out(&client, "vlan-b", &[to_host]).await;
         let ip_b = ip_of(&b).await;
         let gw_mac = mac_of_link(&env.bridge);
-        let eth_a = Eth0::open(env.container_pids("vlan-a")[0]);
-        let eth_b = Eth0::open(env.container_pids("vlan-b")[0]);
+        let eth_a = Eth0::of(env, "vlan-a");
+        let eth_b = Eth0::of(env, "vlan-b");
         let datagram = |data: &[u8]| udp_packet(ip_b, env.gateway, 40000, port, data);
 
         // B's own frame passes (its rule), untagged and from its port.
@@ -2436,16 +2436,7 @@ fn a_container_cannot_forge_icmp_errors_for_a_neighbours_flows() {
     let env = TestEnv::start();
     let env = &env;
     env.run(|client| async move {
-        let a = create_net(
-            &client,
-            Spec {
-                handle: "icmp-a",
-                net_out: &[net_out_all()],
-                ..Spec::default()
-            },
-        )
-        .await
-        .unwrap();
+        let a = create_with_net_out(&client, "icmp-a", &[net_out_all()]).await;
         let b = create_plain(&client, "icmp-b").await;
         let (ip_a, ip_b) = (ip_of(&a).await, ip_of(&b).await);
         let (pid_a, pid_b) = (
@@ -2534,20 +2525,10 @@ fn a_container_port_learns_nothing_and_sends_from_its_own_mac_only() {
     let env = &env;
     env.run(|client| async move {
         let (server, port) = udp_listener(env.gateway);
-        let mut to_host = Rule::tcp(env.gateway, port);
-        to_host.protocol = api::net_out_rule::Protocol::Udp;
-        let a = create_net(
-            &client,
-            Spec {
-                handle: "fdb-a",
-                net_out: &[to_host],
-                ..Spec::default()
-            },
-        )
-        .await
-        .unwrap();
+        let to_host = Rule::udp(env.gateway, port);
+        let a = create_with_net_out(&client, "fdb-a", &[to_host]).await;
         let ip_a = ip_of(&a).await;
-        let eth0 = Eth0::open(env.container_pids("fdb-a")[0]);
+        let eth0 = Eth0::of(env, "fdb-a");
         let gw_mac = mac_of_link(&env.bridge);
         let own = mac_text(eth0.mac);
         let before = fdb(&env.bridge);
@@ -2612,7 +2593,7 @@ fn a_container_sees_no_host_ipv6_and_no_arp_for_others() {
         // Open at once: the host end's IPv6 start-up (DAD, MLD, router
         // solicitations every 4 s) happens in the first seconds.
         let started = Instant::now();
-        let eth0 = Eth0::open(env.container_pids("quiet-a")[0]);
+        let eth0 = Eth0::of(env, "quiet-a");
         let b = create_plain(&client, "quiet-b").await;
         let (ip_a, ip_b) = (ip_of(&a).await, ip_of(&b).await);
         host_resolves(env, ip_b);
@@ -2658,20 +2639,10 @@ fn link_local_group_frames_do_not_pass_the_port_checks() {
     env.run(|client| async move {
         let (allowed, allowed_port) = udp_listener(env.gateway);
         let (closed, closed_port) = udp_listener(env.gateway);
-        let mut to_host = Rule::tcp(env.gateway, allowed_port);
-        to_host.protocol = api::net_out_rule::Protocol::Udp;
-        let a = create_net(
-            &client,
-            Spec {
-                handle: "ll-a",
-                net_out: &[to_host],
-                ..Spec::default()
-            },
-        )
-        .await
-        .unwrap();
+        let to_host = Rule::udp(env.gateway, allowed_port);
+        let a = create_with_net_out(&client, "ll-a", &[to_host]).await;
         let ip_a = ip_of(&a).await;
-        let eth0 = Eth0::open(env.container_pids("ll-a")[0]);
+        let eth0 = Eth0::of(env, "ll-a");
         let gw_mac = mac_of_link(&env.bridge);
         let stranger = Ipv4Addr::new(10, 99, 99, 99);
         eth0.send(&frame(
@@ -2801,7 +2772,7 @@ fn a_source_route_through_the_gateway_does_not_reach_the_hosts_loopback() {
         let ip_a = ip_of(&a).await;
         let localnet = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", env.bridge);
         assert_eq!(std::fs::read_to_string(&localnet).unwrap().trim(), "1");
-        let eth0 = Eth0::open(env.container_pids("srr-a")[0]);
+        let eth0 = Eth0::of(env, "srr-a");
         let gw_mac = mac_of_link(&env.bridge);
         let (lo_udp, lo_port) = udp_listener(Ipv4Addr::LOCALHOST);
         let to_lo = udp_source_routed(

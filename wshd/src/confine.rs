@@ -264,7 +264,7 @@ pub fn not_dumpable() -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -279,7 +279,7 @@ mod tests {
 
     /// Runs `f` in a forked child (raw syscalls only there) and returns its
     /// exit code.
-    fn in_child(f: impl FnOnce() -> i32) -> i32 {
+    pub(crate) fn in_child(f: impl FnOnce() -> i32) -> i32 {
         // SAFETY: the child only makes system calls and ends in _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork");
@@ -295,7 +295,7 @@ mod tests {
         libc::WEXITSTATUS(status)
     }
 
-    fn errno() -> i32 {
+    pub(crate) fn errno() -> i32 {
         std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
     }
 

@@ -586,6 +586,7 @@ pub fn summary(program: &[libc::sock_filter]) -> String {
 pub mod tests {
     use super::compile::{ret_errno, AUDIT_ARCH_X86_64};
     use super::*;
+    use crate::confine::tests::{errno, in_child};
 
     /// `struct seccomp_data`.
     pub struct Data {
@@ -868,30 +869,18 @@ pub mod tests {
     /// harness has other threads).
     fn under_the_filter(f: impl FnOnce() -> i32) -> i32 {
         let program = program();
-        // SAFETY: the child only makes system calls and exits.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-        if pid == 0 {
+        in_child(|| {
             // SAFETY: prctl with integer arguments; _exit ends the child.
             unsafe {
                 if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                     libc::_exit(100);
                 }
-                if install(program).is_err() {
-                    libc::_exit(101);
-                }
-                libc::_exit(f());
             }
-        }
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(libc::WIFEXITED(status), "status {status:#x}");
-        libc::WEXITSTATUS(status)
-    }
-
-    fn errno() -> i32 {
-        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+            if install(program).is_err() {
+                return 101;
+            }
+            f()
+        })
     }
 
     /// The kernel's answers under the installed filter: calls newer than
