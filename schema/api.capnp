@@ -377,8 +377,9 @@ interface Process {
   # Resolves once the process has exited and the output it wrote before
   # exiting has been delivered to the streams given to `run` (their `done`
   # has returned). Exception: when a process it left behind keeps the
-  # output pipe open, wait resolves once the pipe is empty and everything
-  # read from it has been sent; the streams end (`done`) when the pipe does.
+  # output pipe open for more than a moment (250 ms) after the exit, wait
+  # resolves once the pipe is empty and everything read from it has been
+  # sent; the streams end (`done`) when the pipe does.
   wait @1 () -> (exitStatus :Int32);
   signal @2 (signal :Signal) -> ();
   setTty @3 (windowSize :WindowSize) -> ();

@@ -29,6 +29,14 @@ const CHUNK: usize = 256 * 1024;
 /// How long `wait` gives a terminal's last output to reach end of file.
 const TTY_DRAIN: Duration = Duration::from_secs(2);
 
+/// How long `wait` gives a process left behind by an exited one to let go
+/// of the output pipes before it answers without their end of file. Many
+/// hold them only for a moment: busybox `timeout`'s watcher, forked with
+/// the pipes, redirects them to /dev/null right after its fork; a
+/// subshell that backgrounds a redirected command holds them until its
+/// child has redirected. Under load that moment can outlast the process.
+const LEFTOVER_GRACE: Duration = Duration::from_millis(250);
+
 /// How long a process that has exited stays known: late `attach` and `wait`
 /// calls see its exit status and the output nobody read. Then it is
 /// forgotten and its unread output discarded.
@@ -181,8 +189,7 @@ impl ProcessEntry {
             .clone();
         match state {
             ExitState::Exited(status) => {
-                self.stdout.settled(self.tty).await;
-                self.stderr.settled(self.tty).await;
+                self.settled().await;
                 Ok(status)
             }
             ExitState::Lost(why) => Err(ApiError::new(
@@ -190,8 +197,7 @@ impl ProcessEntry {
                 format!("process {}: {why}", self.id),
             )),
             ExitState::InitDied(why) => {
-                self.stdout.settled(self.tty).await;
-                self.stderr.settled(self.tty).await;
+                self.settled().await;
                 Err(ApiError::new(
                     Code::InvalidState,
                     format!("process {}: {why}", self.id),
@@ -199,6 +205,16 @@ impl ProcessEntry {
             }
             ExitState::Running => unreachable!("wait_for returned a running state"),
         }
+    }
+
+    /// Both output streams settled (see `OutputStream::settled`), with one
+    /// patience for the two: a terminal's relay, or a process left behind,
+    /// gets that long from now to let go of the output.
+    async fn settled(&self) {
+        let patience = if self.tty { TTY_DRAIN } else { LEFTOVER_GRACE };
+        let patience = tokio::time::Instant::now() + patience;
+        self.stdout.settled(patience).await;
+        self.stderr.settled(patience).await;
     }
 
     /// Ask wshd for the exit status (the answer comes when the process
@@ -528,14 +544,12 @@ impl OutputStream {
     }
 
     /// After the process exited: resolves once everything in the pipe has
-    /// been delivered to the attached streams — at end of file, or, when a
-    /// process it left behind keeps the pipe open, once the pipe is empty and
-    /// nothing is in hand. With no stream attached there is nobody to wait
-    /// for: the output stays in the pipe for a later attach.
-    async fn settled(&self, tty: bool) {
-        // A terminal's last output passes through the pty and wshd's relay
-        // after the exit is known: give it a moment to reach end of file.
-        let patience = tokio::time::Instant::now() + if tty { TTY_DRAIN } else { Duration::ZERO };
+    /// been delivered to the attached streams — at end of file, or, when
+    /// something still keeps the pipe open (a terminal's relay, a process
+    /// left behind) past `patience`, once the pipe is empty and nothing is in
+    /// hand. With no stream attached there is nobody to wait for: the output
+    /// stays in the pipe for a later attach.
+    async fn settled(&self, patience: tokio::time::Instant) {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);

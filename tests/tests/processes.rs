@@ -296,3 +296,79 @@ fn finished_processes_do_not_hold_empty_pipes() {
         assert_eq!(output.recv().await, Some(Chunk::Done));
     });
 }
+
+/// Runs `sh -c script` `runs` times, one after the other; each must print
+/// `hi` and exit 0. How many waits answered before both streams were done.
+async fn waits_before_done(container: &api::container::Client, script: &str, runs: usize) -> usize {
+    let mut early = 0;
+    for _ in 0..runs {
+        let mut started = start(container, &Command::new("sh", &["-c", script]))
+            .await
+            .unwrap();
+        assert_eq!(wait(&started.process).await.unwrap(), 0, "{script}");
+        let (out, out_done) = drain(&mut started.stdout);
+        let (_, err_done) = drain(&mut started.stderr);
+        assert_eq!(String::from_utf8_lossy(&out), "hi\n", "{script}");
+        early += usize::from(!(out_done && err_done));
+    }
+    early
+}
+
+/// A process may leave one behind that holds its output pipes for a
+/// moment: busybox `timeout` forks a watcher with them, which redirects
+/// them to /dev/null only once it runs (a flake: under load `wait` in a
+/// `timeout 5 wget` answered before the streams' `done`). `wait` gives such
+/// a leftover a moment to let go, so the streams end first.
+#[test]
+fn wait_outlasts_a_leftover_that_soon_lets_go_of_the_output() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let (c, _) = create(&client, "leftover", "").await.unwrap();
+        // Deterministic: the backgrounded subshell holds the pipes for 50 ms
+        // after the shell exits.
+        let early = waits_before_done(&c, "echo hi; (sleep 0.05) & exit 0", 5).await;
+        assert_eq!(
+            early, 0,
+            "of 5 waits, {early} answered before the streams ended"
+        );
+        // The case met: `timeout`'s watcher, which two busy loops in the
+        // container keep from running for a while (without the grace, 11
+        // to 56 waits in 100 answered early).
+        let mut hogs = Vec::new();
+        for _ in 0..2 {
+            let hog = "exec >/dev/null 2>&1; while :; do :; done";
+            hogs.push(start(&c, &Command::new("sh", &["-c", hog])).await.unwrap());
+        }
+        let early = waits_before_done(&c, "timeout 5 echo hi", 100).await;
+        for hog in &hogs {
+            grove_tests::signal(&hog.process, api::Signal::Kill).await;
+        }
+        assert_eq!(
+            early, 0,
+            "of 100 waits, {early} answered before the streams ended"
+        );
+    });
+}
+
+/// The grace is short: a leftover that keeps the output pipes open does not
+/// hold `wait`, which answers once the output written so far has arrived;
+/// the streams end when the leftover lets go.
+#[test]
+fn a_leftover_keeping_the_output_open_does_not_hold_wait() {
+    let env = TestEnv::start();
+    env.run(|client| async move {
+        let (c, _) = create(&client, "keeper", "").await.unwrap();
+        let script = "echo hi; (sleep 2) & exit 3";
+        let mut started = start(&c, &Command::new("sh", &["-c", script]))
+            .await
+            .unwrap();
+        assert_eq!(wait(&started.process).await.unwrap(), 3);
+        let (out, done) = drain(&mut started.stdout);
+        assert_eq!(
+            (String::from_utf8_lossy(&out).as_ref(), done),
+            ("hi\n", false)
+        );
+        assert_eq!(started.stdout.recv().await, Some(Chunk::Done));
+        assert_eq!(started.stderr.recv().await, Some(Chunk::Done));
+    });
+}
