@@ -10,14 +10,15 @@
 # --keep: boot a writable copy of the image and keep it with the extra disks
 # (their dir is printed) instead of discarding the guest's writes.
 # Environment: GROVE_GUEST_CACHE (image cache, default /var/cache/grove-guest),
-# GROVE_GUEST_TIMEOUT (seconds qemu may run, default 2400).
+# GROVE_GUEST_TIMEOUT (seconds qemu may run, default 3600).
 # Exit status: 0 when every step and every test passed.
 set -euo pipefail
 
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 SRC=$1 RESULTS=$2 KEEP=${3:-}
 CACHE=${GROVE_GUEST_CACHE:-/var/cache/grove-guest}
-TIMEOUT=${GROVE_GUEST_TIMEOUT:-2400}
+[[ $SRC != *[[:space:]]* ]] || { echo "run.sh: the checkout's path has a space: $SRC" >&2; exit 2; }
+TIMEOUT=${GROVE_GUEST_TIMEOUT:-3600}
 
 say() { printf '    %s\n' "$*"; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
@@ -68,7 +69,8 @@ done
 host_step "disks" "$(since "$t")" ok
 
 # ---- boot. TCG: KVM hangs on these machines (no nested virtualization).
-# No network device at all: the guest has no route out.
+# No network device at all: the guest has no route out. virtio-rng: the
+# guest's getrandom() need not wait for entropy under emulation.
 rm -f "$RESULTS/finished"
 start=$EPOCHREALTIME
 # The serial console, line by line: stamped into console.log, the lane's
@@ -88,7 +90,7 @@ console() {
 qemu-system-x86_64 -accel tcg -cpu max -m 4G -smp 2 -nographic -no-reboot -nic none \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
     -append "root=LABEL=grove-root rw console=ttyS0 mitigations=off grove.src=$SRC" \
-    "${root[@]}" "${disks[@]}" \
+    "${root[@]}" "${disks[@]}" -device virtio-rng-pci \
     -virtfs "local,path=$SRC,mount_tag=host,security_model=none,readonly=on" \
     -virtfs "local,path=$RESULTS,mount_tag=results,security_model=none" \
     </dev/null > >(console) 2>&1 &
