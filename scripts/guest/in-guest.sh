@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The guest lane's steps, run inside the guest by grove-lane.service as root
+# (systemd is PID 1, cgroup v2). It runs from the host's read-only share, so
+# changing it needs no image rebuild.
+#
+#   in-guest.sh SRC RESULTS
+#
+# SRC is the host's checkout (built: target/debug, the static wshd and
+# grove-escape, the test executables), mounted at the path it has on the
+# host. RESULTS is the writable share: the host put plan.tsv there (one test
+# executable a line: name, path, working directory) and lane.conf; this
+# script writes back steps.tsv, tests.tsv, tests/<name>.{log,failed},
+# install.log, journal.txt and a `finished` mark. Lines starting with
+# "grove-lane:" go to the serial console, which the host timestamps.
+set -uo pipefail
+SRC=$1 RESULTS=$2
+TEST_TIMEOUT=900
+# shellcheck source=/dev/null
+[[ -f $RESULTS/lane.conf ]] && . "$RESULTS/lane.conf"
+
+say() { echo "grove-lane: $*"; }
+# since START: seconds from an $EPOCHREALTIME to now, one decimal.
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+# step NAME COMMAND...: run one step in a subshell (its set -e/-x stay
+# there), its output to RESULTS/NAME.log, its time and status to steps.tsv.
+# Returns the command's status.
+step() {
+    local name=$1 start=$EPOCHREALTIME rc
+    shift
+    say "step $name"
+    ("$@") >"$RESULTS/$name.log" 2>&1
+    rc=$?
+    printf '%s\t%s\t%s\n' "$name" "$(since "$start")" \
+        "$([[ $rc -eq 0 ]] && echo ok || echo "failed($rc)")" >>"$RESULTS/steps.tsv"
+    say "step $name: $([[ $rc -eq 0 ]] && echo ok || echo "FAILED (exit $rc, see $name.log)")"
+    return "$rc"
+}
+
+# The operator's install: README "systemd units": ./dev install from the
+# checkout (it installs what is built, needs no cargo), then enable the sockets.
+install_grove() {
+    set -x
+    "$SRC/dev" install &&
+        systemctl enable --now grove-helper.socket groved.socket grove-garden.socket &&
+        systemctl --no-pager status grove-helper.socket groved.socket grove-garden.socket
+}
+
+# Socket activation: the first call starts groved, which starts the helper.
+ping_grove() {
+    set -x
+    timeout 60 grove ping
+    local rc=$?
+    systemctl --no-pager status groved.service grove-helper.service
+    journalctl --no-pager -b -u groved.service -u grove-helper.service
+    return "$rc"
+}
+
+# What the integration tests expect of the host (./dev setup's setup_btrfs
+# and setup_rootfs): a btrfs with quotas at /var/lib/grove-test and the
+# busybox rootfs. The ext4 (project quota) and XFS disks are mounted for
+# the disk-limit tests that use them.
+prepare_tests() {
+    set -ex
+    local disk=/dev/disk/by-id/virtio-grove
+    udevadm settle
+    mkdir -p /var/lib/grove-test /var/lib/grove-test-ext4 /var/lib/grove-test-xfs
+    mount "$disk-btrfs" /var/lib/grove-test
+    btrfs quota enable /var/lib/grove-test
+    mount -o prjquota "$disk-ext4" /var/lib/grove-test-ext4
+    mount -o prjquota "$disk-xfs" /var/lib/grove-test-xfs
+    findmnt /var/lib/grove-test /var/lib/grove-test-ext4 /var/lib/grove-test-xfs
+    "$SRC/scripts/build-rootfs.sh" /var/lib/grove/rootfs/busybox
+    grep cgroup2 /proc/mounts
+    cat /sys/fs/cgroup/cgroup.controllers
+}
+
+# run_test NAME EXE DIR: one test executable, like `cargo test` runs it
+# (working directory: its package), with a time limit.
+run_test() {
+    local name=$1 exe=$2 dir=$3 log=$RESULTS/tests/$1.log start=$EPOCHREALTIME rc status
+    say "test $name"
+    (cd "$dir" && GROVE_BIN_DIR=$SRC/target/debug GROVE_ROOTFS=/var/lib/grove/rootfs/busybox \
+        RUST_BACKTRACE=1 timeout --kill-after=30 "$TEST_TIMEOUT" "$exe") >"$log" 2>&1 </dev/null
+    rc=$?
+    local secs passed failed ignored
+    secs=$(since "$start")
+    # libtest prints one "test NAME ... RESULT" line per test when it ends.
+    passed=$(grep -cE '^test .* \.\.\. ok$' "$log" || true)
+    failed=$(grep -cE '^test .* \.\.\. FAILED$' "$log" || true)
+    ignored=$(grep -cE '^test .* \.\.\. ignored' "$log" || true)
+    grep -E '^test .* \.\.\. FAILED$' "$log" | sed -E 's/^test (.*) \.\.\. FAILED$/\1/' >"$RESULTS/tests/$name.failed"
+    if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+        status="timeout(${TEST_TIMEOUT}s)"
+    elif grep -q '^test result: ' "$log"; then
+        status=$([[ $rc -eq 0 ]] && echo ok || echo FAILED)
+    else
+        status="crashed($rc)"
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$passed" "$failed" "$ignored" "$secs" "$status" >>"$RESULTS/tests.tsv"
+    say "test $name: $status, $passed passed, $failed failed, $ignored ignored, ${secs%.*}s"
+}
+
+main() {
+    say "started (uptime $(cut -d' ' -f1 /proc/uptime) s, $(uname -r), systemd $(systemctl --version | sed -n '1s/systemd \([0-9]*\).*/\1/p'))"
+    mkdir -p "$RESULTS/tests"
+    : >"$RESULTS/steps.tsv"
+    : >"$RESULTS/tests.tsv"
+    step install install_grove
+    step ping ping_grove
+    if step prepare prepare_tests; then
+        local name exe dir
+        while IFS=$'\t' read -r name exe dir; do
+            [[ -n $name ]] && run_test "$name" "$exe" "$dir"
+        done <"$RESULTS/plan.tsv"
+    else
+        say "the tests' prerequisites failed; no test ran"
+    fi
+    systemd-analyze critical-chain grove-lane.service >"$RESULTS/boot.txt" 2>&1
+    systemd-cgls --no-pager >"$RESULTS/cgroups.txt" 2>&1
+    journalctl -b --no-pager -o short-monotonic >"$RESULTS/journal.txt" 2>&1
+    touch "$RESULTS/finished"
+    say "done; powering off"
+}
+
+main
