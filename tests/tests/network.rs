@@ -1820,14 +1820,7 @@ fn free_bound_udp(source: Ipv4Addr) -> std::os::fd::OwnedFd {
         };
         assert_eq!(r, 0, "option {option}: {}", std::io::Error::last_os_error());
     }
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(source.octets()),
-        },
-        sin_zero: [0; 8],
-    };
+    let addr = sockaddr_in(source);
     // SAFETY: bind reads one live sockaddr_in of the size given.
     let r = unsafe {
         libc::bind(
@@ -1925,6 +1918,18 @@ const ETH_IPV6: u16 = 0x86dd;
 const TPID_8021Q: u16 = 0x8100;
 const TPID_8021AD: u16 = 0x88a8;
 const BROADCAST: [u8; 6] = [0xff; 6];
+
+/// The kernel's address of `ip` (port 0), for bind and sendto.
+fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
 
 /// A container's eth0 as an AF_PACKET socket that sends whole frames and
 /// sees every frame from the moment it is opened.
@@ -2398,14 +2403,7 @@ fn send_icmp_unreachable(pid: i32, to: Ipv4Addr, code: u8, mtu: u16, quoted: Vec
         );
         // SAFETY: socket just returned fd.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(to.octets()),
-            },
-            sin_zero: [0; 8],
-        };
+        let addr = sockaddr_in(to);
         // SAFETY: sendto reads `icmp` and one sockaddr_in, both live.
         let n = unsafe {
             libc::sendto(
