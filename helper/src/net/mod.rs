@@ -201,7 +201,7 @@ fn veth_of(ip: Ipv4Addr) -> String {
 /// The container's eth0 MAC, set by the helper so the bridge table can
 /// bind the port to it: locally administered unicast, made from the
 /// address like the bridge's own from the gateway.
-fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+pub(crate) fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
     [0x02, 0x67, o[0], o[1], o[2], o[3]]
 }
@@ -425,7 +425,6 @@ impl Network {
                 handle: h.as_str(),
                 ip: r.ip,
                 veth,
-                mac: mac_of(r.ip),
                 net_in: &r.net_in,
                 net_out: &r.net_out,
             })
@@ -547,7 +546,7 @@ impl Network {
             crash_point("helper.create.veth");
             self.sets
                 .borrow_mut()
-                .add_port(&self.conf.nft_table, &veth, ip, mac_of(ip))
+                .add_port(&self.conf.nft_table, &veth, ip)
                 .map_err(|e| system("firewall", e))?;
             rules_added = true;
             crash_point("helper.create.firewall");
@@ -671,7 +670,6 @@ impl Network {
                 handle: handle.as_str(),
                 ip: record.ip,
                 veth: &veth,
-                mac: mac_of(record.ip),
                 net_in: &record.net_in,
                 net_out: &record.net_out,
             };
@@ -681,12 +679,11 @@ impl Network {
                     eprintln!("grove-helper: {handle}: removing its NetIn and NetOut rules: {e}");
                 }
             }
-            if let Err(e) = self.sets.borrow_mut().remove_port(
-                &self.conf.nft_table,
-                &veth,
-                record.ip,
-                mac_of(record.ip),
-            ) {
+            if let Err(e) =
+                self.sets
+                    .borrow_mut()
+                    .remove_port(&self.conf.nft_table, &veth, record.ip)
+            {
                 eprintln!("grove-helper: {handle}: {e}");
             }
         }
@@ -836,7 +833,6 @@ impl Network {
                     handle: handle.as_str(),
                     ip: r.ip,
                     veth: "",
-                    mac: mac_of(r.ip),
                     net_in: &[],
                     net_out: &rules,
                 };

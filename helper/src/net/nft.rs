@@ -87,7 +87,6 @@ pub struct Entry<'a> {
     pub handle: &'a str,
     pub ip: Ipv4Addr,
     pub veth: &'a str,
-    pub mac: [u8; 6],
     pub net_in: &'a [PortMapping],
     pub net_out: &'a [NetOutRule],
 }
@@ -195,7 +194,10 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
 /// over netlink: see nftset.rs), its mappings, and its egress chain if it
 /// has NetOut rules.
 pub fn add_container(table: &str, e: &Entry) -> String {
-    let mac: Vec<String> = e.mac.iter().map(|b| format!("{b:02x}")).collect();
+    let mac: Vec<String> = super::mac_of(e.ip)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let mut out = format!(
         "add element bridge {table} containers {{ \"{veth}\" }}\n\
          add element bridge {table} addresses {{ \"{veth}\" . {ip} }}\n\

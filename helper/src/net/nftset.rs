@@ -164,29 +164,17 @@ impl Sets {
     /// A container's port joins the tables (its frames are checked against
     /// its address and MAC and kept from other containers' ports; related
     /// packets it sends must belong to its own flows), in one transaction.
-    pub fn add_port(
-        &mut self,
-        table: &str,
-        veth: &str,
-        ip: Ipv4Addr,
-        mac: [u8; 6],
-    ) -> Result<(), String> {
-        let elems = elems(veth, ip, mac);
+    pub fn add_port(&mut self, table: &str, veth: &str, ip: Ipv4Addr) -> Result<(), String> {
+        let elems = elems(veth, ip);
         let refs: Vec<Elem> = elems.iter().map(|(f, s, k)| (*f, *s, &k[..])).collect();
         self.apply(Change::Add, table, &refs)
             .map_err(|e| format!("adding {veth} ({ip}) to the {table} tables: {e}"))
     }
 
     /// Undo `add_port`; elements already gone are fine.
-    pub fn remove_port(
-        &mut self,
-        table: &str,
-        veth: &str,
-        ip: Ipv4Addr,
-        mac: [u8; 6],
-    ) -> Result<(), String> {
+    pub fn remove_port(&mut self, table: &str, veth: &str, ip: Ipv4Addr) -> Result<(), String> {
         let mut errors = Vec::new();
-        for (family, set, key) in elems(veth, ip, mac) {
+        for (family, set, key) in elems(veth, ip) {
             match self.apply(Change::Delete, table, &[(family, set, &key)]) {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(e) => errors.push(format!("{set}: {e}")),
@@ -203,8 +191,10 @@ impl Sets {
     }
 }
 
-/// A port's elements; `containers` last, as its checks key on the others.
-fn elems(veth: &str, ip: Ipv4Addr, mac: [u8; 6]) -> [(u8, &'static str, Vec<u8>); 4] {
+/// A port's elements (its MAC is the one the helper gave eth0, from its
+/// address); `containers` last, as its checks key on the others.
+fn elems(veth: &str, ip: Ipv4Addr) -> [(u8, &'static str, Vec<u8>); 4] {
+    let mac = super::mac_of(ip);
     [
         (
             NFPROTO_BRIDGE,
