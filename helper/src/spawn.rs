@@ -10,6 +10,10 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::statfs::{
+    FsType, BPF_FS_MAGIC, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, DEBUGFS_MAGIC, PROC_SUPER_MAGIC,
+    SECURITYFS_MAGIC, SELINUX_MAGIC, SYSFS_MAGIC, TRACEFS_MAGIC,
+};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use std::ffi::CString;
@@ -393,21 +397,22 @@ fn step<T>(what: &str, r: Result<T, Errno>) -> Result<T, String> {
 /// Filesystems (statfs f_type, linux/magic.h) that are kernel interfaces,
 /// never bind sources: a bind of /proc or /sys (host's or the container's
 /// own) would be an unmasked, writable view past the container's masks.
-const KERNEL_FS: [(i64, &str); 14] = [
-    (0x9fa0, "procfs"),
-    (0x6265_6572, "sysfs"),
-    (0x6462_6720, "debugfs"),
-    (0x7472_6163, "tracefs"),
-    (0x7363_6673, "securityfs"),
-    (0x0027_e0eb, "cgroupfs"),
-    (0x6367_7270, "cgroup2"),
-    (0xcafe_4a11, "bpffs"),
-    (0x6265_6570, "configfs"),
-    (0xde5e_81e4, "efivarfs"),
-    (0x6165_676c, "pstore"),
-    (0x4249_4e4d, "binfmt_misc"),
-    (0x6573_5543, "fusectl"),
-    (0xf97c_ff8c, "selinuxfs"),
+const KERNEL_FS: [(FsType, &str); 14] = [
+    (PROC_SUPER_MAGIC, "procfs"),
+    (SYSFS_MAGIC, "sysfs"),
+    (DEBUGFS_MAGIC, "debugfs"),
+    (TRACEFS_MAGIC, "tracefs"),
+    (SECURITYFS_MAGIC, "securityfs"),
+    (CGROUP_SUPER_MAGIC, "cgroupfs"),
+    (CGROUP2_SUPER_MAGIC, "cgroup2"),
+    (BPF_FS_MAGIC, "bpffs"),
+    (SELINUX_MAGIC, "selinuxfs"),
+    // Not named by nix: linux/magic.h.
+    (FsType(0x6265_6570), "configfs"),
+    (FsType(0xde5e_81e4), "efivarfs"),
+    (FsType(0x6165_676c), "pstore"),
+    (FsType(0x4249_4e4d), "binfmt_misc"),
+    (FsType(0x6573_5543), "fusectl"),
 ];
 
 /// Bind-mount `b` into the container whose root is `root` (before
@@ -436,7 +441,7 @@ fn bind_into(root: BorrowedFd, b: &grove_schema::helper::BindMount) -> Result<()
     }
     .map_err(|e| format!("{what}: source: {e}"))?;
     let fs_type = step(&what, nix::sys::statfs::fstatfs(&src))?.filesystem_type();
-    if let Some((_, name)) = KERNEL_FS.iter().find(|(m, _)| *m == fs_type.0 as i64) {
+    if let Some((_, name)) = KERNEL_FS.iter().find(|(m, _)| *m == fs_type) {
         return Err(format!(
             "{what}: the source is on {name}, which may not be bound: its files are the \
              kernel's own interfaces, and a bind would show them without the container's \
