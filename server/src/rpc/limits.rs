@@ -242,26 +242,24 @@ const V1_TOTALS: [&str; 15] = [
 /// counts the cgroups below). So clients written for v1 see no zeros where
 /// v2 has the number.
 pub fn memory_stat_with_v1_names(stat: &[(String, u64)]) -> Vec<(String, u64)> {
-    let get = |name: &str| stat.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
-    if get("rss").is_some() || get("anon").is_none() {
+    let find =
+        |list: &[(String, u64)], name: &str| list.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    if find(stat, "rss").is_some() || find(stat, "anon").is_none() {
         return stat.to_vec();
     }
     let mut out = stat.to_vec();
-    let mut add = |name: &str, value: Option<u64>| {
-        if let (Some(v), None) = (value, out.iter().find(|(n, _)| n == name)) {
-            out.push((name.to_string(), v));
+    let add = |out: &mut Vec<(String, u64)>, name: String, value: Option<u64>| {
+        if let (Some(v), None) = (value, find(out, &name)) {
+            out.push((name, v));
         }
     };
     for (v1, v2) in V1_NAMES {
-        add(v1, get(v2));
+        add(&mut out, v1.to_string(), find(stat, v2));
     }
+    // The v1 names are all in `out` now: each total is its own figure.
     for name in V1_TOTALS {
-        let v1_value = V1_NAMES
-            .iter()
-            .find(|(v1, _)| *v1 == name)
-            .and_then(|(_, v2)| get(v2))
-            .or_else(|| get(name));
-        add(&format!("total_{name}"), v1_value);
+        let value = find(&out, name);
+        add(&mut out, format!("total_{name}"), value);
     }
     out
 }
