@@ -108,6 +108,7 @@ main() {
     step install install_grove
     step ping ping_grove
     if step prepare prepare_tests; then
+        step walk-limits "$SRC/scripts/guest/walk-limits.sh" "$RESULTS"
         local name exe dir
         while IFS=$'\t' read -r name exe dir; do
             [[ -n $name ]] && run_test "$name" "$exe" "$dir"
