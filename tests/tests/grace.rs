@@ -133,16 +133,22 @@ fn running_sessions_keep_the_container() {
 fn set_grace_time_restarts_the_countdown_and_zero_stops_it() {
     let env = TestEnv::start();
     env.run(|client| async move {
-        let restarted = create_graced(&client, "restarted", 2).await;
         let never = create_graced(&client, "never", 1).await;
         set_grace_time(&never, 0).await;
         // The server default is 0: never, too.
         let _default = create_graced(&client, "default", 0).await;
+        // Made last, so that the other creates (slow on an emulated host)
+        // do not use up its grace time before it is set again.
+        let t0 = Instant::now();
+        let restarted = create_graced(&client, "restarted", 3).await;
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let t1 = Instant::now();
-        set_grace_time(&restarted, 2).await;
-        let went = gone(&client, "restarted", Duration::from_secs(10)).await;
-        assert!(went - t1 >= Duration::from_secs(2), "{:?}", went - t1);
+        set_grace_time(&restarted, 3).await;
+        let went = gone(&client, "restarted", Duration::from_secs(12)).await;
+        assert!(went - t1 >= Duration::from_secs(3), "{:?}", went - t1);
+        // It outlived the grace time it was created with: the countdown
+        // started again.
+        assert!(went - t0 >= Duration::from_millis(4200), "{:?}", went - t0);
         // Well past both grace times, the others are still there.
         stays(&client, "never", Duration::from_millis(500)).await;
         assert!(listed(&client, "default").await);
