@@ -748,8 +748,22 @@ impl TestEnv {
                 .success()
                 .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
         };
-        let inet = list("inet")?;
-        Some(inet + &list("bridge").unwrap_or_default())
+        let both = || Some(list("inet")? + &list("bridge").unwrap_or_default());
+        // nft 1.0.6 (Debian 12) can list a chain twice when another
+        // table's transaction (a parallel test's) interrupts its dump: take
+        // a listing that the next one repeats.
+        let mut last = both();
+        for _ in 0..20 {
+            let next = both();
+            if next == last {
+                return next;
+            }
+            last = next;
+        }
+        panic!(
+            "nft never listed table {} the same way twice",
+            self.nft_table
+        )
     }
 
     fn remove_network(&self) {

@@ -542,7 +542,7 @@ impl Network {
         let veth = veth_of(ip);
         let mut rules_added = false;
         let result = (|| {
-            self.link_up(pid, ip, &veth)?;
+            let host_end = self.link_up(pid, ip, &veth)?;
             crash_point("helper.create.veth");
             self.sets
                 .borrow_mut()
@@ -550,6 +550,12 @@ impl Network {
                 .map_err(|e| system("firewall", e))?;
             rules_added = true;
             crash_point("helper.create.firewall");
+            // Only now the host end goes up: until the port is in the sets
+            // the bridge would pass the container's first frames (its
+            // kernel's IPv6 DAD and MLD on eth0 up) unchecked.
+            Netlink::open()
+                .and_then(|mut nl| nl.set_up(host_end))
+                .map_err(|e| system(&format!("{veth} up"), e))?;
             if let Some(b) = bandwidth {
                 self.shape(ip, b)?;
             }
@@ -572,8 +578,10 @@ impl Network {
         }
     }
 
-    /// The veth pair and the container side's configuration.
-    fn link_up(&self, pid: i32, ip: Ipv4Addr, veth: &str) -> Result<(), HelperError> {
+    /// The veth pair and the container side's configuration; the host end
+    /// (its index returned) is left down for the caller to bring up once
+    /// the firewall knows the port.
+    fn link_up(&self, pid: i32, ip: Ipv4Addr, veth: &str) -> Result<i32, HelperError> {
         let sys = |what: &str, e: nix::errno::Errno| system(what, e);
         // wshd is our unreaped child, so its pid names it.
         let ns = fs::openat(
@@ -619,8 +627,6 @@ impl Network {
             Err(_) if !std::path::Path::new("/proc/sys/net/ipv6").exists() => {} // no IPv6
             r => r.map_err(|e| system(&format!("{veth} without IPv6"), e))?,
         }
-        nl.set_up(index)
-            .map_err(|e| sys(&format!("{veth} up"), e))?;
         let mut inner =
             Netlink::open_in(ns.as_fd()).map_err(|e| sys("netlink in the container", e))?;
         let lo = inner
@@ -639,7 +645,7 @@ impl Network {
         inner
             .add_default_route(eth0, self.gateway)
             .map_err(|e| sys("default route", e))?;
-        Ok(())
+        Ok(index)
     }
 
     /// Remove what `attach` made. Errors are logged: each step is tried.
