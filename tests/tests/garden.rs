@@ -631,13 +631,22 @@ fn garden_stream_in_and_out_100_mib() {
     let garden = GardenProcess::start(&env);
     let g = garden.client();
     let h = create(&g, json!({"handle": "garden-files"}));
-    const SIZE: u64 = 100 << 20;
+    // 100 MiB, or GROVE_TEST_BIG_STREAM_MIB (the guest lane streams less).
+    let size_mib: u64 = std::env::var("GROVE_TEST_BIG_STREAM_MIB")
+        .map(|v| {
+            v.trim()
+                .parse()
+                .expect("GROVE_TEST_BIG_STREAM_MIB is a number")
+        })
+        .unwrap_or(100);
+    assert!(size_mib >= 32, "the RSS check needs at least 32 MiB");
+    let size: u64 = size_mib << 20;
 
-    // A tar of one 100 MiB file, built as it is sent (header, data, padding
+    // A tar of one file of `size` bytes, built as it is sent (header, data, padding
     // and the two zero blocks), hashing the data on the way.
     let mut header = tar::Header::new_gnu();
     header.set_path("big.bin").unwrap();
-    header.set_size(SIZE);
+    header.set_size(size);
     header.set_mode(0o644);
     header.set_uid(0);
     header.set_gid(0);
@@ -646,10 +655,10 @@ fn garden_stream_in_and_out_100_mib() {
     let mut expected = Sha256::new();
     let mut noise = Noise {
         state: 0x9e3779b97f4a7c15,
-        left: SIZE,
+        left: size,
     };
     let mut data = Vec::new();
-    (&mut noise).take(SIZE).read_to_end(&mut data).unwrap();
+    (&mut noise).take(size).read_to_end(&mut data).unwrap();
     expected.update(&data);
     let tail = vec![0u8; 1024];
     let mut tar_stream = std::io::Cursor::new(header.as_bytes().to_vec())
@@ -667,7 +676,7 @@ fn garden_stream_in_and_out_100_mib() {
         None,
     );
     assert_eq!(status, 0);
-    assert_eq!(String::from_utf8(out).unwrap().trim(), SIZE.to_string());
+    assert_eq!(String::from_utf8(out).unwrap().trim(), size.to_string());
 
     // Out again, into a file, then the file's content from the tar.
     let got = env.root.join("garden-out.tar");
@@ -697,13 +706,18 @@ fn garden_stream_in_and_out_100_mib() {
     let _ = std::fs::remove_file(&got);
     let rss = garden.peak_rss_kib();
     println!(
-        "garden 100 MiB: stream in {:.2}s, stream out {:.2}s, grove-garden peak RSS {} KiB",
+        "garden {size_mib} MiB: stream in {:.2}s, stream out {:.2}s, grove-garden peak RSS {} KiB",
         took_in.as_secs_f64(),
         took_out.as_secs_f64(),
         rss
     );
-    // Neither direction was held whole in memory.
-    assert!(rss < 64 * 1024, "grove-garden's peak RSS {rss} KiB");
+    // Neither direction was held whole in memory (grove-garden's own
+    // footprint is about 16 MiB).
+    let bound_kib = (64 * 1024).min(size / 1024 * 3 / 4);
+    assert!(
+        rss < bound_kib,
+        "grove-garden's peak RSS {rss} KiB (bound {bound_kib} KiB)"
+    );
 
     // Errors: a missing source before any byte is Garden's error body; an
     // unknown handle is 404; a garbage tar fails the stream-in.
