@@ -177,7 +177,7 @@ stop_containers_unit() {
     [[ $(systemctl is-active grove-helper.service) != active ]] || fail "grove-helper.service still active"
     systemctl is-active grove-helper.socket groved.socket
     # Back on the next request: the containers are stopped, and destroyable.
-    wait_for 60 grove destroy walk1
+    grove destroy walk1
     grove destroy walk2
     systemctl is-active "$UNIT" grove-helper.service
     [[ -z $(grove list) ]] || fail "containers left: $(grove list)"
