@@ -10,7 +10,8 @@
 use crate::container::Helper;
 use crate::fs;
 use grove_schema::helper::Request;
-use std::os::fd::{AsFd, BorrowedFd};
+use nix::unistd::UnlinkatFlags;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 /// In the depot; a name no handle can have (handles start with a letter,
 /// digit or '_').
@@ -62,6 +63,25 @@ pub fn clean_earlier(helper: &mut Helper, now: &str) -> Result<(), String> {
         // A new depot, or one from before boot ids: nothing to compare.
         None => {}
     }
-    fs::write_file_at(helper.depot.as_fd(), BOOT_ID_FILE, now.as_bytes(), 0o600)
-        .map_err(|e| format!("writing the depot's {BOOT_ID_FILE}: {e}"))
+    // On a full disk the note of an earlier boot goes instead (an unlink
+    // needs no space): a stale one would have a later start take this
+    // boot's containers for an earlier one's.
+    let depot = helper.depot.as_fd();
+    if let Err(e) = fs::write_file_at(depot, BOOT_ID_FILE, now.as_bytes(), 0o600) {
+        match nix::unistd::unlinkat(
+            Some(depot.as_raw_fd()),
+            BOOT_ID_FILE,
+            UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {
+                eprintln!("grove-helper: warning: writing the depot's {BOOT_ID_FILE}: {e}")
+            }
+            Err(r) => {
+                return Err(format!(
+                    "writing the depot's {BOOT_ID_FILE}: {e}; removing it: {r}"
+                ))
+            }
+        }
+    }
+    Ok(())
 }

@@ -109,10 +109,26 @@ impl Store {
         }
     }
 
-    /// Record this boot as the one the records belong to.
+    /// Record this boot as the one the records belong to. On a full disk
+    /// the note of an earlier boot is removed instead (an unlink needs no
+    /// space): a stale note would have a later start take this boot's
+    /// records for an earlier one's.
     pub fn note_boot(&self) -> std::io::Result<()> {
         let temp = self.dir.join(format!(".{BOOT_ID_FILE}.tmp"));
-        fs::write(&temp, this_boot()?).and_then(|()| fs::rename(&temp, self.dir.join(BOOT_ID_FILE)))
+        let file = self.dir.join(BOOT_ID_FILE);
+        match fs::write(&temp, this_boot()?).and_then(|()| fs::rename(&temp, &file)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                match fs::remove_file(&file) {
+                    Err(r) if r.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => {
+                        tracing::warn!(error = %e, "could not note this boot in the state dir");
+                        Ok(())
+                    }
+                }
+            }
+        }
     }
 
     /// Every record, and a description of each file that could not be read.
