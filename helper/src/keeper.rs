@@ -12,10 +12,11 @@
 //!   namespace, it ignores SIGTERM), and exit once the cgroups are empty.
 //!
 //! It runs as root but touches only its own unit's cgroup, found from
-//! /proc/self/cgroup; it reads no request and no policy.
+//! /proc/self/cgroup (and refuses to run in any cgroup not named
+//! grove-containers.service); it reads no request and no policy.
 
 use crate::cgroup::{read_pids, signal_listed, walk, write_cg, ROOT};
-use crate::cgroup_v2::{own_cgroup, SUPERVISOR};
+use crate::cgroup_v2::{own_cgroup, CONTAINERS_UNIT, SUPERVISOR};
 use crate::fs;
 use crate::systemd::{Notifier, NotifyState};
 use nix::errno::Errno;
@@ -41,10 +42,11 @@ pub fn run(grace: Duration, notifier: &Notifier) -> Result<(), String> {
         .map_err(|e| format!("/proc/self/cgroup: {e}"))?;
     let own = own_cgroup(&text)?;
     let unit = own.strip_suffix(&format!("/{SUPERVISOR}")).unwrap_or(&own);
-    if unit == "/" || !unit.ends_with(".service") {
+    // At stop it kills everything below its unit: only ever in that unit.
+    if !unit.ends_with(&format!("/{CONTAINERS_UNIT}")) {
         return Err(format!(
-            "--keep-containers is the main process of grove-containers.service; \
-             it runs in {own}, not in a service's cgroup"
+            "--keep-containers is the main process of {CONTAINERS_UNIT}; \
+             it runs in {own}, not in that unit's cgroup"
         ));
     }
     let unit_path = format!("{ROOT}{unit}");

@@ -173,10 +173,14 @@ stop_containers_unit() {
     printf 'walk: (stop %s with 2 containers, seconds)\t%s\tok\n' "$UNIT" "$secs" >>"$STEPS"
     awk -v s="$secs" 'BEGIN { exit !(s < 15) }' || fail "stopping $UNIT took $secs s"
     journalctl --no-pager -b -u "$UNIT" | tail -8
-    # The helper needs the unit: it stopped with it; the sockets stay.
+    # The helper and its socket went with it (nothing restarts them
+    # meanwhile); groved's socket stays.
     [[ $(systemctl is-active grove-helper.service) != active ]] || fail "grove-helper.service still active"
-    systemctl is-active grove-helper.socket groved.socket
-    # Back on the next request: the containers are stopped, and destroyable.
+    [[ $(systemctl is-active grove-helper.socket) != active ]] || fail "grove-helper.socket still active"
+    systemctl is-active groved.socket
+    # Started again, the containers are stopped, and destroyable.
+    systemctl start "$UNIT"
+    systemctl is-active grove-helper.socket
     grove destroy walk1
     grove destroy walk2
     systemctl is-active "$UNIT" grove-helper.service

@@ -351,7 +351,10 @@ fn files(env: &TestEnv, out: &mut Vec<String>) {
         }
     }
     let records = env.root.join("server/containers");
-    for name in names_in(&records).into_iter().filter(|n| n != RECORDS_BOOT_NOTE) {
+    for name in names_in(&records)
+        .into_iter()
+        .filter(|n| n != RECORDS_BOOT_NOTE)
+    {
         out.push(format!("groved record {}", records.join(name).display()));
     }
 }
