@@ -204,7 +204,8 @@ shutdown_time() {
     journalctl --no-pager -b -1 -o short-monotonic -u "$UNIT" | tee "$RESULTS/walk-shutdown.txt"
     # "[  123.456789] host systemd[1]: Stopping grove-containers.service ..."
     local start stop secs
-    start=$(grep -m1 'Stopping grove-containers' "$RESULTS/walk-shutdown.txt" | sed -E 's/^\[ *([0-9.]+)\].*/\1/')
+    # The last stop of the boot (the walk stopped it once before).
+    start=$(grep 'Stopping grove-containers' "$RESULTS/walk-shutdown.txt" | tail -1 | sed -E 's/^\[ *([0-9.]+)\].*/\1/')
     stop=$(grep -E 'Stopped grove-containers|grove-containers.service: Deactivated' "$RESULTS/walk-shutdown.txt" |
         tail -1 | sed -E 's/^\[ *([0-9.]+)\].*/\1/')
     [[ -n $start && -n $stop ]] || fail "no stop of $UNIT in the previous boot's journal"
