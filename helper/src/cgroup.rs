@@ -71,35 +71,19 @@ pub const V1_CONTROLLERS: [&str; 8] = [
     "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio",
 ];
 
-/// Whether, on cgroup v2, containers go into the delegated subtree of the
-/// helper's systemd unit (cgroup_v2::choose) rather than <root>/<cgroup_parent>.
-/// Off until the units can stop and restart the helper with containers
-/// inside (issue 18, item 3): the unit's KillMode=mixed kills its whole
-/// cgroup on stop, and systemd before 254 (Debian 12, RHEL 9) starts a
-/// restarted service in the unit's own cgroup, which the kernel refuses
-/// once that cgroup hands controllers down to the containers.
-const PLACE_IN_DELEGATED_UNIT: bool = false;
-
 /// Look at how the host mounts cgroups and build the matching driver.
 /// `total_pids` becomes the parent cgroup's pids.max: all containers
 /// together can have no more processes.
 pub fn detect(parent: &str, total_pids: u64) -> Result<Box<dyn Cgroups>, String> {
-    use crate::cgroup_v2::{choose, is_delegated, own_cgroup, Home, V2};
+    use crate::cgroup_v2::{choose, is_delegated, own_cgroup, V2};
     let st = statfs(ROOT).map_err(|e| format!("statfs {ROOT}: {e}"))?;
     let t = st.filesystem_type();
     if t == CGROUP2_SUPER_MAGIC {
         let text = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("/proc/self/cgroup: {e}"))?;
-        let own = own_cgroup(&text)?;
-        let me = std::process::id() as i32;
-        let others = |p: &str| crate::cgroup_v2::others_in(ROOT, p, me);
-        let home = if PLACE_IN_DELEGATED_UNIT {
-            choose(&own, &|p| is_delegated(&format!("{ROOT}{p}")), &others)
-        } else {
-            Home::Root {
-                why: "placing containers in the helper unit's subtree is not enabled yet".into(),
-            }
-        };
+        let home = choose(&own_cgroup(&text)?, &|p| {
+            is_delegated(&format!("{ROOT}{p}"))
+        })?;
         return Ok(Box::new(V2::open(ROOT, &home, parent, total_pids)?));
     }
     if t != TMPFS_MAGIC {
@@ -328,13 +312,18 @@ pub(crate) fn read_pids(dir: BorrowedFd) -> Result<Vec<i32>, Errno> {
     Ok(pids)
 }
 
-/// SIGKILL the processes listed in one cgroup without ever signalling a
+/// SIGKILL the processes listed in one cgroup (see `signal_listed`).
+pub(crate) fn kill_listed(dir: BorrowedFd) -> Result<(), Errno> {
+    signal_listed(dir, libc::SIGKILL)
+}
+
+/// Send `signal` to the processes listed in one cgroup without ever signalling a
 /// recycled pid: open a pidfd for each listed pid, then read the list again
 /// and signal only pidfds whose pid is still listed. A pidfd names one
 /// process for good; if its pid is listed after the pidfd was opened, then
 /// either that process is in this cgroup, or it has exited and the signal
 /// goes nowhere. In batches, to stay well below the fd limit.
-pub(crate) fn kill_listed(dir: BorrowedFd) -> Result<(), Errno> {
+pub(crate) fn signal_listed(dir: BorrowedFd, signal: libc::c_int) -> Result<(), Errno> {
     let pids = match read_pids(dir) {
         Err(Errno::ENOENT) => return Ok(()),
         r => r?,
@@ -354,7 +343,7 @@ pub(crate) fn kill_listed(dir: BorrowedFd) -> Result<(), Errno> {
         still.sort_unstable();
         for (pid, fd) in fds {
             if still.binary_search(&pid).is_ok() {
-                let _ = spawn::pidfd_kill(fd.as_fd());
+                let _ = spawn::pidfd_signal(fd.as_fd(), signal);
             }
         }
     }

@@ -1,13 +1,15 @@
-//! The cgroup v2 (unified) driver: one hierarchy. On a systemd host the
-//! containers can live in the delegated subtree of the unit that runs the
-//! helper (grove-helper.service has Delegate=yes; switched off for now,
-//! see cgroup.rs PLACE_IN_DELEGATED_UNIT): the helper moves itself
-//! into the leaf <unit>/supervisor (v2 allows processes only in leaves of
-//! a cgroup that hands controllers down), enables the controllers in
-//! <unit>/cgroup.subtree_control and puts each container at
-//! <unit>/<cgroup_parent>/<handle>, where `systemd-cgls` shows it. Without
-//! a delegated cgroup of its own (run by hand, by the test harness, under
-//! an init that is not systemd) it uses <root>/<cgroup_parent>, as on v1.
+//! The cgroup v2 (unified) driver: one hierarchy. Under systemd the
+//! containers live in the delegated cgroup of grove-containers.service, a
+//! unit of their own next to grove-helper.service (same slice), so that
+//! neither a restart of the helper nor of groved touches them, and stopping
+//! that unit (host shutdown) stops them (keeper.rs). Its main process,
+//! `grove-helper --keep-containers`, sits in the leaf <unit>/supervisor
+//! (v2 allows processes only in leaves of a cgroup that hands controllers
+//! down); the helper enables the controllers in <unit>/cgroup.subtree_control
+//! and puts each container at <unit>/<cgroup_parent>/<handle>, where
+//! `systemd-cgls` shows it. A helper that is not grove-helper.service (run
+//! by hand, by the test harness, under an init that is not systemd) uses
+//! <root>/<cgroup_parent>, as on v1, and logs why.
 //! The root directory is a parameter so the driver can be tested against
 //! a fake tree of plain files on hosts that are not unified.
 //!
@@ -49,18 +51,23 @@ fn system(msg: String) -> HelperError {
     HelperError::new(ErrorKind::System, msg)
 }
 
+/// The unit the helper runs as under systemd, and the unit its containers
+/// live in: a sibling in the same slice.
+pub const HELPER_UNIT: &str = "grove-helper.service";
+pub const CONTAINERS_UNIT: &str = "grove-containers.service";
+
 /// Where the containers' parent cgroup goes (below the v2 root).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Home {
-    /// <root>/<cgroup_parent>: no delegated cgroup of our own.
+    /// <root>/<cgroup_parent>: not grove-helper.service.
     Root { why: String },
-    /// <root><unit>/<cgroup_parent>, the helper in <unit>/supervisor
-    /// (`move_self`: not there yet).
-    Delegated { unit: String, move_self: bool },
+    /// <root><unit>/<cgroup_parent>: grove-containers.service's cgroup,
+    /// its keeper in <unit>/supervisor.
+    Delegated { unit: String },
 }
 
-/// The helper's own cgroup, from /proc/self/cgroup: the path of the v2
-/// line ("0::/system.slice/grove-helper.service").
+/// A process's cgroup, from /proc/<pid>/cgroup: the path of the v2 line
+/// ("0::/system.slice/grove-helper.service").
 pub fn own_cgroup(proc_self_cgroup: &str) -> Result<String, String> {
     let path = proc_self_cgroup
         .lines()
@@ -72,41 +79,26 @@ pub fn own_cgroup(proc_self_cgroup: &str) -> Result<String, String> {
     Ok(path.to_string())
 }
 
-/// Decide where containers go, given the helper's own cgroup, whether a
-/// cgroup is marked delegated (systemd sets trusted.delegate=1 on the
-/// cgroup of a unit with Delegate=yes) and whether a cgroup holds
-/// processes other than the helper's own.
-pub fn choose(
-    own: &str,
-    delegated: &dyn Fn(&str) -> bool,
-    others_in: &dyn Fn(&str) -> bool,
-) -> Home {
-    // A restarted helper that left itself in <unit>/supervisor, or one
-    // systemd put there (DelegateSubgroup=supervisor, systemd 254+).
-    if let Some(unit) = own.strip_suffix(&format!("/{SUPERVISOR}")) {
-        if !unit.is_empty() && delegated(unit) {
-            return Home::Delegated {
-                unit: unit.to_string(),
-                move_self: false,
-            };
-        }
+/// Decide where containers go, given the helper's own cgroup and whether
+/// a cgroup is marked delegated (systemd sets trusted.delegate=1 on the
+/// cgroup of a unit with Delegate=yes). As grove-helper.service, the
+/// containers unit must be there: an error says how to get it, rather than
+/// containers silently landing outside every unit.
+pub fn choose(own: &str, delegated: &dyn Fn(&str) -> bool) -> Result<Home, String> {
+    let Some(slice) = own.strip_suffix(&format!("/{HELPER_UNIT}")) else {
+        return Ok(Home::Root {
+            why: format!("the helper does not run as {HELPER_UNIT}: its cgroup is {own}"),
+        });
+    };
+    let unit = format!("{slice}/{CONTAINERS_UNIT}");
+    if !delegated(&unit) {
+        return Err(format!(
+            "{HELPER_UNIT} keeps its containers in {CONTAINERS_UNIT}, but {unit} is not a \
+             delegated cgroup: is {CONTAINERS_UNIT} installed and running (Delegate=yes, \
+             in the same slice)? `systemctl start {CONTAINERS_UNIT}`"
+        ));
     }
-    if own == "/" || !delegated(own) {
-        return Home::Root {
-            why: format!("its cgroup {own} is not delegated (no Delegate=yes)"),
-        };
-    }
-    // Enabling controllers needs the cgroup free of processes; other
-    // processes there (the one that started us) are not ours to move.
-    if others_in(own) {
-        return Home::Root {
-            why: format!("its delegated cgroup {own} holds other processes"),
-        };
-    }
-    Home::Delegated {
-        unit: own.to_string(),
-        move_self: true,
-    }
+    Ok(Home::Delegated { unit })
 }
 
 /// Whether systemd marked the cgroup at `path` (absolute) delegated.
@@ -123,17 +115,6 @@ pub fn is_delegated(path: &str) -> bool {
             unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
         n == 1 && v[0] == b'1'
     })
-}
-
-/// Whether the cgroup <root><path> holds a process other than `me`
-/// (unreadable: assume it does, and stay out of it).
-pub fn others_in(root: &str, path: &str, me: i32) -> bool {
-    match fs::openat(None, &format!("{root}{path}"), OFlag::O_RDONLY, 0)
-        .and_then(|d| read_pids(d.as_fd()))
-    {
-        Ok(pids) => pids.iter().any(|&p| p != me),
-        Err(_) => true,
-    }
 }
 
 /// Make `controllers` (those `dir` has) available to `dir`'s children by
@@ -170,22 +151,15 @@ impl V2 {
         };
         let base = fs::openat(None, &base_path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
             .map_err(|e| err(&base_path, e))?;
-        if let Home::Delegated {
-            move_self: true, ..
-        } = home
-        {
-            // Why safe: the helper moves only itself (one process; it is
-            // single-threaded here and the spawner is not forked yet),
-            // within the cgroup systemd delegated to it.
-            fs::mkdir_at(base.as_fd(), SUPERVISOR, 0o755, true)
-                .map_err(|e| err(&format!("{base_path}/{SUPERVISOR}"), e))?;
-            let sup = fs::open_dir(base.as_fd(), SUPERVISOR)
-                .map_err(|e| err(&format!("{base_path}/{SUPERVISOR}"), e))?;
-            write_cg(sup.as_fd(), "cgroup.procs", &std::process::id().to_string())
-                .map_err(|e| err(&format!("{base_path}/{SUPERVISOR}/cgroup.procs"), e))?;
-        }
         let all: Vec<&str> = REQUIRED.iter().chain(&OPTIONAL).copied().collect();
-        enable(base.as_fd(), &base_path, &all)?;
+        enable(base.as_fd(), &base_path, &all).map_err(|e| match home {
+            // v2 refuses controllers for children of a cgroup with processes.
+            Home::Delegated { .. } => format!(
+                "{e} (the unit's own cgroup must hold no process: its main process is \
+                 `grove-helper --keep-containers`, which moves into {SUPERVISOR})"
+            ),
+            Home::Root { .. } => e,
+        })?;
         fs::mkdir_at(base.as_fd(), parent, 0o755, true)
             .map_err(|e| err(&format!("{base_path}/{parent}"), e))?;
         let parent_fd = fs::open_dir(base.as_fd(), parent)
@@ -205,7 +179,7 @@ impl V2 {
                 "grove-helper: containers' cgroups in {base_path}/{parent} ({why})"
             ),
             Home::Delegated { .. } => eprintln!(
-                "grove-helper: containers' cgroups in {base_path}/{parent}, the helper in {base_path}/{SUPERVISOR} (delegated)"
+                "grove-helper: containers' cgroups in {base_path}/{parent} (delegated to {CONTAINERS_UNIT})"
             ),
         }
         Ok(V2 {
@@ -829,60 +803,62 @@ mod tests {
     }
 
     #[test]
-    fn containers_go_to_the_delegated_unit_only_when_it_is_ours_alone() {
-        let unit = "/system.slice/grove-helper.service";
+    fn containers_go_to_the_containers_unit_next_to_the_helpers() {
+        let helper = "/system.slice/grove-helper.service";
+        let unit = "/system.slice/grove-containers.service";
         let delegated = |p: &str| p == unit;
-        let nobody = |_: &str| false;
-        let somebody = |_: &str| true;
-        // systemd started us in a unit with Delegate=yes: move to supervisor.
+        let nothing = |_: &str| false;
+        // systemd started us as grove-helper.service, the containers unit runs.
         assert_eq!(
-            choose(unit, &delegated, &nobody),
-            Home::Delegated {
-                unit: unit.into(),
-                move_self: true
-            }
+            choose(helper, &delegated),
+            Ok(Home::Delegated { unit: unit.into() })
         );
-        // Restarted by hand, or DelegateSubgroup=supervisor: already there.
+        // Its sibling in another slice too.
         assert_eq!(
-            choose(&format!("{unit}/supervisor"), &delegated, &somebody),
-            Home::Delegated {
-                unit: unit.into(),
-                move_self: false
-            }
+            choose("/grove.slice/grove-helper.service", &|p: &str| p
+                == "/grove.slice/grove-containers.service"),
+            Ok(Home::Delegated {
+                unit: "/grove.slice/grove-containers.service".into()
+            })
         );
-        // Someone else lives in the delegated cgroup (the test harness, a
-        // shell): leave it alone, use the root.
-        let Home::Root { why } = choose(unit, &delegated, &somebody) else {
-            panic!("a shared delegated cgroup was taken");
-        };
-        assert!(why.contains("other processes"), "{why}");
-        // Not delegated (a login session, ./dev up): the root, as before.
-        for own in ["/", "/user.slice/user-0.slice/session-1.scope"] {
-            let Home::Root { why } = choose(own, &delegated, &nobody) else {
-                panic!("{own} is not delegated");
+        // As grove-helper.service without the containers unit: an error
+        // that names it, not containers outside every unit.
+        let e = choose(helper, &nothing).unwrap_err();
+        assert!(
+            e.contains(unit) && e.contains("systemctl start grove-containers.service"),
+            "{e}"
+        );
+        // Anything else (./dev up, the test harness, a CI runner's unit,
+        // another init): the root, and the log says why.
+        for own in [
+            "/",
+            "/user.slice/user-0.slice/session-1.scope",
+            "/system.slice/grove-lane.service",
+            "/system.slice/grove-helper.service/supervisor",
+        ] {
+            let Ok(Home::Root { why }) = choose(own, &delegated) else {
+                panic!("{own} is not grove-helper.service");
             };
-            assert!(why.contains("not delegated"), "{why}");
+            assert!(
+                why.contains("does not run as grove-helper.service"),
+                "{why}"
+            );
+            assert!(why.contains(own), "{why}");
         }
-        // A "supervisor" leaf of a cgroup that is not delegated is not ours.
-        assert!(matches!(
-            choose("/x/supervisor", &delegated, &nobody),
-            Home::Root { .. }
-        ));
     }
 
     /// A fake v2 tree shaped like systemd's (plain files in a temp dir;
-    /// this host is hybrid, and the real move would move the test
-    /// process): the helper moves itself into <unit>/supervisor, enables
-    /// the controllers at the unit and puts the parent below the unit.
+    /// this host is hybrid): the controllers are enabled at the containers
+    /// unit and the parent goes below it.
     #[test]
-    fn a_delegated_unit_gets_a_supervisor_leaf_and_the_containers() {
+    fn the_containers_unit_gets_the_controllers_and_the_containers() {
         let root = PathBuf::from(format!("/tmp/grove-helper-v2-deleg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let _t = Tree {
             root: root.clone(),
             immutable: None,
         };
-        let unit = root.join("system.slice/grove-helper.service");
+        let unit = root.join("system.slice/grove-containers.service");
         std::fs::create_dir_all(unit.join(SUPERVISOR)).unwrap();
         std::fs::create_dir_all(unit.join("grove")).unwrap();
         let all = "cpuset cpu io memory pids\n";
@@ -891,17 +867,11 @@ mod tests {
             write(&d.join("cgroup.subtree_control"), "");
         }
         write(&unit.join("grove/pids.max"), "max\n");
-        write(&unit.join(SUPERVISOR).join("cgroup.procs"), "");
         let home = Home::Delegated {
-            unit: "/system.slice/grove-helper.service".into(),
-            move_self: true,
+            unit: "/system.slice/grove-containers.service".into(),
         };
         let v2 = V2::open(root.to_str().unwrap(), &home, "grove", 77).unwrap();
         assert!(v2.cpuset);
-        assert_eq!(
-            read(&unit.join(SUPERVISOR).join("cgroup.procs")),
-            std::process::id().to_string()
-        );
         // Each "+name" write truncates the plain file: the last one stays.
         assert_eq!(read(&unit.join("cgroup.subtree_control")), "+io");
         assert_eq!(read(&unit.join("grove/pids.max")), "77");
@@ -928,10 +898,9 @@ mod tests {
 
     /// On the real kernel (the host's cgroup2 hierarchy, controller-less
     /// /sys/fs/cgroup/unified here): systemd's delegation mark is a
-    /// trusted.delegate xattr on the cgroup, which cgroupfs keeps; and a
-    /// cgroup with a process other than ours in it is seen as shared.
+    /// trusted.delegate xattr on the cgroup, which cgroupfs keeps.
     #[test]
-    fn delegation_marks_and_other_processes_are_read_from_the_real_hierarchy() {
+    fn delegation_marks_are_read_from_the_real_hierarchy() {
         let root = real_v2_root();
         let rel = format!("/grove-deleg-test-{}", std::process::id());
         let cg = RealCgroup(PathBuf::from(format!("{root}{rel}")));
@@ -948,22 +917,6 @@ mod tests {
         unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), b"0".as_ptr().cast(), 1, 0) };
         assert!(!is_delegated(path));
 
-        assert!(!others_in(root, &rel, 1), "empty cgroup");
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        std::fs::write(cg.0.join("cgroup.procs"), pid.to_string()).unwrap();
-        let (seen_by_other, seen_by_itself) =
-            (others_in(root, &rel, 1), others_in(root, &rel, pid));
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(seen_by_other && !seen_by_itself);
-        assert!(
-            others_in(root, "/grove-no-such-cgroup", 1),
-            "unreadable counts as shared"
-        );
         drop(cg);
     }
 

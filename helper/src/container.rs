@@ -1039,7 +1039,10 @@ impl Helper {
             fs::list_dir(self.depot.as_fd()).map_err(|e| format!("reading the depot: {e}"))?
         {
             let name = name.to_string_lossy().into_owned();
-            if name == image::LAYERS_DIR || name == crate::trash::TRASH_DIR {
+            if name == image::LAYERS_DIR
+                || name == crate::trash::TRASH_DIR
+                || name.starts_with(crate::boot::BOOT_ID_FILE)
+            {
                 continue;
             }
             let Ok(handle) = Handle::new(name.clone()) else {

@@ -7,7 +7,9 @@
 //! Single-threaded and synchronous: one request at a time, in order.
 //!
 //!   grove-helper [--policy PATH]
+//!   grove-helper --keep-containers [--grace SECONDS]   (keeper.rs)
 
+mod boot;
 mod btrfs;
 mod cgroup;
 mod cgroup_v2;
@@ -16,6 +18,7 @@ mod container;
 mod devices;
 mod fs;
 mod image;
+mod keeper;
 mod limits;
 mod net;
 mod policy;
@@ -45,11 +48,23 @@ fn main() {
 }
 
 fn usage() -> String {
-    "usage: grove-helper [--policy PATH]".to_string()
+    "usage: grove-helper [--policy PATH]\n       grove-helper --keep-containers [--grace SECONDS]"
+        .to_string()
 }
 
-fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Option<PathBuf>, String> {
+/// What this process is.
+#[derive(Debug, PartialEq)]
+enum Run {
+    /// The helper, with its policy.
+    Serve(Option<PathBuf>),
+    /// grove-containers.service's main process (keeper.rs).
+    Keep(std::time::Duration),
+}
+
+fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Run, String> {
     let mut policy = None;
+    let mut keep = false;
+    let mut grace = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.to_str() {
@@ -59,6 +74,16 @@ fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Option<PathBuf>, String> 
                         format!("--policy needs a path\n{}", usage())
                     })?))
             }
+            Some("--keep-containers") => keep = true,
+            Some("--grace") if grace.is_none() => {
+                let v = it.next().unwrap_or_default();
+                let secs: u64 = v
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|s| *s <= 3600)
+                    .ok_or_else(|| format!("--grace needs whole seconds, 0 to 3600, not {v:?}"))?;
+                grace = Some(std::time::Duration::from_secs(secs));
+            }
             Some("-h") | Some("--help") => {
                 println!("{}", usage());
                 std::process::exit(0);
@@ -66,7 +91,12 @@ fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Option<PathBuf>, String> 
             _ => return Err(format!("unexpected argument {a:?}\n{}", usage())),
         }
     }
-    Ok(policy)
+    match (keep, policy, grace) {
+        (true, None, grace) => Ok(Run::Keep(grace.unwrap_or(keeper::DEFAULT_GRACE))),
+        (false, policy, None) => Ok(Run::Serve(policy)),
+        (true, Some(_), _) => Err(format!("--keep-containers takes no policy\n{}", usage())),
+        (false, _, Some(_)) => Err(format!("--grace goes with --keep-containers\n{}", usage())),
+    }
 }
 
 /// Start from a known process state, whatever started us. The `keep` fds
@@ -186,10 +216,25 @@ fn run() -> Result<(), String> {
         SockType::SeqPacket,
         "ListenSequentialPacket=",
     )?;
-    let policy_path = parse_args(std::env::args_os().skip(1).collect())?;
+    let mode = parse_args(std::env::args_os().skip(1).collect())?;
+    let policy_path = match mode {
+        Run::Serve(policy) => policy,
+        Run::Keep(grace) => {
+            let notifier = systemd::Notifier::connect("grove-containers", &systemd);
+            return keeper::run(grace, &notifier);
+        }
+    };
     let policy = policy::load(policy_path.as_deref())?;
+    if let Err(e) = std::fs::metadata(policy.conf.default_rootfs.as_str()) {
+        eprintln!(
+            "grove-helper: warning: default_rootfs {}: {e}; creates that name no rootfs or image \
+             fail until it exists (`./dev install` builds one with scripts/build-rootfs.sh)",
+            policy.conf.default_rootfs.as_str()
+        );
+    }
     // Check and seal wshd before touching anything on the host.
     let wshd = spawn::seal_wshd(&policy.wshd)?;
+    let boot_id = boot::current()?;
     let cgroups = cgroup::detect(&policy.conf.cgroup_parent, policy.conf.total_pids_limit())?;
     let depot = own_dir(policy.conf.depot.as_str(), 0, 0o700)?;
     let runtime = own_dir(policy.conf.runtime_dir.as_str(), policy.server_gid, 0o710)?;
@@ -240,6 +285,7 @@ fn run() -> Result<(), String> {
         trash,
     };
     helper.recover()?;
+    boot::clean_earlier(&mut helper, &boot_id)?;
     helper.net.rebuild_rules()?;
     // Everything the helper opens at start-up is open: from here on its
     // main process may make only the system calls of its allowlist.
@@ -276,4 +322,36 @@ fn run() -> Result<(), String> {
         remove_on_exit.as_deref(),
         &notifier,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Run, String> {
+        parse_args(a.iter().map(|s| s.into()).collect())
+    }
+
+    #[test]
+    fn the_keeper_and_the_helper_take_their_own_arguments() {
+        assert_eq!(args(&[]), Ok(Run::Serve(None)));
+        assert_eq!(args(&["--policy", "/p"]), Ok(Run::Serve(Some("/p".into()))));
+        assert_eq!(
+            args(&["--keep-containers"]),
+            Ok(Run::Keep(keeper::DEFAULT_GRACE))
+        );
+        assert_eq!(
+            args(&["--keep-containers", "--grace", "12"]),
+            Ok(Run::Keep(std::time::Duration::from_secs(12)))
+        );
+        for bad in [
+            &["--keep-containers", "--policy", "/p"][..],
+            &["--grace", "3"],
+            &["--keep-containers", "--grace", "x"],
+            &["--keep-containers", "--grace", "3601"],
+            &["--keep-containers", "--grace"],
+        ] {
+            assert!(args(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -359,13 +359,17 @@ pub fn pidfd_wait_exit(pidfd: BorrowedFd, timeout: std::time::Duration) -> bool 
 }
 
 pub fn pidfd_kill(pidfd: BorrowedFd) -> Result<(), Errno> {
+    pidfd_signal(pidfd, libc::SIGKILL)
+}
+
+pub fn pidfd_signal(pidfd: BorrowedFd, signal: libc::c_int) -> Result<(), Errno> {
     // SAFETY: pidfd_send_signal with a null siginfo is kill(2) by pidfd; a
     // pidfd names exactly one process, never a recycled pid.
     let r = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            libc::SIGKILL,
+            signal,
             std::ptr::null::<u8>(),
             0,
         )

@@ -10,7 +10,9 @@
 # host. RESULTS is the writable share: the host put plan.tsv there (one test
 # executable a line: name, path, working directory) and lane.conf; this
 # script writes back steps.tsv, tests.tsv, tests/<name>.{log,failed},
-# install.log, journal.txt and a `finished` mark. Lines starting with
+# install.log, journal.txt and a `finished` mark. It runs twice: the first
+# boot ends in a reboot (phase marker RESULTS/phase), the second checks
+# what the reboot left and powers off. Lines starting with
 # "grove-lane:" go to the serial console, which the host timestamps.
 set -uo pipefail
 SRC=$1 RESULTS=$2
@@ -109,13 +111,52 @@ run_test() {
     say "test $name: $status, $passed passed, $failed failed, $ignored ignored, ${secs%.*}s"
 }
 
+# The operator's walk-throughs (scripts/guest/walk-*.sh), each its own
+# step; each adds its checks to steps.tsv as "walk: ...".
+walk() {
+    bash "$SRC/scripts/guest/walk-$1.sh" "$2" "$RESULTS"
+}
+
+# Reboot into the lane's second phase: the marker tells in-guest.sh there,
+# and a runtime drop-in (gone after the reboot) keeps grove-lane.service's
+# SuccessAction=/FailureAction=poweroff from racing the reboot.
+reboot_guest() {
+    echo rebooted >"$RESULTS/phase"
+    mkdir -p /run/systemd/system/grove-lane.service.d
+    printf '[Unit]\nSuccessAction=none\nFailureAction=none\n' \
+        >/run/systemd/system/grove-lane.service.d/reboot.conf
+    systemctl daemon-reload
+    say "rebooting (uptime $(cut -d' ' -f1 /proc/uptime) s)"
+    systemctl --no-block reboot
+}
+
+collect() {
+    systemd-analyze critical-chain grove-lane.service >"$RESULTS/boot$1.txt" 2>&1
+    systemd-cgls --no-pager >"$RESULTS/cgroups$1.txt" 2>&1
+    journalctl -b --no-pager -o short-monotonic >"$RESULTS/journal$1.txt" 2>&1
+}
+
+# Boot 1: install, the walk-throughs, the tests; then reboot with a
+# container running. Boot 2: what the reboot left.
 main() {
+    if [[ $(cat "$RESULTS/phase" 2>/dev/null) == rebooted ]]; then
+        say "rebooted (uptime $(cut -d' ' -f1 /proc/uptime) s)"
+        echo done >"$RESULTS/phase"
+        step walk-systemd-after-reboot walk systemd after-reboot
+        collect ""
+        touch "$RESULTS/finished"
+        say "done; powering off"
+        return
+    fi
     say "started (uptime $(cut -d' ' -f1 /proc/uptime) s, $(uname -r), systemd $(systemctl --version | sed -n '1s/systemd \([0-9]*\).*/\1/p'))"
     mkdir -p "$RESULTS/tests"
     : >"$RESULTS/steps.tsv"
     : >"$RESULTS/tests.tsv"
+    rm -f "$RESULTS/phase"
     step install install_grove
     step ping ping_grove
+    step walk-systemd walk systemd walk
+    # (walk-limits.sh goes here: step walk-limits walk limits ...)
     if step prepare prepare_tests; then
         step walk-limits "$SRC/scripts/guest/walk-limits.sh" "$RESULTS"
         local name exe dir
@@ -125,9 +166,12 @@ main() {
     else
         say "the tests' prerequisites failed; no test ran"
     fi
-    systemd-analyze critical-chain grove-lane.service >"$RESULTS/boot.txt" 2>&1
-    systemd-cgls --no-pager >"$RESULTS/cgroups.txt" 2>&1
-    journalctl -b --no-pager -o short-monotonic >"$RESULTS/journal.txt" 2>&1
+    if step walk-systemd-before-reboot walk systemd before-reboot; then
+        collect -boot1
+        reboot_guest
+        return
+    fi
+    collect ""
     touch "$RESULTS/finished"
     say "done; powering off"
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boot the guest lane once and report (host side; ./dev test-guest calls it
+# Boot the guest lane (it reboots itself once) and report (host side; ./dev test-guest calls it
 # after building everything and writing RESULTS/plan.tsv).
 #
 #   scripts/guest/run.sh SRC RESULTS [--keep]
@@ -82,12 +82,17 @@ console() {
         printf '[%7s] %s\n' "$(since "$start")" "$line" >>"$RESULTS/console.log"
         case $line in
             *grove-lane:\ started*) echo "$EPOCHREALTIME" >"$run/t_started" ;;
+            *grove-lane:\ rebooting*) echo "$EPOCHREALTIME" >"$run/t_rebooting" ;;
+            *grove-lane:\ rebooted*) echo "$EPOCHREALTIME" >"$run/t_rebooted" ;;
             *grove-lane:\ done*) echo "$EPOCHREALTIME" >"$run/t_done" ;;
         esac
         [[ $line == *grove-lane:* ]] && printf '    [%6.0fs] %s\n' "$(since "$start")" "${line#*grove-lane: }"
     done
 }
-qemu-system-x86_64 -accel tcg -cpu max -m 4G -smp 2 -nographic -no-reboot -nic none \
+# The lane reboots the guest once (in-guest.sh): qemu keeps running across
+# it (snapshot=on keeps the root disk's writes until qemu exits) and exits
+# at the second boot's poweroff.
+qemu-system-x86_64 -accel tcg -cpu max -m 4G -smp 2 -nographic -nic none \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
     -append "root=LABEL=grove-root rw console=ttyS0 mitigations=off grove.src=$SRC" \
     "${root[@]}" "${disks[@]}" -device virtio-rng-pci \
@@ -113,6 +118,9 @@ end=$EPOCHREALTIME
 sleep 0.5 # the console reader drains the last lines
 if [[ -f $run/t_started ]]; then
     host_step "boot (qemu start to the lane's unit)" "$(awk -v a="$start" -v b="$(<"$run/t_started")" 'BEGIN { printf "%.1f", b - a }')" ok
+fi
+if [[ -f $run/t_rebooting && -f $run/t_rebooted ]]; then
+    host_step "reboot (the lane's reboot to its unit again)" "$(awk -v a="$(<"$run/t_rebooting")" -v b="$(<"$run/t_rebooted")" 'BEGIN { printf "%.1f", b - a }')" ok
 fi
 if [[ -f $run/t_done ]]; then
     host_step "shutdown (lane done to qemu exit)" "$(awk -v a="$(<"$run/t_done")" -v b="$end" 'BEGIN { printf "%.1f", b - a }')" ok

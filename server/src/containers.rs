@@ -203,10 +203,22 @@ impl Grove {
     pub fn open(config: Config) -> std::io::Result<Rc<Grove>> {
         let store = Store::open(&config.state_dir)?;
         registry::clean_downloads(&config.state_dir.join("downloads"));
-        let (records, problems) = store.load_all()?;
+        let (mut records, problems) = store.load_all()?;
         for problem in problems {
             tracing::warn!(%problem, "unreadable container record skipped");
         }
+        // Records of an earlier boot name containers that did not survive
+        // it: each is destroyed (by the first reconcile, as an interrupted
+        // destroy: the helper destroys its own at start-up too).
+        if let Some(then) = store.earlier_boot()? {
+            for record in &mut records {
+                tracing::warn!(handle = %record.handle, boot = %then, "container of an earlier boot: destroying it");
+                record.destroying = true;
+                record.state = "stopped".into();
+                store.save(record)?;
+            }
+        }
+        store.note_boot()?;
         let mut containers = BTreeMap::new();
         for record in records {
             let Ok(handle) = Handle::new(record.handle.clone()) else {
@@ -1030,7 +1042,8 @@ impl Grove {
 
     /// After a start: compare groved's records with the containers the
     /// helper holds. A record whose container the helper does not know
-    /// (its kernel objects are gone, e.g. after a reboot) is kept, marked
+    /// (its kernel objects are gone; records of an earlier boot are destroyed
+    /// instead, see `open`) is kept, marked
     /// with a `LOST` event and logged, so clients see it and can destroy
     /// it; a container the helper holds that no record names (a create a
     /// previous groved did not finish) is destroyed and logged.

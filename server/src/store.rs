@@ -2,7 +2,7 @@
 //! `<state_dir>/containers/`, written atomically (temp file, rename), so a
 //! crash of groved leaves the old or the new record. They are not fsynced:
 //! a record describes kernel objects that a power loss destroys anyway
-//! (after a reboot groved marks what it finds Lost), and an unreadable
+//! (after a reboot groved destroys the records of the earlier boot), and an unreadable
 //! file is reported and skipped at start-up; the fsyncs cost 1–8 ms per
 //! create on btrfs.
 
@@ -55,6 +55,14 @@ pub struct Record {
     pub destroying: bool,
 }
 
+/// In the records' dir; not a record (no .json).
+const BOOT_ID_FILE: &str = "boot_id";
+const KERNEL_BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+fn this_boot() -> std::io::Result<String> {
+    Ok(fs::read_to_string(KERNEL_BOOT_ID)?.trim().to_string())
+}
+
 pub struct Store {
     dir: PathBuf,
 }
@@ -85,6 +93,41 @@ impl Store {
         match fs::remove_file(self.dir.join(format!("{handle}.json"))) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
+        }
+    }
+
+    /// The boot (the kernel's boot id) these records were last loaded in,
+    /// if not this one. None for this boot, or for a state dir that names
+    /// none (new, or older than boot ids). Read before groved confines
+    /// itself; `note_boot` records this one.
+    pub fn earlier_boot(&self) -> std::io::Result<Option<String>> {
+        let now = this_boot()?;
+        match fs::read_to_string(self.dir.join(BOOT_ID_FILE)) {
+            Ok(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty() && *s != now)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Record this boot as the one the records belong to. On a full disk
+    /// the note of an earlier boot is removed instead (an unlink needs no
+    /// space): a stale note would have a later start take this boot's
+    /// records for an earlier one's.
+    pub fn note_boot(&self) -> std::io::Result<()> {
+        let temp = self.dir.join(format!(".{BOOT_ID_FILE}.tmp"));
+        let file = self.dir.join(BOOT_ID_FILE);
+        match fs::write(&temp, this_boot()?).and_then(|()| fs::rename(&temp, &file)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                match fs::remove_file(&file) {
+                    Err(r) if r.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => {
+                        tracing::warn!(error = %e, "could not note this boot in the state dir");
+                        Ok(())
+                    }
+                }
+            }
         }
     }
 

@@ -28,6 +28,11 @@ const LAYERS_DIR: &str = ".layers";
 /// anything in it is a leftover until that child is done.
 pub const TRASH_DIR: &str = ".trash";
 
+/// The notes of the boot the depot and groved's records belong to
+/// (helper/src/boot.rs, server/src/store.rs); they outlive containers.
+const DEPOT_BOOT_NOTE: &str = ".boot_id";
+const RECORDS_BOOT_NOTE: &str = "boot_id";
+
 /// The chains of the helper's inet table when it holds no container
 /// (helper/src/net/nft.rs `rebuild`); per-container egress chains are
 /// named `out-<tag>`.
@@ -334,7 +339,7 @@ fn files(env: &TestEnv, out: &mut Vec<String>) {
                 let path = env.depot.join(TRASH_DIR).join(name);
                 out.push(format!("depot trash entry {}", path.display()));
             }
-        } else if name != LAYERS_DIR {
+        } else if name != LAYERS_DIR && name != DEPOT_BOOT_NOTE {
             out.push(format!("depot entry {}", env.depot.join(name).display()));
         }
     }
@@ -346,7 +351,10 @@ fn files(env: &TestEnv, out: &mut Vec<String>) {
         }
     }
     let records = env.root.join("server/containers");
-    for name in names_in(&records) {
+    for name in names_in(&records)
+        .into_iter()
+        .filter(|n| n != RECORDS_BOOT_NOTE)
+    {
         out.push(format!("groved record {}", records.join(name).display()));
     }
 }

@@ -222,3 +222,97 @@ fn killing_the_helper_and_groved_loses_no_container_process_address_rule_limit_o
         assert!(table.contains(&format!("{port} : ")), "{table}");
     });
 }
+
+/// After a reboot the depot and groved's records still name containers
+/// whose processes and cgroups are gone. Both daemons note the boot they
+/// run in (the kernel's boot id) and, when they start in a later one,
+/// destroy what the earlier boot left, with a log line each: nothing is
+/// left for an operator to destroy by hand. A restart within one boot keeps
+/// its containers. The reboot is simulated: the containers' processes are
+/// killed while both daemons are down, and both notes are set to another
+/// boot's id.
+#[test]
+fn containers_of_an_earlier_boot_are_destroyed_when_the_daemons_start() {
+    let mut env = TestEnv::start();
+    block_on(async {
+        let client = env.connect().await;
+        for h in ["old1", "old2"] {
+            create(&client, h, "").await.unwrap();
+        }
+    });
+    let depot_note = env.depot.join(".boot_id");
+    let records = env.root.join("server/containers");
+    let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    // Both daemons noted this boot when they started.
+    assert_eq!(
+        std::fs::read_to_string(&depot_note).unwrap(),
+        this_boot.trim()
+    );
+    assert_eq!(
+        std::fs::read_to_string(records.join("boot_id")).unwrap(),
+        this_boot.trim()
+    );
+    env.stop_groved();
+    env.stop_helper();
+    for h in ["old1", "old2"] {
+        for pid in env.container_pids(h) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !env.container_pids(h).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "{h} does not die");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let earlier = "0b0b0b0b-0000-4000-8000-000000000000";
+    std::fs::write(&depot_note, earlier).unwrap();
+    std::fs::write(records.join("boot_id"), earlier).unwrap();
+    env.restart_helper();
+    env.start_groved();
+
+    let logs = env.logs();
+    for h in ["old1", "old2"] {
+        assert!(
+            logs.contains(&format!(
+                "grove-helper: {h}: from an earlier boot ({earlier}): destroyed"
+            )),
+            "{logs}"
+        );
+        assert!(!env.depot.join(h).exists(), "depot/{h} is left");
+        assert!(
+            !records.join(format!("{h}.json")).exists(),
+            "{h}'s record is left"
+        );
+    }
+    assert!(
+        logs.contains("container of an earlier boot: destroying it"),
+        "{logs}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&depot_note).unwrap(),
+        this_boot.trim()
+    );
+    assert_eq!(
+        std::fs::read_to_string(records.join("boot_id")).unwrap(),
+        this_boot.trim()
+    );
+    block_on(async {
+        let client = env.connect().await;
+        assert!(client.list(&[]).await.unwrap().is_empty());
+        create(&client, "new", "").await.unwrap();
+    });
+    // Restarts within this boot keep the container.
+    env.stop_groved();
+    env.restart_helper();
+    env.start_groved();
+    assert!(env.depot.join("new").exists());
+    env.run(|client| async move {
+        assert_eq!(client.list(&[]).await.unwrap(), ["new"]);
+        let c = client.lookup("new").await.unwrap();
+        let (status, out, _) = exec(&c, "echo", &["alive"]).await;
+        assert_eq!((status, out.as_str()), (0, "alive\n"));
+    });
+}

@@ -440,3 +440,180 @@ fn a_socket_of_the_wrong_type_is_refused_clearly() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The cgroup v2 path of a process ("0::/system.slice/x.service").
+fn v2_cgroup_of(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .expect("a cgroup v2 line")
+}
+
+/// Containers go into grove-containers.service's cgroup only when the
+/// helper is grove-helper.service (the guest lane's walk-through checks
+/// that). Any other helper (this harness, ./dev up) keeps them at
+/// /sys/fs/cgroup/<cgroup_parent> on v2 and says why in its log.
+#[test]
+fn a_helper_that_is_not_grove_helper_service_says_where_its_containers_go() {
+    let env = TestEnv::start();
+    let env = &env;
+    let logs = env.logs();
+    if !cgroup_v2() {
+        assert!(logs.contains("cgroups v1"), "{logs}");
+        assert!(!logs.contains("containers' cgroups in"), "{logs}");
+        return;
+    }
+    let own = v2_cgroup_of(&env.helper_pid().to_string());
+    let parent = env.cgroup_dir("pids");
+    assert!(
+        logs.contains(&format!(
+            "grove-helper: containers' cgroups in {} (the helper does not run as \
+             grove-helper.service: its cgroup is {own})",
+            parent.display()
+        )),
+        "{logs}"
+    );
+    env.run(|client| async move {
+        create(&client, "placed", "").await.unwrap();
+        assert!(parent.join("placed").is_dir());
+        assert!(!env.container_pids("placed").is_empty());
+        client.destroy("placed").await.unwrap();
+    });
+}
+
+/// Removes the keeper test's cgroups (killing what is left in them), even
+/// on failure.
+struct KeeperCgroups(PathBuf);
+
+impl Drop for KeeperCgroups {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        for dir in ["grove/c1", "grove", "supervisor", ""] {
+            let d = self.0.join(dir);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while d.exists() && std::fs::remove_dir(&d).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Start `cmd` in the cgroup `dir` (it moves itself there before exec).
+fn spawn_in(cmd: &mut Command, dir: &Path) -> Child {
+    let procs = std::ffi::CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+    // SAFETY: only open/write/close between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    cmd.stdin(Stdio::null()).spawn().expect("spawn")
+}
+
+/// `grove-helper --keep-containers`, grove-containers.service's main
+/// process, outside that unit's cgroup refuses to run; inside one (on v2:
+/// a cgroup of that name below the test's own) it moves itself into
+/// <unit>/supervisor, and on SIGTERM stops what is in the unit's other
+/// cgroups: SIGTERM first, no wait for PID 1 of a PID namespace (which
+/// ignores it), cgroup.kill for the rest, long before the grace is over.
+#[test]
+fn the_containers_keeper_stops_its_units_processes_quickly() {
+    let keeper = || {
+        let mut c = Command::new(bin_dir().join("grove-helper"));
+        c.args(["--keep-containers", "--grace", "10"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    // In any cgroup but grove-containers.service's (the test's own) it
+    // refuses: at stop it kills everything below its unit.
+    let out = keeper().output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--keep-containers is the main process of grove-containers.service"),
+        "{err}"
+    );
+    if !cgroup_v2() {
+        return;
+    }
+    // A cgroup of that name below the test's own (which systemd delegated
+    // to the guest lane's unit), used by this test alone.
+    let own = v2_cgroup_of("self");
+    let unit = PathBuf::from(format!("/sys/fs/cgroup{own}/grove-containers.service"));
+    std::fs::create_dir(&unit).unwrap();
+    let guard = KeeperCgroups(unit.clone());
+    let mut k = spawn_in(&mut keeper(), &unit);
+    let kpid = k.id().to_string();
+    let supervisor = unit.join("supervisor/cgroup.procs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&supervisor).is_ok_and(|s| s.lines().any(|l| l == kpid)) {
+        assert!(
+            Instant::now() < deadline,
+            "the keeper never moved to supervisor"
+        );
+        assert!(k.try_wait().unwrap().is_none(), "the keeper exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c1 = unit.join("grove/c1");
+    std::fs::create_dir_all(&c1).unwrap();
+    // One process that ends on SIGTERM; a shell whose child is PID 1 of a
+    // new PID namespace, which ignores it.
+    let mut plain = spawn_in(Command::new("sleep").arg("1000"), &c1);
+    let mut sh = Command::new("sh");
+    sh.args(["-c", "sleep 1000 & wait"]);
+    // SAFETY: one system call between fork and exec.
+    unsafe {
+        sh.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut ns = spawn_in(&mut sh, &c1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(c1.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the namespace's PID 1 never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(k.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = k.wait_with_output().unwrap();
+    let took = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}: {err}");
+    assert!(
+        err.contains("stopped in") && err.contains("(0 processes left)"),
+        "{err}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(plain.wait().unwrap().signal(), Some(libc::SIGTERM));
+    // The shell got SIGTERM; its child, PID 1, was left to cgroup.kill.
+    assert_eq!(ns.wait().unwrap().signal(), Some(libc::SIGTERM));
+    assert_eq!(
+        std::fs::read_to_string(c1.join("cgroup.procs")).unwrap(),
+        ""
+    );
+    drop(guard);
+    assert!(!unit.exists());
+}
