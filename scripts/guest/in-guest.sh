@@ -156,9 +156,9 @@ main() {
     step install install_grove
     step ping ping_grove
     step walk-systemd walk systemd walk
-    # (walk-limits.sh goes here: step walk-limits walk limits ...)
     if step prepare prepare_tests; then
-        step walk-limits "$SRC/scripts/guest/walk-limits.sh" "$RESULTS"
+        # After prepare: its disk parts use the btrfs, ext4 and XFS mounts.
+        step walk-limits bash "$SRC/scripts/guest/walk-limits.sh" "$RESULTS"
         local name exe dir
         while IFS=$'\t' read -r name exe dir; do
             [[ -n $name ]] && run_test "$name" "$exe" "$dir"
