@@ -197,7 +197,8 @@ async fn write_mib(c: &api::container::Client, mib: u64) -> (i32, u64, String) {
         ],
     )
     .await;
-    let (_, out, _) = exec(c, "sh", &["-c", "wc -c </tmp/big; rm /tmp/big"]).await;
+    // sync: btrfs counts at its commits.
+    let (_, out, _) = exec(c, "sh", &["-c", "wc -c </tmp/big; rm /tmp/big; sync"]).await;
     (status, out.trim().parse().unwrap(), err)
 }
 
@@ -290,7 +291,7 @@ fn disk_limits_hold(fs: Fs, test: &str) {
         } else {
             assert_eq!((u.total_inodes, u.exclusive_inodes), (0, 0), "{u:?}");
         }
-        let (status, _, err) = exec(&c, "rm", &["/tmp/ten"]).await;
+        let (status, _, err) = exec(&c, "sh", &["-c", "rm /tmp/ten && sync"]).await;
         assert_eq!(status, 0, "{err}");
 
         // Raised, in total scope, to a size no filesystem counts in (1 byte
