@@ -353,6 +353,31 @@ mod tests {
     }
 
     #[test]
+    fn disk_limits_need_bytes_or_inodes_in_range() {
+        use grove_schema::helper::{DiskLimit, DiskScope};
+        let disk = |bytes, inodes| Limits {
+            disk: Some(DiskLimit {
+                bytes,
+                inodes,
+                scope: DiskScope::Exclusive,
+            }),
+            ..Limits::default()
+        };
+        refused_field(disk(0, 0), "disk: neither");
+        for b in [1, MIB - 1, u64::MAX] {
+            refused_field(disk(b, 0), "disk.bytes");
+            refused_field(disk(b, 100), "disk.bytes");
+        }
+        for i in [1, 15, MAX_INODES + 1, u64::MAX] {
+            refused_field(disk(0, i), "disk.inodes");
+            refused_field(disk(MIB, i), "disk.inodes");
+        }
+        for (b, i) in [(MIB, 0), (0, 16), (MIB, 16), (MAX_DISK, MAX_INODES)] {
+            validate(&disk(b, i), 4 * GIB).unwrap();
+        }
+    }
+
+    #[test]
     fn every_bad_field_is_refused_by_name() {
         let l = Limits::default;
         for m in [0, 1, MIB - 1, 4 * GIB + 1, u64::MAX] {
