@@ -163,10 +163,11 @@ fn subvolumes() -> String {
 }
 
 /// Make files f1..fN in /tmp until one fails; how many were made, and the
-/// shell's error output.
+/// shell's error output. (`true`, not `:`: a failed redirection of a
+/// special builtin would end the shell.)
 async fn make_files(c: &api::container::Client, n: u64) -> (u64, String) {
     let script = format!(
-        "i=0; while [ $i -lt {n} ]; do i=$((i+1)); : >/tmp/f$i || break; done; \
+        "i=0; while [ $i -lt {n} ]; do i=$((i+1)); true >/tmp/f$i || break; done; \
          ls /tmp | grep -c '^f[0-9]'"
     );
     let (_, out, err) = exec(c, "sh", &["-c", &script]).await;
@@ -272,7 +273,7 @@ fn disk_limits_hold(fs: Fs, test: &str) {
             u.exclusive_bytes >= 10 * MIB
         })
         .await;
-        assert!(u.exclusive_bytes < 12 * MIB, "{u:?}");
+        assert!(u.exclusive_bytes < 16 * MIB, "{u:?}");
         // Total = the image + the container's writes.
         assert!(u.total_bytes > u.exclusive_bytes, "{u:?}");
         if fs.projects() {
