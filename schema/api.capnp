@@ -195,13 +195,14 @@ struct CpuLimits {
 }
 
 # Hard limits on the container's writable layer, enforced by the kernel
-# (writes and new files past them fail with EDQUOT): a btrfs qgroup, or an
-# ext4/XFS project quota, by the depot's filesystem; refused (policyRefused,
-# naming the filesystem and the remedy) on any other or with quotas off.
-# 0: no limit of that kind. A soft limit is accepted only as 0 or equal to
-# its hard limit and read back equal to it. Inode limits need ext4/XFS
-# (btrfs qgroups count no inodes: refused there). A new DiskLimits replaces
-# the one in force as a whole; currentDiskLimits reads back what was set.
+# (writes and new files past them fail with EDQUOT; ENOSPC on XFS): a btrfs
+# qgroup, or an ext4/XFS project quota, by the depot's filesystem; refused
+# (policyRefused, naming the filesystem and the remedy) on any other or with
+# quotas off. 0: no limit of that kind. A soft limit is accepted only as 0 or
+# equal to its hard limit and read back equal to it. Inode limits need
+# ext4/XFS (btrfs qgroups count no inodes: refused there). A new DiskLimits
+# replaces the one in force as a whole; currentDiskLimits reads back what was
+# set.
 struct DiskLimits {
   inodeSoft @0 :UInt64;
   inodeHard @1 :UInt64;         # files, directories, links …

@@ -145,7 +145,7 @@ pub struct Limits {
 }
 
 /// Limits on a container's writable layer, enforced by the kernel: writes
-/// (or new files) past them fail with EDQUOT. A new `DiskLimit` replaces
+/// (or new files) past them fail with EDQUOT (XFS: ENOSPC). A new `DiskLimit` replaces
 /// the one in force as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskLimit {

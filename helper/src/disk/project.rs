@@ -3,7 +3,8 @@
 //! before its upper and work dirs are made in it, so everything the
 //! container writes (through overlayfs, whose upper and work dirs these
 //! are) belongs to that project; the kernel counts the project's bytes and
-//! inodes and fails writes and new files past its hard limits with EDQUOT.
+//! inodes and fails writes and new files past its hard limits with EDQUOT
+//! (XFS: ENOSPC, a full project looking like a full filesystem).
 //! overlayfs writes with its mounter's credentials minus CAP_SYS_RESOURCE,
 //! so a container cannot pass the limit through the helper's privilege.
 //!
