@@ -194,15 +194,24 @@ struct CpuLimits {
   cpuset @3 :Text;              # optional CPU list, e.g. "0-1"
 }
 
+# Hard limits on the container's writable layer, enforced by the kernel
+# (writes and new files past them fail with EDQUOT; ENOSPC on XFS): a btrfs
+# qgroup, or an ext4/XFS project quota, by the depot's filesystem; refused
+# (policyRefused, naming the filesystem and the remedy) on any other or with
+# quotas off. 0: no limit of that kind. A soft limit is accepted only as 0 or
+# equal to its hard limit and read back equal to it. Inode limits need
+# ext4/XFS (btrfs qgroups count no inodes: refused there). A new DiskLimits
+# replaces the one in force as a whole; currentDiskLimits reads back what was
+# set.
 struct DiskLimits {
   inodeSoft @0 :UInt64;
-  inodeHard @1 :UInt64;
+  inodeHard @1 :UInt64;         # files, directories, links …
   byteSoft @2 :UInt64;
-  byteHard @3 :UInt64;
+  byteHard @3 :UInt64;          # at least 1 MiB
   scope @4 :Scope;
-  # total: the image and the container's writes together (the image's size,
-  # measured at create, is taken off the limit the writable layer gets);
-  # exclusive: the container's own writes only.
+  # total: the image and the container's writes together (the image's size
+  # and inode count, measured at create, are taken off the limits the
+  # writable layer gets); exclusive: the container's own writes only.
   enum Scope { total @0; exclusive @1; }
 }
 
@@ -258,8 +267,9 @@ struct ContainerInfo {
 }
 
 # Network figures count the container's traffic as it sees it (rx: received
-# by the container). Disk figures come from the container's btrfs qgroup (zero where the depot
-# is not on btrfs with quotas); inode counts are zero (btrfs has none).
+# by the container). Disk figures come from the container's btrfs qgroup (as of
+# the last btrfs commit; inode counts zero: qgroups count none) or ext4/XFS
+# project quota (current); all zero where the depot has neither.
 struct Metrics {
   memory @0 :MemoryStat;
   cpu @1 :CpuStat;
@@ -291,9 +301,9 @@ struct CpuStat {
 
 struct DiskStat {
   totalBytesUsed @0 :UInt64;      # the image's size + the container's writes
-  totalInodesUsed @1 :UInt64;
+  totalInodesUsed @1 :UInt64;     # the image's inodes + the container's
   exclusiveBytesUsed @2 :UInt64;  # the container's own writes
-  exclusiveInodesUsed @3 :UInt64;
+  exclusiveInodesUsed @3 :UInt64; # the container's own inodes
 }
 
 struct NetworkStat {

@@ -40,6 +40,7 @@ fn full_limits() -> Limits {
         cpuset: Some("0-1,3".into()),
         disk: Some(DiskLimit {
             bytes: 64 << 20,
+            inodes: 0,
             scope: DiskScope::Total,
         }),
         bandwidth: Some(Bandwidth {
@@ -96,6 +97,7 @@ fn helper_requests() -> Vec<helper::Request> {
                 memory_bytes: Some(1 << 30),
                 disk: Some(DiskLimit {
                     bytes: 1 << 30,
+                    inodes: 100_000,
                     scope: DiskScope::Exclusive,
                 }),
                 ..Limits::default()

@@ -168,13 +168,14 @@ const DENIED: [(i64, &str); 27] = [
 /// distinct calls), plus calls of the same families the suite did not
 /// happen to reach (`linkat` for hard links in layers, `mremap`, …), and `restart_syscall`, which the kernel itself issues when a
 /// stop (a debugger attaching, SIGSTOP/SIGCONT) interrupts a sleeping call, and
-/// epoll_ctl/epoll_wait for the set of wshd pidfds: 112 in all. What
+/// epoll_ctl/epoll_wait for the set of wshd pidfds, and quotactl_fd for
+/// project quotas (its three commands only): 113 in all. What
 /// is *not* here is the point: no mount, umount2, pivot_root, chroot,
 /// unshare, open_tree/move_mount/mount_setattr, ptrace, process_vm_*,
 /// setuid/setgid, kexec, module loading, bpf, perf_event_open, keyctl,
 /// userfaultfd, open_by_handle_at (those that containers need are the
 /// spawner's, see spawner.rs).
-pub const ALLOWED: [(i64, &str); 112] = [
+pub const ALLOWED: [(i64, &str); 113] = [
     // I/O on fds it holds
     (libc::SYS_read, "io"),
     (libc::SYS_write, "io"),
@@ -191,7 +192,7 @@ pub const ALLOWED: [(i64, &str); 112] = [
     (libc::SYS_fcntl, "io"),
     (
         libc::SYS_ioctl,
-        "btrfs subvolumes and qgroups, inode flags, FIONREAD",
+        "btrfs subvolumes and qgroups, inode flags and project ids, FIONREAD",
     ),
     (libc::SYS_pipe2, "io"),
     (libc::SYS_poll, "the serve loop"),
@@ -232,6 +233,10 @@ pub const ALLOWED: [(i64, &str); 112] = [
     (libc::SYS_fchownat, "files"),
     (libc::SYS_utimensat, "image mtimes"),
     (libc::SYS_fsetxattr, "image xattrs, overlay opaque"),
+    (
+        libc::SYS_quotactl_fd,
+        "project quotas on the depot: Q_GETQUOTA, Q_SETQUOTA, Q_XGETQSTATV only (checked)",
+    ),
     (libc::SYS_umask, "socket modes"),
     (libc::SYS_getcwd, "std"),
     (libc::SYS_memfd_create, "the sealed wshd"),
@@ -335,6 +340,10 @@ pub fn programs() -> Result<Vec<BpfProgram>, String> {
         one_of(0, &[libc::AF_UNIX as u64, libc::AF_NETLINK as u64])?,
     );
     rules.insert(libc::SYS_setns, one_of(1, &[libc::CLONE_NEWNET as u64])?);
+    rules.insert(
+        libc::SYS_quotactl_fd,
+        one_of(1, &crate::disk::project::COMMANDS.map(u64::from))?,
+    );
     rules.insert(
         libc::SYS_prctl,
         one_of(
@@ -454,6 +463,7 @@ mod tests {
             libc::SYS_setns,
             libc::SYS_prctl,
             libc::SYS_clone,
+            libc::SYS_quotactl_fd,
         ];
         for (nr, why) in ALLOWED.iter().filter(|(nr, _)| !checked.contains(nr)) {
             assert_eq!(verdict(&programs, *nr, [0; 6]), allow, "{nr} ({why})");
@@ -513,6 +523,20 @@ mod tests {
             verdict(&programs, libc::SYS_clone3, [0; 6]),
             grove_schema::bpf::errno(libc::ENOSYS as u32)
         );
+        let quota = |cmd: u32| {
+            verdict(
+                &programs,
+                libc::SYS_quotactl_fd,
+                [3, cmd as u64, 0, 0, 0, 0],
+            )
+        };
+        for cmd in crate::disk::project::COMMANDS {
+            assert_eq!(quota(cmd), allow, "{cmd:#x}");
+        }
+        // Q_QUOTAON and Q_QUOTAOFF (of project quotas), Q_SETQUOTA of user quotas.
+        for cmd in [0x8000_0202, 0x8000_0302, 0x8000_0800] {
+            assert_eq!(quota(cmd), eperm, "{cmd:#x}");
+        }
         let prctl = |o: i32| verdict(&programs, libc::SYS_prctl, [o as u64, 0, 0, 0, 0, 0]);
         assert_eq!(prctl(libc::PR_CAPBSET_DROP), allow);
         assert_eq!(prctl(libc::PR_SET_MM), eperm);

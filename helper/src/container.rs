@@ -2,8 +2,8 @@
 //! already decoded and syntactically valid; policy checks happen here, before
 //! anything is changed on the host.
 
-use crate::btrfs::Disk;
 use crate::cgroup::Cgroups;
+use crate::disk::{Disk, ImageSize};
 use crate::fs;
 use crate::image;
 use crate::limits;
@@ -36,14 +36,15 @@ pub struct Helper {
     /// The depot and runtime dirs, opened once at start-up.
     pub depot: OwnedFd,
     pub runtime: OwnedFd,
-    /// Whether the depot can limit disk use (btrfs with quotas).
+    /// Whether the depot can limit disk use (btrfs qgroups, ext4/XFS
+    /// project quotas).
     pub disk: Disk,
     /// The sealed wshd image.
     pub wshd: OwnedFd,
     pub containers: BTreeMap<Handle, Container>,
-    /// Sizes of images measured so far (`image_bytes`): an unpacked layer
+    /// Sizes of images measured so far (`image_size`): an unpacked layer
     /// or a host rootfs dir does not change while it is in use.
-    pub image_sizes: HashMap<String, u64>,
+    pub image_sizes: HashMap<String, ImageSize>,
     /// The bridge, IP and port allocations, firewall and shaping.
     pub net: crate::net::Network,
     /// Starts containers (forked before the helper confined itself).
@@ -107,7 +108,7 @@ struct Plan<'a> {
     lower: spawn::Lower<'a>,
     layers: &'a [String],
     /// The image's size (for total-scope disk limits).
-    image_bytes: u64,
+    image: ImageSize,
     limits: &'a Limits,
     /// No user namespace.
     privileged: bool,
@@ -398,8 +399,8 @@ impl Helper {
         // Every limit's value is checked before anything is touched; what
         // depends on the cgroup is checked again when they are written.
         limits::validate(&limits, limits::host_ram())?;
-        if limits.disk.is_some() {
-            self.disk.check()?;
+        if let Some(disk) = &limits.disk {
+            self.disk.check_limit(disk)?;
         }
         if let Some(b) = &limits.bandwidth {
             self.net.validate_bandwidth(b)?;
@@ -577,11 +578,11 @@ impl Helper {
             defaults,
         } = rootfs;
         let Isolation { privileged, binds } = isolation;
-        let image_bytes = match &base {
-            Some((_, fd)) => self.dir_bytes(fd.as_fd()),
-            None => self.layer_bytes(&layers),
+        let image = match &base {
+            Some((_, fd)) => self.dir_size(fd.as_fd()),
+            None => self.layers_size(&layers),
         };
-        let image_bytes = match image_bytes {
+        let image = match image {
             Ok(n) => n,
             Err(e) => {
                 self.forget_create(handle);
@@ -606,7 +607,7 @@ impl Helper {
         let plan = Plan {
             lower,
             layers: &layers,
-            image_bytes,
+            image,
             limits: &limits,
             privileged,
             binds: &binds,
@@ -663,7 +664,7 @@ impl Helper {
         let Plan {
             lower,
             layers,
-            image_bytes,
+            image,
             limits,
             privileged,
             binds,
@@ -677,13 +678,13 @@ impl Helper {
         let dir = fs::open_dir(self.depot.as_fd(), h).map_err(|e| system("open depot dir", e))?;
         fs::mkdir_at(dir.as_fd(), "rootfs", 0o755, false).map_err(|e| system("mkdir rootfs", e))?;
         // 2b. The writable layer: on btrfs a subvolume of its own, whose
-        // qgroup counts exactly the container's writes. Removing the depot
-        // dir removes it (rmdir of an empty subvolume deletes it; the
-        // kernel drops its qgroup once the subvolume is cleaned up).
-        self.disk
-            .make_layer(dir.as_fd())
-            .map_err(|e| system("create the writable layer", e))?;
-        let layer = fs::open_dir(dir.as_fd(), crate::btrfs::LAYER)
+        // qgroup counts exactly the container's writes (removing the depot
+        // dir removes it: rmdir of an empty subvolume deletes it; the
+        // kernel drops its qgroup once the subvolume is cleaned up); on
+        // ext4/XFS a dir with a project of its own, which upper and work
+        // inherit from it.
+        self.disk.make_layer(dir.as_fd())?;
+        let layer = fs::open_dir(dir.as_fd(), crate::disk::LAYER)
             .map_err(|e| system("open the writable layer", e))?;
         for (name, mode) in [("upper", 0o755), ("work", 0o700)] {
             fs::mkdir_at(layer.as_fd(), name, mode, false)
@@ -707,13 +708,8 @@ impl Helper {
         // 2c. The image's size, which a total-scope disk limit includes, and
         // the disk limit, in force before anything runs in the container.
         crash_point("helper.create.layer");
-        fs::write_file_at(
-            dir.as_fd(),
-            crate::btrfs::IMAGE_BYTES,
-            format!("{image_bytes}\n").as_bytes(),
-            0o600,
-        )
-        .map_err(|e| system("write the image size", e))?;
+        crate::disk::record_image_size(dir.as_fd(), image)
+            .map_err(|e| system("write the image size", e))?;
         if let Some(disk) = limits.disk {
             self.disk.set_limit(self.depot.as_fd(), h, disk)?;
         }
@@ -957,8 +953,13 @@ impl Helper {
         }
     }
 
-    /// Remove depot/<handle> (off the serve loop: see trash.rs).
+    /// Remove depot/<handle> (off the serve loop: see trash.rs), its disk
+    /// limits cleared first (a failure there is logged: the container goes
+    /// anyway, and a limit on a project no container has holds nothing).
     fn remove_depot_dir(&self, handle: &Handle) -> Result<(), String> {
+        if let Err(e) = self.disk.release(self.depot.as_fd(), handle.as_str()) {
+            eprintln!("grove-helper: {handle}: {}", e.message);
+        }
         self.trash
             .discard(self.depot.as_fd(), handle.as_str(), crate::trash::WAIT)
             .map_err(|e| format!("depot/{handle}: {e}"))
@@ -967,21 +968,24 @@ impl Helper {
     /// The size of a host rootfs dir (an O_PATH fd), measured once per
     /// helper run; keyed by device and inode, which name the directory the
     /// policy approved whatever path led to it.
-    fn dir_bytes(&mut self, dir: std::os::fd::BorrowedFd) -> Result<u64, HelperError> {
+    fn dir_size(&mut self, dir: std::os::fd::BorrowedFd) -> Result<ImageSize, HelperError> {
         let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(|e| system("stat rootfs", e))?;
         let key = format!("dir:{}:{}", st.st_dev, st.st_ino);
         if let Some(n) = self.image_sizes.get(&key) {
             return Ok(*n);
         }
-        let n = fs::tree_bytes(dir).map_err(|e| system("measuring the rootfs", e))?;
+        let (bytes, inodes) = fs::tree_size(dir).map_err(|e| system("measuring the rootfs", e))?;
+        let n = ImageSize { bytes, inodes };
         self.image_sizes.insert(key, n);
         Ok(n)
     }
 
     /// The size of an image: the sum of its unpacked layers' sizes, each
-    /// measured once per helper run (forgotten when the layer is collected).
-    fn layer_bytes(&mut self, layers: &[String]) -> Result<u64, HelperError> {
-        let mut total = 0u64;
+    /// measured once per helper run (forgotten when the layer is
+    /// collected). A file a layer replaces is counted in both, so this is
+    /// at most a little above what the container sees.
+    fn layers_size(&mut self, layers: &[String]) -> Result<ImageSize, HelperError> {
+        let mut total = ImageSize::default();
         for id in layers {
             let key = format!("layer:{id}");
             let n = match self.image_sizes.get(&key) {
@@ -990,13 +994,15 @@ impl Helper {
                     let store = image::open_store(self.depot.as_fd())?;
                     let dir = fs::open_dir(store.as_fd(), id.as_str())
                         .map_err(|e| system(&format!("open layer {id}"), e))?;
-                    let n = fs::tree_bytes(dir.as_fd())
+                    let (bytes, inodes) = fs::tree_size(dir.as_fd())
                         .map_err(|e| system(&format!("measuring layer {id}"), e))?;
+                    let n = ImageSize { bytes, inodes };
                     self.image_sizes.insert(key, n);
                     n
                 }
             };
-            total = total.saturating_add(n);
+            total.bytes = total.bytes.saturating_add(n.bytes);
+            total.inodes = total.inodes.saturating_add(n.inodes);
         }
         Ok(total)
     }

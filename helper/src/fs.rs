@@ -413,18 +413,18 @@ pub fn remove_tree(parent: BorrowedFd, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deepest directory level `tree_bytes` descends into.
+/// Deepest directory level `tree_size` descends into.
 const MAX_SIZE_DEPTH: usize = 128;
 
-/// Bytes allocated on disk (st_blocks × 512) by the tree beneath `dir`, the
-/// directory itself included, each inode counted once (hard links share
-/// one). Never follows a symlink: directories are opened with O_NOFOLLOW
+/// Bytes allocated on disk (st_blocks × 512) by the tree beneath `dir`, and
+/// its inodes, the directory itself included, each inode counted once (hard
+/// links share one). Never follows a symlink: directories are opened with O_NOFOLLOW
 /// relative to their parent, everything else is lstat'ed. The trees it
 /// measures are the helper's own layer store and policy-approved rootfs
 /// dirs; directories deeper than MAX_SIZE_DEPTH levels are counted but not
 /// descended into, so a pathological tree is undercounted, never walked
 /// without bound.
-pub fn tree_bytes(dir: BorrowedFd) -> Result<u64> {
+pub fn tree_size(dir: BorrowedFd) -> Result<(u64, u64)> {
     use std::collections::HashSet;
     let top = nix::dir::Dir::openat(
         Some(dir.as_raw_fd()),
@@ -434,6 +434,7 @@ pub fn tree_bytes(dir: BorrowedFd) -> Result<u64> {
     )?;
     let st = nix::sys::stat::fstat(top.as_raw_fd())?;
     let mut total = st.st_blocks as u64 * 512;
+    let mut inodes = 1u64;
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut stack = vec![top.into_iter()];
     while let Some(level) = stack.last_mut() {
@@ -459,6 +460,7 @@ pub fn tree_bytes(dir: BorrowedFd) -> Result<u64> {
             continue;
         }
         total += st.st_blocks as u64 * 512;
+        inodes += 1;
         if is_dir && stack.len() < MAX_SIZE_DEPTH {
             let name = name.to_owned();
             let sub = nix::dir::Dir::openat(
@@ -470,7 +472,7 @@ pub fn tree_bytes(dir: BorrowedFd) -> Result<u64> {
             stack.push(sub.into_iter());
         }
     }
-    Ok(total)
+    Ok((total, inodes))
 }
 
 #[cfg(test)]
@@ -479,7 +481,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     #[test]
-    fn tree_bytes_counts_allocated_bytes_once_per_inode_and_follows_no_symlink() {
+    fn tree_size_counts_allocated_bytes_and_inodes_once_per_inode_and_follows_no_symlink() {
         let base = std::path::PathBuf::from(format!(
             "/tmp/grove-helper-size-test-{}",
             std::process::id()
@@ -499,7 +501,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let bytes = tree_bytes(dir.as_fd()).unwrap();
+        let (bytes, inodes) = tree_size(dir.as_fd()).unwrap();
         std::fs::remove_dir_all(&base).unwrap();
         // The 1 MiB file once (not twice for its hard link, not the 8 MiB
         // behind the symlink), plus a few directory and symlink blocks.
@@ -507,6 +509,8 @@ mod tests {
             ((1 << 20)..(1 << 20) + 64 * 1024).contains(&bytes),
             "{bytes} bytes"
         );
+        // tree, a, a/b, the file (once), the symlink.
+        assert_eq!(inodes, 5);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub const MAX_CPUSET_LEN: usize = 1024;
 pub const MIN_DISK: u64 = MIB;
 /// Largest disk limit (all ones would mean "clear the limit" to btrfs).
 pub const MAX_DISK: u64 = u64::MAX - 1;
+/// Largest inode limit: ext4 numbers inodes in 32 bits.
+pub const MAX_INODES: u64 = u32::MAX as u64;
 /// v1 reports "no limit" as a page-rounded i64::MAX; anything this large is none.
 pub const UNLIMITED_MEMORY: u64 = 1 << 62;
 
@@ -94,10 +96,22 @@ pub fn validate(l: &Limits, host_ram: u64) -> Result<(), HelperError> {
         parse_cpus(c).map_err(|e| refused(format!("cpuset {c:?}: {e}")))?;
     }
     if let Some(d) = l.disk {
-        if !(MIN_DISK..=MAX_DISK).contains(&d.bytes) {
+        use grove_schema::helper::MIN_WRITABLE_INODES as MIN_INODES;
+        if d.bytes == 0 && d.inodes == 0 {
+            return Err(refused(
+                "disk: neither bytes nor inodes given (0 is no limit of that kind)".into(),
+            ));
+        }
+        if d.bytes != 0 && !(MIN_DISK..=MAX_DISK).contains(&d.bytes) {
             return Err(refused(format!(
-                "disk.bytes {} is out of range: allowed {MIN_DISK} (1 MiB) to {MAX_DISK}",
+                "disk.bytes {} is out of range: allowed {MIN_DISK} (1 MiB) to {MAX_DISK}, or 0",
                 d.bytes
+            )));
+        }
+        if d.inodes != 0 && !(MIN_INODES..=MAX_INODES).contains(&d.inodes) {
+            return Err(refused(format!(
+                "disk.inodes {} is out of range: allowed {MIN_INODES} to {MAX_INODES}, or 0",
+                d.inodes
             )));
         }
     }
@@ -339,6 +353,31 @@ mod tests {
     }
 
     #[test]
+    fn disk_limits_need_bytes_or_inodes_in_range() {
+        use grove_schema::helper::{DiskLimit, DiskScope};
+        let disk = |bytes, inodes| Limits {
+            disk: Some(DiskLimit {
+                bytes,
+                inodes,
+                scope: DiskScope::Exclusive,
+            }),
+            ..Limits::default()
+        };
+        refused_field(disk(0, 0), "disk: neither");
+        for b in [1, MIB - 1, u64::MAX] {
+            refused_field(disk(b, 0), "disk.bytes");
+            refused_field(disk(b, 100), "disk.bytes");
+        }
+        for i in [1, 15, MAX_INODES + 1, u64::MAX] {
+            refused_field(disk(0, i), "disk.inodes");
+            refused_field(disk(MIB, i), "disk.inodes");
+        }
+        for (b, i) in [(MIB, 0), (0, 16), (MIB, 16), (MAX_DISK, MAX_INODES)] {
+            validate(&disk(b, i), 4 * GIB).unwrap();
+        }
+    }
+
+    #[test]
     fn every_bad_field_is_refused_by_name() {
         let l = Limits::default;
         for m in [0, 1, MIB - 1, 4 * GIB + 1, u64::MAX] {
@@ -412,6 +451,7 @@ mod tests {
             cpuset: Some("0-1,3".into()),
             disk: Some(grove_schema::helper::DiskLimit {
                 bytes: MIB,
+                inodes: 16,
                 scope: grove_schema::helper::DiskScope::Total,
             }),
             bandwidth: None,

@@ -10,12 +10,12 @@
 //!   grove-helper --keep-containers [--grace SECONDS]   (keeper.rs)
 
 mod boot;
-mod btrfs;
 mod cgroup;
 mod cgroup_v2;
 mod confine;
 mod container;
 mod devices;
+mod disk;
 mod fs;
 mod image;
 mod keeper;
@@ -238,7 +238,7 @@ fn run() -> Result<(), String> {
     let cgroups = cgroup::detect(&policy.conf.cgroup_parent, policy.conf.total_pids_limit())?;
     let depot = own_dir(policy.conf.depot.as_str(), 0, 0o700)?;
     let runtime = own_dir(policy.conf.runtime_dir.as_str(), policy.server_gid, 0o710)?;
-    let disk = btrfs::Disk::detect(std::os::fd::AsFd::as_fd(&depot), policy.conf.depot.as_str());
+    let disk = disk::Disk::detect(std::os::fd::AsFd::as_fd(&depot), policy.conf.depot.as_str());
     let network = net::Network::init(policy.conf.net.clone(), runtime.as_fd())?;
     // The capabilities nothing in Grove uses go first, from the bounding
     // set too, so the spawner and every container lack them as well.

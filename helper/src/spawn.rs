@@ -792,7 +792,7 @@ fn child(s: &Spawn, go: &OwnedFd, argv: &[CString], envp: &[CString]) -> Result<
         .join(":");
     let layer = step(
         "open the writable layer",
-        fs::open_path_dir(dir.as_fd(), crate::btrfs::LAYER),
+        fs::open_path_dir(dir.as_fd(), crate::disk::LAYER),
     )?;
     let upper = step("open upper", fs::open_path_dir(layer.as_fd(), "upper"))?;
     let work = step("open work", fs::open_path_dir(layer.as_fd(), "work"))?;

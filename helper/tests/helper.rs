@@ -1507,7 +1507,11 @@ fn disk_limits_are_btrfs_qgroups_on_a_subvolume_per_container() {
     );
     let depot = f.dir.join("depot");
     let d = depot.to_str().unwrap();
-    let limit = |bytes, scope| DiskLimit { bytes, scope };
+    let limit = |bytes, scope| DiskLimit {
+        bytes,
+        inodes: 0,
+        scope,
+    };
     let pid = create_with(
         &f,
         "d1",
@@ -1623,10 +1627,16 @@ fn disk_limits_are_btrfs_qgroups_on_a_subvolume_per_container() {
 }
 
 #[test]
-fn disk_limits_off_btrfs_are_refused_with_the_reason() {
+fn disk_limits_without_quotas_are_refused_with_the_reason() {
+    // The fixture's depot is under /tmp: no btrfs, and no project quotas
+    // (ext4 or tmpfs without them, here and in the guest).
     let f = Fixture::new("root", true);
     assert!(
-        f.log.lock().unwrap().contains("not on btrfs"),
+        f.log
+            .lock()
+            .unwrap()
+            .contains("disk limits are unavailable")
+            && f.log.lock().unwrap().contains("prjquota"),
         "{}",
         f.log.lock().unwrap()
     );
@@ -1636,6 +1646,7 @@ fn disk_limits_off_btrfs_are_refused_with_the_reason() {
         limits: Limits {
             disk: Some(DiskLimit {
                 bytes: 50 * MIB,
+                inodes: 0,
                 scope: DiskScope::Exclusive,
             }),
             ..Limits::default()
@@ -1647,8 +1658,7 @@ fn disk_limits_off_btrfs_are_refused_with_the_reason() {
         Response::Error(e) => {
             assert_eq!(e.kind, ErrorKind::PolicyRefused);
             assert!(
-                e.message.contains("disk limits are unavailable")
-                    && e.message.contains("not on btrfs"),
+                e.message.contains("disk limits are unavailable") && e.message.contains("prjquota"),
                 "{}",
                 e.message
             );
@@ -1671,6 +1681,7 @@ fn disk_limits_off_btrfs_are_refused_with_the_reason() {
             limits: Limits {
                 disk: Some(DiskLimit {
                     bytes: 50 * MIB,
+                    inodes: 0,
                     scope: DiskScope::Total,
                 }),
                 ..Limits::default()

@@ -14,7 +14,7 @@ use crate::Handle;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Largest datagram either side sends or accepts.
 pub const MAX_DATAGRAM: usize = 4096;
 /// Largest response datagram (a container list can exceed a request's size).
@@ -136,42 +136,59 @@ pub struct Limits {
     pub pids_max: Option<u64>,
     /// The CPUs the container may run on, a list such as "0-1,3".
     pub cpuset: Option<String>,
-    /// A disk limit (a btrfs qgroup limit on the writable layer's
-    /// subvolume; see `DiskScope`). Refused when the depot has no qgroups.
+    /// A disk limit on the writable layer (a btrfs qgroup limit, or an
+    /// ext4/XFS project quota; see `DiskScope`). Refused when the depot's
+    /// filesystem has neither enabled.
     pub disk: Option<DiskLimit>,
     /// Shaping on the container's host-side veth (tc).
     pub bandwidth: Option<Bandwidth>,
 }
 
-/// A byte limit on a container's writable layer, enforced by the kernel
-/// (btrfs qgroups): writes past it fail with EDQUOT.
+/// Limits on a container's writable layer, enforced by the kernel: writes
+/// (or new files) past them fail with EDQUOT (XFS: ENOSPC). A new `DiskLimit` replaces
+/// the one in force as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskLimit {
-    /// At least 1 MiB.
+    /// Bytes; 0: no byte limit, else at least 1 MiB.
     pub bytes: u64,
+    /// Inodes (files, directories, links …); 0: no inode limit. Only
+    /// project quotas (ext4, XFS) count inodes; refused on btrfs.
+    pub inodes: u64,
     pub scope: DiskScope,
 }
 
 /// What the limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DiskScope {
-    /// The image and the container's writes: the layer's qgroup gets
-    /// max_rfer = bytes − the image's size (measured at create); refused
-    /// when that leaves less than 1 MiB.
+    /// The image and the container's writes: the image is shared, so its
+    /// size (bytes and inodes, measured at create) is taken off the limit
+    /// and the layer gets the rest (btrfs: max_rfer; ext4/XFS: the
+    /// project's hard limits); refused when that leaves less than 1 MiB
+    /// (or `MIN_WRITABLE_INODES` inodes).
     Total,
-    /// The container's own writes only: max_excl = bytes.
+    /// The container's own writes only (btrfs: max_excl).
     Exclusive,
 }
 
-/// Disk usage, from the writable layer's btrfs qgroup as of the
-/// filesystem's last transaction commit (btrfs accounts at commit time, so
-/// fresh writes show after a sync or within the commit interval).
+/// The fewest inodes a total-scope inode limit must leave the container's
+/// writes, and the smallest inode limit: the layer's own directories
+/// (layer, upper, work and overlayfs's work/work) count too.
+pub const MIN_WRITABLE_INODES: u64 = 16;
+
+/// Disk usage of the writable layer. btrfs: from its qgroup, as of the
+/// filesystem's last transaction commit (fresh writes show after a sync or
+/// within the commit interval), no inode counts. ext4/XFS: from its project
+/// quota, current.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskUsage {
     /// The image's size plus the bytes the layer references.
     pub referenced_bytes: u64,
     /// The container's own writes.
     pub exclusive_bytes: u64,
+    /// The image's inodes plus the layer's (0 on btrfs).
+    pub referenced_inodes: u64,
+    /// The layer's inodes (0 on btrfs).
+    pub exclusive_inodes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +213,7 @@ pub struct Stats {
     pub pids_max: Option<u64>,
     /// OOM kills the kernel has counted in this container.
     pub oom_kills: u64,
-    /// `None`: the depot cannot measure it (not btrfs, or quotas off).
+    /// `None`: the depot cannot measure it (no btrfs qgroups or project quotas).
     pub disk: Option<DiskUsage>,
     /// The container's traffic, from its host-side veth's counters.
     pub net: NetStats,

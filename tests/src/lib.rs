@@ -32,6 +32,7 @@ pub use grove_client;
 pub mod garden_client;
 pub mod leaks;
 pub mod oci;
+pub mod quota;
 pub mod registry;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -178,6 +179,10 @@ pub struct EnvOptions {
     pub helper_env: Vec<(String, String)>,
     /// Extra environment variables for groved, kept for its restarts.
     pub groved_env: Vec<(String, String)>,
+    /// The directory the env's root (its depot, logs and groved state) is
+    /// made in, instead of TEST_ROOT: e.g. an ext4 or XFS mount, for disk
+    /// limits through project quotas.
+    pub root_parent: Option<PathBuf>,
 }
 
 /// Why an env did not start: the helper's exit status (None: it still
@@ -256,7 +261,11 @@ impl TestEnv {
         );
         let seq = NEXT.fetch_add(1, Ordering::SeqCst);
         let name = format!("gt{}x{}", std::process::id(), seq);
-        let root = PathBuf::from(TEST_ROOT).join(&name);
+        let root = options
+            .root_parent
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(TEST_ROOT))
+            .join(&name);
         let run_dir = PathBuf::from("/run/grove-test").join(&name);
         let (uid, gid) = grove_user();
         let bins = bin_dir();

@@ -143,6 +143,22 @@ fn every_subcommand_works_and_errors_are_one_line() {
         ""
     );
     assert!(ok(&["limits", "cli"]).contains("disk_bytes: 104857600 (exclusive)"));
+    assert!(ok(&["limits", "cli"]).contains("disk_inodes: none (exclusive)"));
+    // An inode limit reaches the helper, which says why btrfs cannot have
+    // it; a scope on its own is refused by the CLI.
+    let out = run_cli(&env, &["limit", "cli", "--limit-disk-inodes", "1000"], None);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("btrfs qgroups count no inodes"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_cli(&env, &["limit", "cli", "--disk-scope", "total"], None);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("--disk-scope needs"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(ok(&["limits", "cli"]).contains("disk_bytes: 104857600 (exclusive)"));
     let metrics = ok(&["metrics", "cli"]);
     assert!(metrics.contains("disk_exclusive_bytes: "), "{metrics}");
     assert!(

@@ -51,34 +51,30 @@ pub fn cpu(field: &str, c: cpu_limits::Reader<'_>) -> ApiResult<Limits> {
     Ok(limits)
 }
 
-/// A disk limit: a byte limit on the container's writable layer, enforced
-/// by a btrfs qgroup. btrfs has no inode limits and no soft limits, so
-/// inodeSoft/inodeHard are refused, and byteSoft is accepted only as 0 or
-/// equal to byteHard (a client that sends soft = hard, as Garden clients
-/// often do, gets the hard limit; a soft limit on its own is refused rather
-/// than silently made hard). Both scopes count the same bytes today (see
-/// DiskScope): the container's own writes, never the shared image.
+/// A disk limit on the container's writable layer, enforced by the kernel
+/// (a btrfs qgroup, or an ext4/XFS project quota): bytes and inodes, 0 for
+/// no limit of that kind. The kernel limits are hard ones; a soft limit is
+/// accepted only as 0 or equal to its hard limit (a client that sends
+/// soft = hard, as Garden clients often do, gets the hard limit; a soft
+/// limit on its own is refused rather than silently made hard). Whether
+/// the depot's filesystem can have it (btrfs counts no inodes) is the
+/// helper's to say.
 pub fn disk(field: &str, d: disk_limits::Reader<'_>) -> ApiResult<Limits> {
-    for (name, v) in [
-        ("inodeSoft", d.get_inode_soft()),
-        ("inodeHard", d.get_inode_hard()),
+    for (kind, soft, hard) in [
+        ("byte", d.get_byte_soft(), d.get_byte_hard()),
+        ("inode", d.get_inode_soft(), d.get_inode_hard()),
     ] {
-        if v != 0 {
+        if soft != 0 && soft != hard {
             return Err(ApiError::invalid(
-                &format!("{field}.{name}"),
-                "btrfs has no inode limits (the depot is btrfs; only byte limits are enforced); give 0",
+                &format!("{field}.{kind}Soft"),
+                format!(
+                    "disk limits have no soft limit; give {kind}Hard, with {kind}Soft 0 or \
+                     equal to it ({kind}Soft {soft}, {kind}Hard {hard})"
+                ),
             ));
         }
     }
-    let (soft, hard) = (d.get_byte_soft(), d.get_byte_hard());
-    if soft != 0 && soft != hard {
-        return Err(ApiError::invalid(
-            &format!("{field}.byteSoft"),
-            format!(
-                "btrfs qgroups have no soft limit; give byteHard, with byteSoft 0 or equal to it                  (byteSoft {soft}, byteHard {hard})"
-            ),
-        ));
-    }
+    let (bytes, inodes) = (d.get_byte_hard(), d.get_inode_hard());
     let scope = match d.get_scope() {
         Ok(disk_limits::Scope::Exclusive) => DiskScope::Exclusive,
         Ok(disk_limits::Scope::Total) => DiskScope::Total,
@@ -90,7 +86,11 @@ pub fn disk(field: &str, d: disk_limits::Reader<'_>) -> ApiResult<Limits> {
         }
     };
     Ok(Limits {
-        disk: (hard != 0).then_some(DiskLimit { bytes: hard, scope }),
+        disk: (bytes != 0 || inodes != 0).then_some(DiskLimit {
+            bytes,
+            inodes,
+            scope,
+        }),
         ..Limits::default()
     })
 }
@@ -180,11 +180,14 @@ pub fn fill_cpu(l: &Limits, mut c: cpu_limits::Builder<'_>) {
     c.set_cpuset(l.cpuset.as_deref().unwrap_or(""));
 }
 
-/// byteSoft is reported equal to byteHard (the one limit there is).
+/// The soft limits are reported equal to the hard ones (the one limit
+/// there is of each kind).
 pub fn fill_disk(l: &Limits, mut d: disk_limits::Builder<'_>) {
     if let Some(limit) = l.disk {
         d.set_byte_hard(limit.bytes);
         d.set_byte_soft(limit.bytes);
+        d.set_inode_hard(limit.inodes);
+        d.set_inode_soft(limit.inodes);
         d.set_scope(match limit.scope {
             DiskScope::Total => disk_limits::Scope::Total,
             DiskScope::Exclusive => disk_limits::Scope::Exclusive,
@@ -299,15 +302,17 @@ pub fn fill_metrics(stats: &Stats, age_seconds: f64, mut m: metrics::Builder<'_>
         pid.set_max(stats.pids_max.unwrap_or(0));
     }
     {
-        // From the writable layer's btrfs qgroup: total = referenced,
-        // exclusive = exclusive (equal while nothing shares the layer's
-        // extents). Inode counts stay 0: btrfs qgroups count no inodes.
-        // Figures are as of the last btrfs commit (after a sync, or within
-        // the commit interval); all 0 when the depot cannot measure them.
+        // From the writable layer's btrfs qgroup (total = referenced,
+        // exclusive = exclusive; no inode counts: btrfs qgroups count none;
+        // as of the last btrfs commit, after a sync or within the commit
+        // interval) or ext4/XFS project quota (current); total adds the
+        // image's size. All 0 when the depot cannot measure them.
         let usage = stats.disk.unwrap_or_default();
         let mut disk = m.reborrow().init_disk();
         disk.set_total_bytes_used(usage.referenced_bytes);
         disk.set_exclusive_bytes_used(usage.exclusive_bytes);
+        disk.set_total_inodes_used(usage.referenced_inodes);
+        disk.set_exclusive_inodes_used(usage.exclusive_inodes);
     }
     {
         // From the container's host-side veth, seen from the container

@@ -1,39 +1,23 @@
-//! Disk limits: each container's writable layer (the overlayfs upper and
-//! work dirs) is a btrfs subvolume of its own, `depot/<handle>/layer`, so
-//! its qgroup 0/<subvolume id> counts exactly the container's writes and a
-//! qgroup limit makes the kernel fail writes past it with EDQUOT.
-//!
-//! The two scopes: `Exclusive` limits the container's own writes (max_excl
-//! of the layer's qgroup). `Total` limits image + writes: the image below
-//! the layer is shared read-only by every container of it, so it cannot be
-//! charged to one qgroup; instead its size, measured once at create
-//! (`depot/<handle>/image-bytes`), is taken off the limit, and the layer gets
-//! max_rfer = limit − image size. Reading back adds it again, and the
-//! total usage reported is image size + the layer's referenced bytes.
+//! btrfs disk limits: each container's writable layer is a subvolume of
+//! its own, `depot/<handle>/layer`, so its qgroup 0/<subvolume id> counts
+//! exactly the container's writes and a qgroup limit makes the kernel fail
+//! writes past it with EDQUOT. An exclusive-scope limit is the qgroup's
+//! max_excl; a total-scope one its max_rfer (what `layer_limit` leaves once
+//! the image is counted). btrfs qgroups count no inodes: inode limits are
+//! refused.
 //!
 //! Everything here is an ioctl on a directory fd the helper opened beneath
 //! its depot (never a path from a request, never btrfs-progs), or a read of
 //! the filesystem's own sysfs qgroup files. The ioctl layouts are those of
 //! linux/btrfs.h; each call says why it is safe next to it.
-//!
-//! On a depot that is not btrfs, or a btrfs without quotas, the layer is a
-//! plain directory (or an unlimited subvolume) and every disk-limit request
-//! is refused with the reason; nothing pretends to limit.
 
+use super::{client_limit, unavailable, ImageSize};
 use crate::fs;
 use grove_schema::helper::{DiskLimit, DiskScope, DiskUsage, ErrorKind, HelperError};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::statfs::{fstatfs, BTRFS_SUPER_MAGIC};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-
-/// The name of the writable layer inside a container's depot dir.
-pub const LAYER: &str = "layer";
-/// The size of the container's image (bytes allocated on disk), in its
-/// depot dir; absent (0) for containers made before it was recorded.
-pub const IMAGE_BYTES: &str = "image-bytes";
-/// The least room a total-scope limit must leave for the container's writes.
-const MIN_WRITABLE: u64 = 1 << 20;
 
 const BTRFS_IOCTL_MAGIC: u64 = 0x94;
 /// The inode number of every subvolume's root directory.
@@ -192,10 +176,12 @@ fn qgroup_limit(fd: BorrowedFd, id: u64, limit: Option<DiskLimit>) -> Result<(),
         Some(DiskLimit {
             bytes,
             scope: DiskScope::Total,
+            ..
         }) => (bytes, CLEAR_VALUE),
         Some(DiskLimit {
             bytes,
             scope: DiskScope::Exclusive,
+            ..
         }) => (CLEAR_VALUE, bytes),
     };
     let mut args = QgroupLimitArgs {
@@ -211,145 +197,75 @@ fn qgroup_limit(fd: BorrowedFd, id: u64, limit: Option<DiskLimit>) -> Result<(),
     unsafe { ioctl(fd, BTRFS_IOC_QGROUP_LIMIT, &mut args) }
 }
 
+/// The depot's btrfs, with quotas (or not: see `check`).
+pub struct Qgroups {
+    /// /sys/fs/btrfs/<uuid>, whose qgroups/ dir exists while quotas are
+    /// enabled.
+    sysfs: OwnedFd,
+    pub uuid: String,
+}
+
 /// A container's writable layer as the limit code sees it.
 struct Layer {
     /// Held so the subvolume stays the one whose id we read.
     _fd: OwnedFd,
     /// Its qgroup is 0/id.
     id: u64,
-    /// The size of the image beneath it, recorded at create.
-    image_bytes: u64,
 }
 
-impl Layer {
-    /// The limit to give the kernel for the limit a client asked for: a
-    /// total-scope limit covers the image too, so the layer gets what is
-    /// left once the image is counted; a limit that leaves less than 1 MiB
-    /// for writes is refused with both sizes.
-    fn kernel_limit(&self, limit: DiskLimit) -> Result<DiskLimit, HelperError> {
-        match limit.scope {
-            DiskScope::Exclusive => Ok(limit),
-            DiskScope::Total => match limit.bytes.checked_sub(self.image_bytes) {
-                Some(left) if left >= MIN_WRITABLE => Ok(DiskLimit {
-                    bytes: left,
-                    scope: DiskScope::Total,
-                }),
-                _ => Err(HelperError::new(
-                    ErrorKind::InvalidValue,
-                    format!(
-                        "disk.bytes {} with scope total must exceed the image's size ({} bytes) \
-                         by at least 1 MiB for the container's own writes",
-                        limit.bytes, self.image_bytes
-                    ),
-                )),
-            },
-        }
-    }
-}
-
-/// What the depot supports, decided at start-up.
-pub enum Disk {
-    /// The depot is on btrfs; `sysfs` is /sys/fs/btrfs/<uuid>, whose
-    /// qgroups/ dir exists while quotas are enabled.
-    Btrfs { sysfs: OwnedFd, uuid: String },
-    /// Disk limits cannot be had; the reason, for logs and refusals.
-    Unavailable(String),
-}
-
-fn unavailable(why: &str) -> HelperError {
-    HelperError::new(
-        ErrorKind::PolicyRefused,
-        format!("disk limits are unavailable: {why}"),
-    )
-}
-
-impl Disk {
-    pub fn detect(depot: BorrowedFd, depot_path: &str) -> Disk {
-        match is_btrfs(depot) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Disk::Unavailable(format!(
-                    "the depot {depot_path} is not on btrfs (this kernel has no ext4/XFS \
-                     project quotas; put the depot on a btrfs filesystem with quotas enabled)"
-                ))
-            }
-            Err(e) => return Disk::Unavailable(format!("statfs of the depot: {e}")),
-        }
-        let uuid = match fsid(depot) {
-            Ok(u) => u,
-            Err(e) => return Disk::Unavailable(format!("BTRFS_IOC_FS_INFO on the depot: {e}")),
-        };
+impl Qgroups {
+    pub fn open(depot: BorrowedFd) -> Result<Qgroups, String> {
+        let uuid = fsid(depot).map_err(|e| format!("BTRFS_IOC_FS_INFO on the depot: {e}"))?;
         let path = format!("/sys/fs/btrfs/{uuid}");
         match fs::openat(None, &path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0) {
-            Ok(sysfs) => Disk::Btrfs { sysfs, uuid },
-            Err(e) => Disk::Unavailable(format!("{path}: {e}")),
+            Ok(sysfs) => Ok(Qgroups { sysfs, uuid }),
+            Err(e) => Err(format!("{path}: {e}")),
         }
     }
 
-    /// For the start-up log line.
-    pub fn describe(&self) -> String {
-        match self {
-            Disk::Btrfs { uuid, .. } => match self.check() {
-                Ok(()) => format!("btrfs {uuid} with quotas"),
-                Err(e) => e.message,
-            },
-            Disk::Unavailable(why) => format!("disk limits unavailable: {why}"),
-        }
-    }
-
-    /// Can a disk limit be set now? Quotas can be switched off and on while
-    /// the helper runs, so this is asked at every request.
     pub fn check(&self) -> Result<(), HelperError> {
-        match self {
-            Disk::Unavailable(why) => Err(unavailable(why)),
-            Disk::Btrfs { sysfs, uuid } => {
-                match fs::read_file_at(sysfs.as_fd(), "qgroups/enabled") {
-                    Ok(s) if s.trim() == "1" => Ok(()),
-                    _ => Err(unavailable(&format!(
-                        "quotas are not enabled on the depot's btrfs {uuid} \
-                         (enable them with: btrfs quota enable <depot>)"
-                    ))),
-                }
-            }
+        match fs::read_file_at(self.sysfs.as_fd(), "qgroups/enabled") {
+            Ok(s) if s.trim() == "1" => Ok(()),
+            _ => Err(unavailable(&format!(
+                "quotas are not enabled on the depot's btrfs {} \
+                 (enable them with: btrfs quota enable <depot>)",
+                self.uuid
+            ))),
         }
     }
 
-    /// Make the container's writable layer beneath its depot dir: a
-    /// subvolume on btrfs, a plain directory elsewhere.
-    pub fn make_layer(&self, dir: BorrowedFd) -> Result<(), Errno> {
-        match self {
-            Disk::Btrfs { .. } => create_subvolume(dir, LAYER),
-            Disk::Unavailable(_) => fs::mkdir_at(dir, LAYER, 0o755, false),
+    /// Refuse what qgroups cannot limit: inodes.
+    pub fn supports(limit: &DiskLimit) -> Result<(), HelperError> {
+        if limit.inodes != 0 {
+            return Err(HelperError::new(
+                ErrorKind::InvalidValue,
+                format!(
+                    "disk.inodes {}: btrfs qgroups count no inodes, and the depot is on btrfs, \
+                     so only byte limits can be had (give 0 inodes, or put the depot on ext4 or \
+                     XFS with project quotas)",
+                    limit.inodes
+                ),
+            ));
         }
+        if limit.bytes == 0 {
+            return Err(HelperError::new(
+                ErrorKind::InvalidValue,
+                "disk.bytes 0: on btrfs a disk limit is a byte limit; give bytes",
+            ));
+        }
+        Ok(())
     }
 
-    /// The container's layer (opened without following symlinks), its
-    /// qgroup id and its image's size; refused when limits are unavailable
-    /// or the layer is not a subvolume (a container made while the depot
-    /// was elsewhere).
-    fn layer(&self, depot: BorrowedFd, handle: &str) -> Result<Layer, HelperError> {
-        self.check()?;
+    /// The container's layer (opened without following symlinks) and its
+    /// qgroup id; refused when the layer is not a subvolume (a container
+    /// made while the depot was elsewhere).
+    fn layer(&self, dir: BorrowedFd, handle: &str) -> Result<Layer, HelperError> {
         let sys = |what: &str, e: Errno| {
             HelperError::new(ErrorKind::System, format!("{what} of {handle}: {e}"))
         };
-        let dir = fs::open_dir(depot, handle).map_err(|e| sys("depot dir", e))?;
-        let image_bytes = match fs::read_file_at(dir.as_fd(), IMAGE_BYTES) {
-            Ok(s) => s.trim().parse().map_err(|_| {
-                HelperError::new(
-                    ErrorKind::System,
-                    format!("{IMAGE_BYTES} of {handle} holds {s:?}, not a number"),
-                )
-            })?,
-            Err(Errno::ENOENT) => 0,
-            Err(e) => return Err(sys(IMAGE_BYTES, e)),
-        };
-        let layer = fs::open_dir(dir.as_fd(), LAYER).map_err(|e| sys("writable layer", e))?;
+        let layer = fs::open_dir(dir, super::LAYER).map_err(|e| sys("writable layer", e))?;
         match subvolume_id(layer.as_fd()).map_err(|e| sys("subvolume id", e))? {
-            Some(id) => Ok(Layer {
-                _fd: layer,
-                id,
-                image_bytes,
-            }),
+            Some(id) => Ok(Layer { _fd: layer, id }),
             None => Err(unavailable(&format!(
                 "the writable layer of {handle} is not a btrfs subvolume"
             ))),
@@ -357,11 +273,8 @@ impl Disk {
     }
 
     fn qgroup_file(&self, id: u64, file: &str) -> Result<u64, HelperError> {
-        let Disk::Btrfs { sysfs, .. } = self else {
-            return Err(unavailable("the depot is not on btrfs"));
-        };
         let path = format!("qgroups/0_{id}/{file}");
-        let text = fs::read_file_at(sysfs.as_fd(), &path).map_err(|e| {
+        let text = fs::read_file_at(self.sysfs.as_fd(), &path).map_err(|e| {
             HelperError::new(
                 ErrorKind::System,
                 format!("reading /sys/fs/btrfs/…/{path}: {e}"),
@@ -375,41 +288,44 @@ impl Disk {
         })
     }
 
-    /// The limit in force, as the client set it (a total-scope limit with
-    /// the image's size added back).
+    /// The limit in force on the layer's qgroup (as the layer holds it).
     fn read_limit(&self, layer: &Layer) -> Result<Option<DiskLimit>, HelperError> {
         let id = layer.id;
         let flags = self.qgroup_file(id, "limit_flags")?;
+        let limit = |bytes, scope| DiskLimit {
+            bytes,
+            inodes: 0,
+            scope,
+        };
         Ok(if flags & BTRFS_QGROUP_LIMIT_MAX_RFER != 0 {
-            Some(DiskLimit {
-                bytes: self
-                    .qgroup_file(id, "max_referenced")?
-                    .saturating_add(layer.image_bytes),
-                scope: DiskScope::Total,
-            })
+            Some(limit(
+                self.qgroup_file(id, "max_referenced")?,
+                DiskScope::Total,
+            ))
         } else if flags & BTRFS_QGROUP_LIMIT_MAX_EXCL != 0 {
-            Some(DiskLimit {
-                bytes: self.qgroup_file(id, "max_exclusive")?,
-                scope: DiskScope::Exclusive,
-            })
+            Some(limit(
+                self.qgroup_file(id, "max_exclusive")?,
+                DiskScope::Exclusive,
+            ))
         } else {
             None
         })
     }
 
-    /// Set the container's limit; returns the limit it replaces (for an
-    /// all-or-nothing caller to put back).
+    /// Set the layer's limit (`layer_limit` of the client's); returns the
+    /// client's view of the limit it replaces.
     pub fn set_limit(
         &self,
         depot: BorrowedFd,
+        dir: BorrowedFd,
         handle: &str,
-        limit: DiskLimit,
+        image: ImageSize,
+        layer_limit: DiskLimit,
     ) -> Result<Option<DiskLimit>, HelperError> {
-        let layer = self.layer(depot, handle)?;
+        let layer = self.layer(dir, handle)?;
         let id = layer.id;
-        let old = self.read_limit(&layer)?;
-        let kernel = layer.kernel_limit(limit)?;
-        qgroup_limit(depot, id, Some(kernel)).map_err(|e| {
+        let old = self.read_limit(&layer)?.map(|l| client_limit(l, image));
+        qgroup_limit(depot, id, Some(layer_limit)).map_err(|e| {
             HelperError::new(
                 ErrorKind::System,
                 format!("BTRFS_IOC_QGROUP_LIMIT on qgroup 0/{id}: {e}"),
@@ -418,18 +334,16 @@ impl Disk {
         Ok(old)
     }
 
-    /// Put back a limit `set_limit` replaced.
+    /// Put back a layer limit `set_limit` replaced.
     pub fn restore_limit(
         &self,
         depot: BorrowedFd,
+        dir: BorrowedFd,
         handle: &str,
-        old: Option<DiskLimit>,
+        layer_limit: Option<DiskLimit>,
     ) -> Result<(), HelperError> {
-        let layer = self.layer(depot, handle)?;
-        let id = layer.id;
-        // What read_limit reported is always at least the image's size.
-        let old = old.map(|l| layer.kernel_limit(l).unwrap_or(l));
-        qgroup_limit(depot, id, old).map_err(|e| {
+        let id = self.layer(dir, handle)?.id;
+        qgroup_limit(depot, id, layer_limit).map_err(|e| {
             HelperError::new(
                 ErrorKind::System,
                 format!("restoring the limit of qgroup 0/{id}: {e}"),
@@ -437,27 +351,33 @@ impl Disk {
         })
     }
 
-    /// The limit in force; None when there is none or none can be had.
-    pub fn limit(&self, depot: BorrowedFd, handle: &str) -> Result<Option<DiskLimit>, HelperError> {
-        match self.layer(depot, handle) {
-            Ok(layer) => self.read_limit(&layer),
-            Err(e) if e.kind == ErrorKind::PolicyRefused => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// The limit in force, as the client set it.
+    pub fn limit(
+        &self,
+        dir: BorrowedFd,
+        handle: &str,
+        image: ImageSize,
+    ) -> Result<Option<DiskLimit>, HelperError> {
+        let layer = self.layer(dir, handle)?;
+        Ok(self.read_limit(&layer)?.map(|l| client_limit(l, image)))
     }
 
-    /// The layer's usage; None when it cannot be measured here.
-    pub fn usage(&self, depot: BorrowedFd, handle: &str) -> Result<Option<DiskUsage>, HelperError> {
-        match self.layer(depot, handle) {
-            Ok(layer) => Ok(Some(DiskUsage {
-                referenced_bytes: self
-                    .qgroup_file(layer.id, "referenced")?
-                    .saturating_add(layer.image_bytes),
-                exclusive_bytes: self.qgroup_file(layer.id, "exclusive")?,
-            })),
-            Err(e) if e.kind == ErrorKind::PolicyRefused => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// The layer's usage, the image's bytes added to what it references.
+    pub fn usage(
+        &self,
+        dir: BorrowedFd,
+        handle: &str,
+        image: ImageSize,
+    ) -> Result<DiskUsage, HelperError> {
+        let layer = self.layer(dir, handle)?;
+        Ok(DiskUsage {
+            referenced_bytes: self
+                .qgroup_file(layer.id, "referenced")?
+                .saturating_add(image.bytes),
+            exclusive_bytes: self.qgroup_file(layer.id, "exclusive")?,
+            referenced_inodes: 0,
+            exclusive_inodes: 0,
+        })
     }
 }
 
@@ -475,13 +395,24 @@ mod tests {
     }
 
     #[test]
-    fn a_depot_off_btrfs_refuses_limits_with_the_reason() {
-        let dir = fs::openat(None, "/proc", OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0).unwrap();
-        let d = Disk::detect(dir.as_fd(), "/proc");
-        let e = d.check().unwrap_err();
-        assert_eq!(e.kind, ErrorKind::PolicyRefused);
-        assert!(e.message.contains("not on btrfs"), "{}", e.message);
-        assert_eq!(d.limit(dir.as_fd(), "x").unwrap(), None);
-        assert_eq!(d.usage(dir.as_fd(), "x").unwrap(), None);
+    fn qgroups_refuse_inode_limits_by_name() {
+        let e = Qgroups::supports(&DiskLimit {
+            bytes: 1 << 20,
+            inodes: 100,
+            scope: DiskScope::Total,
+        })
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidValue);
+        assert!(
+            e.message.contains("btrfs qgroups count no inodes"),
+            "{}",
+            e.message
+        );
+        Qgroups::supports(&DiskLimit {
+            bytes: 1 << 20,
+            inodes: 0,
+            scope: DiskScope::Exclusive,
+        })
+        .unwrap();
     }
 }
