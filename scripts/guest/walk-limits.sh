@@ -15,7 +15,8 @@
 #   forkbomb   a fork bomb is held at the pids limit; the host stays usable
 #   device     a device node of the host's disk, in a rootfs directory and in
 #              an image, cannot be read or written
-#   disk-FS    a disk limit holds on FS (btrfs, ext4, xfs): the helper's depot
+#   disk-FS    a byte limit holds on FS (btrfs, ext4, xfs), and an inode limit
+#              on ext4 and XFS (btrfs refuses one by name): the helper's depot
 #              is moved there (policy `depot`, grove-helper restarted)
 # Exit status: 0 when every part passed.
 set -uo pipefail
@@ -170,7 +171,7 @@ part_device() {
 # trap puts the policy back.
 part_disk() {
     set -x
-    local fs=$1 mnt=$2 out usage
+    local fs=$1 mnt=$2 out usage made
     findmnt "$mnt"
     mkdir -p "$mnt/depot"
     cp "$POLICY" "$POLICY.walk"
@@ -192,6 +193,20 @@ part_disk() {
     usage=$(grove --json metrics walk-disk | json 'j["disk"]["exclusive_bytes_used"]')
     echo "exclusive bytes used: $usage"
     (( usage >= 16 << 20 && usage <= 33 << 20 )) || fail "metrics report $usage bytes used, not about 32 MiB"
+    grove destroy walk-disk
+    # Inodes: project quotas count them (ext4, XFS); btrfs refuses by name.
+    if [[ $fs == btrfs ]]; then
+        out=$(grove create --handle walk-disk --limit-disk-inodes 50 --disk-scope exclusive 2>&1) &&
+            fail "btrfs took an inode limit"
+        echo "$out"
+        [[ $out == *inode* ]] || fail "btrfs's refusal does not name inodes: $out"
+        return 0
+    fi
+    grove create --handle walk-disk --limit-disk-inodes 50 --disk-scope exclusive
+    out=$(grove run walk-disk -- sh -c 'mkdir /many; i=0; while [ $i -lt 100 ]; do true >/many/$i || break; i=$((i + 1)); done; echo made $i' 2>&1) || true
+    echo "$out"
+    made=$(sed -n 's/^made \([0-9]*\)$/\1/p' <<<"$out")
+    [[ -n $made ]] && (( made < 50 )) || fail "made ${made:-?} files under an inode limit of 50"
 }
 
 main() {
