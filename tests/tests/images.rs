@@ -825,7 +825,7 @@ fn a_total_disk_limit_counts_the_image_and_an_exclusive_one_only_the_writes() {
         // the limit in force stays.
         let e = grove_client::Error::from(limit(&c, 20 * MIB, false).await.err().unwrap());
         assert!(
-            e.is("invalidSpec") && e.message.contains("image's size"),
+            e.is("invalidSpec") && e.message.contains("image's") && e.message.contains("bytes"),
             "{e}"
         );
         assert_eq!(
