@@ -118,16 +118,18 @@ part_forkbomb() {
     # background; the bomb runs until the container is stopped (also when
     # a check fails: the EXIT trap).
     grove run $HANDLE -- sh -c 'b() { b | b & }; b' </dev/null >/dev/null 2>&1 &
-    trap "grove stop --kill $HANDLE; wait $!" EXIT
+    trap "set +e; grove stop --kill $HANDLE; wait $!" EXIT
     sleep 15
     grep -H . "$dir"/pids.{current,max,events}
     events=$(awk '$1 == "max" { print $2 }' "$dir/pids.events")
     (( events > 0 )) || fail "pids.events max is $events: the limit was never hit"
     (( $(<"$dir/pids.current") <= 64 )) || fail "pids.current is over 64"
     timeout 30 grove ping || fail "grove ping during the fork bomb"
+    # Stopped and destroyed, the container goes with all of the bomb.
     grove stop --kill $HANDLE
     grep -H . "$dir"/pids.current
-    grove run $HANDLE -- true || fail "the container runs no process after the fork bomb"
+    grove destroy $HANDLE
+    [[ ! -e $dir ]] || fail "the container's cgroup $dir is left after destroy"
 }
 
 # A rootfs (and an image) with a node of the guest's root disk: neither
@@ -135,7 +137,7 @@ part_forkbomb() {
 part_device() {
     set -x
     local disk major minor dir=/var/lib/grove/rootfs/walk-dev img=/var/lib/grove/images/walk-dev out
-    trap "grove destroy walk-dev; rm -rf $dir $img $img.tar" EXIT
+    trap "set +e; grove destroy walk-dev; rm -rf $dir $img $img.tar" EXIT
     disk=$(findmnt -no SOURCE /)
     major=$((16#$(stat -Lc %t "$disk"))) minor=$((16#$(stat -Lc %T "$disk")))
     rm -rf "$dir" "$img" "$img.tar"
@@ -158,8 +160,12 @@ part_device() {
     tar -C "$dir" -cf "$img/layer.tar" .
     printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{}}' \
         "$(sha256sum "$img/layer.tar" | cut -d' ' -f1)" >"$img/config.json"
-    printf '[{"Config":"config.json","RepoTags":["walk-dev:latest"],"Layers":["layer.tar"]}]' >"$img/manifest.json"
-    tar -C "$img" -cf "$img.tar" manifest.json config.json layer.tar
+    # The config is named by its sha256, as docker save names it.
+    local config
+    config=$(sha256sum "$img/config.json" | cut -d' ' -f1).json
+    mv "$img/config.json" "$img/$config"
+    printf '[{"Config":"%s","RepoTags":["walk-dev:latest"],"Layers":["layer.tar"]}]' "$config" >"$img/manifest.json"
+    tar -C "$img" -cf "$img.tar" manifest.json "$config" layer.tar
     grove create --handle walk-dev --image "docker-archive:$img.tar"
     out=$(grove run walk-dev -- sh -c 'ls -l /hostdisk; head -c 512 /hostdisk >/dev/null && echo READ' 2>&1) || true
     echo "$out"
@@ -175,7 +181,7 @@ part_disk() {
     findmnt "$mnt"
     mkdir -p "$mnt/depot"
     cp "$POLICY" "$POLICY.walk"
-    trap "grove destroy walk-disk; mv -f $POLICY.walk $POLICY; systemctl restart grove-helper.service; timeout 60 grove ping" EXIT
+    trap "set +e; grove destroy walk-disk; mv -f $POLICY.walk $POLICY; systemctl restart grove-helper.service; timeout 60 grove ping" EXIT
     sed -i '/^depot *=/d' "$POLICY"
     echo "depot = \"$mnt/depot\"" >>"$POLICY"
     systemctl restart grove-helper.service
