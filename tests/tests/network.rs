@@ -1240,12 +1240,14 @@ fn bandwidth_limits_shape_traffic_both_ways() {
     let env = &env;
     env.run(|client| async move {
         let c = create_plain(&client, "bw").await;
-        // Unlimited first: far above the limit used below.
+        // Unlimited first: well above the limits used below (1 and 2 MiB/s),
+        // so that they are what holds the rates (an emulated guest under
+        // load moves about 6 MB/s here).
         let (counted, took) = send_to_container(env, &c, "bw", 5001, 4 * MIB as usize).await;
         assert_eq!(counted, 4 * MIB);
         let unlimited = counted as f64 / took;
         eprintln!("host -> container unlimited: {unlimited:.0} B/s");
-        assert!(unlimited > 8.0 * MIB as f64, "unlimited: {unlimited:.0} B/s");
+        assert!(unlimited > 3.0 * MIB as f64, "unlimited: {unlimited:.0} B/s");
 
         limit_bandwidth(&c, MIB, 64 << 10).await.unwrap();
         // Host -> container: shaped (tbf on the host's veth).
