@@ -79,6 +79,12 @@ pub const CONTROLLERS: &[&str] = &[
 /// btrfs), so containers get disk limits; other tests do not depend on it.
 pub const TEST_ROOT: &str = "/var/lib/grove-test";
 
+/// How long a test env's daemons may take to start and answer. Generous: in
+/// the guest lane, after the network tests, the emulated kernel can spend
+/// tens of seconds dismantling their namespaces while holding the lock the
+/// helper's first netlink calls need (a helper printed nothing for 20 s).
+const START_DEADLINE: Duration = Duration::from_secs(90);
+
 pub struct TestEnv {
     /// Unique per test: names the cgroup parent and the directories.
     pub name: String,
@@ -398,7 +404,7 @@ impl TestEnv {
         fs::write(&config, text).unwrap();
 
         env.start_helper();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + START_DEADLINE;
         loop {
             // Ready, not merely listening: the socket exists before the
             // helper has recovered its state and said what it can do.
@@ -605,7 +611,7 @@ impl TestEnv {
     }
 
     fn wait_for(&mut self, ready: impl Fn() -> bool, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + START_DEADLINE;
         while !ready() {
             if Instant::now() > deadline {
                 panic!("timed out waiting for {what}\n{}", self.logs());
@@ -668,7 +674,7 @@ impl TestEnv {
     }
 
     pub async fn connect(&self) -> Client {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + START_DEADLINE;
         loop {
             if let Ok(client) = Client::connect(&self.socket).await {
                 if client.ping().await.is_ok() {
