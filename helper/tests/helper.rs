@@ -27,8 +27,26 @@ const CONTROLLERS: [&str; 8] = [
 ];
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// The stand-in wshd's source (built static by the test with rustc).
-const SLEEPER: &str = include_str!("data/sleeper.rs");
+const SLEEPER: &str = r#"
+use std::io::Write;
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let fd3 = std::fs::read_link("/proc/self/fd/3").map(|p| p.display().to_string()).unwrap_or_default();
+    let mut dev: Vec<String> = std::fs::read_dir("/dev").map(|d| d.filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    dev.sort();
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+        .lines().filter_map(|l| l.split(' ').nth(4).map(String::from)).collect();
+    let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default().replace('\n', ";");
+    println!("pid={} args=[{}] hostname={} fd3={} busybox={} env=[{}] dev=[{}] mounts=[{}] cgroup=[{}]",
+        std::process::id(), args.join(" "), host.trim(), fd3, std::path::Path::new("/bin/busybox").exists(),
+        env.join(","), dev.join(","), mounts.join(","), cgroup);
+    std::io::stdout().flush().ok();
+    loop { std::thread::sleep(std::time::Duration::from_secs(3600)); }
+}
+"#;
 
 struct Fixture {
     dir: PathBuf,
@@ -106,24 +124,18 @@ impl Fixture {
         std::fs::copy("/bin/busybox", d.join("rootfs/busybox/bin/busybox")).unwrap();
         std::os::unix::fs::symlink("busybox", d.join("rootfs/busybox/bin/sh")).unwrap();
         let wshd = if real_wshd {
-            if let Ok(built) = std::env::var("GROVE_TEST_SLEEPER") {
-                // Built beforehand (the guest lane has no rustc).
-                std::fs::copy(&built, d.join("sleeper"))
-                    .unwrap_or_else(|e| panic!("GROVE_TEST_SLEEPER={built}: {e}"));
-            } else {
-                std::fs::write(d.join("sleeper.rs"), SLEEPER).unwrap();
-                let out = Command::new("rustc")
-                    .args(["-C", "target-feature=+crt-static", "-O", "-o"])
-                    .arg(d.join("sleeper"))
-                    .arg(d.join("sleeper.rs"))
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "building the sleeper: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            std::fs::write(d.join("sleeper.rs"), SLEEPER).unwrap();
+            let out = Command::new("rustc")
+                .args(["-C", "target-feature=+crt-static", "-O", "-o"])
+                .arg(d.join("sleeper"))
+                .arg(d.join("sleeper.rs"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "building the sleeper: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             // The helper runs wshd as root: it must be root's, 0755.
             std::fs::set_permissions(d.join("sleeper"), std::fs::Permissions::from_mode(0o755))
                 .unwrap();

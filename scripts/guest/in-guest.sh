@@ -91,7 +91,6 @@ run_test() {
     say "test $name"
     (cd "$dir" && GROVE_BIN_DIR=$SRC/target/debug GROVE_ROOTFS=/var/lib/grove/rootfs/busybox \
         GROVE_TEST_BIG_STREAM_MIB=$BIG_STREAM_MIB GROVE_SOAK_SEED=$SOAK_SEED GROVE_SOAK_OPS=$SOAK_OPS \
-        GROVE_TEST_SLEEPER=$SRC/target/guest-sleeper \
         RUST_BACKTRACE=1 timeout --kill-after=30 "$TEST_TIMEOUT" "$exe") >"$log" 2>&1 </dev/null
     rc=$?
     local secs passed failed ignored
