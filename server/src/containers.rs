@@ -917,7 +917,10 @@ impl Grove {
                         format!("container {} is stopped: {why}", container.handle),
                     ));
                 }
-                return Err(e);
+                // A destroy may have begun while the helper was asked (the
+                // soak saw wshd's reset reach a run just before the phase
+                // changed): then it overtook the run too.
+                return Err(container.overtaken(e));
             }
         };
         crash_point("groved.run.spawned");
