@@ -147,6 +147,16 @@ pub enum Disk {
     Unavailable(String),
 }
 
+/// A read a backend refuses (a layer made while the depot had no limits)
+/// is no figure rather than an error.
+fn refused_as_none<T>(got: Result<T, HelperError>) -> Result<Option<T>, HelperError> {
+    match got {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind == ErrorKind::PolicyRefused => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn unavailable(why: &str) -> HelperError {
     HelperError::new(
         ErrorKind::PolicyRefused,
@@ -296,10 +306,7 @@ impl Disk {
             Disk::Project(q) => q.limit(dir.as_fd(), handle, image),
             Disk::Unavailable(_) => Ok(None),
         };
-        match got {
-            Err(e) if e.kind == ErrorKind::PolicyRefused => Ok(None),
-            got => got,
-        }
+        Ok(refused_as_none(got)?.flatten())
     }
 
     /// The layer's usage (the image's size included in the referenced
@@ -309,16 +316,11 @@ impl Disk {
             return Ok(None);
         }
         let (dir, image) = Disk::open(depot, handle)?;
-        let got = match self {
+        refused_as_none(match self {
             Disk::Btrfs(q) => q.usage(dir.as_fd(), handle, image),
             Disk::Project(q) => q.usage(dir.as_fd(), handle, image),
             Disk::Unavailable(_) => return Ok(None),
-        };
-        match got {
-            Ok(u) => Ok(Some(u)),
-            Err(e) if e.kind == ErrorKind::PolicyRefused => Ok(None),
-            Err(e) => Err(e),
-        }
+        })
     }
 
     /// Before a container's depot dir goes: clear its project's limits (a
