@@ -8,7 +8,8 @@
 # SRC is the host's checkout (built: target/debug, the static wshd and
 # grove-escape, the test executables), mounted at the path it has on the
 # host. RESULTS is the writable share: the host put plan.tsv there (one test
-# executable a line: name, path, working directory) and lane.conf; this
+# executable a line: name, path, working directory, libtest's arguments)
+# and lane.conf; this
 # script writes back steps.tsv, tests.tsv, tests/<name>.{log,failed},
 # install.log, journal.txt and a `finished` mark. It runs twice: the first
 # boot ends in a reboot (phase marker RESULTS/phase), the second checks
@@ -84,14 +85,17 @@ prepare_tests() {
     cat /sys/fs/cgroup/cgroup.controllers
 }
 
-# run_test NAME EXE DIR: one test executable, like `cargo test` runs it
-# (working directory: its package), with a time limit.
+# run_test NAME EXE DIR [ARGS]: one test executable, like `cargo test`
+# runs it (working directory: its package), with a time limit. ARGS:
+# libtest's filters or --skip options from scripts/guest/tests.tsv.
 run_test() {
     local name=$1 exe=$2 dir=$3 log=$RESULTS/tests/$1.log start=$EPOCHREALTIME rc status
-    say "test $name"
+    local -a args
+    read -r -a args <<<"${4:-}"
+    say "test $name${4:+ ($4)}"
     (cd "$dir" && GROVE_BIN_DIR=$SRC/target/debug GROVE_ROOTFS=/var/lib/grove/rootfs/busybox \
         GROVE_TEST_BIG_STREAM_MIB=$BIG_STREAM_MIB GROVE_SOAK_SEED=$SOAK_SEED GROVE_SOAK_OPS=$SOAK_OPS \
-        RUST_BACKTRACE=1 timeout --kill-after=30 "$TEST_TIMEOUT" "$exe") >"$log" 2>&1 </dev/null
+        RUST_BACKTRACE=1 timeout --kill-after=30 "$TEST_TIMEOUT" "$exe" "${args[@]}") >"$log" 2>&1 </dev/null
     rc=$?
     local secs passed failed ignored
     secs=$(since "$start")
@@ -159,9 +163,9 @@ main() {
     if step prepare prepare_tests; then
         # After prepare: its disk parts use the btrfs, ext4 and XFS mounts.
         step walk-limits bash "$SRC/scripts/guest/walk-limits.sh" "$RESULTS"
-        local name exe dir
-        while IFS=$'\t' read -r name exe dir; do
-            [[ -n $name ]] && run_test "$name" "$exe" "$dir"
+        local name exe dir args
+        while IFS=$'\t' read -r name exe dir args; do
+            [[ -n $name ]] && run_test "$name" "$exe" "$dir" "$args"
         done <"$RESULTS/plan.tsv"
     else
         say "the tests' prerequisites failed; no test ran"

@@ -4,8 +4,9 @@
 #   scripts/guest/summary.sh RESULTS
 #
 # Reads host-steps.tsv (run.sh, ./dev), steps.tsv and tests.tsv (in-guest.sh)
-# and plan.tsv (what should have run). Exit 1 when a step failed, a planned
-# test file did not run, or any test failed; 0 otherwise.
+# plan.tsv (what should have run) and selection.tsv (what tests.tsv left to
+# ./dev test). Exit 1 when a step failed, a planned test file did not run or
+# ran other tests than selected, or any test failed; 0 otherwise.
 set -uo pipefail
 RESULTS=$1
 bad=0
@@ -42,6 +43,30 @@ while IFS=$'\t' read -r name _; do
     fi
 done <"$RESULTS/plan.tsv"
 printf '    %-20s %6s %6s %7s\n' total "$tp" "$tf" "$ti"
+
+# What scripts/guest/tests.tsv leaves to ./dev test (./dev test-guest
+# without --only writes selection.tsv: file, rule, tests, selected, why);
+# each file ran exactly the tests it selected.
+if [[ -f $RESULTS/selection.tsv ]]; then
+    declare -A counted=()
+    if [[ -f $RESULTS/tests.tsv ]]; then
+        while IFS=$'\t' read -r name passed failed ignored _; do
+            counted[$name]=$((passed + failed + ignored))
+        done <"$RESULTS/tests.tsv"
+    fi
+    printf '==> left to ./dev test (scripts/guest/tests.tsv)\n'
+    in_guest=0 all=0
+    while IFS=$'\t' read -r name rule total selected why; do
+        all=$((all + total)) in_guest=$((in_guest + selected))
+        if [[ -n ${counted[$name]:-} && ${counted[$name]} -ne $selected ]]; then
+            printf '    %s ran %s tests, but its rule selects %s\n' "$name" "${counted[$name]}" "$selected"
+            bad=1
+        fi
+        [[ $rule == all ]] && continue
+        printf '    %-18s %3s of %3s in the guest: %s\n' "$name" "$selected" "$total" "$why"
+    done <"$RESULTS/selection.tsv"
+    printf '    in the guest: %s of the %s integration tests\n' "$in_guest" "$all"
+fi
 
 for f in "$RESULTS"/tests/*.failed; do
     [[ -s $f ]] || continue

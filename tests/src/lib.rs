@@ -661,16 +661,16 @@ impl TestEnv {
         self.groved.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
-    /// Run an async test body with a connected client.
-    pub fn run<F, Fut>(&self, body: F)
+    /// Run an async test body with a connected client; what it returns.
+    pub fn run<F, Fut, T>(&self, body: F) -> T
     where
         F: FnOnce(Client) -> Fut,
-        Fut: std::future::Future<Output = ()>,
+        Fut: std::future::Future<Output = T>,
     {
         block_on(async {
             let client = self.connect().await;
-            body(client).await;
-        });
+            body(client).await
+        })
     }
 
     pub async fn connect(&self) -> Client {
