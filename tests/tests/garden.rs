@@ -423,7 +423,16 @@ fn garden_tcp_socket_activation_and_refusals() {
     let garden = GardenProcess::start_with(&env, &["--listen-tcp", &addr], false);
     {
         use std::io::{Read, Write};
-        let mut tcp = std::net::TcpStream::connect(&addr).expect("grove-garden on TCP");
+        // start_with waited for the unix socket; the TCP listener may come
+        // a moment later (the guest lane's emulated CPU once lost that race).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut tcp = loop {
+            match std::net::TcpStream::connect(&addr) {
+                Ok(tcp) => break tcp,
+                Err(e) if Instant::now() > deadline => panic!("grove-garden on TCP: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
         tcp.write_all(b"GET /ping HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut out = String::new();
