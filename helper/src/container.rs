@@ -449,6 +449,7 @@ impl Helper {
             wshd_pid: 0,
             pidfd: None,
             layers: Vec::new(),
+            owner_slot: (!privileged).then(|| self.free_owner_slot()),
         };
         if let Some((fd, source, name)) = image {
             // The unpack runs in a child while the serve loop goes on; the
@@ -795,6 +796,12 @@ impl Helper {
         // 6. The container's first process, in a user namespace of its own
         // (and a network namespace that belongs to it).
 
+        // Its owner: the uid of the slot the create took (see
+        // userns::act_as_owner); a privileged container has no namespace.
+        let owner_slot = self.containers.get(handle).and_then(|c| c.owner_slot);
+        if !privileged && owner_slot.is_none() {
+            return Err(system("owner of the user namespace", "no owner slot taken"));
+        }
         let spec = Spawn {
             handle,
             depot_path: self.policy.conf.depot.as_str(),
@@ -806,6 +813,7 @@ impl Helper {
             server_uid: self.policy.server_uid,
             userns: None,
             userns_base: (!privileged).then_some(base),
+            userns_owner: crate::userns::owner_uid(base, owner_slot.unwrap_or(0)),
             binds,
             volatile: self.policy.conf.volatile_layers,
         };
@@ -1038,6 +1046,32 @@ impl Helper {
         }
     }
 
+    /// The lowest owner slot no container holds. There is always one: no
+    /// more than max_containers containers exist, and max_containers slots.
+    fn free_owner_slot(&self) -> u32 {
+        let taken: std::collections::HashSet<u32> = self
+            .containers
+            .values()
+            .filter_map(|c| c.owner_slot)
+            .collect();
+        (0..).find(|s| !taken.contains(s)).unwrap_or(0)
+    }
+
+    /// The owner slot of a running container found at start-up, from the
+    /// kernel's record of its user namespace's owner (None for a privileged
+    /// container, or a namespace an older helper made, owned by root).
+    fn recovered_owner_slot(&self, handle: &Handle, wshd: i32) -> Option<u32> {
+        let first = crate::userns::owner_uid(self.policy.conf.userns_base, 0);
+        match crate::userns::namespace_owner(wshd) {
+            Ok(uid) if uid >= first => Some(uid - first),
+            Ok(_) => None,
+            Err(e) => {
+                eprintln!("grove-helper: {handle}: the owner of its user namespace: {e}");
+                None
+            }
+        }
+    }
+
     /// Rebuild the state from the depot after a start-up: a container whose
     /// recorded wshd pid is alive and in its cgroup is Running.
     pub fn recover(&mut self) -> Result<(), String> {
@@ -1094,6 +1128,10 @@ impl Helper {
                 Ok(dir) => self.net.recover(&handle, dir.as_fd()),
                 Err(e) => eprintln!("grove-helper: {handle}: depot dir: {e}"),
             }
+            let owner_slot = match (running, pid) {
+                (true, Some(p)) => self.recovered_owner_slot(&handle, p),
+                _ => None,
+            };
             self.containers.insert(
                 handle,
                 Container {
@@ -1101,6 +1139,7 @@ impl Helper {
                     wshd_pid: if running { pid.unwrap_or(0) } else { 0 },
                     pidfd: if running { pidfd } else { None },
                     layers,
+                    owner_slot,
                 },
             );
         }

@@ -40,7 +40,8 @@ pub struct PolicyConf {
     /// bridge, pool, port_range, nft_table, mtu.
     pub net: crate::net::NetConf,
     /// Host id of every container's uid and gid 0; ids 0..65535 map to
-    /// userns_base..userns_base+65535.
+    /// userns_base..userns_base+65535. The max_containers uids above them
+    /// own containers' user namespaces, one each (userns::owner_uid).
     pub userns_base: u32,
     /// May a container run without a user namespace?
     pub allow_privileged: bool,
@@ -253,6 +254,17 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
         if p.components().next().is_none() {
             return Err(format!("{name} must not be /"));
         }
+    }
+    // Above the containers' ids sit the uids owning their user namespaces,
+    // one per container (userns::owner_uid).
+    if !crate::userns::owner_range_fits(p.userns_base, p.max_containers) {
+        return Err(format!(
+            "userns_base {} leaves no room for its {} container ids and the {} uids above \
+             them that own containers' user namespaces (max_containers)",
+            p.userns_base,
+            crate::userns::ID_COUNT,
+            p.max_containers
+        ));
     }
     Ok(p)
 }
@@ -517,6 +529,14 @@ mod tests {
             ),
             (1 << 20, 10, 2)
         );
+    }
+
+    #[test]
+    fn the_namespace_owners_must_fit_above_the_container_ids() {
+        let top = u32::MAX - crate::userns::ID_COUNT - 100;
+        let e = parse(&format!("userns_base = {top}\nmax_containers = 1024\n")).unwrap_err();
+        assert!(e.contains("own containers' user namespaces"), "{e}");
+        assert!(parse(&format!("userns_base = {top}\nmax_containers = 10\n")).is_ok());
     }
 
     #[test]

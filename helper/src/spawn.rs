@@ -103,6 +103,8 @@ pub struct Spawn<'a> {
     pub userns: Option<UserNs<'a>>,
     /// Some: the container gets a user namespace with this mapping.
     pub userns_base: Option<u32>,
+    /// The host uid that owns that user namespace (`userns::owner_uid`).
+    pub userns_owner: u32,
     /// Bind mounts into the container (checked against the policy).
     pub binds: &'a [grove_schema::helper::BindMount],
     /// Mount the overlay with `volatile` (see the policy's volatile_layers).

@@ -50,6 +50,8 @@ struct Request {
     /// Some: a user namespace with this mapping (and a network namespace
     /// owned by it), made here.
     userns_base: Option<u32>,
+    /// The host uid owning that user namespace.
+    userns_owner: u32,
     binds: Vec<BindMount>,
     volatile: bool,
 }
@@ -173,6 +175,7 @@ impl Spawner {
             lower,
             server_uid: s.server_uid,
             userns_base: s.userns_base,
+            userns_owner: s.userns_owner,
             binds: s.binds.to_vec(),
             volatile: s.volatile,
         };
@@ -236,7 +239,7 @@ fn start_one(
     // it, made here: unshare is not among what the helper's main process
     // may call.
     let namespaces = match r.userns_base {
-        Some(base) => Some(crate::userns::make_namespaces(base)?),
+        Some(base) => Some(crate::userns::make_namespaces(base, r.userns_owner)?),
         None => None,
     };
     let lower = match &r.lower {
@@ -256,6 +259,7 @@ fn start_one(
         wshd,
         server_uid: r.server_uid,
         userns_base: r.userns_base,
+        userns_owner: r.userns_owner,
         userns: namespaces.as_ref().map(|n| UserNs {
             user: n.user.as_fd(),
             net: n.net.as_fd(),

@@ -85,6 +85,10 @@ pub struct Container {
     pub pidfd: Option<OwnedFd>,
     /// Image layer ids the container's overlay uses (empty for a rootfs dir).
     pub layers: Vec<String>,
+    /// Which of the owner uids (`userns::owner_uid`) owns the container's
+    /// user namespace; None for a privileged container (no user namespace)
+    /// or a recovered one whose namespace is gone.
+    pub owner_slot: Option<u32>,
 }
 
 #[cfg(test)]

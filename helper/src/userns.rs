@@ -31,6 +31,39 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// Ids each container has: 0..65535.
 pub const ID_COUNT: u32 = 65536;
 
+/// The host uid that owns the user namespace of the container in owner
+/// slot `slot` (0..max_containers): the uids right above the containers'
+/// id range, one per live container, so that what the kernel counts per
+/// user is counted per container (`act_as_owner`).
+pub fn owner_uid(base: u32, slot: u32) -> u32 {
+    base + ID_COUNT + slot
+}
+
+/// Whether the containers' ids and `max_containers` owner uids above them
+/// fit below u32::MAX (the overflow uid stays outside).
+pub fn owner_range_fits(base: u32, max_containers: usize) -> bool {
+    u32::try_from(max_containers)
+        .ok()
+        .and_then(|n| base.checked_add(ID_COUNT)?.checked_add(n))
+        .is_some_and(|end| end < u32::MAX - 1)
+}
+
+/// The host uid owning the user namespace of process `pid` (the kernel's
+/// own record: ioctl NS_GET_OWNER_UID).
+pub fn namespace_owner(pid: i32) -> Result<u32, Errno> {
+    const NS_GET_OWNER_UID: libc::c_ulong = 0xb704; // _IO(0xb7, 0x4)
+    let fd = crate::fs::openat(
+        None,
+        &format!("/proc/{pid}/ns/user"),
+        nix::fcntl::OFlag::O_RDONLY,
+        0,
+    )?;
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t through the pointer.
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) })?;
+    Ok(uid)
+}
+
 /// The line written to uid_map and gid_map.
 pub fn map_line(base: u32) -> String {
     format!("0 {base} {ID_COUNT}\n")
@@ -49,9 +82,9 @@ pub fn write_maps(pid: i32, base: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// A new container's user namespace (ids mapped to the policy's range) and
-/// a network namespace owned by it, held by fd. Made by a short-lived
-/// child: it unshares a user namespace, waits for the helper to write the
+/// A new container's user namespace (ids mapped to the policy's range, owned
+/// by host uid `owner`: `act_as_owner`) and a network namespace owned by it,
+/// held by fd. Made by a short-lived child: it unshares a user namespace, waits for the helper to write the
 /// maps, unshares a network namespace (as root of its user namespace, so
 /// that namespace belongs to it) and pauses; the helper opens both and
 /// kills it.
@@ -60,10 +93,82 @@ pub struct Namespaces {
     pub net: OwnedFd,
 }
 
-pub fn make_namespaces(base: u32) -> Result<Namespaces, String> {
+/// Make the calling process (a short-lived child of host root) act as
+/// host uid and gid `owner` — one of its own per container
+/// (`owner_uid`) — so that the user namespace it creates next is *owned*
+/// by that uid rather than by root.
+///
+/// Why: the kernel charges what it counts per user (inotify instances and
+/// watches, POSIX message queue bytes, user namespaces, …) to the user in
+/// the namespace and then to the namespace's owner in each ancestor. With
+/// root as owner, one container's inotify instances or message queues used
+/// up host root's budget — systemd's, udev's, the helper's — and every
+/// other container's. Owned by a uid of its own, a container spends only
+/// that uid's budget (SECURITY.md "Per-user kernel limits").
+///
+/// Only the effective ids change (the real and saved ids stay 0, so the
+/// permitted capabilities stay), and the effective capabilities the euid
+/// change cleared are raised again: some kernels let only a process with
+/// CAP_SYS_ADMIN create a user namespace (Debian's
+/// kernel.unprivileged_userns_clone=0, Ubuntu's AppArmor restriction).
+fn act_as_owner(owner: u32) -> Result<(), Errno> {
+    nix::unistd::setgroups(&[])?;
+    nix::unistd::setresgid(
+        nix::unistd::Gid::from_raw(0),
+        nix::unistd::Gid::from_raw(owner),
+        nix::unistd::Gid::from_raw(0),
+    )?;
+    nix::unistd::setresuid(
+        nix::unistd::Uid::from_raw(0),
+        nix::unistd::Uid::from_raw(owner),
+        nix::unistd::Uid::from_raw(0),
+    )?;
+    raise_effective_capabilities()
+}
+
+/// Effective capabilities := permitted ones.
+fn raise_effective_capabilities() -> Result<(), Errno> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut sets = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget writes two Data entries into `sets`, which has room
+    // for exactly two; the header is a live struct.
+    Errno::result(unsafe { libc::syscall(libc::SYS_capget, &mut header, sets.as_mut_ptr()) })?;
+    for d in sets.iter_mut() {
+        d.effective = d.permitted;
+    }
+    // SAFETY: capset reads the header and two Data entries.
+    Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut header, sets.as_ptr()) }).map(drop)
+}
+
+pub fn make_namespaces(base: u32, owner: u32) -> Result<Namespaces, String> {
     if base == 0 || base.checked_add(ID_COUNT).is_none() {
         return Err(format!(
             "userns_base {base} must be at least 1 and leave room for {ID_COUNT} ids"
+        ));
+    }
+    if owner == 0 || (base..base + ID_COUNT).contains(&owner) {
+        return Err(format!(
+            "the owner uid {owner} of a container's user namespace must be neither root nor \
+             one of the containers' ids"
         ));
     }
     let pipe =
@@ -78,6 +183,12 @@ pub fn make_namespaces(base: u32) -> Result<Namespaces, String> {
         drop(up_r);
         drop(down_w);
         let mut b = [0u8; 1];
+        if act_as_owner(owner).is_err() {
+            let _ = nix::unistd::write(&up_w, b"o");
+            // SAFETY: _exit ends the child without running the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(1) };
+        }
         let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok()
             && nix::unistd::write(&up_w, b"u").is_ok()
             && matches!(nix::unistd::read(down_r.as_raw_fd(), &mut b), Ok(1))
@@ -97,8 +208,14 @@ pub fn make_namespaces(base: u32) -> Result<Namespaces, String> {
     let result = (|| {
         let mut b = [0u8; 1];
         let read = |b: &mut [u8; 1]| nix::unistd::read(up_r.as_raw_fd(), b);
-        if !matches!(read(&mut b), Ok(1)) || b[0] != b'u' {
-            return Err("the child could not unshare a user namespace".to_string());
+        match read(&mut b) {
+            Ok(1) if b[0] == b'u' => {}
+            Ok(1) if b[0] == b'o' => {
+                return Err(format!(
+                    "the child could not act as uid {owner} (the owner of the container's user namespace)"
+                ))
+            }
+            _ => return Err("the child could not unshare a user namespace".to_string()),
         }
         write_maps(pid, base)?;
         nix::unistd::write(&down_w, b"m").map_err(|e| format!("pipe: {e}"))?;
@@ -199,7 +316,18 @@ mod tests {
     #[test]
     fn maps_name_the_policy_range() {
         assert_eq!(map_line(1_000_000_000), "0 1000000000 65536\n");
-        assert!(make_namespaces(0).is_err());
-        assert!(make_namespaces(u32::MAX - 10).is_err());
+        assert!(make_namespaces(0, 5).is_err());
+        assert!(make_namespaces(u32::MAX - 10, 5).is_err());
+        // Neither root nor a container id may own the namespace.
+        assert!(make_namespaces(1_000_000_000, 0).is_err());
+        assert!(make_namespaces(1_000_000_000, 1_000_000_007).is_err());
+    }
+
+    #[test]
+    fn owners_sit_above_the_container_range() {
+        assert_eq!(owner_uid(1_000_000_000, 0), 1_000_065_536);
+        assert_eq!(owner_uid(1_000_000_000, 1023), 1_000_066_559);
+        assert!(owner_range_fits(1_000_000_000, 1024));
+        assert!(!owner_range_fits(u32::MAX - ID_COUNT - 10, 1024));
     }
 }

@@ -54,6 +54,7 @@
 //! (space-separated `/proc/self/ns/*` link texts of the host, e.g.
 //! `mnt:[4026531841]`).
 
+mod budget;
 mod probe;
 
 use sha2::{Digest, Sha256};
@@ -131,6 +132,10 @@ fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("probe") {
         std::process::exit(probe::main(&argv[1..]));
+    }
+    // `budget …`: spend per-user kernel budgets (budget.rs).
+    if argv.first().map(String::as_str) == Some("budget") {
+        std::process::exit(budget::main(&argv[1..]));
     }
     let mut args = std::env::args().skip(1);
     let mut only = None;
