@@ -220,6 +220,10 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 }
             }
             "uplinks" => p.net.uplinks = crate::net::parse_uplinks(&e.value).map_err(bad)?,
+            "conntrack_max_per_container" => {
+                p.net.conntrack_max_per_container =
+                    count(&e.value, 0, u32::MAX as u64).map_err(bad)? as u32
+            }
             "mtu" => {
                 p.net.mtu = e
                     .value
@@ -238,7 +242,7 @@ pub fn parse(text: &str) -> Result<PolicyConf, String> {
                 return Err(format!(
                 "line {}: unknown key {other:?} (known: server_user, socket, depot, runtime_dir, \
                      default_rootfs, rootfs_allow, image_allow, layer_gc, wshd, cgroup_parent, \
-                     max_containers, bridge, pool, port_range, nft_table, mtu, uplinks, userns_base, allow_privileged, bind_allow, \
+                     max_containers, bridge, pool, port_range, nft_table, mtu, uplinks, conntrack_max_per_container, userns_base, allow_privileged, bind_allow, \
                      volatile_layers, default_pids_limit, total_pids_limit, \
                      image_max_bytes, image_max_entries, image_unpack_timeout)",
                 e.line
@@ -529,6 +533,18 @@ mod tests {
             ),
             (1 << 20, 10, 2)
         );
+    }
+
+    #[test]
+    fn the_conntrack_cap_is_a_count_and_zero_turns_it_off() {
+        assert_eq!(
+            PolicyConf::default().net.conntrack_max_per_container,
+            crate::net::DEFAULT_CONNTRACK_MAX_PER_CONTAINER
+        );
+        let p = parse("conntrack_max_per_container = 0\n").unwrap();
+        assert_eq!(p.net.conntrack_max_per_container, 0);
+        let e = parse("conntrack_max_per_container = -1\n").unwrap_err();
+        assert!(e.contains("conntrack_max_per_container"), "{e}");
     }
 
     #[test]

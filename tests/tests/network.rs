@@ -2786,3 +2786,62 @@ fn a_source_route_through_the_gateway_does_not_reach_the_hosts_loopback() {
         assert_nothing_arrives(&lo_udp, "a source-routed datagram to the host's 127.0.0.1");
     });
 }
+
+/// Issue 23 #2: one container's new flows fill at most its share of the
+/// host's conntrack table (the policy's conntrack_max_per_container; here
+/// 32), so it cannot fill nf_conntrack_max and make the host drop every
+/// container's and its own new flows. A sends a datagram from each of 100
+/// source ports to a listener on the gateway (100 flows): 32 arrive, the
+/// rest are refused; B's flow still gets through.
+#[test]
+fn a_container_s_flows_are_capped_in_the_conntrack_table() {
+    const CAP: usize = 32;
+    let env = TestEnv::start_with_options(EnvOptions {
+        helper_extra: format!("conntrack_max_per_container = {CAP}\n"),
+        ..EnvOptions::default()
+    });
+    let env = &env;
+    env.run(|client| async move {
+        let a = create_with_net_out(&client, "ct-a", &[net_out_all()]).await;
+        let b = create_with_net_out(&client, "ct-b", &[net_out_all()]).await;
+        let (ip_a, ip_b) = (ip_of(&a).await, ip_of(&b).await);
+        let (listener, port) = udp_listener(env.gateway);
+        let to = SocketAddr::from((env.gateway, port));
+        let send_from = |handle: &str, ip: Ipv4Addr, flows: usize| {
+            let pid = env.container_pids(handle)[0];
+            in_netns(pid, move || {
+                // Each socket is a flow of its own (its own source port);
+                // kept open until all are sent.
+                let sockets: Vec<std::net::UdpSocket> = (0..flows)
+                    .map(|i| {
+                        let s = std::net::UdpSocket::bind((ip, 0)).unwrap();
+                        s.send_to(format!("flow {i}").as_bytes(), to).unwrap();
+                        s
+                    })
+                    .collect();
+                sockets.len()
+            })
+        };
+        let received = |from: Ipv4Addr| {
+            let mut ports = std::collections::HashSet::new();
+            let mut buf = [0u8; 64];
+            while let Ok((_, peer)) = recv_from(&listener, &mut buf) {
+                assert_eq!(peer.ip(), std::net::IpAddr::V4(from));
+                ports.insert(peer.port());
+            }
+            ports.len()
+        };
+        assert_eq!(send_from("ct-a", ip_a, 100), 100);
+        let got = received(ip_a);
+        println!("{got} of A's 100 flows reached the host with a cap of {CAP}");
+        assert_eq!(
+            got, CAP,
+            "A's flows beyond the cap were let through (or too few were)"
+        );
+        // B has a share of its own.
+        assert_eq!(send_from("ct-b", ip_b, 5), 5);
+        assert_eq!(received(ip_b), 5, "B's flows were refused because of A's");
+        client.destroy("ct-a").await.unwrap();
+        client.destroy("ct-b").await.unwrap();
+    });
+}

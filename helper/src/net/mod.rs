@@ -45,6 +45,9 @@ pub struct NetConf {
     pub nft_table: String,
     pub mtu: u32,
     pub uplinks: Uplinks,
+    /// The most conntrack entries one container's flows may hold (0: no
+    /// cap); see nft::rebuild.
+    pub conntrack_max_per_container: u32,
 }
 
 /// Which interfaces carry replies to masqueraded traffic back in (and so
@@ -71,6 +74,11 @@ pub fn parse_uplinks(v: &str) -> Result<Uplinks, String> {
     }
 }
 
+/// A container's default share of the host's conntrack table: ample for
+/// a busy service (entries of closed TCP connections linger two minutes),
+/// 3 % of a 262,144-entry table. SECURITY.md says how to size it.
+pub const DEFAULT_CONNTRACK_MAX_PER_CONTAINER: u32 = 8192;
+
 impl Default for NetConf {
     fn default() -> Self {
         NetConf {
@@ -80,6 +88,7 @@ impl Default for NetConf {
             nft_table: "grove".into(),
             mtu: 1500,
             uplinks: Uplinks::Auto,
+            conntrack_max_per_container: DEFAULT_CONNTRACK_MAX_PER_CONTAINER,
         }
     }
 }
@@ -391,6 +400,7 @@ impl Network {
             bridge: &self.conf.bridge,
             pool: self.conf.pool,
             uplinks: &self.uplinks,
+            flows_max: self.conf.conntrack_max_per_container,
         }
     }
 

@@ -80,6 +80,9 @@ pub struct Skeleton<'a> {
     pub pool: (Ipv4Addr, u8),
     /// Uplinks whose forwarding the helper switched on.
     pub uplinks: &'a [String],
+    /// The most conntrack entries a container's new flows may hold (the
+    /// policy's conntrack_max_per_container; 0: no cap).
+    pub flows_max: u32,
 }
 
 /// What one container contributes to the ruleset.
@@ -129,12 +132,25 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
         .iter()
         .map(|u| format!("\t\tiifname \"{u}\" drop\n"))
         .collect();
+    // A container's new flows beyond its share of the host's conntrack
+    // table are refused: each counts while its entry lives (ct count keeps
+    // a list per source address in the dynamic set `flows`), so one
+    // container cannot fill nf_conntrack_max and make the host drop
+    // everyone's new flows.
+    let flows_cap = match s.flows_max {
+        0 => String::new(),
+        n => format!(
+            "\t\tct state new add @flows {{ ip saddr ct count over {n} }} \
+             reject with icmpx admin-prohibited\n"
+        ),
+    };
     let mut out = format!(
         "table inet {t} {{}}\ndelete table inet {t}\n\
          table bridge {t} {{}}\ndelete table bridge {t}\n\
          table inet {t} {{\n\
          \tmap netout {{ type ipv4_addr : verdict; }}\n\
          \tset selves {{ type ipv4_addr . ipv4_addr; }}\n\
+         \tset flows {{ type ipv4_addr; size 65535; flags dynamic; }}\n\
          \tchain loopback {{ type filter hook prerouting priority raw; policy accept;\n\
          \t\tiifname \"{br}\" ip daddr 127.0.0.0/8 drop\n\
          \t\tiifname \"{br}\" ip saddr 127.0.0.0/8 drop\n\t}}\n\
@@ -155,6 +171,7 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
          \t\tct state related ct direction reply ip saddr . ct reply ip saddr != @selves drop\n\
          \t\tct state established,related accept\n\
          \t\tct status dnat accept\n\
+         {flows_cap}\
          \t\tip saddr vmap @netout\n\
          \t\treject with icmpx admin-prohibited\n\t}}\n\
          \tchain forward {{ type filter hook forward priority filter; policy accept;\n\
