@@ -733,14 +733,22 @@ fn net_in_maps_host_ports_on_the_hosts_addresses() {
         assert!(info(&b).await.mapped.is_empty());
         assert_serves(loopback, "hello-from-a");
 
-        // Another container reaches the mapping through the host, with no
-        // NetOut rule of its own: a NetIn port is public on the host's
-        // addresses, the gateway included.
+        // Another container reaching the mapping through the host is
+        // egress like any other (issue 23: it used to pass with no NetOut
+        // rule at all): refused without a rule, allowed by one that names
+        // the host address and port as the container dials them.
+        let (status, out) = wget_from(&b, env.gateway, first).await;
+        assert_ne!(
+            status, 0,
+            "in-b, with no NetOut rule, reached in-a through {}:{first}: {out}",
+            env.gateway
+        );
+        net_out(&b, &Rule::tcp(env.gateway, first)).await.unwrap();
         let (status, out) = wget_from(&b, env.gateway, first).await;
         assert_eq!(
             (status, out.trim()),
             (0, "hello-from-a"),
-            "in-b reaches in-a through {}:{first}",
+            "in-b, allowed {}:{first}, reaches in-a through it",
             env.gateway
         );
         // ... while in-a's own address stays closed to it (NetOut denies).

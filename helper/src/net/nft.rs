@@ -3,6 +3,11 @@
 //! packet refused there is never routed, so the host sends no ICMP
 //! redirect for it (a redirect would use up the per-host ICMP rate limit
 //! and swallow the reject), and the reject reaches the container at once.
+//! It is decided before DNAT too (`egress` runs at dstnat - 10): a
+//! container's connection to another container's NetIn port on a host
+//! address is egress like any other, allowed only by a NetOut rule naming
+//! that address and port as the container dialled them (issue 23: it used
+//! to pass every container, NetOut or not).
 //!
 //! The helper's nftables ruleset: two tables of its own (`inet <table>` for
 //! NAT and the firewall, `bridge <table>` against address spoofing and for
@@ -165,12 +170,11 @@ pub fn rebuild(s: &Skeleton, entries: &[Entry]) -> String {
          \t\tip saddr {pool} ip daddr != {pool} oifname != \"{br}\" masquerade\n\
          \t\toifname \"{br}\" ip saddr {pool} ct status dnat masquerade\n\
          \t\toifname \"{br}\" ip saddr 127.0.0.0/8 masquerade\n\t}}\n\
-         \tchain egress {{ type filter hook prerouting priority dstnat + 20; policy accept;\n\
+         \tchain egress {{ type filter hook prerouting priority dstnat - 10; policy accept;\n\
          \t\tiifname != \"{br}\" accept\n\
          \t\tct state related ct direction original ip saddr . ct original ip saddr != @selves drop\n\
          \t\tct state related ct direction reply ip saddr . ct reply ip saddr != @selves drop\n\
          \t\tct state established,related accept\n\
-         \t\tct status dnat accept\n\
          {flows_cap}\
          \t\tip saddr vmap @netout\n\
          \t\treject with icmpx admin-prohibited\n\t}}\n\
