@@ -401,7 +401,8 @@ struct Auth {
 /// (path → content type, body). With `auth`, everything but its token
 /// realm wants the bearer token, which the realm gives for the basic
 /// credentials. With `signature`, blobs are redirected to a "signed" URL
-/// (as registries redirect to object storage) that carries it in its query.
+/// (as registries redirect to object storage) that carries it in its query,
+/// on this registry or on `storage` (e.g. a port where nothing listens).
 struct FakeRegistry {
     addr: String,
     /// The paths asked for, in order.
@@ -431,13 +432,14 @@ fn fake_registry(
     routes: HashMap<String, (String, Vec<u8>)>,
     auth: Option<Auth>,
     signature: Option<String>,
+    storage: Option<String>,
 ) -> FakeRegistry {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let requests = Arc::new(Mutex::new(Vec::new()));
     let seen = requests.clone();
     let realm = format!("http://{addr}/token");
-    let base = format!("http://{addr}");
+    let base = storage.unwrap_or_else(|| format!("http://{addr}"));
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -591,8 +593,27 @@ fn no_argv_env_or_credentials_reach_the_daemons_logs() {
     };
     let signature = secret("signature");
     let (routes, _) = image_routes();
-    let registry = fake_registry(routes, Some(auth.clone()), Some(signature.clone()));
-    let env = TestEnv::start_with(&format!("insecure_registries = {}\n", registry.addr));
+    let registry = fake_registry(
+        routes.clone(),
+        Some(auth.clone()),
+        Some(signature.clone()),
+        None,
+    );
+    // One whose storage is down: the pull fails on the signed URL itself.
+    let lost_signature = secret("unreachable-signature");
+    let unreachable = format!("http://127.0.0.1:{}", registry::free_port());
+    let dead_storage = fake_registry(
+        routes,
+        None,
+        Some(lost_signature.clone()),
+        Some(unreachable),
+    );
+    let env = TestEnv::start_with(&format!(
+        "insecure_registries = [{}, {}]\n",
+        toml_string(&registry.addr),
+        toml_string(&dead_storage.addr)
+    ));
+    let dead_uri = format!("docker://{}/test/app:v1", dead_storage.addr);
     let uri = format!("docker://{}/test/app:v1", registry.addr);
     let container_env = secret("container-env");
     let argv = secret("argv");
@@ -603,7 +624,7 @@ fn no_argv_env_or_credentials_reach_the_daemons_logs() {
     let mut wshd_logs = String::new();
     {
         let env = &env;
-        let (uri, auth) = (&uri, &auth);
+        let (uri, dead_uri, auth) = (&uri, &dead_uri, &auth);
         let (container_env, argv, process_env, executable, bad_env, wrong_password) = (
             &container_env,
             &argv,
@@ -659,6 +680,11 @@ fn no_argv_env_or_credentials_reach_the_daemons_logs() {
             .err()
             .expect("the wrong password is refused");
             assert!(e.message.contains("token"), "{e}");
+            let e = create_pulled(&client, "secrets-lost", dead_uri, None)
+                .await
+                .err()
+                .expect("the storage is down");
+            assert!(e.is("serviceUnavailable"), "{e}");
             for handle in ["secrets", "secrets-pulled"] {
                 wshd_logs.push_str(&read(&env.depot.join(handle).join("wshd.log")));
             }
@@ -763,6 +789,7 @@ fn no_argv_env_or_credentials_reach_the_daemons_logs() {
         &auth.password,
         &auth.token,
         &signature,
+        &lost_signature,
         &wrong_password,
         &basic,
         &wrong_basic,
@@ -1262,7 +1289,7 @@ impl Drop for Stopped {
 #[test]
 fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_queue() {
     let (routes, blob_bytes) = image_routes();
-    let registry = fake_registry(routes, None, None);
+    let registry = fake_registry(routes, None, None, None);
     let mut env = TestEnv::start();
     assert!(
         !read(&env.root.join("groved.log")).contains("metrics on"),
@@ -1483,4 +1510,94 @@ fn the_parser_catches_what_prometheus_refuses() {
     ] {
         assert!(parse_exposition(bad).is_err(), "accepted: {bad:?}");
     }
+}
+
+// ---------------------------------------------------------------- install
+
+/// `./dev install` twice (an upgrade), `./dev uninstall`, `./dev install`,
+/// `./dev uninstall --purge`, with an operator's edit to each config file
+/// made after the first install: the edits survive all but the purge. In a
+/// private mount namespace whose /etc, /usr/local and /var/lib/grove are
+/// overlays on the host's (changes go to a tmpfs): the host is untouched.
+#[test]
+fn the_install_keeps_edited_config_on_upgrade_and_uninstall() {
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev");
+    let scratch = PathBuf::from(TEST_ROOT).join(format!("install-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let etc_before = tree_names(Path::new("/etc/grove"));
+    let script = r#"set -eu
+scratch=$1; dev=$2
+mount -t tmpfs -o mode=0700 grove-install "$scratch"
+for dir in /etc /usr/local /var/lib/grove; do
+    layer=$scratch/$(echo "$dir" | tr / _)
+    mkdir -p "$layer/upper" "$layer/work"
+    mount -t overlay overlay -o "lowerdir=$dir,upperdir=$layer/upper,workdir=$layer/work" "$dir"
+done
+rm -rf /etc/grove
+state() { # what of the install is there, one word each
+    for f in helper-policy.conf groved.conf garden.conf; do
+        if [ ! -e "/etc/grove/$f" ]; then echo "$f:absent"
+        elif grep -q '^# edited by the operator' "/etc/grove/$f"; then echo "$f:edited"
+        else echo "$f:default"; fi
+    done
+    [ -x /usr/local/libexec/grove/groved ] && echo "groved:installed" || echo "groved:absent"
+}
+"$dev" install >/dev/null
+echo "== installed"; state
+for f in helper-policy.conf groved.conf garden.conf; do
+    echo '# edited by the operator' >>"/etc/grove/$f"
+done
+"$dev" install >/dev/null
+echo "== upgraded"; state
+"$dev" uninstall >/dev/null
+echo "== uninstalled"; state
+"$dev" install >/dev/null
+echo "== installed again"; state
+"$dev" uninstall --purge >/dev/null
+echo "== purged"; state
+"#;
+    let output = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&scratch)
+        .arg(&dev)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let confs = ["helper-policy.conf", "groved.conf", "garden.conf"];
+    let expect = |step: &str, conf: &str, binary: &str| {
+        let mut lines = vec![format!("== {step}")];
+        lines.extend(confs.iter().map(|f| format!("{f}:{conf}")));
+        lines.push(format!("groved:{binary}"));
+        lines.join("\n")
+    };
+    let wanted = [
+        expect("installed", "default", "installed"),
+        expect("upgraded", "edited", "installed"),
+        expect("uninstalled", "edited", "absent"),
+        expect("installed again", "edited", "installed"),
+        expect("purged", "absent", "absent"),
+    ]
+    .join("\n");
+    assert_eq!(text.trim(), wanted);
+    assert_eq!(
+        tree_names(Path::new("/etc/grove")),
+        etc_before,
+        "the host's /etc/grove"
+    );
 }
