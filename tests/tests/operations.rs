@@ -1518,7 +1518,8 @@ fn the_parser_catches_what_prometheus_refuses() {
 /// `./dev uninstall --purge`, with an operator's edit to each config file
 /// made after the first install: the edits survive all but the purge. In a
 /// private mount namespace whose /etc, /usr/local and /var/lib/grove are
-/// overlays on the host's (changes go to a tmpfs): the host is untouched.
+/// overlays on the host's (changes go to a tmpfs) and where systemd does
+/// not seem to run: the host, its units included, is untouched.
 #[test]
 fn the_install_keeps_edited_config_on_upgrade_and_uninstall() {
     let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev");
@@ -1534,6 +1535,9 @@ for dir in /etc /usr/local /var/lib/grove; do
     mount -t overlay overlay -o "lowerdir=$dir,upperdir=$layer/upper,workdir=$layer/work" "$dir"
 done
 rm -rf /etc/grove
+# Not this host's systemd: with /run/systemd/system hidden, ./dev neither
+# reloads nor disables (stops) the host's units.
+if [ -d /run/systemd ]; then mount -t tmpfs -o mode=0755 grove-no-systemd /run/systemd; fi
 state() { # what of the install is there, one word each
     for f in helper-policy.conf groved.conf garden.conf; do
         if [ ! -e "/etc/grove/$f" ]; then echo "$f:absent"
