@@ -1295,7 +1295,14 @@ fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_q
         !read(&env.root.join("groved.log")).contains("metrics on"),
         "metrics are off by default"
     );
-    let socket = env.run_dir.join("metrics.sock");
+    // In a directory of its own, beneath neither the API socket's nor the
+    // state dir (whose Landlock rules would cover it): confined, groved may
+    // remove the socket there only by the rule for it.
+    let metrics_dir = env.root.join("metrics");
+    std::fs::create_dir(&metrics_dir).unwrap();
+    let (uid, gid) = grove_user();
+    std::os::unix::fs::chown(&metrics_dir, Some(uid), Some(gid)).unwrap();
+    let socket = metrics_dir.join("metrics.sock");
     restart_groved_with(
         &mut env,
         &format!(
@@ -1343,12 +1350,11 @@ fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_q
 
     let uri = format!("docker://{}/test/app:v1", registry.addr);
     let helper_pid = env.helper_pid();
-    let env = &env;
-    let socket = &socket;
-    env.run(|client| async move {
+    let (envr, socketr) = (&env, &socket);
+    envr.run(|client| async move {
         // A pull: its blobs' bytes, counted as they are read.
         create_pulled(&client, "pulled", &uri, None).await.unwrap();
-        let m = metrics(socket);
+        let m = metrics(socketr);
         assert_eq!(value(&m, "grove_pull_bytes_total", &[]), blob_bytes as f64);
 
         let spec = ContainerSpec {
@@ -1368,7 +1374,7 @@ fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_q
         let sleeper = start(&busy, &Command::new("sleep", &["600"]))
             .await
             .unwrap();
-        let m = metrics(socket);
+        let m = metrics(socketr);
         assert_eq!(value(&m, "grove_containers", &[("state", "active")]), 3.0);
         assert_eq!(
             value(&m, "grove_container_creates_total", &[("result", "ok")]),
@@ -1398,7 +1404,7 @@ fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_q
         .await;
         assert_eq!(status, -9, "the kernel's OOM killer ends it");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while value(&metrics(socket), "grove_oom_kills_total", &[]) < 1.0 {
+        while value(&metrics(socketr), "grove_oom_kills_total", &[]) < 1.0 {
             assert!(Instant::now() < deadline, "no OOM kill counted");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1413,7 +1419,7 @@ fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_q
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let m = metrics(socket);
+            let m = metrics(socketr);
             if value(&m, "grove_helper_requests_in_flight", &[]) >= 1.0 {
                 assert_eq!(value(&m, "grove_containers", &[("state", "creating")]), 1.0);
                 break;
@@ -1424,7 +1430,7 @@ fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_q
         drop(stopped);
         waiting.await.unwrap().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while value(&metrics(socket), "grove_helper_requests_in_flight", &[]) != 0.0 {
+        while value(&metrics(socketr), "grove_helper_requests_in_flight", &[]) != 0.0 {
             assert!(Instant::now() < deadline, "requests stay in flight");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1435,7 +1441,7 @@ fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_q
             client.destroy(handle).await.unwrap();
         }
         assert!(client.destroy("busy").await.is_err());
-        let m = metrics(socket);
+        let m = metrics(socketr);
         for state in ["creating", "active", "stopping", "stopped", "destroying"] {
             assert_eq!(value(&m, "grove_containers", &[("state", state)]), 0.0);
         }
@@ -1456,6 +1462,9 @@ fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_q
         assert!(value(&m, "grove_oom_kills_total", &[]) >= 1.0);
         assert_eq!(value(&m, "grove_processes_started_total", &[]), 3.0);
     });
+    // Confined groved may remove its metrics socket when it stops.
+    env.stop_groved();
+    assert!(!socket.exists(), "the metrics socket outlived groved");
 }
 
 #[test]
