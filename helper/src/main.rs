@@ -71,7 +71,10 @@ fn init_logging() -> Result<(), String> {
 }
 
 fn usage() -> String {
-    "usage: grove-helper [--policy PATH]\n       grove-helper --keep-containers [--grace SECONDS]"
+    "usage: grove-helper [--policy PATH]\n       grove-helper --keep-containers [--grace SECONDS]\n\n\
+     Without --policy it reads /etc/grove/helper-policy.conf, or uses its embedded\n\
+     defaults when that file does not exist. GROVE_HELPER_LOG (error, warn, info,\n\
+     debug; default info) sets what it logs."
         .to_string()
 }
 
