@@ -1,10 +1,32 @@
-//! grove-garden's configuration: defaults, optionally overridden by a TOML
-//! file of top-level keys (`grove-garden --config PATH`, the syntax of
-//! groved's config; see grove_schema::conf), then by flags.
+//! grove-garden's configuration: defaults, overridden by a TOML file of
+//! top-level keys (`grove-garden --config PATH`, else
+//! /etc/grove/garden.conf when it exists; the syntax of groved's config,
+//! see grove_schema::conf), then by flags.
 
 use grove_schema::conf;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The file grove-garden reads when no `--config` names one (`./dev
+/// install` writes it).
+pub const DEFAULT_PATH: &str = "/etc/grove/garden.conf";
+
+/// The configuration in `explicit`, else in `default` when that exists,
+/// else the embedded defaults; with a line for the log saying which.
+/// Errors name the file.
+pub fn load(explicit: Option<&Path>, default: &Path) -> Result<(Config, String), String> {
+    let path = explicit.unwrap_or(default);
+    match std::fs::read_to_string(path) {
+        Ok(text) => Config::parse(&text)
+            .map(|config| (config, format!("configuration from {}", path.display())))
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => Ok((
+            Config::default(),
+            format!("no {}: the embedded defaults", path.display()),
+        )),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -103,6 +125,28 @@ pub fn parse_listen_tcp(value: &str) -> Result<Option<SocketAddr>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_file_is_read_when_present_and_optional() {
+        let dir = std::env::temp_dir().join(format!("garden-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("garden.conf");
+        let missing = dir.join("missing.conf");
+        let (config, origin) = load(None, &missing).unwrap();
+        assert_eq!(config, Config::default());
+        assert!(origin.contains("embedded defaults") && origin.contains("missing.conf"));
+        std::fs::write(&file, "max_connections = 7\n").unwrap();
+        let (config, origin) = load(None, &file).unwrap();
+        assert_eq!(config.max_connections, 7);
+        assert!(origin.contains(file.to_str().unwrap()), "{origin}");
+        std::fs::write(&file, "max_connections = \"many\"\n").unwrap();
+        let e = load(None, &file).unwrap_err();
+        assert!(e.starts_with(&format!("{}: line 1", file.display())), "{e}");
+        // A file named by --config must exist.
+        let e = load(Some(&missing), &file).unwrap_err();
+        assert!(e.contains("missing.conf"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn defaults_keys_and_refusals() {

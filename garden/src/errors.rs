@@ -16,6 +16,10 @@ pub struct GardenError {
     pub message: String,
     pub handle: String,
     pub process_id: String,
+    /// The message may quote the request — a process's argv or env, an
+    /// image's credentials, a JSON body — so the client gets it and the
+    /// log does not (`for_log`).
+    pub quotes_request: bool,
 }
 
 pub const CONTAINER_NOT_FOUND: &str = "ContainerNotFoundError";
@@ -34,6 +38,24 @@ impl GardenError {
             message,
             handle: String::new(),
             process_id: String::new(),
+            quotes_request: false,
+        }
+    }
+
+    /// The same error, whose message the log must not carry.
+    fn quoting(self) -> GardenError {
+        GardenError {
+            quotes_request: true,
+            ..self
+        }
+    }
+
+    /// What the log may say of the message.
+    pub fn for_log(&self) -> &str {
+        if self.quotes_request {
+            "(not logged: it may quote the request)"
+        } else {
+            &self.message
         }
     }
 
@@ -52,8 +74,9 @@ impl GardenError {
         match e.kind() {
             ErrorCode::ContainerNotFound => GardenError::container_not_found(handle),
             ErrorCode::ProcessNotFound => GardenError::process_not_found(process),
+            // It names the executable and PATH: argv and env.
             ErrorCode::ExecutableNotFound => {
-                GardenError::plain(500, EXECUTABLE_NOT_FOUND, e.message.clone())
+                GardenError::plain(500, EXECUTABLE_NOT_FOUND, e.message.clone()).quoting()
             }
             ErrorCode::ServiceUnavailable | ErrorCode::Disconnected => {
                 GardenError::plain(500, SERVICE_UNAVAILABLE, format!("groved: {}", e.message))
@@ -63,7 +86,9 @@ impl GardenError {
                 NOT_IMPLEMENTED,
                 format!("[notImplemented] {}", e.message),
             ),
-            _ => GardenError::plain(500, "", format!("[{}] {}", e.code, e.message)),
+            // groved's refusals quote what they refuse (an env entry, a
+            // path).
+            _ => GardenError::plain(500, "", format!("[{}] {}", e.code, e.message)).quoting(),
         }
     }
 
@@ -91,8 +116,10 @@ impl GardenError {
 
     /// A request Garden's server would fail to decode (it answers 500 with
     /// a plain error; grove-garden says 400, which is what it is).
+    /// Its message may quote the body (a JSON decoder names the value it
+    /// could not read).
     pub fn bad_request(message: impl Into<String>) -> GardenError {
-        GardenError::plain(400, "", message.into())
+        GardenError::plain(400, "", message.into()).quoting()
     }
 
     pub fn too_large(status: u16, message: impl Into<String>) -> GardenError {
@@ -169,5 +196,11 @@ mod tests {
             (500, "", "[handleTaken] m")
         );
         assert_eq!(e.body()["Type"], "");
+        assert!(e.quotes_request && !e.for_log().contains(&e.message));
+        let e = GardenError::from_grove(&grove("executableNotFound"), "h", "p");
+        assert!(e.quotes_request, "argv and PATH");
+        let e = GardenError::from_grove(&grove("serviceUnavailable"), "h", "p");
+        assert_eq!(e.for_log(), "groved: m");
+        assert!(GardenError::bad_request("x").quotes_request);
     }
 }

@@ -111,7 +111,7 @@ pub async fn stream_out(ctx: &Ctx, conn: &mut Conn, req: &Request, handle: &str)
 /// chunked body normally there).
 async fn fail(conn: &mut Conn, req: &Request, started: bool, e: Option<GardenError>) -> Outcome {
     let e = e.unwrap_or_else(|| GardenError::internal("streamOut ended without its end"));
-    tracing::info!(error = %e.message, "streamOut failed");
+    tracing::info!(error = %e.for_log(), "streamOut failed");
     if started {
         Outcome::Close
     } else {

@@ -10,6 +10,15 @@
 //! bodies), `grove` (the connection to groved), `streams`, `sink`,
 //! `config`.
 
+// How log lines look (shared with grove-helper and groved); first: its
+// macros serve systemd.rs below.
+#[path = "../../helper/src/logline.rs"]
+#[macro_use]
+#[allow(dead_code)]
+mod logline;
+#[path = "../../server/src/logging.rs"]
+mod logging;
+
 mod api;
 mod config;
 mod errors;
@@ -43,7 +52,9 @@ const USAGE: &str = "usage: grove-garden [--config PATH] [--listen SOCKET] [--li
                      [--grove-socket SOCKET] [--allow-root]
 
 Serves Cloud Foundry Garden's HTTP API (for Diego, Concourse) and translates
-it to groved's API. Garden's protocol has no authentication: the unix socket
+it to groved's API. Without --config it reads /etc/grove/garden.conf, or
+uses its embedded defaults when that file does not exist; flags override
+both. GROVE_GARDEN_LOG sets what it logs (an EnvFilter). Garden's protocol has no authentication: the unix socket
 is group-accessible (mode 0660) and TCP is loopback-only unless the config
 sets allow_unauthenticated_remote = true.";
 
@@ -86,31 +97,22 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GROVE_GARDEN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init("GROVE_GARDEN_LOG");
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("grove-garden: {e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn load_config(args: &Args) -> Result<Config, String> {
-    let mut config = match &args.config {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => Config::default(),
-    };
+    let (mut config, origin) = config::load(
+        args.config.as_deref(),
+        std::path::Path::new(config::DEFAULT_PATH),
+    )?;
+    tracing::info!("{origin}");
     if let Some(p) = &args.listen {
         config.listen = p.clone();
     }

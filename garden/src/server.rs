@@ -38,7 +38,7 @@ pub enum Outcome {
 /// Garden's error body with its status.
 pub async fn write_error(conn: &mut Conn, e: &GardenError, keep_alive: bool) -> Outcome {
     if e.status >= 500 || e.status == 400 {
-        tracing::info!(status = e.status, kind = e.kind, error = %e.message, "request failed");
+        tracing::info!(status = e.status, kind = e.kind, error = %e.for_log(), "request failed");
     }
     match http::write_json(&mut conn.writer, e.status, &e.body(), keep_alive).await {
         Ok(()) if keep_alive => Outcome::Keep,

@@ -40,7 +40,7 @@ pub fn clean_earlier(helper: &mut Helper, now: &str) -> Result<(), String> {
     match recorded(depot) {
         Some(then) if then != now => {
             let handles: Vec<_> = helper.containers.keys().cloned().collect();
-            eprintln!(
+            log_warn!(
                 "grove-helper: the depot was last used in boot {then}; this is boot {now}: destroying its {} containers",
                 handles.len()
             );
@@ -49,10 +49,10 @@ pub fn clean_earlier(helper: &mut Helper, now: &str) -> Result<(), String> {
                     handle: handle.clone(),
                 };
                 match helper.handle(request) {
-                    Ok(_) => eprintln!(
+                    Ok(_) => log_info!(
                         "grove-helper: {handle}: from an earlier boot ({then}): destroyed"
                     ),
-                    Err(e) => eprintln!(
+                    Err(e) => log_error!(
                         "grove-helper: {handle}: from an earlier boot ({then}): destroy failed, left stopped: {}",
                         e.message
                     ),
@@ -74,7 +74,7 @@ pub fn clean_earlier(helper: &mut Helper, now: &str) -> Result<(), String> {
             UnlinkatFlags::NoRemoveDir,
         ) {
             Ok(()) | Err(nix::errno::Errno::ENOENT) => {
-                eprintln!("grove-helper: warning: writing the depot's {BOOT_ID_FILE}: {e}")
+                log_warn!("grove-helper: writing the depot's {BOOT_ID_FILE}: {e}")
             }
             Err(r) => {
                 return Err(format!(

@@ -175,10 +175,10 @@ impl V2 {
         write_cg(parent_fd.as_fd(), "pids.max", &total_pids.to_string())
             .map_err(|e| err(&format!("{base_path}/{parent}/pids.max"), e))?;
         match home {
-            Home::Root { why } => eprintln!(
+            Home::Root { why } => log_info!(
                 "grove-helper: containers' cgroups in {base_path}/{parent} ({why})"
             ),
-            Home::Delegated { .. } => eprintln!(
+            Home::Delegated { .. } => log_info!(
                 "grove-helper: containers' cgroups in {base_path}/{parent} (delegated to {CONTAINERS_UNIT})"
             ),
         }

@@ -79,7 +79,7 @@ const SHARES_FILE: &str = "cpu.shares";
 pub fn watch_exit(exits: &nix::sys::epoll::Epoll, pidfd: &OwnedFd, pid: i32) {
     let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, pid as u64);
     if let Err(e) = exits.add(pidfd, event) {
-        eprintln!("grove-helper: watching wshd {pid}: {e}");
+        log_warn!("grove-helper: watching wshd {pid}: {e}");
     }
 }
 
@@ -295,7 +295,7 @@ impl Helper {
                     .map_err(|e| system("record cpu_shares", e))
             });
             if let Err(e) = written {
-                eprintln!("grove-helper: {handle}: {}", e.message);
+                log_warn!("grove-helper: {handle}: {}", e.message);
             }
         }
         Ok(())
@@ -314,7 +314,7 @@ impl Helper {
                 .disk
                 .restore_limit(self.depot.as_fd(), handle.as_str(), old)
             {
-                eprintln!("grove-helper: {handle}: {}", r.message);
+                log_error!("grove-helper: {handle}: {}", r.message);
                 return Err(HelperError::new(
                     e.kind,
                     format!(
@@ -644,7 +644,7 @@ impl Helper {
             Err(e) => {
                 for step in undo.into_iter().rev() {
                     if let Err(u) = self.undo(handle, step) {
-                        eprintln!("grove-helper: rollback of {handle}: {u}");
+                        log_error!("grove-helper: rollback of {handle}: {u}");
                     }
                 }
                 self.forget_create(handle);
@@ -870,7 +870,7 @@ impl Helper {
         if let Some(pidfd) = &c.pidfd {
             match spawn::pidfd_kill(pidfd.as_fd()) {
                 Ok(()) | Err(Errno::ESRCH) => {}
-                Err(e) => eprintln!("grove-helper: {handle}: pidfd kill: {e}"),
+                Err(e) => log_warn!("grove-helper: {handle}: pidfd kill: {e}"),
             }
         }
         let pidfd = c.pidfd.take();
@@ -966,7 +966,7 @@ impl Helper {
     /// anyway, and a limit on a project no container has holds nothing).
     fn remove_depot_dir(&self, handle: &Handle) -> Result<(), String> {
         if let Err(e) = self.disk.release(self.depot.as_fd(), handle.as_str()) {
-            eprintln!("grove-helper: {handle}: {}", e.message);
+            log_warn!("grove-helper: {handle}: {}", e.message);
         }
         self.trash
             .discard(self.depot.as_fd(), handle.as_str(), crate::trash::WAIT)
@@ -1041,8 +1041,8 @@ impl Helper {
             });
         match image::collect(self.depot.as_fd(), &in_use, &self.trash) {
             Ok(0) => {}
-            Ok(n) => eprintln!("grove-helper: layer GC removed {n} unused layers"),
-            Err(e) => eprintln!("grove-helper: layer GC: {}", e.message),
+            Ok(n) => log_info!("grove-helper: layer GC removed {n} unused layers"),
+            Err(e) => log_warn!("grove-helper: layer GC: {}", e.message),
         }
     }
 
@@ -1086,7 +1086,7 @@ impl Helper {
                 continue;
             }
             let Ok(handle) = Handle::new(name.clone()) else {
-                eprintln!("grove-helper: depot entry {name:?} is not a container handle; ignored");
+                log_warn!("grove-helper: depot entry {name:?} is not a container handle; ignored");
                 continue;
             };
             let pid = fs::read_file_at(self.depot.as_fd(), &format!("{handle}/wshd.pid"))
@@ -1109,7 +1109,7 @@ impl Helper {
             } else {
                 ContainerState::Stopped
             };
-            eprintln!(
+            log_info!(
                 "grove-helper: recovered {handle}: {state:?} (wshd pid {})",
                 pid.unwrap_or(0)
             );
@@ -1126,7 +1126,7 @@ impl Helper {
             }
             match fs::open_dir(self.depot.as_fd(), handle.as_str()) {
                 Ok(dir) => self.net.recover(&handle, dir.as_fd()),
-                Err(e) => eprintln!("grove-helper: {handle}: depot dir: {e}"),
+                Err(e) => log_warn!("grove-helper: {handle}: depot dir: {e}"),
             }
             let owner_slot = match (running, pid) {
                 (true, Some(p)) => self.recovered_owner_slot(&handle, p),
@@ -1162,7 +1162,7 @@ impl Helper {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
-                    eprintln!("grove-helper: epoll_wait: {e}");
+                    log_error!("grove-helper: epoll_wait: {e}");
                     return;
                 }
             };
@@ -1190,7 +1190,7 @@ impl Helper {
             let _ = self.exits.delete(fd);
         }
         if let Ok(Some(s)) = transition(Some(&c.state), Event::WshdExited) {
-            eprintln!("grove-helper: {handle}: wshd (pid {pid}) exited; container stopped");
+            log_warn!("grove-helper: {handle}: wshd (pid {pid}) exited; container stopped");
             c.state = s;
         }
     }

@@ -217,7 +217,7 @@ pub fn start(
             return Err(system("pidfd_open of the unpacking child", e));
         }
     };
-    eprintln!("grove-helper: image {name}: unpacking in child {pid}");
+    log_info!("grove-helper: image {name}: unpacking in child {pid}");
     Ok(Unpack {
         pidfd,
         pid,
@@ -308,7 +308,7 @@ impl Unpack {
                     .trash
                     .discard(self.store.as_fd(), &name, Duration::ZERO)
                 {
-                    eprintln!("grove-helper: removing {name}: {e}");
+                    log_warn!("grove-helper: removing {name}: {e}");
                 }
             }
         }
@@ -348,7 +348,7 @@ impl Unpack {
                 if layers.is_empty() {
                     return Err(invalid(name, "the image has no layers"));
                 }
-                eprintln!(
+                log_info!(
                     "grove-helper: image {name}: {} layers, {unpacked} unpacked now, {} already in the store",
                     layers.len(),
                     layers.len().saturating_sub(unpacked)

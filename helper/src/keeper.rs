@@ -61,7 +61,7 @@ pub fn run(grace: Duration, notifier: &Notifier) -> Result<(), String> {
         write_cg(sup.as_fd(), "cgroup.procs", &std::process::id().to_string())
             .map_err(|e| format!("{unit_path}/{SUPERVISOR}/cgroup.procs: {e}"))?;
     }
-    eprintln!(
+    log_info!(
         "grove-containers: holding {unit_path} (this process in {SUPERVISOR}); on stop: SIGTERM, {} s grace, then kill",
         grace.as_secs_f32()
     );
@@ -126,7 +126,7 @@ fn stop_containers(
     let tops = tops(unit)?;
     let before = processes(&tops);
     let inits = before.iter().filter(|(_, init)| *init).count();
-    eprintln!(
+    log_info!(
         "grove-containers: {signal}: stopping {} processes ({inits} of them PID 1 of a container) below {unit_path}",
         before.len()
     );
@@ -142,7 +142,7 @@ fn stop_containers(
         std::thread::sleep(Duration::from_millis(20));
         left = processes(&tops).iter().filter(|(_, init)| !init).count();
     }
-    eprintln!(
+    log_info!(
         "grove-containers: after {:.2} s, {left} processes ignored SIGTERM; killing what is left",
         start.elapsed().as_secs_f32()
     );
@@ -156,7 +156,7 @@ fn stop_containers(
                     Ok(())
                 });
             }
-            Err(e) => eprintln!("grove-containers: {unit_path}/{name}/cgroup.kill: {e}"),
+            Err(e) => log_warn!("grove-containers: {unit_path}/{name}/cgroup.kill: {e}"),
         }
     }
     let deadline = Instant::now() + KILL_WAIT;
@@ -165,7 +165,7 @@ fn stop_containers(
         std::thread::sleep(Duration::from_millis(20));
         remaining = processes(&tops).len();
     }
-    eprintln!(
+    log_info!(
         "grove-containers: stopped in {:.2} s ({remaining} processes left)",
         start.elapsed().as_secs_f32()
     );

@@ -300,9 +300,10 @@ pub fn apply(writes: &[Write]) -> Result<(), HelperError> {
             let mut restored = "the earlier writes were restored".to_string();
             for (done, before) in writes[..i].iter().zip(&old).rev() {
                 if let Err(r) = write_cg(done.dir, done.file, before) {
-                    eprintln!(
+                    log_error!(
                         "grove-helper: restoring {}/{} to {before:?}: {r}",
-                        done.where_, done.file
+                        done.where_,
+                        done.file
                     );
                     restored = format!(
                         "restoring {}/{} to {before:?} failed too: {r}",

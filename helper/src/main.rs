@@ -8,6 +8,13 @@
 //!
 //!   grove-helper [--policy PATH]
 //!   grove-helper --keep-containers [--grace SECONDS]   (keeper.rs)
+//!
+//! It logs to stderr (logline.rs), at most the level GROVE_HELPER_LOG names
+//! (error, warn, info, debug; default info).
+
+// First: its macros are used by every module below.
+#[macro_use]
+mod logline;
 
 mod boot;
 mod cgroup;
@@ -40,15 +47,34 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+/// The variable naming the most detailed level the helper logs.
+const LOG_VARIABLE: &str = "GROVE_HELPER_LOG";
+
 fn main() {
     if let Err(e) = run() {
-        eprintln!("grove-helper: {e}");
+        log_error!("grove-helper: {e}");
         std::process::exit(1);
     }
 }
 
+/// Start the logger at GROVE_HELPER_LOG's level (read before the
+/// environment is cleared); an unknown level stops the helper.
+fn init_logging() -> Result<(), String> {
+    let level = match std::env::var(LOG_VARIABLE) {
+        Err(_) => logline::Level::Info,
+        Ok(value) if value.is_empty() => logline::Level::Info,
+        Ok(value) => logline::Level::parse(&value)
+            .ok_or_else(|| format!("{LOG_VARIABLE}={value:?}: want error, warn, info or debug"))?,
+    };
+    logline::init(level);
+    Ok(())
+}
+
 fn usage() -> String {
-    "usage: grove-helper [--policy PATH]\n       grove-helper --keep-containers [--grace SECONDS]"
+    "usage: grove-helper [--policy PATH]\n       grove-helper --keep-containers [--grace SECONDS]\n\n\
+     Without --policy it reads /etc/grove/helper-policy.conf, or uses its embedded\n\
+     defaults when that file does not exist. GROVE_HELPER_LOG (error, warn, info,\n\
+     debug; default info) sets what it logs."
         .to_string()
 }
 
@@ -206,7 +232,9 @@ fn listen_at(path: &str, gid: u32) -> Result<OwnedFd, String> {
 }
 
 fn run() -> Result<(), String> {
-    // systemd's variables first: sanitize_process clears the environment.
+    // The log's variables and systemd's first: sanitize_process clears
+    // the environment.
+    init_logging()?;
     let mut systemd = systemd::capture()?;
     sanitize_process(systemd.passed_fds())?;
     // A socket unit of the wrong type is refused before anything happens.
@@ -226,8 +254,8 @@ fn run() -> Result<(), String> {
     };
     let policy = policy::load(policy_path.as_deref())?;
     if let Err(e) = std::fs::metadata(policy.conf.default_rootfs.as_str()) {
-        eprintln!(
-            "grove-helper: warning: default_rootfs {}: {e}; creates that name no rootfs or image \
+        log_warn!(
+            "grove-helper: default_rootfs {}: {e}; creates that name no rootfs or image \
              fail until it exists (`./dev install` builds one with scripts/build-rootfs.sh)",
             policy.conf.default_rootfs.as_str()
         );
@@ -291,7 +319,7 @@ fn run() -> Result<(), String> {
     // main process may make only the system calls of its allowlist.
     confine::install_seccomp()?;
     helper.collect_layers();
-    eprintln!(
+    log_info!(
         "grove-helper: ready on {socket_path} (server uid {}, cgroups {}, disk: {}, network: bridge {} pool {}/{} ports {}-{} table {}, {} containers recovered, pid {})",
         helper.policy.server_uid,
         helper.cgroups.name(),
@@ -306,7 +334,7 @@ fn run() -> Result<(), String> {
         std::process::id()
     );
     if notifier.enabled() {
-        eprintln!(
+        log_info!(
             "grove-helper: notifying systemd (watchdog: {:?})",
             notifier.watchdog_interval()
         );

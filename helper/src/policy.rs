@@ -417,6 +417,10 @@ pub fn load(explicit: Option<&Path>) -> Result<Policy, String> {
     let path = explicit.unwrap_or(Path::new(DEFAULT_POLICY_PATH));
     let conf = match std::fs::File::open(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            log_info!(
+                "grove-helper: no {}: the embedded default policy",
+                path.display()
+            );
             PolicyConf::default()
         }
         Err(e) => return Err(format!("policy {}: {e}", path.display())),
@@ -437,7 +441,9 @@ pub fn load(explicit: Option<&Path>) -> Result<Policy, String> {
             let mut text = String::new();
             f.read_to_string(&mut text)
                 .map_err(|e| format!("policy {}: {e}", path.display()))?;
-            parse(&text).map_err(|e| format!("policy {}: {e}", path.display()))?
+            let conf = parse(&text).map_err(|e| format!("policy {}: {e}", path.display()))?;
+            log_info!("grove-helper: policy from {}", path.display());
+            conf
         }
     };
     resolve(conf)

@@ -9,6 +9,7 @@
 //! flight per connection) while it serves the others.
 
 use crate::container::{Handled, Helper, PendingCreate};
+use crate::logline::Level;
 use crate::systemd::{Notifier, NotifyState};
 use grove_schema::helper::{
     decode_request, encode_response, ErrorKind, HelperError, Response, MAX_DATAGRAM, MAX_FDS,
@@ -163,7 +164,7 @@ pub fn serve(
                     if let Some(path) = remove_on_exit {
                         let _ = std::fs::remove_file(path);
                     }
-                    eprintln!("grove-helper: signal {sig}: exiting; containers keep running");
+                    log_info!("grove-helper: signal {sig}: exiting; containers keep running");
                     return Ok(());
                 }
             }
@@ -201,7 +202,7 @@ fn accept(listener: &OwnedFd, server_uid: u32, conns: &mut Vec<Conn>) {
         // SAFETY: accept4 just returned this fd; nothing else owns it.
         Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
         Err(e) => {
-            eprintln!("grove-helper: accept: {e}");
+            log_warn!("grove-helper: accept: {e}");
             return;
         }
     };
@@ -209,20 +210,20 @@ fn accept(listener: &OwnedFd, server_uid: u32, conns: &mut Vec<Conn>) {
     let uid = match getsockopt(&fd, sockopt::PeerCredentials) {
         Ok(cred) => cred.uid(),
         Err(e) => {
-            eprintln!("grove-helper: SO_PEERCRED: {e}");
+            log_warn!("grove-helper: SO_PEERCRED: {e}");
             return;
         }
     };
     let serving = conns.iter().filter(|c| c.closing.is_none()).count();
     let lingering = conns.len() - serving;
     let refusal = if uid != server_uid {
-        eprintln!("grove-helper: uid={uid} refused: not the server uid {server_uid}");
+        log_warn!("grove-helper: uid={uid} refused: not the server uid {server_uid}");
         Some(HelperError::new(
             ErrorKind::PolicyRefused,
             format!("uid {uid} is not grove-helper's server uid {server_uid}"),
         ))
     } else if serving >= MAX_CONNECTIONS {
-        eprintln!("grove-helper: uid={uid} refused: {MAX_CONNECTIONS} connections are open");
+        log_warn!("grove-helper: uid={uid} refused: {MAX_CONNECTIONS} connections are open");
         Some(HelperError::new(
             ErrorKind::LimitExceeded,
             format!("{MAX_CONNECTIONS} connections are open"),
@@ -277,11 +278,11 @@ fn serve_one(helper: &mut Helper, conn: &mut Conn, now: Instant) -> Outcome {
             // The peer hung up while the image unpacked: no one knows of
             // this container (a groved restarted meanwhile could not
             // destroy it while it was Creating), so it goes.
-            eprintln!("grove-helper: {handle}: its creator hung up; destroying it");
+            log_warn!("grove-helper: {handle}: its creator hung up; destroying it");
             if let Err(e) =
                 helper.handle(grove_schema::helper::Request::DestroyContainer { handle })
             {
-                eprintln!(
+                log_error!(
                     "grove-helper: destroying an unanswered create: {}",
                     e.message
                 );
@@ -293,9 +294,10 @@ fn serve_one(helper: &mut Helper, conn: &mut Conn, now: Instant) -> Outcome {
         Received::Eof => return Outcome::Close,
         Received::Nothing => return Outcome::Continue,
         Received::Refused(e) => {
-            eprintln!(
+            log_warn!(
                 "grove-helper: uid={} refused datagram: {}",
-                conn.uid, e.message
+                conn.uid,
+                e.message
             );
             return Outcome::Refuse(e);
         }
@@ -304,7 +306,7 @@ fn serve_one(helper: &mut Helper, conn: &mut Conn, now: Instant) -> Outcome {
     let request = match decode_request(&bytes) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("grove-helper: uid={} bad request: {e}", conn.uid);
+            log_warn!("grove-helper: uid={} bad request: {e}", conn.uid);
             return Outcome::Refuse(e);
         }
     };
@@ -335,14 +337,20 @@ fn answer(
         Ok(r) => (r.response, r.fds),
         Err(e) => (Response::Error(e), Vec::new()),
     };
-    let outcome = match &response {
-        Response::Error(e) => format!("error {:?}: {}", e.kind, e.message),
-        _ => "ok".to_string(),
+    let (level, outcome) = match &response {
+        Response::Error(e) => (Level::Warn, format!("error {:?}: {}", e.kind, e.message)),
+        // Questions that change nothing (groved asks some every second
+        // while a client watches stats) are debug lines when answered.
+        _ if is_query(summary) => (Level::Debug, "ok".to_string()),
+        _ => (Level::Info, "ok".to_string()),
     };
-    eprintln!(
-        "grove-helper: uid={} {summary} {outcome} {}ms",
-        conn.uid,
-        start.elapsed().as_millis()
+    crate::logline::emit(
+        level,
+        format_args!(
+            "grove-helper: uid={} {summary} {outcome} {}ms",
+            conn.uid,
+            start.elapsed().as_millis()
+        ),
     );
     // Our copies of the attached fds close once the datagram is sent (or
     // not): the peer then holds the only ones.
@@ -351,6 +359,22 @@ fn answer(
     } else {
         Outcome::Close
     }
+}
+
+/// Whether a request `describe`d as `summary` only asks (its answer
+/// changes nothing in the helper or on the host).
+fn is_query(summary: &str) -> bool {
+    const QUERIES: [&str; 7] = [
+        "Ping",
+        "ListContainers",
+        "GetStats",
+        "GetLimits",
+        "GetNetwork",
+        "WatchOom",
+        "WatchExit",
+    ];
+    let name = summary.split(' ').next().unwrap_or("");
+    QUERIES.contains(&name)
 }
 
 fn describe(r: &grove_schema::helper::Request) -> String {
@@ -439,7 +463,7 @@ fn reply(fd: &OwnedFd, uid: u32, response: &Response, fds: &[OwnedFd]) -> bool {
     ) {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("grove-helper: uid={uid} send: {e}; closing the connection");
+            log_warn!("grove-helper: uid={uid} send: {e}; closing the connection");
             false
         }
     }

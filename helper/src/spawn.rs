@@ -272,7 +272,7 @@ pub fn spawn(
     if let Err(e) = write("oom_score_adj", "0").and_then(|()| write("oom_adj", WSHD_OOM_ADJ)) {
         let _ = write("oom_score_adj", own.trim());
         static SAID: std::sync::Once = std::sync::Once::new();
-        SAID.call_once(|| eprintln!("grove-helper: wshd's oom_score_adj = {WSHD_OOM_SCORE_ADJ}: {e}; wshd keeps the helper's value (and its processes go 999 above it)"));
+        SAID.call_once(|| log_warn!("grove-helper: wshd's oom_score_adj = {WSHD_OOM_SCORE_ADJ}: {e}; wshd keeps the helper's value (and its processes go 999 above it)"));
     }
     if let Err(e) = fs::write_all(go_w.as_raw_fd(), b"g") {
         return fail(format!("releasing the child: {e}"));

@@ -145,7 +145,7 @@ impl Spawner {
             return Err(format!("fork: {}", Errno::last()));
         }
         drop(theirs);
-        eprintln!("grove-helper: spawner started (pid {pid})");
+        log_info!("grove-helper: spawner started (pid {pid})");
         Ok(Spawner { sock: ours })
     }
 

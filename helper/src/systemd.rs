@@ -278,7 +278,7 @@ impl Notifier {
                 watchdog: env.watchdog,
             },
             Err(e) => {
-                eprintln!("{daemon}: NOTIFY_SOCKET={address:?}: {e}; not notifying systemd");
+                log_warn!("{daemon}: NOTIFY_SOCKET={address:?}: {e}; not notifying systemd");
                 Notifier::default()
             }
         }

@@ -115,7 +115,7 @@ impl Trash {
             unsafe { libc::_exit(i32::from(!ok)) };
         }
         if pid < 0 {
-            eprintln!("grove-helper: forking the trash remover: {}", Errno::last());
+            log_error!("grove-helper: forking the trash remover: {}", Errno::last());
             return;
         }
         t.pending.set(false);
@@ -124,7 +124,7 @@ impl Trash {
             Ok(pidfd) => {
                 t.remover.replace(Some(pidfd));
             }
-            Err(e) => eprintln!("grove-helper: pidfd of the trash remover: {e}"),
+            Err(e) => log_warn!("grove-helper: pidfd of the trash remover: {e}"),
         }
     }
 }
@@ -140,7 +140,7 @@ fn empty() -> bool {
             Ok(names) if names.is_empty() => return true,
             Ok(names) => names,
             Err(e) => {
-                eprintln!("grove-helper: reading the trash: {e}");
+                log_warn!("grove-helper: reading the trash: {e}");
                 return false;
             }
         };
@@ -152,7 +152,7 @@ fn empty() -> bool {
                     std::thread::sleep(Duration::from_millis(50))
                 }
                 Err(e) => {
-                    eprintln!("grove-helper: removing trash/{name}: {e}");
+                    log_warn!("grove-helper: removing trash/{name}: {e}");
                     return false;
                 }
             }

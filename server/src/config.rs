@@ -1,10 +1,31 @@
-//! groved's configuration: an embedded default, optionally overridden by a
-//! TOML file of top-level keys (`groved --config PATH`; see
-//! grove_schema::conf).
+//! groved's configuration: an embedded default, overridden by a TOML file
+//! of top-level keys (`groved --config PATH`, else /etc/grove/groved.conf
+//! when it exists; see grove_schema::conf).
 
 use grove_schema::conf;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The file groved reads when no `--config` names one (`./dev install`
+/// writes it).
+pub const DEFAULT_PATH: &str = "/etc/grove/groved.conf";
+
+/// The configuration in `explicit`, else in `default` when that exists,
+/// else the embedded defaults; with a line for the log saying which.
+/// Errors name the file.
+pub fn load(explicit: Option<&Path>, default: &Path) -> Result<(Config, String), String> {
+    let path = explicit.unwrap_or(default);
+    match std::fs::read_to_string(path) {
+        Ok(text) => Config::parse(&text)
+            .map(|config| (config, format!("configuration from {}", path.display())))
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => Ok((
+            Config::default(),
+            format!("no {}: the embedded defaults", path.display()),
+        )),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -51,6 +72,19 @@ pub struct Config {
     /// `wait` lasts as long as its process, and a client may wait on
     /// hundreds at once).
     pub max_calls_in_flight: usize,
+    /// Where Prometheus metrics are served (`metrics_listen`, default "" =
+    /// nowhere): a loopback TCP address or a unix socket (metrics_http.rs).
+    pub metrics_listen: Option<MetricsListen>,
+}
+
+/// `metrics_listen`: the metrics carry no secrets but have no
+/// authentication either, so TCP stays on loopback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A loopback IP literal and port (0: one the kernel picks, logged).
+    Tcp(SocketAddr),
+    /// A unix socket groved binds, mode 0660 like the API's.
+    Unix(PathBuf),
 }
 
 /// The PEM files of `listen_tcp`'s mutual TLS (read at start-up, before
@@ -87,6 +121,7 @@ impl Default for Config {
             tls: None,
             max_connections: 4096,
             max_calls_in_flight: 1024,
+            metrics_listen: None,
         }
     }
 }
@@ -176,6 +211,9 @@ impl Config {
                         at(format!("confine must be true or false, not {:?}", entry.value))
                     })?
                 }
+                "metrics_listen" => {
+                    config.metrics_listen = parse_metrics_listen(&entry.value).map_err(at)?
+                }
                 "listen_tcp" => {
                     listen_tcp_line = entry.line;
                     config.listen_tcp = parse_listen_tcp(&entry.value).map_err(at)?;
@@ -191,7 +229,7 @@ impl Config {
                 }
                 other => {
                     return Err(at(format!(
-                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time, listen_tcp, tls_cert, tls_key, tls_client_ca, max_connections, max_calls_in_flight, helper_queue_limit)"
+                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time, listen_tcp, tls_cert, tls_key, tls_client_ca, max_connections, max_calls_in_flight, helper_queue_limit, metrics_listen)"
                     )))
                 }
             }
@@ -213,6 +251,30 @@ fn parse_listen_tcp(value: &str) -> Result<Option<SocketAddr>, String> {
              (\"127.0.0.1:7070\", \"[::1]:7070\", \"0.0.0.0:7070\"), not {value:?}"
         )
     })
+}
+
+/// `metrics_listen`: "" (off), an absolute unix socket path, or a loopback
+/// IP literal and port.
+fn parse_metrics_listen(value: &str) -> Result<Option<MetricsListen>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.starts_with('/') {
+        return Ok(Some(MetricsListen::Unix(PathBuf::from(value))));
+    }
+    match value.parse::<SocketAddr>() {
+        Ok(address) if address.ip().is_loopback() => Ok(Some(MetricsListen::Tcp(address))),
+        Ok(_) => Err(format!(
+            "metrics_listen = {value:?} is not a loopback address: the metrics endpoint has \
+             no authentication, so it serves on loopback (\"127.0.0.1:9464\") or a unix \
+             socket (\"/run/grove/metrics.sock\") only"
+        )),
+        Err(_) => Err(format!(
+            "metrics_listen must be \"\" (off), a loopback HOST:PORT with an IP address as \
+             HOST (\"127.0.0.1:9464\", \"[::1]:9464\") or an absolute unix socket path, \
+             not {value:?}"
+        )),
+    }
 }
 
 /// The rules binding `listen_tcp` and the `tls_*` keys: the three TLS keys
@@ -303,6 +365,28 @@ pub fn host_dns_servers(resolv_conf: &str) -> Vec<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_file_is_read_when_present_and_optional() {
+        let dir = std::env::temp_dir().join(format!("groved-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("groved.conf");
+        let missing = dir.join("missing.conf");
+        let (config, origin) = load(None, &missing).unwrap();
+        assert_eq!(config.listen, Config::default().listen);
+        assert!(origin.contains("embedded defaults") && origin.contains("missing.conf"));
+        std::fs::write(&file, "max_containers = 7\n").unwrap();
+        let (config, origin) = load(None, &file).unwrap();
+        assert_eq!(config.max_containers, 7);
+        assert!(origin.contains(file.to_str().unwrap()), "{origin}");
+        std::fs::write(&file, "max_containers = \"lots\"\n").unwrap();
+        let e = load(None, &file).unwrap_err();
+        assert!(e.starts_with(&format!("{}: line 1", file.display())), "{e}");
+        // A file named by --config must exist.
+        let e = load(Some(&missing), &file).unwrap_err();
+        assert!(e.contains("missing.conf"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn defaults_and_overrides() {
@@ -458,6 +542,46 @@ mod tests {
                 .unwrap_err()
                 .contains("absolute")
         );
+    }
+
+    #[test]
+    fn metrics_listen_is_off_loopback_or_a_socket() {
+        assert_eq!(Config::default().metrics_listen, None);
+        assert_eq!(
+            Config::parse("metrics_listen = \"\"\n")
+                .unwrap()
+                .metrics_listen,
+            None
+        );
+        assert_eq!(
+            Config::parse("metrics_listen = \"127.0.0.1:9464\"\n")
+                .unwrap()
+                .metrics_listen,
+            Some(MetricsListen::Tcp("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert_eq!(
+            Config::parse("metrics_listen = \"[::1]:0\"\n")
+                .unwrap()
+                .metrics_listen,
+            Some(MetricsListen::Tcp("[::1]:0".parse().unwrap()))
+        );
+        assert_eq!(
+            Config::parse("metrics_listen = \"/run/grove/metrics.sock\"\n")
+                .unwrap()
+                .metrics_listen,
+            Some(MetricsListen::Unix("/run/grove/metrics.sock".into()))
+        );
+        for bad in ["0.0.0.0:9464", "192.0.2.1:9464", "[::]:9464"] {
+            let err = Config::parse(&format!("metrics_listen = {bad:?}\n")).unwrap_err();
+            assert!(
+                err.starts_with("line 1: ") && err.contains("not a loopback address"),
+                "{err}"
+            );
+        }
+        for bad in ["localhost:9464", "9464", "metrics.sock"] {
+            let err = Config::parse(&format!("metrics_listen = {bad:?}\n")).unwrap_err();
+            assert!(err.contains("metrics_listen must be"), "{err}");
+        }
     }
 
     #[test]

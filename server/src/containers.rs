@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::helper_client::HelperClient;
+use crate::metrics::{self, Metrics, Outcome};
 use crate::process::{ProcessEntry, ProcessFds, Sinks};
 use crate::registry;
 use crate::store::{Record, Store};
@@ -195,6 +196,8 @@ pub struct Grove {
     /// containers are orphans, could destroy a container re-created
     /// between them.
     reconciling: tokio::sync::Mutex<()>,
+    /// What `metrics_listen` serves (counted here, at the code paths).
+    pub metrics: Metrics,
 }
 
 impl Grove {
@@ -240,6 +243,7 @@ impl Grove {
             store,
             containers: RefCell::new(containers),
             reconciling: tokio::sync::Mutex::new(()),
+            metrics: Metrics::new(),
         }))
     }
 
@@ -276,9 +280,15 @@ impl Grove {
     /// client goes away meanwhile.
     pub async fn create(self: &Rc<Self>, spec: CreateSpec) -> ApiResult<Rc<Container>> {
         let this = self.clone();
-        tokio::task::spawn_local(async move { this.create_inner(spec).await })
+        let started = std::time::Instant::now();
+        let created = tokio::task::spawn_local(async move { this.create_inner(spec).await })
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+            .and_then(|created| created);
+        self.metrics
+            .creates
+            .observe(outcome_of(&created), started.elapsed());
+        created
     }
 
     async fn create_inner(self: Rc<Self>, spec: CreateSpec) -> ApiResult<Rc<Container>> {
@@ -708,9 +718,15 @@ impl Grove {
     pub async fn destroy(self: &Rc<Self>, handle: &str) -> ApiResult<()> {
         let this = self.clone();
         let handle = handle.to_string();
-        tokio::task::spawn_local(async move { this.destroy_inner(&handle).await })
+        let started = std::time::Instant::now();
+        let destroyed = tokio::task::spawn_local(async move { this.destroy_inner(&handle).await })
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+            .and_then(|destroyed| destroyed);
+        self.metrics
+            .destroys
+            .observe(outcome_of(&destroyed), started.elapsed());
+        destroyed
     }
 
     async fn destroy_inner(&self, handle: &str) -> ApiResult<()> {
@@ -952,6 +968,7 @@ impl Grove {
             }
         };
         tracing::info!(handle = %container.handle, process = %id, pid, tty, "process started");
+        self.metrics.process_started();
         container.adopt(entry.clone());
         crash_point("groved.run.adopted");
         Ok(entry)
@@ -1505,6 +1522,8 @@ impl Grove {
     fn add_oom_event(&self, container: &Container, kills: u64) {
         {
             let mut record = container.record.borrow_mut();
+            self.metrics
+                .oom_killed(kills.saturating_sub(record.oom_kills_seen));
             record.oom_kills_seen = kills;
             container.last_oom.set(Some(Instant::now()));
             if !record.events.iter().any(|e| e == OUT_OF_MEMORY) {
@@ -1515,6 +1534,45 @@ impl Grove {
         if let Err(e) = self.save(container) {
             tracing::error!(handle = %container.handle, error = %e, "saving the OOM event");
         }
+    }
+
+    /// The text a metrics scrape answers (metrics.rs).
+    pub fn metrics_text(&self) -> String {
+        let containers = self.containers.borrow();
+        let mut by_phase = [
+            ("creating", 0u64),
+            ("active", 0),
+            ("stopping", 0),
+            ("stopped", 0),
+            ("destroying", 0),
+        ];
+        let (mut running, mut exited) = (0u64, 0u64);
+        for container in containers.values() {
+            let index = match container.phase() {
+                Phase::Creating => 0,
+                Phase::Active => 1,
+                Phase::Stopping => 2,
+                Phase::Stopped => 3,
+                Phase::Destroying => 4,
+            };
+            by_phase[index].1 += 1;
+            for process in container.processes.borrow().values() {
+                if process.is_running() {
+                    running += 1;
+                } else {
+                    exited += 1;
+                }
+            }
+        }
+        let gauges = metrics::Gauges {
+            containers: by_phase.to_vec(),
+            processes_running: running,
+            processes_exited: exited,
+            helper_in_flight: self.helper.in_flight() as u64,
+            helper_queue_limit: self.config.helper_queue_limit as u64,
+            pull_bytes: registry::PULLED_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        metrics::render(&self.metrics, &gauges)
     }
 
     pub fn save(&self, container: &Container) -> ApiResult<()> {
@@ -1804,6 +1862,14 @@ fn etc_files(handle: &str, ip: Ipv4Addr, dns: &[Ipv4Addr]) -> std::io::Result<Ve
         builder.append_data(&mut header, name, content.as_bytes())?;
     }
     builder.into_inner()
+}
+
+/// An answer's `result` label in the metrics.
+fn outcome_of<T>(answer: &ApiResult<T>) -> Outcome {
+    match answer {
+        Ok(_) => Outcome::Ok,
+        Err(_) => Outcome::Error,
+    }
 }
 
 fn check_env_entry(entry: &str) -> Result<(), String> {

@@ -87,6 +87,11 @@ impl HelperClient {
         }
     }
 
+    /// Requests sent to the helper or waiting to be: its queue depth.
+    pub fn in_flight(&self) -> usize {
+        self.outstanding.get()
+    }
+
     pub async fn call(&self, request: &Request) -> ApiResult<Response> {
         self.call_with_fds(request)
             .await

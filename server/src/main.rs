@@ -4,11 +4,21 @@
 //! privileged step and wshd for every process, and keeps container records
 //! on disk. It never makes a privileged system call itself.
 
+// How log lines look (shared with grove-helper and grove-garden); first:
+// its macros serve systemd.rs below.
+#[path = "../../helper/src/logline.rs"]
+#[macro_use]
+#[allow(dead_code)]
+mod logline;
+
 mod config;
 mod connection;
 mod containers;
 mod error;
 mod helper_client;
+mod logging;
+mod metrics;
+mod metrics_http;
 mod process;
 mod registry;
 mod remote;
@@ -40,9 +50,11 @@ const STREAM_WINDOW: usize = 4 << 20;
 
 const USAGE: &str = "usage: groved [--config PATH] [--allow-root]
 
-Serves Grove's Cap'n Proto API. Without --config it uses its embedded
-defaults (API socket /run/grove/grove.sock, helper /run/grove/helper.sock,
-state in /var/lib/grove/server). Run it as the unprivileged `grove` user.";
+Serves Grove's Cap'n Proto API. Without --config it reads
+/etc/grove/groved.conf, or uses its embedded defaults when that file does
+not exist (API socket /run/grove/grove.sock, helper /run/grove/helper.sock,
+state in /var/lib/grove/server). Run it as the unprivileged `grove` user.
+GROVED_LOG sets what it logs (an EnvFilter: error, warn, info, debug).";
 
 struct Args {
     config: Option<PathBuf>,
@@ -70,17 +82,11 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GROVED_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init("GROVED_LOG");
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("groved: {e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -97,14 +103,11 @@ fn run() -> Result<(), String> {
                 .into(),
         );
     }
-    let config = match &args.config {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => Config::default(),
-    };
+    let (config, origin) = config::load(
+        args.config.as_deref(),
+        std::path::Path::new(config::DEFAULT_PATH),
+    )?;
+    tracing::info!("{origin}");
     // groved holds no capabilities (as root, with --allow-root, it does).
     if !nix::unistd::geteuid().is_root() {
         let status = std::fs::read_to_string("/proc/self/status")
@@ -310,6 +313,20 @@ async fn serve(
         }
         None => None,
     };
+    // The metrics endpoint, off unless configured, bound now as well
+    // (no bind once confined).
+    let metrics = match &grove.config.metrics_listen {
+        Some(at) => {
+            let listener = metrics_http::Listener::bind(at)?;
+            tracing::info!("metrics on {}", listener.describe());
+            Some(listener)
+        }
+        None => None,
+    };
+    let metrics_socket = metrics
+        .as_ref()
+        .and_then(|m| m.socket_path())
+        .map(|p| p.to_path_buf());
     // A socket systemd passed is systemd's to make and remove (clients
     // queue on it meanwhile). One groved makes itself is bound only now, so
     // that a client able to connect meets a reconciled groved.
@@ -346,6 +363,10 @@ async fn serve(
     tokio::task::spawn_local(notify_ready(grove.clone(), notifier.clone(), helper_up));
     // A helper that restarts later is reconciled with once it answers.
     tokio::task::spawn_local(grove.clone().watch_helper());
+    if let Some(listener) = metrics {
+        let grove = grove.clone();
+        tokio::task::spawn_local(metrics_http::serve(listener, move || grove.metrics_text()));
+    }
     if notifier.enabled() {
         if let Some(interval) = notifier.watchdog_interval() {
             tokio::task::spawn_local(feed_watchdog(notifier.clone(), interval));
@@ -391,6 +412,9 @@ async fn serve(
     notifier.notify(&[NotifyState::Stopping]);
     if remove_on_exit {
         let _ = std::fs::remove_file(&listen);
+    }
+    if let Some(path) = metrics_socket {
+        let _ = std::fs::remove_file(path);
     }
     tracing::info!("groved stopped; containers keep running");
     Ok(())

@@ -189,6 +189,9 @@ struct Puller<'a> {
     progress: &'a Progress,
 }
 
+/// Blob bytes read from registries since groved started (its metrics).
+pub static PULLED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Where a pull reports its bytes (done, total); the receiver is groved's
 /// runtime side, which tells the client.
 pub struct Progress {
@@ -212,6 +215,7 @@ impl Progress {
     }
 
     fn report(&self, more: u64) {
+        PULLED_BYTES.fetch_add(more, std::sync::atomic::Ordering::Relaxed);
         self.done.set(self.done.get() + more);
         if let Some(sender) = &self.sender {
             let _ = sender.send((self.done.get(), self.total.get().max(self.done.get())));

@@ -48,6 +48,8 @@ pub struct Sandbox {
     pub listen: PathBuf,
     pub helper_socket: PathBuf,
     pub wshd_socket_dir: PathBuf,
+    /// `metrics_listen`'s unix socket, removed when groved stops.
+    pub metrics_socket: Option<PathBuf>,
 }
 
 /// One Landlock rule: `access` beneath `path`.
@@ -103,6 +105,10 @@ impl Sandbox {
             listen: config.listen.clone(),
             helper_socket: config.helper_socket.clone(),
             wshd_socket_dir: config.wshd_socket_dir.clone(),
+            metrics_socket: match &config.metrics_listen {
+                Some(crate::config::MetricsListen::Unix(path)) => Some(path.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -140,6 +146,10 @@ impl Sandbox {
             ),
             rule(Path::new("/dev/urandom"), AccessFs::ReadFile.into(), false),
         ];
+        // And `metrics_listen`'s socket.
+        if let Some(socket) = &self.metrics_socket {
+            rules.push(rule(&parent(socket), AccessFs::RemoveFile.into(), true));
+        }
         for file in NAME_SERVICE_FILES {
             let path = Path::new(file);
             rules.push(rule(path, AccessFs::ReadFile.into(), false));
@@ -908,6 +918,7 @@ mod tests {
                     listen: run.join("grove.sock"),
                     helper_socket: run.join("helper.sock"),
                     wshd_socket_dir: run.join("wshd"),
+                    metrics_socket: None,
                 },
                 root,
             }

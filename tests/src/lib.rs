@@ -479,6 +479,7 @@ impl TestEnv {
             command
                 .arg("--policy")
                 .arg(self.root.join("helper-policy.conf"))
+                .env("GROVE_HELPER_LOG", "debug")
                 .envs(self.helper_env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log("helper.log"))

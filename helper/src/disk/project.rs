@@ -391,7 +391,7 @@ impl Quotas {
         if let Err(e) = self.record(dir, Some(client)) {
             let old_layer = old.map(|l| super::layer_limit(l, image).unwrap_or(l));
             if let Err(r) = set_quota(fd, id, old_layer) {
-                eprintln!("grove-helper: {handle}: restoring project {id}'s limits: {r}");
+                log_error!("grove-helper: {handle}: restoring project {id}'s limits: {r}");
             }
             return Err(system(handle, "recording the disk limit", e));
         }

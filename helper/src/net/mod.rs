@@ -248,7 +248,7 @@ fn enable_uplinks(
             fs::write_file_at(runtime, &marker, b"on\n", 0o600)
                 .map_err(|e| format!("{marker}: {e}"))?;
             write_sysctl(&path, "1")?;
-            eprintln!(
+            log_info!(
                 "grove-helper: forwarding switched on for uplink {iface} (container traffic only)"
             );
         }
@@ -411,14 +411,14 @@ impl Network {
                 Ok(r) if self.in_pool(r.ip) => {
                     self.records.insert(handle.clone(), r);
                 }
-                Ok(r) => eprintln!(
+                Ok(r) => log_warn!(
                     "grove-helper: {handle}: recorded IP {} is outside the pool; network ignored",
                     r.ip
                 ),
-                Err(e) => eprintln!("grove-helper: {handle}: {RECORD}: {e}"),
+                Err(e) => log_warn!("grove-helper: {handle}: {RECORD}: {e}"),
             },
             Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => eprintln!("grove-helper: {handle}: {RECORD}: {e}"),
+            Err(e) => log_warn!("grove-helper: {handle}: {RECORD}: {e}"),
         }
     }
 
@@ -617,7 +617,7 @@ impl Network {
                     "a link of that name is on the bridge: the address is in use",
                 ));
             }
-            eprintln!("grove-helper: {veth} is left from a destroyed container; deleting it");
+            log_warn!("grove-helper: {veth} is left from a destroyed container; deleting it");
             nl.del_link(veth)
                 .map_err(|e| sys(&format!("deleting the stale {veth}"), e))?;
             made = nl.add_veth(veth, self.bridge_index, peer, ns.as_fd(), self.conf.mtu);
@@ -673,12 +673,12 @@ impl Network {
         let veth = veth_of(record.ip);
         let mut nl = Netlink::open();
         if let Err(e) = &nl {
-            eprintln!("grove-helper: {handle}: netlink: {e}");
+            log_warn!("grove-helper: {handle}: netlink: {e}");
         }
         // Off the bridge first: no moment on it outside the sets' checks.
         if let (true, Ok(nl)) = (namespace_gone, nl.as_mut()) {
             if let Err(e) = nl.detach(&veth) {
-                eprintln!("grove-helper: {handle}: taking {veth} off the bridge: {e}");
+                log_warn!("grove-helper: {handle}: taking {veth} off the bridge: {e}");
             }
         }
         if rules {
@@ -692,7 +692,7 @@ impl Network {
             let script = nft::remove_mappings_and_rules(&self.conf.nft_table, &entry);
             if !script.is_empty() {
                 if let Err(e) = nft::apply(&script) {
-                    eprintln!("grove-helper: {handle}: removing its NetIn and NetOut rules: {e}");
+                    log_warn!("grove-helper: {handle}: removing its NetIn and NetOut rules: {e}");
                 }
             }
             if let Err(e) =
@@ -700,7 +700,7 @@ impl Network {
                     .borrow_mut()
                     .remove_port(&self.conf.nft_table, &veth, record.ip)
             {
-                eprintln!("grove-helper: {handle}: {e}");
+                log_warn!("grove-helper: {handle}: {e}");
             }
         }
         let links = if namespace_gone {
@@ -711,7 +711,7 @@ impl Network {
         if let Ok(nl) = nl.as_mut() {
             for link in links {
                 if let Err(e) = nl.del_link(&link) {
-                    eprintln!("grove-helper: {handle}: deleting {link}: {e}");
+                    log_warn!("grove-helper: {handle}: deleting {link}: {e}");
                 }
             }
         }
@@ -723,7 +723,7 @@ impl Network {
             self.teardown(handle, &record, true, true);
             if !record.net_in.is_empty() {
                 if let Err(e) = self.sync_localnet() {
-                    eprintln!("grove-helper: {handle}: {e}");
+                    log_warn!("grove-helper: {handle}: {e}");
                 }
             }
         }
@@ -792,14 +792,14 @@ impl Network {
         if let Err(e) = write_record(dir, &next) {
             let undo = format!("delete element inet {table} netin {{ {} }}\n", m.host_port);
             if let Err(u) = nft::apply(&undo) {
-                eprintln!("grove-helper: {handle}: undoing NetIn {}: {u}", m.host_port);
+                log_error!("grove-helper: {handle}: undoing NetIn {}: {u}", m.host_port);
             }
             return Err(e);
         }
         self.records.insert(handle.clone(), next);
         if let Err(e) = self.sync_localnet() {
             // The mapping works on every address but 127.0.0.1.
-            eprintln!("grove-helper: {handle}: NetIn on 127.0.0.1: {e}");
+            log_warn!("grove-helper: {handle}: NetIn on 127.0.0.1: {e}");
         }
         Ok(m)
     }
@@ -855,7 +855,7 @@ impl Network {
                 undo = nft::remove_mappings_and_rules(table, &entry);
             }
             if let Err(u) = nft::apply(&undo) {
-                eprintln!("grove-helper: {handle}: undoing NetOut: {u}");
+                log_error!("grove-helper: {handle}: undoing NetOut: {u}");
             }
             return Err(e);
         }
@@ -955,7 +955,7 @@ impl Network {
                 .map_err(|e| e.message)
         });
         if let Err(e) = result {
-            eprintln!("grove-helper: {handle}: restoring bandwidth: {e}");
+            log_warn!("grove-helper: {handle}: restoring bandwidth: {e}");
         }
     }
 

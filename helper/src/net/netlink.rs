@@ -201,7 +201,7 @@ impl Netlink {
         // Going home must not fail silently: everything after would run in
         // the container's namespace.
         if let Err(e) = nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET) {
-            eprintln!("grove-helper: cannot return to the host network namespace: {e}");
+            log_error!("grove-helper: cannot return to the host network namespace: {e}");
             std::process::abort();
         }
         made
