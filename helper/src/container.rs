@@ -1066,7 +1066,7 @@ impl Helper {
             Ok(uid) if uid >= first => Some(uid - first),
             Ok(_) => None,
             Err(e) => {
-                eprintln!("grove-helper: {handle}: the owner of its user namespace: {e}");
+                log_warn!("grove-helper: {handle}: the owner of its user namespace: {e}");
                 None
             }
         }
