@@ -1358,6 +1358,7 @@ impl Grove {
         let sinks = Sinks {
             stdout: None,
             stderr: None,
+            backlog_only: false,
         };
         let entry = ProcessEntry::start(
             id.to_string(),
