@@ -1,7 +1,8 @@
-//! 7. How long `grove run -it` takes to end after the shell in it exits:
-//! the CLI on a pseudo-terminal of its own (as under a terminal emulator),
-//! an interactive /bin/sh in the container told `echo bye-5; exit 3`; timed
-//! from the moment "bye-5" reaches the terminal to the CLI's exit.
+//! Section 7: how long `grove run -it` takes to end after the shell in it
+//! exits. The CLI runs on a pseudo-terminal of its own (as under a
+//! terminal emulator), an interactive /bin/sh in the container is told
+//! `echo bye-5; exit 3`, and the time runs from the moment "bye-5" reaches
+//! the terminal to the CLI's exit.
 
 use crate::stats::Samples;
 use std::io::{Read, Write};
@@ -42,7 +43,9 @@ impl Session {
                 Ok(())
             })
         };
-        let child = command.spawn().map_err(|e| format!("{}: {e}", cli.display()))?;
+        let child = command
+            .spawn()
+            .map_err(|e| format!("{}: {e}", cli.display()))?;
         drop(pty.slave);
         Ok(Session {
             child,
@@ -120,7 +123,12 @@ fn round(cli: &Path, socket: &Path, handle: &str) -> Result<Duration, String> {
 }
 
 /// `rounds` rounds (after two unmeasured ones).
-pub fn exit_latency(cli: &Path, socket: &Path, handle: &str, rounds: usize) -> Result<Samples, String> {
+pub fn exit_latency(
+    cli: &Path,
+    socket: &Path,
+    handle: &str,
+    rounds: usize,
+) -> Result<Samples, String> {
     for _ in 0..2 {
         round(cli, socket, handle)?;
     }

@@ -40,7 +40,7 @@ pub fn size(bytes: u64) -> String {
         unit += 1;
         scale *= 1024;
     }
-    if bytes % scale == 0 {
+    if bytes.is_multiple_of(scale) {
         return format!("{}{}", bytes / scale, UNITS[unit]);
     }
     let value = bytes as f64 / scale as f64;
@@ -174,9 +174,6 @@ mod tests {
                 vec!["database".into(), "stopped".into()],
             ],
         );
-        assert_eq!(
-            t,
-            "HANDLE    STATE\nweb       active\ndatabase  stopped\n"
-        );
+        assert_eq!(t, "HANDLE    STATE\nweb       active\ndatabase  stopped\n");
     }
 }

@@ -38,10 +38,7 @@ fn text(t: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, Error> {
     Ok(t?.to_string().map_err(capnp::Error::from)?)
 }
 
-fn handle_list(
-    mut list: capnp::text_list::Builder<'_>,
-    handles: &[String],
-) {
+fn handle_list(mut list: capnp::text_list::Builder<'_>, handles: &[String]) {
     for (i, handle) in handles.iter().enumerate() {
         list.set(i as u32, handle);
     }
@@ -108,10 +105,8 @@ pub async fn list(client: &Client, args: ListArgs, json: bool) -> Result<i32, Er
         }
         return Ok(0);
     }
-    let (infos, metrics) = futures::try_join!(
-        bulk_info(client, &handles),
-        bulk_metrics(client, &handles)
-    )?;
+    let (infos, metrics) =
+        futures::try_join!(bulk_info(client, &handles), bulk_metrics(client, &handles))?;
     // A container destroyed between the list and the bulk calls is left
     // out; one without metrics shows no age.
     let mut containers = Vec::new();
@@ -141,10 +136,7 @@ pub async fn list(client: &Client, args: ListArgs, json: bool) -> Result<i32, Er
                 shown(&c["state"]),
                 shown(&c["container_ip"]),
                 or_dash(ports(c)),
-                c["process_ids"]
-                    .as_array()
-                    .map_or(0, Vec::len)
-                    .to_string(),
+                c["process_ids"].as_array().map_or(0, Vec::len).to_string(),
                 c["age_seconds"]
                     .as_f64()
                     .map_or("-".into(), human::duration),

@@ -1113,7 +1113,10 @@ fn print_metrics(m: api::metrics::Reader<'_>, sizes: human::Sizes) -> Result<(),
         }
     );
     let disk = m.get_disk()?;
-    println!("disk_total_bytes: {}", sizes.show(disk.get_total_bytes_used()));
+    println!(
+        "disk_total_bytes: {}",
+        sizes.show(disk.get_total_bytes_used())
+    );
     println!(
         "disk_exclusive_bytes: {}",
         sizes.show(disk.get_exclusive_bytes_used())
@@ -1345,9 +1348,15 @@ mod tests {
             &["exec", "h", "sh", "-c", "exit 3"],
         ] {
             let run = run_of(args);
-            assert_eq!((run.handle.as_str(), &run.command[..]), ("h", &["sh".to_string(), "-c".into(), "exit 3".into()][..]), "{args:?}");
+            assert_eq!(
+                (run.handle.as_str(), &run.command[..]),
+                ("h", &["sh".to_string(), "-c".into(), "exit 3".into()][..]),
+                "{args:?}"
+            );
         }
-        let run = run_of(&["run", "-it", "-e", "A=1", "-u", "1000", "-w", "/tmp", "h", "ls", "-l"]);
+        let run = run_of(&[
+            "run", "-it", "-e", "A=1", "-u", "1000", "-w", "/tmp", "h", "ls", "-l",
+        ]);
         assert!(run.interactive && run.tty);
         assert_eq!(run.env, ["A=1"]);
         assert_eq!(run.user.as_deref(), Some("1000"));
@@ -1361,21 +1370,39 @@ mod tests {
         let run = run_of(&["run", "h", "-i", "cat"]);
         assert!(run.interactive);
         assert_eq!(run.command, ["cat"]);
-        assert!(Cli::try_parse_from(["grove", "run", "h"]).is_err(), "a command is needed");
+        assert!(
+            Cli::try_parse_from(["grove", "run", "h"]).is_err(),
+            "a command is needed"
+        );
         assert!(Cli::try_parse_from(["grove", "run", "-d", "-i", "h", "true"]).is_err());
 
         for alias in ["list", "ps", "ls"] {
             let cli = Cli::try_parse_from(["grove", alias, "--long", "-a"]).unwrap();
-            assert!(matches!(cli.command, Cmd::List(listing::ListArgs { long: true, .. })));
+            assert!(matches!(
+                cli.command,
+                Cmd::List(listing::ListArgs { long: true, .. })
+            ));
         }
         let cli = Cli::try_parse_from(["grove", "rm", "-f", "a", "b"]).unwrap();
-        assert!(matches!(cli.command, Cmd::Rm(remove::RmArgs { force: true, ref handles, .. }) if handles.len() == 2));
-        assert!(Cli::try_parse_from(["grove", "rm"]).is_err(), "a handle or -a");
+        assert!(
+            matches!(cli.command, Cmd::Rm(remove::RmArgs { force: true, ref handles, .. }) if handles.len() == 2)
+        );
+        assert!(
+            Cli::try_parse_from(["grove", "rm"]).is_err(),
+            "a handle or -a"
+        );
         assert!(Cli::try_parse_from(["grove", "rm", "-a"]).is_ok());
         assert!(Cli::try_parse_from(["grove", "rm", "-a", "x"]).is_err());
         assert!(Cli::try_parse_from(["grove", "inspect"]).is_err());
         let cli = Cli::try_parse_from(["grove", "stats", "--no-stream", "-i", "1"]).unwrap();
-        assert!(matches!(cli.command, Cmd::Stats(stats::StatsArgs { no_stream: true, interval: 1, .. })));
+        assert!(matches!(
+            cli.command,
+            Cmd::Stats(stats::StatsArgs {
+                no_stream: true,
+                interval: 1,
+                ..
+            })
+        ));
         assert!(Cli::try_parse_from(["grove", "stats", "--interval", "0"]).is_err());
         let cli = Cli::try_parse_from(["grove", "logs", "-f", "h", "p"]).unwrap();
         assert!(matches!(cli.command, Cmd::Logs { follow: true, .. }));

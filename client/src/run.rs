@@ -32,7 +32,12 @@ pub struct RunArgs {
     pub user: Option<String>,
     /// Working directory (default: the user's home, or the image's).
     /// Example: -w /srv/app
-    #[arg(short = 'w', long = "workdir", visible_alias = "dir", value_name = "DIR")]
+    #[arg(
+        short = 'w',
+        long = "workdir",
+        visible_alias = "dir",
+        value_name = "DIR"
+    )]
     pub dir: Option<String>,
     /// NAME=VALUE added to the environment, after the container's; a bare
     /// NAME takes this command's value of it (left out when unset)
@@ -97,7 +102,11 @@ fn parse_rlimit(s: &str) -> Result<(String, u64), String> {
 
 /// The process's environment: `NAME` alone takes our value; on a terminal,
 /// TERM=xterm unless given (as podman does).
-pub fn environment(given: &[String], tty: bool, ours: impl Fn(&str) -> Option<String>) -> Vec<String> {
+pub fn environment(
+    given: &[String],
+    tty: bool,
+    ours: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
     let mut env: Vec<String> = given
         .iter()
         .filter_map(|entry| {
@@ -137,7 +146,11 @@ pub async fn run(client: &Client, args: RunArgs, json: bool) -> Result<i32, Erro
         request.get().init_io();
         let process = request.send().pipeline.get_process();
         let response = process.id_request().send().promise.await?;
-        let id = response.get()?.get_id()?.to_str().map_err(capnp::Error::from)?;
+        let id = response
+            .get()?
+            .get_id()?
+            .to_str()
+            .map_err(capnp::Error::from)?;
         if json {
             cli_json::print(&serde_json::json!({ "process_id": id }));
         } else {
@@ -454,10 +467,7 @@ mod tests {
     fn environment_takes_bare_names_from_ours_and_sets_term_on_a_tty() {
         let ours = |name: &str| (name == "LANG").then(|| "C.UTF-8".to_string());
         let given = ["A=1".to_string(), "LANG".into(), "UNSET".into()];
-        assert_eq!(
-            environment(&given, false, ours),
-            ["A=1", "LANG=C.UTF-8"]
-        );
+        assert_eq!(environment(&given, false, ours), ["A=1", "LANG=C.UTF-8"]);
         assert_eq!(
             environment(&given, true, ours),
             ["A=1", "LANG=C.UTF-8", "TERM=xterm"]

@@ -89,7 +89,12 @@ fn round(x: f64) -> f64 {
 
 /// CPU use as a percentage of one CPU: since the previous sample, or for
 /// the first, since the container started.
-fn cpu_percent(usage_nanos: u64, age_seconds: f64, previous: Option<(u64, Instant)>, now: Instant) -> f64 {
+fn cpu_percent(
+    usage_nanos: u64,
+    age_seconds: f64,
+    previous: Option<(u64, Instant)>,
+    now: Instant,
+) -> f64 {
     let (used, wall) = match previous {
         Some((before, at)) => (
             usage_nanos.saturating_sub(before) as f64,
@@ -104,7 +109,12 @@ fn cpu_percent(usage_nanos: u64, age_seconds: f64, previous: Option<(u64, Instan
     }
 }
 
-pub async fn stats(client: &Client, args: StatsArgs, json: bool, sizes: Sizes) -> Result<i32, Error> {
+pub async fn stats(
+    client: &Client,
+    args: StatsArgs,
+    json: bool,
+    sizes: Sizes,
+) -> Result<i32, Error> {
     let host_memory = client.capacity().await?.memory_bytes;
     let live = !args.no_stream && std::io::stdout().is_terminal();
     let mut previous: HashMap<String, (u64, Instant)> = HashMap::new();

@@ -38,9 +38,7 @@ pub async fn top(client: &Client, handle: &str, json: bool, sizes: Sizes) -> Res
     print!(
         "{}",
         human::table(
-            &[
-                "PID", "PPID", "USER", "STATE", "TIME", "ELAPSED", "RSS", "PROCESS", "COMMAND"
-            ],
+            &["PID", "PPID", "USER", "STATE", "TIME", "ELAPSED", "RSS", "PROCESS", "COMMAND"],
             &rows
         )
     );

@@ -328,7 +328,10 @@ mod tests {
         ] {
             assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
         }
-        assert_eq!(decode::<Request>(&encode(&Request::Top)).unwrap(), Request::Top);
+        assert_eq!(
+            decode::<Request>(&encode(&Request::Top)).unwrap(),
+            Request::Top
+        );
         let top = Response::Top {
             processes: vec![ProcessStatus {
                 pid: 7,

@@ -699,7 +699,12 @@ fn exit_codes_completions_and_help() {
         vec!["completions", "tcsh"],
     ] {
         let out = run_cli(&env, &bad, None);
-        assert_eq!(out.status.code(), Some(125), "{bad:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{bad:?}: {}",
+            text(&out.stderr)
+        );
         assert!(text(&out.stderr).starts_with("error: "), "{bad:?}");
     }
 
@@ -724,7 +729,7 @@ fn exit_codes_completions_and_help() {
         "inspect",
         "stats",
         "[aliases: ps, ls]",
-        "[aliases: exec]",
+        "[alias: exec]",
     ] {
         assert!(help.contains(needle), "{needle} in {help}");
     }
@@ -850,7 +855,11 @@ fn create_image_pulls_with_progress_and_credentials() {
         &["create", "--image", "oci:/x", "--rootfs", "/y"],
         None,
     );
-    assert_eq!(out.status.code(), Some(125), "an image or a rootfs, not both");
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "an image or a rootfs, not both"
+    );
     let mut handles: Vec<String> = run_cli_ok(&env, &["list"])
         .lines()
         .map(str::to_string)
@@ -863,7 +872,11 @@ fn create_image_pulls_with_progress_and_credentials() {
 /// completion, as bash runs it on Tab).
 fn bash_completes(env: &TestEnv, words: &[&str]) -> Vec<String> {
     let script = run_cli_ok(env, &["completions", "bash"]);
-    let mut line = vec!["grove".to_string(), "--socket".into(), env.socket.display().to_string()];
+    let mut line = vec![
+        "grove".to_string(),
+        "--socket".into(),
+        env.socket.display().to_string(),
+    ];
     line.extend(words.iter().map(|w| w.to_string()));
     let quoted: Vec<String> = line.iter().map(|w| format!("'{w}'")).collect();
     let program = format!(
@@ -900,33 +913,69 @@ fn podman_users_find_their_commands() {
     let ok = |args: &[&str]| run_cli_ok(&env, args);
     let port = (env.ports.0 + 2).to_string();
     let mapping = format!("{port}:80");
-    ok(&["create", "--handle", "pod-a", "-e", "FROM_CREATE=yes", "--net-in", &mapping, "--limit-memory", "64M"]);
+    ok(&[
+        "create",
+        "--handle",
+        "pod-a",
+        "-e",
+        "FROM_CREATE=yes",
+        "--net-in",
+        &mapping,
+        "--limit-memory",
+        "64M",
+    ]);
     ok(&["create", "--handle", "pod-b"]);
 
     // exec, -e/-u/-w, no `--`; -e NAME takes our value.
     let out = std::process::Command::new(bin_dir().join("grove"))
         .arg("--socket")
         .arg(&env.socket)
-        .args(["exec", "-e", "X=1", "-e", "FROM_HOST", "-u", "user", "-w", "/tmp", "pod-a"])
-        .args(["sh", "-c", "echo $X $FROM_HOST $FROM_CREATE $(pwd) $(id -u)"])
+        .args([
+            "exec",
+            "-e",
+            "X=1",
+            "-e",
+            "FROM_HOST",
+            "-u",
+            "user",
+            "-w",
+            "/tmp",
+            "pod-a",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "echo $X $FROM_HOST $FROM_CREATE $(pwd) $(id -u)",
+        ])
         .env("FROM_HOST", "carried")
         .output()
         .unwrap();
-    assert_eq!(text(&out.stdout), "1 carried yes /tmp 1000\n", "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "1 carried yes /tmp 1000\n",
+        "{}",
+        text(&out.stderr)
+    );
 
     // ps / ls / list --long: the table, and its JSON.
     let table = ok(&["ps", "--long"]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["HANDLE", "STATE", "IP", "PORTS", "PROCESSES", "AGE"]);
+    assert_eq!(
+        header,
+        ["HANDLE", "STATE", "IP", "PORTS", "PROCESSES", "AGE"]
+    );
     let row_a = lines.iter().find(|l| l.starts_with("pod-a ")).unwrap();
     let cells: Vec<&str> = row_a.split_whitespace().collect();
     assert_eq!(cells[1], "active");
     assert!(cells[2].starts_with("10."), "{row_a}");
     assert_eq!(cells[3], format!("{port}->80"));
     assert_eq!(cells[4], "0");
-    assert!(cells[5].ends_with('s') || cells[5].ends_with('m'), "{row_a}");
+    assert!(
+        cells[5].ends_with('s') || cells[5].ends_with('m'),
+        "{row_a}"
+    );
     assert!(ok(&["ls"]).contains("pod-b"));
     let long = json(&ok(&["--json", "list", "-l", "--property", "nope=x"]));
     assert_eq!(long, serde_json::json!({ "containers": [] }));
@@ -943,16 +992,27 @@ fn podman_users_find_their_commands() {
     assert!(a["age_seconds"].as_f64().unwrap() >= 0.0);
 
     // Sizes: human by default, raw with --bytes; JSON always raw.
-    assert!(ok(&["limits", "pod-a"]).lines().any(|l| l == "memory_bytes: 64MiB"));
+    assert!(ok(&["limits", "pod-a"])
+        .lines()
+        .any(|l| l == "memory_bytes: 64MiB"));
     assert!(ok(&["--bytes", "limits", "pod-a"])
         .lines()
         .any(|l| l == "memory_bytes: 67108864"));
     let metrics = ok(&["metrics", "pod-a"]);
-    let usage = metrics.lines().find(|l| l.starts_with("memory_usage: ")).unwrap();
+    let usage = metrics
+        .lines()
+        .find(|l| l.starts_with("memory_usage: "))
+        .unwrap();
     assert!(usage.ends_with("iB") || usage.ends_with('B'), "{usage}");
     let raw = ok(&["metrics", "pod-a", "--bytes"]);
-    let usage = raw.lines().find(|l| l.starts_with("memory_usage: ")).unwrap();
-    assert!(usage["memory_usage: ".len()..].parse::<u64>().is_ok(), "{usage}");
+    let usage = raw
+        .lines()
+        .find(|l| l.starts_with("memory_usage: "))
+        .unwrap();
+    assert!(
+        usage["memory_usage: ".len()..].parse::<u64>().is_ok(),
+        "{usage}"
+    );
 
     // inspect: one array; a missing handle is reported after it (125).
     let described: serde_json::Value =
@@ -964,11 +1024,23 @@ fn podman_users_find_their_commands() {
     let out = run_cli(&env, &["--json", "inspect", "pod-b", "nope"], None);
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(json(&text(&out.stdout)).as_array().unwrap().len(), 1);
-    assert!(text(&out.stderr).contains("(containerNotFound)"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("(containerNotFound)"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Shell completion of handles (and of subcommands).
-    assert_eq!(bash_completes(&env, &["info", ""]), ["pod-a", "pod-b"]);
-    assert_eq!(bash_completes(&env, &["rm", "-f", "pod-"]), ["pod-a", "pod-b"]);
+    // An empty word offers the flags too (clap's way); the values are the
+    // handles.
+    let offered = bash_completes(&env, &["info", ""]);
+    let values: Vec<&String> = offered.iter().filter(|c| !c.starts_with('-')).collect();
+    assert_eq!(values, ["pod-a", "pod-b"], "{offered:?}");
+    assert!(offered.contains(&"--json".to_string()), "{offered:?}");
+    assert_eq!(
+        bash_completes(&env, &["rm", "-f", "pod-"]),
+        ["pod-a", "pod-b"]
+    );
     assert_eq!(bash_completes(&env, &["insp"]), ["inspect"]);
 
     // rm: a container running a process needs -f (2); a missing one is 1
@@ -981,11 +1053,20 @@ fn podman_users_find_their_commands() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "pod-c\n");
     let stderr = text(&out.stderr);
-    assert!(stderr.contains(&format!("pod-b has running processes ({id})")), "{stderr}");
-    assert!(stderr.contains("unknown handle: nope (containerNotFound)"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pod-b has running processes ({id})")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown handle: nope (containerNotFound)"),
+        "{stderr}"
+    );
     assert_eq!(run_cli(&env, &["rm", "nope"], None).status.code(), Some(1));
     assert_eq!(ok(&["rm", "-i", "nope"]), "");
-    assert_eq!(json(&ok(&["--json", "rm", "-f", "pod-b"])), serde_json::json!({ "removed": ["pod-b"] }));
+    assert_eq!(
+        json(&ok(&["--json", "rm", "-f", "pod-b"])),
+        serde_json::json!({ "removed": ["pod-b"] })
+    );
     ok(&["create", "--handle", "pod-d"]);
     let mut removed: Vec<String> = ok(&["rm", "-a"]).lines().map(str::to_string).collect();
     removed.sort();
@@ -1001,25 +1082,48 @@ fn logs_top_and_stats() {
 
     // logs: what is waiting, and no more: it returns while the process
     // runs on, and what it printed is gone from the pipe.
-    let id = ok(&["run", "-d", "obs", "sh", "-c", "echo one; echo two >&2; exec sleep 300"]);
+    let id = ok(&[
+        "run",
+        "-d",
+        "obs",
+        "sh",
+        "-c",
+        "echo one; echo two >&2; exec sleep 300",
+    ]);
     let id = id.trim().to_string();
     let (mut out, mut err) = (String::new(), String::new());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !(out.contains("one") && err.contains("two")) {
-        assert!(std::time::Instant::now() < deadline, "logs showed {out:?} {err:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logs showed {out:?} {err:?}"
+        );
         let got = run_cli(&env, &["logs", "obs", &id], None);
         assert_eq!(got.status.code(), Some(0), "{}", text(&got.stderr));
         out.push_str(&text(&got.stdout));
         err.push_str(&text(&got.stderr));
     }
-    assert_eq!((out.as_str(), err.as_str()), ("one\n", "two\n"), "each line once");
+    assert_eq!(
+        (out.as_str(), err.as_str()),
+        ("one\n", "two\n"),
+        "each line once"
+    );
     let got = run_cli(&env, &["logs", "obs", &id], None);
     assert_eq!((got.status.code(), got.stdout.len()), (Some(0), 0));
     wait_running(&env, "obs", &id);
 
     // top: every process, with the API process each belongs to, its
     // children included; pid 1 is the container's init.
-    ok(&["run", "-d", "--id", "tree", "obs", "sh", "-c", "sleep 301 & wait"]);
+    ok(&[
+        "run",
+        "-d",
+        "--id",
+        "tree",
+        "obs",
+        "sh",
+        "-c",
+        "sleep 301 & wait",
+    ]);
     let mut top = serde_json::Value::Null;
     eventually("top shows sleep 301", || {
         top = json(&ok(&["--json", "top", "obs"]));
@@ -1059,7 +1163,10 @@ fn logs_top_and_stats() {
     // logs -f: the rest, until the process ends.
     let id = ok(&["run", "-d", "obs", "sh", "-c", "echo a; sleep 1; echo b"]);
     let out = run_cli(&env, &["logs", "-f", "obs", id.trim()], None);
-    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "a\nb\n".into()));
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "a\nb\n".into())
+    );
 
     // stats: once, from bulkMetrics.
     let stats = json(&ok(&["--json", "stats", "--no-stream", "obs"]));

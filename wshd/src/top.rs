@@ -158,7 +158,8 @@ unsafe fn child(pipe: i32, spawned: &HashMap<i32, String>) -> ! {
         let n = libc::write(OUT, rest.as_ptr().cast(), rest.len());
         if n > 0 {
             rest = &rest[n as usize..];
-        } else if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+        } else if n == 0
+            || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
         {
             break;
         }
@@ -292,8 +293,8 @@ fn scan(spawned: &HashMap<i32, String>) -> Response {
             .as_deref()
             .and_then(real_uid)
             .unwrap_or(u32::MAX);
-        let raw = read_limited(&format!("/proc/{pid}/cmdline"), TOP_COMMAND_MAX + 1)
-            .unwrap_or_default();
+        let raw =
+            read_limited(&format!("/proc/{pid}/cmdline"), TOP_COMMAND_MAX + 1).unwrap_or_default();
         let mut command = command_line(&raw);
         if command.is_empty() {
             command = format!("[{}]", stat.name);

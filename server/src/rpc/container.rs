@@ -458,7 +458,11 @@ impl api::Server for ContainerServer {
         Ok(())
     }
 
-    async fn top(self: Rc<Self>, _: TopParams, mut results: TopResults) -> Result<(), capnp::Error> {
+    async fn top(
+        self: Rc<Self>,
+        _: TopParams,
+        mut results: TopResults,
+    ) -> Result<(), capnp::Error> {
         let container = self.container()?;
         let (processes, truncated) = crate::rpc::top::top(&container)
             .await
