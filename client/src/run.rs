@@ -55,6 +55,7 @@ pub struct RunArgs {
     pub id: Option<String>,
     #[command(flatten)]
     pub signals: SigProxy,
+    /// The container to run in.
     #[arg(add = crate::completion::handles())]
     pub handle: String,
     /// The command and its arguments (`--` before them is optional).
