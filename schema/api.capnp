@@ -116,6 +116,28 @@ interface Container {
 
   # Restart the idle countdown with this grace time; 0 = never expire.
   setGraceTime @25 (graceTimeSeconds :UInt64) -> ();
+
+  # Every process in the container as its init (wshd) sees it in the
+  # container's /proc, wshd itself included. A container whose wshd
+  # predates this call answers notImplemented.
+  top @26 () -> (processes :List(ProcessStatus), truncated :Bool);
+}
+
+# One process of `top`. The text fields come from inside the container
+# (untrusted: a client printing them to a terminal should escape control
+# characters). truncated: the list stops short (about 100 KiB of it fits in
+# one answer).
+struct ProcessStatus {
+  pid @0 :Int32;                # in the container's PID namespace
+  parentPid @1 :Int32;
+  uid @2 :UInt32;               # the real uid, as the container sees it
+  user @3 :Text;                # its name in the container's /etc/passwd; empty: none
+  state @4 :Text;               # /proc's one-letter state: R, S, D, Z, T, ...
+  cpuMillis @5 :UInt64;         # user + system CPU time
+  elapsedMillis @6 :UInt64;     # since the process started
+  rssBytes @7 :UInt64;
+  command @8 :Text;             # the command line (at most 1 KiB), or [name] without one
+  processId @9 :Text;           # the API process it is, or descends from; empty: none
 }
 
 struct ContainerSpec {
@@ -367,6 +389,11 @@ struct ProcessIO {
   # false: the process's stdin is at end-of-file from the start.
   # true: Process.stdin gives a ByteStream; its `done` closes the stdin.
   openStdin @2 :Bool;
+  # attach only: end each stream (`done`) once it has carried the output
+  # that was waiting when attach was called (it may carry a little more, up
+  # to a chunk), instead of at the end of the output; what the process
+  # writes later waits for the next attach. run refuses it (invalidSpec).
+  backlogOnly @3 :Bool;
 }
 
 enum Signal {

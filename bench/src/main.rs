@@ -10,6 +10,7 @@ mod grove;
 mod memory;
 mod peers;
 mod stats;
+mod tty;
 
 use grove_client::Client;
 use stats::{mib, ms, ratio, Samples};
@@ -25,7 +26,7 @@ pub const CPU_WEIGHT: u64 = 512;
 const USAGE: &str = "usage: grove-bench --socket PATH --rootfs DIR --cgroup-parent NAME \
 --work DIR --grove-cli PATH [--groved-pid N] [--helper-pid N] [--rounds N] \
 [--clients N] [--concurrent N] [--density N] [--stdout-bytes N] [--only a,b,...] [--no-limits]
-sections: lifecycle exec pipelined concurrency density stdout";
+sections: lifecycle exec pipelined concurrency density stdout tty";
 
 struct Options {
     socket: PathBuf,
@@ -208,11 +209,12 @@ async fn bench(o: &Options) -> Result<Report, String> {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<(), String>> + 'a>,
     >;
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("lifecycle", |o, c, r| Box::pin(lifecycle(o, c, r))),
         ("exec", |o, c, r| Box::pin(exec(o, c, r))),
         ("pipelined", |o, c, r| Box::pin(pipelined(o, c, r))),
         ("stdout", |o, c, r| Box::pin(stdout(o, c, r))),
+        ("tty", |o, c, r| Box::pin(tty_exit(o, c, r))),
         ("concurrency", |o, _, r| Box::pin(concurrency(o, r))),
         ("density", |o, c, r| Box::pin(density(o, c, r))),
     ];
@@ -791,5 +793,37 @@ what the relay costs). Best of 3.\n\n| producer | raw pipe | grove run | grove /
         format!("{:.0} %", 100.0 * dd_ratio),
         dd_ratio >= 0.5,
     );
+    Ok(())
+}
+
+/// 7. `grove run -it` exit latency: from the shell's last output on the
+///    terminal to the CLI's exit.
+async fn tty_exit(o: &Options, client: &Client, report: &mut Report) -> Result<(), String> {
+    let rounds = o.rounds.min(100);
+    eprintln!("==> tty: grove run -it exit latency after the shell exits, {rounds} rounds");
+    let h = handle("tty", 0);
+    grove::create(client, &h, grove::Spec { limits: false }).await?;
+    let (cli, socket) = (o.grove_cli.clone(), o.socket.clone());
+    let handle = h.clone();
+    // Blocking (a pty and a child process): off the runtime's thread.
+    let measured =
+        tokio::task::spawn_blocking(move || tty::exit_latency(&cli, &socket, &handle, rounds))
+            .await
+            .map_err(|e| e.to_string())?;
+    grove::destroy(client, &h).await?;
+    let samples = measured?;
+    eprintln!(
+        "    grove run -it: p50 {} p99 {}",
+        ms(samples.p50()),
+        ms(samples.p99())
+    );
+    let mut s = String::from(
+        "## 7. Terminal exit\n\n`grove run -it H /bin/sh` on a pseudo-terminal of its own; the shell is told \
+`echo bye-5; exit 3`. Timed from the moment `bye-5` reaches the terminal to the CLI's exit (with \
+status 3): the shell's exit, wshd's reaping, groved's answer to wait, and the CLI giving the \
+terminal back.\n\n| | rounds | p50 | p99 |\n|---|---|---|---|\n",
+    );
+    s += &row("`grove run -it` exit", &samples);
+    report.sections.push(s);
     Ok(())
 }

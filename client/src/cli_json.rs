@@ -139,3 +139,25 @@ pub fn limits(l: &Limits<'_>) -> Result<Value, Error> {
         },
     }))
 }
+
+/// Ask for the limits in force (all five kinds at once, pipelined) and
+/// hand them to `read`.
+pub async fn with_limits<R>(
+    container: &api::container::Client,
+    read: impl FnOnce(&Limits<'_>) -> Result<R, Error>,
+) -> Result<R, Error> {
+    let (memory, cpu, pids, disk, bandwidth) = futures::try_join!(
+        container.current_memory_limits_request().send().promise,
+        container.current_cpu_limits_request().send().promise,
+        container.current_pid_limits_request().send().promise,
+        container.current_disk_limits_request().send().promise,
+        container.current_bandwidth_limits_request().send().promise,
+    )?;
+    read(&Limits {
+        memory: memory.get()?.get_limits()?,
+        cpu: cpu.get()?.get_limits()?,
+        pid: pids.get()?.get_limits()?,
+        disk: disk.get()?.get_limits()?,
+        bandwidth: bandwidth.get()?.get_limits()?,
+    })
+}

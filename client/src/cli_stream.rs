@@ -2,12 +2,13 @@
 //! counted by a progress meter on stderr.
 
 use crate::progress::Meter;
+use crate::stdin::Stdin;
 use grove_client::{api, writer_sink, Error};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncReadExt;
 
 /// An error of this command itself (no code: it is not groved's).
 pub fn local(message: String) -> Error {
@@ -24,9 +25,34 @@ fn named(path: Option<&Path>) -> Option<&Path> {
 
 /// Where `stream-in` reads the tar.
 pub struct Input {
-    reader: Box<dyn AsyncRead + Unpin>,
+    source: Source,
     name: String,
     meter: Meter,
+}
+
+/// A file, or stdin (read so that a failed stream ends the command at once,
+/// whatever stdin is still to give: see `stdin`).
+enum Source {
+    File(tokio::fs::File),
+    Stdin(Stdin),
+}
+
+/// Most bytes read from a file at once.
+const CHUNK: usize = 256 * 1024;
+
+impl Source {
+    /// The next chunk; `None` at end of file.
+    async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        match self {
+            Source::File(file) => {
+                let mut buffer = vec![0u8; CHUNK];
+                let n = file.read(&mut buffer).await?;
+                buffer.truncate(n);
+                Ok((n > 0).then_some(buffer))
+            }
+            Source::Stdin(stdin) => stdin.next().await.transpose(),
+        }
+    }
 }
 
 impl Input {
@@ -39,7 +65,7 @@ impl Input {
             let meta = file.metadata().await.ok();
             let total = meta.filter(|m| m.is_file()).map(|m| m.len());
             return Ok(Input {
-                reader: Box::new(file),
+                source: Source::File(file),
                 name,
                 meter: Meter::new("streaming in", total),
             });
@@ -53,8 +79,9 @@ impl Input {
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len());
+        let stdin = Stdin::start().map_err(|e| local(format!("reading stdin: {e}")))?;
         Ok(Input {
-            reader: Box::new(tokio::io::stdin()),
+            source: Source::Stdin(stdin),
             name: "stdin".into(),
             meter: Meter::new("streaming in", total),
         })
@@ -69,20 +96,16 @@ impl Input {
     }
 
     async fn copy(&mut self, sink: &api::byte_stream::Client) -> Result<(), Error> {
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            let n = self
-                .reader
-                .read(&mut buffer)
-                .await
-                .map_err(|e| local(format!("reading {}: {e}", self.name)))?;
-            if n == 0 {
-                break;
-            }
+        while let Some(chunk) = self
+            .source
+            .next()
+            .await
+            .map_err(|e| local(format!("reading {}: {e}", self.name)))?
+        {
             let mut request = sink.write_request();
-            request.get().set_data(&buffer[..n]);
+            request.get().set_data(&chunk);
             request.send().await?;
-            self.meter.add(n);
+            self.meter.add(chunk.len());
         }
         sink.done_request().send().promise.await?;
         Ok(())

@@ -1,28 +1,48 @@
 //! `grove`: the command-line client for groved.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use grove_client::{api, shell_exit_code, socket_path, writer_sink, Client, Command, Error};
+use grove_client::{api, Error, ErrorCode};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 mod cli_args;
 mod cli_json;
 mod cli_stream;
+mod completion;
+mod connection;
+mod human;
+mod listing;
 mod progress;
+mod remove;
+mod run;
+mod stats;
+mod stdin;
 mod terminal;
+mod top;
 use std::process::ExitCode;
+
+/// The exit status of Grove's own failures (groved's errors, a lost
+/// connection, bad usage), as podman's 125.
+pub const GROVE_ERROR: i32 = 125;
+/// `run`: the executable cannot be found or run (executableNotFound), as
+/// podman's 127.
+pub const NOT_FOUND: i32 = 127;
 
 /// The exit statuses, for `--help` (README's "The CLI" has the same table).
 macro_rules! exit_status {
     () => {
-        "Exit status:
+        "Exit status (podman's):
   0    success
-  N    run, attach: the process's exit code; 128+N when signal N killed it
-  1    an error, on one line of stderr: groved's (the line ends with its code,
-       e.g. \"(containerNotFound)\"), groved unreachable (serviceUnavailable),
-       the connection lost (disconnected), or a local file that cannot be read
-       or written
-  2    bad usage: an unknown subcommand or flag, a missing or malformed value"
+  N    run, exec, attach: the process's exit code; 128+N when signal N
+       killed it
+  1    rm: a container did not exist (and nothing worse happened)
+  2    rm: a container has running processes (remove it with -f)
+  125  Grove's error, on one line of stderr: groved's (the line ends with
+       its code, e.g. \"(containerNotFound)\"), groved unreachable
+       (serviceUnavailable), the connection lost (disconnected), a local
+       file that cannot be read or written; or bad usage (an unknown
+       subcommand or flag, a missing or malformed value)
+  127  run, exec: the executable cannot be found or run (executableNotFound)"
     };
 }
 
@@ -35,7 +55,8 @@ macro_rules! exit_status {
     after_long_help = concat!(
         "Examples:
   grove create --handle web --limit-memory 256M --net-in 0:8080 --property team=web
-  grove run -it web -- /bin/sh
+  grove run -it web /bin/sh
+  grove ps --long
   grove --json info web | jq -r .container_ip
   tar -cf - site | grove stream-in web --path /srv/www
   grove completions bash > /etc/bash_completion.d/grove
@@ -44,40 +65,18 @@ macro_rules! exit_status {
         exit_status!()
     )
 )]
-struct Cli {
-    /// groved's socket [default: $GROVE_SOCKET, else /run/grove/grove.sock]
-    #[arg(long, global = true)]
-    socket: Option<PathBuf>,
-    /// groved's TCP listener, HOST:PORT or `[IPv6]:PORT`: connect there
-    /// instead of the socket, over mutual TLS with --tls-ca, --tls-cert and
-    /// --tls-key (all three), else plain TCP (groved serves that on
-    /// loopback only)
-    #[arg(long, global = true, env = "GROVE_ADDRESS", value_name = "HOST:PORT")]
-    address: Option<String>,
-    /// With --address: the CA certificate(s) groved's certificate must
-    /// chain to (PEM)
-    #[arg(long, global = true, env = "GROVE_TLS_CA", value_name = "PEM")]
-    tls_ca: Option<PathBuf>,
-    /// With --address: this client's certificate, from a CA groved trusts (PEM)
-    #[arg(long, global = true, env = "GROVE_TLS_CERT", value_name = "PEM")]
-    tls_cert: Option<PathBuf>,
-    /// With --address: the private key of --tls-cert (PEM)
-    #[arg(long, global = true, env = "GROVE_TLS_KEY", value_name = "PEM")]
-    tls_key: Option<PathBuf>,
-    /// With --address: the name groved's certificate must carry [default:
-    /// the host of --address]
-    #[arg(
-        long,
-        global = true,
-        env = "GROVE_TLS_SERVER_NAME",
-        value_name = "NAME"
-    )]
-    tls_server_name: Option<String>,
+pub struct Cli {
+    #[command(flatten)]
+    connection: connection::ConnectionArgs,
     /// Print one JSON document on stdout instead of text, for scripts
-    /// (run, attach and stream-out still print the process's output or the
-    /// tar). Example: grove --json info web | jq -r .state
-    #[arg(long, global = true)]
+    /// (run, attach, logs and stream-out still print the process's output
+    /// or the tar; stats prints one per refresh). Example: grove --json info web | jq -r .state
+    #[arg(long, global = true, help_heading = "Output")]
     json: bool,
+    /// Sizes as byte counts instead of KiB, MiB, GiB (in capacity, limits,
+    /// metrics, stats, top; --json always gives bytes).
+    #[arg(long, global = true, help_heading = "Output")]
+    bytes: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -120,8 +119,8 @@ enum Cmd {
         #[arg(long, value_name = "PASSWORD")]
         image_password: Option<String>,
         /// NAME=VALUE in every process's environment (repeatable).
-        /// Example: --env LANG=C.UTF-8
-        #[arg(long = "env", value_name = "NAME=VALUE")]
+        /// Example: -e LANG=C.UTF-8
+        #[arg(short, long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
         /// A property NAME=VALUE, for `grove list --property` (repeatable).
         /// Example: --property team=web
@@ -167,25 +166,37 @@ enum Cmd {
     /// destroyed after SECONDS without a request about it (0 = never).
     ///
     /// Example: grove set-grace-time web 600
-    SetGraceTime { handle: String, seconds: u64 },
+    SetGraceTime {
+        #[arg(add = completion::handles())]
+        handle: String,
+        seconds: u64,
+    },
     /// Change a container's memory, CPU, pid, disk or bandwidth limits
     /// (each kind is all or none).
     ///
     /// Example: grove limit web --limit-memory 512M --limit-cpu 512
     Limit {
+        #[arg(add = completion::handles())]
         handle: String,
         #[command(flatten)]
         limits: LimitArgs,
     },
     /// Show the limits in force ("none": no limit).
-    Limits { handle: String },
+    Limits {
+        #[arg(add = completion::handles())]
+        handle: String,
+    },
     /// Show a container's resource usage: memory, CPU, pids, disk, network, age.
-    Metrics { handle: String },
+    Metrics {
+        #[arg(add = completion::handles())]
+        handle: String,
+    },
     /// Map a port of the host to a port of the container (TCP); prints
     /// HOST_PORT CONTAINER_PORT.
     ///
     /// Example: grove net-in web --host-port 8080 --container-port 80
     NetIn {
+        #[arg(add = completion::handles())]
         handle: String,
         /// The host port (default: one from the server's range).
         /// Example: --host-port 8080
@@ -200,35 +211,81 @@ enum Cmd {
     ///
     /// Example: grove net-out web --protocol tcp --network 10.0.0.1 --port 443
     NetOut {
+        #[arg(add = completion::handles())]
         handle: String,
         #[command(flatten)]
         rule: cli_args::NetOutArgs,
     },
-    /// List container handles, optionally only those with all given properties.
+    /// List container handles, optionally only those with all given
+    /// properties; --long: a table of state, IP, ports, processes and age.
     ///
-    /// Example: grove list --property team=web --property env=prod
-    List {
-        /// Only containers with this property (repeatable: all must match).
-        /// Example: --property team=web
-        #[arg(long = "property", value_name = "NAME=VALUE", value_parser = parse_pair)]
-        properties: Vec<(String, String)>,
+    /// Example: grove ps --long --property team=web
+    #[command(visible_aliases = ["ps", "ls"])]
+    List(listing::ListArgs),
+    /// Describe containers as one JSON array: each one's info and the
+    /// limits in force.
+    ///
+    /// Example: grove inspect web db | jq '.[].limits.memory'
+    Inspect {
+        #[arg(required = true, value_name = "HANDLE", add = completion::handles())]
+        handles: Vec<String>,
     },
     /// Show a container's state, addresses, processes, ports and properties.
-    Info { handle: String },
+    Info {
+        #[arg(add = completion::handles())]
+        handle: String,
+    },
     /// Run a command in a container, streaming its output; exits with its
-    /// status (128 + N when signal N killed it).
+    /// status (128 + N when signal N killed it). The signals this command
+    /// gets go on to the process (--sig-proxy).
     ///
-    /// Example: grove run -it --env TERM=xterm web -- /bin/sh
-    Run(RunArgs),
+    /// Example: grove run -it -e LANG web /bin/sh
+    #[command(visible_alias = "exec")]
+    Run(run::RunArgs),
     /// Re-attach to a running or finished process: its unread output, then
     /// everything that follows; exits with its status.
     ///
     /// Example: grove attach web 1f3a9c
-    Attach { handle: String, process_id: String },
+    Attach {
+        #[arg(add = completion::handles())]
+        handle: String,
+        /// The process's id (`grove info` and `grove top` show them).
+        process_id: String,
+        #[command(flatten)]
+        signals: run::SigProxy,
+    },
+    /// Print the output a process wrote that nobody has read yet (Grove
+    /// keeps no log beyond that: what is printed is gone from it); -f: then
+    /// follow it until the process ends.
+    ///
+    /// Example: grove logs -f web 1f3a9c
+    Logs {
+        /// Go on printing the output until the process ends.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(add = completion::handles())]
+        handle: String,
+        /// The process's id (`grove info` and `grove top` show them).
+        process_id: String,
+    },
+    /// The processes in a container: pid, user, state, CPU time, age,
+    /// memory, the API process each belongs to, and the command.
+    ///
+    /// Example: grove top web
+    Top {
+        #[arg(add = completion::handles())]
+        handle: String,
+    },
+    /// A live table of containers' CPU, memory, network, disk and pids,
+    /// refreshed every --interval seconds until interrupted.
+    ///
+    /// Example: grove stats --no-stream web
+    Stats(stats::StatsArgs),
     /// Send a signal to a running process of a container.
     ///
     /// Example: grove signal web 1f3a9c TERM
     Signal {
+        #[arg(add = completion::handles())]
         handle: String,
         /// The process's id (`grove info` lists the running ones).
         process_id: String,
@@ -246,15 +303,26 @@ enum Cmd {
         /// SIGKILL at once.
         #[arg(long)]
         kill: bool,
+        #[arg(add = completion::handles())]
         handle: String,
     },
     /// Destroy a container and everything it owns.
-    Destroy { handle: String },
+    Destroy {
+        #[arg(add = completion::handles())]
+        handle: String,
+    },
+    /// Destroy containers as podman rm removes them: several at once,
+    /// those running processes only with -f, or all of them with -a;
+    /// prints each handle removed.
+    ///
+    /// Example: grove rm -f web db
+    Rm(remove::RmArgs),
     /// A container's properties: all of them (NAME=VALUE lines), or get,
     /// set or remove one.
     ///
     /// Examples: grove properties web; grove properties web set team blue
     Properties {
+        #[arg(add = completion::handles())]
         handle: String,
         #[command(subcommand)]
         action: Option<PropertyCmd>,
@@ -265,6 +333,7 @@ enum Cmd {
     ///
     /// Example: tar -C site -cf - . | grove stream-in web --path /srv/www
     StreamIn {
+        #[arg(add = completion::handles())]
         handle: String,
         /// The directory to extract into (absolute). Example: --path /srv/www
         #[arg(long)]
@@ -285,6 +354,7 @@ enum Cmd {
     ///
     /// Example: grove stream-out web --path /var/log -f logs.tar
     StreamOut {
+        #[arg(add = completion::handles())]
         handle: String,
         /// The file or directory to archive (absolute; a trailing / gives
         /// the directory's contents). Example: --path /var/log
@@ -507,65 +577,24 @@ fn parse_quota(s: &str) -> Result<(u64, u64), String> {
     Ok((number(quota)?, number(period)?))
 }
 
-#[derive(clap::Args)]
-struct RunArgs {
-    /// Pass this command's stdin to the process (its end closes the
-    /// process's stdin). Example: echo hi | grove run -i web -- cat
-    #[arg(short, long)]
-    interactive: bool,
-    /// Run on a terminal (implies -i); the local terminal goes raw and its
-    /// size follows. Example: grove run -t web -- /bin/sh
-    #[arg(short, long)]
-    tty: bool,
-    /// User name or uid[:gid] inside the container (default: root, or the
-    /// image's user). Example: --user 1000:1000
-    #[arg(long)]
-    user: Option<String>,
-    /// Working directory (default: the user's home, or the image's).
-    /// Example: --dir /srv/app
-    #[arg(long)]
-    dir: Option<String>,
-    /// NAME=VALUE added to the environment, after the container's
-    /// (repeatable). Example: --env DEBUG=1
-    #[arg(long = "env", value_name = "NAME=VALUE")]
-    env: Vec<String>,
-    /// A resource limit, soft = hard (repeatable; as, core, cpu, data,
-    /// fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio,
-    /// sigpending, stack). Example: --rlimit nofile=1024
-    #[arg(long = "rlimit", value_name = "NAME=VALUE", value_parser = parse_rlimit)]
-    rlimits: Vec<(String, u64)>,
-    /// A process id of your choosing, for attach and signal (default:
-    /// generated). Example: --id build-42
-    #[arg(long)]
-    id: Option<String>,
-    handle: String,
-    /// The command and its arguments, after `--`. Example: -- sh -c 'echo $HOME'
-    #[arg(last = true, required = true)]
-    command: Vec<String>,
-}
-
-fn parse_rlimit(s: &str) -> Result<(String, u64), String> {
-    let (name, value) = parse_pair(s)?;
-    if !grove_client::RLIMIT_NAMES.contains(&name.as_str()) {
-        return Err(format!(
-            "unknown limit {name:?} (known: {})",
-            grove_client::RLIMIT_NAMES.join(", ")
-        ));
-    }
-    let value = value
-        .parse()
-        .map_err(|_| format!("{value:?} is not a number"))?;
-    Ok((name, value))
-}
-
-fn parse_pair(s: &str) -> Result<(String, String), String> {
+pub fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A shell asking for completions gets them, and nothing else runs.
+    completion::answer_if_asked();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; a usage
+            // error is Grove's error, as podman's are.
+            let _ = e.print();
+            return exit(if e.use_stderr() { GROVE_ERROR } else { 0 });
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -573,44 +602,57 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("grove: starting the runtime: {e}");
-            return ExitCode::FAILURE;
+            return exit(GROVE_ERROR);
         }
     };
     let local = tokio::task::LocalSet::new();
-    match local.block_on(&runtime, execute(cli)) {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        Err(e) if e.code.is_empty() => {
-            eprintln!("grove: {}", e.message);
-            ExitCode::FAILURE
-        }
+    let result = local.block_on(&runtime, execute(cli));
+    // Nothing left running may hold the exit up (a blocking read of a
+    // terminal would, until Enter).
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => exit(code),
         Err(e) => {
-            eprintln!("grove: {} ({})", e.message, e.code);
-            ExitCode::FAILURE
+            report(&e);
+            exit(if e.kind() == ErrorCode::ExecutableNotFound {
+                NOT_FOUND
+            } else {
+                GROVE_ERROR
+            })
         }
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// An error on one line of stderr: `grove: MESSAGE (CODE)`, or without the
+/// code for one of this command's own (a local file, say).
+pub fn report(e: &Error) {
+    if e.code.is_empty() {
+        eprintln!("grove: {}", e.message);
+    } else {
+        eprintln!("grove: {} ({})", e.message, e.code);
     }
 }
 
 async fn execute(cli: Cli) -> Result<i32, Error> {
     // What needs no connection: completions, and usage checks clap cannot
-    // make (they exit 2 like clap's own).
+    // make (they exit as clap's own do).
     if let Cmd::Completions { shell } = cli.command {
         use std::io::Write;
         let mut script = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "grove", &mut script);
+        completion::registration(&shell.to_string(), &mut script)
+            .map_err(|e| cli_stream::local(format!("completions for {shell}: {e}")))?;
         // A closed pipe (`| head`) is not worth a complaint.
         let _ = std::io::stdout().write_all(&script);
         return Ok(0);
     }
     check_usage(&cli.command);
     let json = cli.json;
-    let client = match cli.address.as_deref().filter(|a| !a.is_empty()) {
-        Some(address) => {
-            use grove_client::remote::{connect_tcp, Tls};
-            let tls = Tls::from_parts(cli.tls_ca, cli.tls_cert, cli.tls_key, cli.tls_server_name)?;
-            connect_tcp(address, tls.as_ref()).await?
-        }
-        None => Client::connect(&socket_path(cli.socket)).await?,
-    };
+    let sizes = human::Sizes { raw: cli.bytes };
+    let client = cli.connection.connect().await?;
     match cli.command {
         Cmd::Ping => {
             client.ping().await?;
@@ -626,8 +668,8 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             if json {
                 cli_json::print(&cli_json::capacity(c));
             } else {
-                println!("memory_in_bytes: {}", c.get_memory_in_bytes());
-                println!("disk_in_bytes: {}", c.get_disk_in_bytes());
+                println!("memory_in_bytes: {}", sizes.show(c.get_memory_in_bytes()));
+                println!("disk_in_bytes: {}", sizes.show(c.get_disk_in_bytes()));
                 println!("max_containers: {}", c.get_max_containers());
             }
         }
@@ -770,26 +812,15 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
         }
         Cmd::Limits { handle } => {
             let container = client.lookup(&handle).await?;
-            // All five at once (pipelined), then read together.
-            let (memory, cpu, pids, disk, bandwidth) = futures::try_join!(
-                container.current_memory_limits_request().send().promise,
-                container.current_cpu_limits_request().send().promise,
-                container.current_pid_limits_request().send().promise,
-                container.current_disk_limits_request().send().promise,
-                container.current_bandwidth_limits_request().send().promise,
-            )?;
-            let limits = cli_json::Limits {
-                memory: memory.get()?.get_limits()?,
-                cpu: cpu.get()?.get_limits()?,
-                pid: pids.get()?.get_limits()?,
-                disk: disk.get()?.get_limits()?,
-                bandwidth: bandwidth.get()?.get_limits()?,
-            };
-            if json {
-                cli_json::print(&cli_json::limits(&limits)?);
-            } else {
-                print_limits(&limits)?;
-            }
+            cli_json::with_limits(&container, |limits| {
+                if json {
+                    cli_json::print(&cli_json::limits(limits)?);
+                    Ok(())
+                } else {
+                    print_limits(limits, sizes)
+                }
+            })
+            .await?;
         }
         Cmd::Metrics { handle } => {
             let container = client.lookup(&handle).await?;
@@ -798,7 +829,7 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             if json {
                 cli_json::print(&cli_json::metrics(m)?);
             } else {
-                print_metrics(m)?;
+                print_metrics(m, sizes)?;
             }
         }
         Cmd::NetIn {
@@ -826,16 +857,8 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             let container = client.lookup(&handle).await?;
             grove_client::net_out(&container, &[rule.rule()]).await?;
         }
-        Cmd::List { properties } => {
-            let handles = client.list(&properties).await?;
-            if json {
-                cli_json::print(&serde_json::json!({ "handles": handles }));
-            } else {
-                for handle in handles {
-                    println!("{handle}");
-                }
-            }
-        }
+        Cmd::List(args) => return listing::list(&client, args, json).await,
+        Cmd::Inspect { handles } => return listing::inspect(&client, &handles, json).await,
         Cmd::Info { handle } => {
             let container = client.lookup(&handle).await?;
             let response = container.info_request().send().promise.await?;
@@ -846,8 +869,20 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                 print_info(&handle, info)?;
             }
         }
-        Cmd::Run(args) => return run(&client, args).await,
-        Cmd::Attach { handle, process_id } => return attach(&client, &handle, &process_id).await,
+        Cmd::Run(args) => return run::run(&client, args, json).await,
+        Cmd::Attach {
+            handle,
+            process_id,
+            signals,
+        } => return run::attach(&client, &handle, &process_id, signals).await,
+        Cmd::Logs {
+            follow,
+            handle,
+            process_id,
+        } => return run::logs(&client, &handle, &process_id, follow).await,
+        Cmd::Top { handle } => return top::top(&client, &handle, json, sizes).await,
+        Cmd::Stats(args) => return stats::stats(&client, args, json, sizes).await,
+        Cmd::Rm(args) => return remove::rm(&client, args, json).await,
         Cmd::Signal {
             handle,
             process_id,
@@ -919,7 +954,7 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// Usage errors clap cannot see: they exit 2 with a usage line, as clap's do.
+/// Usage errors clap cannot see: they exit with a usage line, as clap's do.
 fn check_usage(command: &Cmd) {
     use std::io::IsTerminal;
     let fail = |subcommand: &str, message: &str| -> ! {
@@ -928,8 +963,10 @@ fn check_usage(command: &Cmd) {
         let sub = cli
             .find_subcommand_mut(subcommand)
             .expect("a known subcommand");
-        sub.error(clap::error::ErrorKind::MissingRequiredArgument, message)
-            .exit()
+        let _ = sub
+            .error(clap::error::ErrorKind::MissingRequiredArgument, message)
+            .print();
+        std::process::exit(GROVE_ERROR)
     };
     let stdio = |file: &Option<PathBuf>| !matches!(file.as_deref(), Some(f) if f != Path::new("-"));
     match command {
@@ -1011,7 +1048,7 @@ async fn properties(
     Ok(())
 }
 
-fn print_limits(l: &cli_json::Limits<'_>) -> Result<(), Error> {
+fn print_limits(l: &cli_json::Limits<'_>, sizes: human::Sizes) -> Result<(), Error> {
     let or_none = |v: u64| {
         if v == 0 {
             "none".to_string()
@@ -1019,7 +1056,10 @@ fn print_limits(l: &cli_json::Limits<'_>) -> Result<(), Error> {
             v.to_string()
         }
     };
-    println!("memory_bytes: {}", or_none(l.memory.get_limit_in_bytes()));
+    println!(
+        "memory_bytes: {}",
+        sizes.limit(l.memory.get_limit_in_bytes())
+    );
     println!("cpu_shares: {}", or_none(l.cpu.get_weight()));
     if l.cpu.get_quota_micros() == 0 {
         println!("cpu_quota: none");
@@ -1035,7 +1075,7 @@ fn print_limits(l: &cli_json::Limits<'_>) -> Result<(), Error> {
     println!("pids_max: {}", or_none(l.pid.get_max()));
     println!(
         "disk_bytes: {} ({})",
-        or_none(l.disk.get_byte_hard()),
+        sizes.limit(l.disk.get_byte_hard()),
         cli_json::disk_scope(l.disk)
     );
     println!(
@@ -1048,18 +1088,18 @@ fn print_limits(l: &cli_json::Limits<'_>) -> Result<(), Error> {
     } else {
         println!(
             "bandwidth: {}:{}",
-            l.bandwidth.get_rate_in_bytes_per_second(),
-            l.bandwidth.get_burst_rate_in_bytes_per_second()
+            sizes.show(l.bandwidth.get_rate_in_bytes_per_second()),
+            sizes.show(l.bandwidth.get_burst_rate_in_bytes_per_second())
         );
     }
     Ok(())
 }
 
-fn print_metrics(m: api::metrics::Reader<'_>) -> Result<(), Error> {
+fn print_metrics(m: api::metrics::Reader<'_>, sizes: human::Sizes) -> Result<(), Error> {
     let (memory, cpu, pid) = (m.get_memory()?, m.get_cpu()?, m.get_pid()?);
-    println!("memory_usage: {}", memory.get_usage());
-    println!("memory_cache: {}", memory.get_cache());
-    println!("memory_rss: {}", memory.get_rss());
+    println!("memory_usage: {}", sizes.show(memory.get_usage()));
+    println!("memory_cache: {}", sizes.show(memory.get_cache()));
+    println!("memory_rss: {}", sizes.show(memory.get_rss()));
     println!("cpu_usage_ns: {}", cpu.get_usage_nanos());
     println!("cpu_user_ns: {}", cpu.get_user_nanos());
     println!("cpu_system_ns: {}", cpu.get_system_nanos());
@@ -1073,16 +1113,22 @@ fn print_metrics(m: api::metrics::Reader<'_>) -> Result<(), Error> {
         }
     );
     let disk = m.get_disk()?;
-    println!("disk_total_bytes: {}", disk.get_total_bytes_used());
-    println!("disk_exclusive_bytes: {}", disk.get_exclusive_bytes_used());
+    println!(
+        "disk_total_bytes: {}",
+        sizes.show(disk.get_total_bytes_used())
+    );
+    println!(
+        "disk_exclusive_bytes: {}",
+        sizes.show(disk.get_exclusive_bytes_used())
+    );
     println!("disk_total_inodes: {}", disk.get_total_inodes_used());
     println!(
         "disk_exclusive_inodes: {}",
         disk.get_exclusive_inodes_used()
     );
     let network = m.get_network()?;
-    println!("net_rx_bytes: {}", network.get_rx_bytes());
-    println!("net_tx_bytes: {}", network.get_tx_bytes());
+    println!("net_rx_bytes: {}", sizes.show(network.get_rx_bytes()));
+    println!("net_tx_bytes: {}", sizes.show(network.get_tx_bytes()));
     println!("net_rx_packets: {}", network.get_rx_packets());
     println!("net_tx_packets: {}", network.get_tx_packets());
     println!("age_seconds: {:.1}", m.get_age_seconds());
@@ -1126,126 +1172,6 @@ fn print_info(handle: &str, info: api::container_info::Reader<'_>) -> Result<(),
         println!("event: {}", event?.to_str().map_err(capnp::Error::from)?);
     }
     Ok(())
-}
-
-async fn run(client: &Client, args: RunArgs) -> Result<i32, Error> {
-    let container = client.lookup(&args.handle).await?;
-    let (path, argv) = args.command.split_first().expect("clap requires a command");
-    let terminal = if args.tty {
-        Some(terminal::size())
-    } else {
-        None
-    };
-    let cmd = Command {
-        path: path.clone(),
-        args: argv.to_vec(),
-        env: args.env,
-        dir: args.dir.unwrap_or_default(),
-        user: args.user.unwrap_or_default(),
-        id: args.id.unwrap_or_default(),
-        rlimits: args.rlimits,
-        tty: terminal,
-    };
-    let (stdout, stdout_done) = writer_sink(std::io::stdout());
-    let (stderr, stderr_done) = writer_sink(std::io::stderr());
-    let interactive = args.interactive || args.tty;
-    let mut request = container.run_request();
-    cmd.fill(request.get().init_spec()).map_err(|m| Error {
-        code: "invalidSpec".into(),
-        message: m,
-    })?;
-    let mut io = request.get().init_io();
-    io.set_stdout(stdout);
-    io.set_stderr(stderr);
-    io.set_open_stdin(interactive);
-    let process = request.send().pipeline.get_process();
-    // Raw mode while the remote terminal runs; restored when this ends.
-    let _raw = if args.tty {
-        terminal::RawMode::enter()
-    } else {
-        None
-    };
-    if args.tty {
-        tokio::task::spawn_local(forward_window_changes(process.clone()));
-    }
-    if interactive {
-        let stdin = process.stdin_request().send().pipeline.get_stream();
-        tokio::task::spawn_local(forward_stdin(stdin));
-    }
-    let response = process.wait_request().send().promise.await?;
-    let status = response.get()?.get_exit_status();
-    finish_output(stdout_done, stderr_done).await;
-    Ok(shell_exit_code(status))
-}
-
-async fn attach(client: &Client, handle: &str, process_id: &str) -> Result<i32, Error> {
-    let container = client.lookup(handle).await?;
-    let (stdout, stdout_done) = writer_sink(std::io::stdout());
-    let (stderr, stderr_done) = writer_sink(std::io::stderr());
-    let mut request = container.attach_request();
-    request.get().set_process_id(process_id);
-    let mut io = request.get().init_io();
-    io.set_stdout(stdout);
-    io.set_stderr(stderr);
-    let process = request.send().pipeline.get_process();
-    let response = process.wait_request().send().promise.await?;
-    let status = response.get()?.get_exit_status();
-    finish_output(stdout_done, stderr_done).await;
-    Ok(shell_exit_code(status))
-}
-
-/// Let the last output land before exiting. When the output reached end of
-/// file, groved told the streams `done` before answering wait, so this
-/// returns at once; when a process left behind keeps the pipes open, the
-/// command still ends shortly after the process.
-async fn finish_output(
-    stdout: tokio::sync::oneshot::Receiver<()>,
-    stderr: tokio::sync::oneshot::Receiver<()>,
-) {
-    let both = async {
-        let _ = stdout.await;
-        let _ = stderr.await;
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), both).await;
-}
-
-/// Tell the process about every resize of the local terminal.
-async fn forward_window_changes(process: api::process::Client) {
-    let Ok(mut changes) =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-    else {
-        return;
-    };
-    while changes.recv().await.is_some() {
-        let (columns, rows) = terminal::size();
-        let mut request = process.set_tty_request();
-        let mut size = request.get().init_window_size();
-        size.set_columns(columns);
-        size.set_rows(rows);
-        if request.send().promise.await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Copy this command's stdin to the process, then close it.
-async fn forward_stdin(stream: api::byte_stream::Client) {
-    use tokio::io::AsyncReadExt;
-    let mut stdin = tokio::io::stdin();
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        match stdin.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let mut request = stream.write_request();
-                request.get().set_data(&buffer[..n]);
-                if request.send().await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = stream.done_request().send().promise.await;
 }
 
 #[cfg(test)]
@@ -1400,5 +1326,101 @@ mod tests {
         assert!(cli.is_ok());
         let cli = Cli::try_parse_from(["grove", "info", "h", "--json"]).unwrap();
         assert!(cli.json, "--json is global");
+    }
+
+    /// The command of `run` as parsed from `args` (after "grove").
+    fn run_of(args: &[&str]) -> run::RunArgs {
+        let mut argv = vec!["grove"];
+        argv.extend(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Cmd::Run(run) => run,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn podman_s_names_and_short_flags_parse() {
+        // `--` is optional; what follows the handle is the command, flags
+        // included.
+        for args in [
+            &["run", "h", "--", "sh", "-c", "exit 3"][..],
+            &["run", "h", "sh", "-c", "exit 3"],
+            &["exec", "h", "sh", "-c", "exit 3"],
+        ] {
+            let run = run_of(args);
+            assert_eq!(
+                (run.handle.as_str(), &run.command[..]),
+                ("h", &["sh".to_string(), "-c".into(), "exit 3".into()][..]),
+                "{args:?}"
+            );
+        }
+        let run = run_of(&[
+            "run", "-it", "-e", "A=1", "-u", "1000", "-w", "/tmp", "h", "ls", "-l",
+        ]);
+        assert!(run.interactive && run.tty);
+        assert_eq!(run.env, ["A=1"]);
+        assert_eq!(run.user.as_deref(), Some("1000"));
+        assert_eq!(run.dir.as_deref(), Some("/tmp"));
+        assert_eq!(run.command, ["ls", "-l"]);
+        assert!(run.signals.proxy, "podman's default");
+        let run = run_of(&["run", "--sig-proxy=false", "--dir", "/x", "h", "true"]);
+        assert!(!run.signals.proxy);
+        assert_eq!(run.dir.as_deref(), Some("/x"), "--dir stays an alias");
+        // Flags after the handle but before the command are flags.
+        let run = run_of(&["run", "h", "-i", "cat"]);
+        assert!(run.interactive);
+        assert_eq!(run.command, ["cat"]);
+        assert!(
+            Cli::try_parse_from(["grove", "run", "h"]).is_err(),
+            "a command is needed"
+        );
+        assert!(Cli::try_parse_from(["grove", "run", "-d", "-i", "h", "true"]).is_err());
+
+        for alias in ["list", "ps", "ls"] {
+            let cli = Cli::try_parse_from(["grove", alias, "--long", "-a"]).unwrap();
+            assert!(matches!(
+                cli.command,
+                Cmd::List(listing::ListArgs { long: true, .. })
+            ));
+        }
+        let cli = Cli::try_parse_from(["grove", "rm", "-f", "a", "b"]).unwrap();
+        assert!(
+            matches!(cli.command, Cmd::Rm(remove::RmArgs { force: true, ref handles, .. }) if handles.len() == 2)
+        );
+        assert!(
+            Cli::try_parse_from(["grove", "rm"]).is_err(),
+            "a handle or -a"
+        );
+        assert!(Cli::try_parse_from(["grove", "rm", "-a"]).is_ok());
+        assert!(Cli::try_parse_from(["grove", "rm", "-a", "x"]).is_err());
+        assert!(Cli::try_parse_from(["grove", "inspect"]).is_err());
+        let cli = Cli::try_parse_from(["grove", "stats", "--no-stream", "-i", "1"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Cmd::Stats(stats::StatsArgs {
+                no_stream: true,
+                interval: 1,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["grove", "stats", "--interval", "0"]).is_err());
+        let cli = Cli::try_parse_from(["grove", "logs", "-f", "h", "p"]).unwrap();
+        assert!(matches!(cli.command, Cmd::Logs { follow: true, .. }));
+        let cli = Cli::try_parse_from(["grove", "create", "-e", "A=1"]).unwrap();
+        assert!(matches!(cli.command, Cmd::Create { ref env, .. } if env == &["A=1"]));
+        let cli = Cli::try_parse_from(["grove", "--bytes", "metrics", "h"]).unwrap();
+        assert!(cli.bytes);
+    }
+
+    #[test]
+    fn connection_flags_have_their_own_heading() {
+        let help = Cli::command().render_long_help().to_string();
+        let connection = help.find("Connection:").expect("a Connection heading");
+        let output = help.find("Output:").expect("an Output heading");
+        for flag in ["--socket", "--address", "--tls-ca", "--tls-server-name"] {
+            let at = help.find(flag).unwrap();
+            assert!(at > connection, "{flag} under Connection");
+        }
+        assert!(help.find("--json").unwrap() > output);
     }
 }

@@ -231,6 +231,7 @@ fn wshd_request_name(r: &wshd::Request) -> &'static str {
         StreamIn { .. } => "stream-in",
         StreamOut { .. } => "stream-out",
         StreamWait { .. } => "stream-wait",
+        Top => "top",
     }
 }
 
@@ -290,6 +291,7 @@ fn wshd_requests() -> Vec<wshd::Request> {
             user: None,
         },
         StreamWait { id: 7 },
+        Top,
     ]
 }
 
@@ -305,6 +307,7 @@ fn wshd_response_name(r: &wshd::Response) -> &'static str {
         StreamStarted { .. } => "stream-started",
         StreamFinished => "stream-finished",
         Error(_) => "error",
+        Top { .. } => "top",
     }
 }
 
@@ -342,6 +345,35 @@ fn wshd_responses() -> Vec<wshd::Response> {
             wshd::ErrorKind::ProcessNotFound,
             "no process has id p9",
         )),
+        Top {
+            processes: vec![
+                wshd::ProcessStatus {
+                    pid: 1,
+                    ppid: 0,
+                    uid: 0,
+                    user: Some("root".into()),
+                    state: 'S',
+                    cpu_millis: 10,
+                    elapsed_millis: 60_000,
+                    rss_bytes: 4 << 20,
+                    command: "/wshd --socket-fd 3".into(),
+                    process_id: None,
+                },
+                wshd::ProcessStatus {
+                    pid: 7,
+                    ppid: 1,
+                    uid: 1000,
+                    user: None,
+                    state: 'R',
+                    cpu_millis: 0,
+                    elapsed_millis: 5,
+                    rss_bytes: 0,
+                    command: "[kworker]".into(),
+                    process_id: Some("p1".into()),
+                },
+            ],
+            truncated: true,
+        },
     ]
 }
 

@@ -102,6 +102,9 @@ pub enum Request {
     StreamWait {
         id: u64,
     },
+    /// Every process of the container as /proc shows it (`Response::Top`).
+    /// A wshd older than this request answers `Malformed`.
+    Top,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +204,41 @@ pub enum Response {
     /// Answer to `StreamWait`: the archive was extracted or written whole.
     StreamFinished,
     Error(WshdError),
+    /// Answer to `Top`, in pid order; `truncated`: more processes than fit
+    /// in one datagram (`TOP_BUDGET`) were left out.
+    Top {
+        processes: Vec<ProcessStatus>,
+        truncated: bool,
+    },
+}
+
+/// Most bytes of a `Top` answer's process list (the rest of the datagram is
+/// headroom for its encoding).
+pub const TOP_BUDGET: usize = 100 * 1024;
+/// Longest command line `Top` reports (longer ones are cut).
+pub const TOP_COMMAND_MAX: usize = 1024;
+
+/// One process of the container, as its /proc describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    pub pid: i32,
+    pub ppid: i32,
+    /// The real uid.
+    pub uid: u32,
+    /// Its name in the container's /etc/passwd, if it has one.
+    pub user: Option<String>,
+    /// /proc's state letter (R, S, D, Z, T, ...).
+    pub state: char,
+    /// User + system CPU time.
+    pub cpu_millis: u64,
+    /// Time since the process started.
+    pub elapsed_millis: u64,
+    pub rss_bytes: u64,
+    /// The command line, arguments joined by spaces (cut to
+    /// `TOP_COMMAND_MAX`), or `[name]` for a process without one.
+    pub command: String,
+    /// The id of the spawned process it is or descends from.
+    pub process_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +328,26 @@ mod tests {
         ] {
             assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
         }
+        assert_eq!(
+            decode::<Request>(&encode(&Request::Top)).unwrap(),
+            Request::Top
+        );
+        let top = Response::Top {
+            processes: vec![ProcessStatus {
+                pid: 7,
+                ppid: 1,
+                uid: 1000,
+                user: Some("user".into()),
+                state: 'S',
+                cpu_millis: 20,
+                elapsed_millis: 3000,
+                rss_bytes: 4096,
+                command: "sleep 300".into(),
+                process_id: Some("p1".into()),
+            }],
+            truncated: false,
+        };
+        assert_eq!(decode::<Response>(&encode(&top)).unwrap(), top);
         for r in [Response::StreamStarted { id: 3 }, Response::StreamFinished] {
             assert_eq!(decode::<Response>(&encode(&r)).unwrap(), r);
         }

@@ -1375,6 +1375,7 @@ impl Grove {
         let sinks = Sinks {
             stdout: None,
             stderr: None,
+            backlog_only: false,
         };
         let entry = ProcessEntry::start(
             id.to_string(),

@@ -57,6 +57,9 @@ pub enum ExitState {
 pub struct Sinks {
     pub stdout: Option<byte_stream::Client>,
     pub stderr: Option<byte_stream::Client>,
+    /// End each stream once it has carried the output waiting now (the
+    /// API's `ProcessIO.backlogOnly`), not at the end of the output.
+    pub backlog_only: bool,
 }
 
 /// The parent-side fds of a process, as wshd hands them over.
@@ -140,10 +143,10 @@ impl ProcessEntry {
     /// everything that follows.
     pub fn attach(&self, sinks: Sinks) {
         if let Some(sink) = sinks.stdout {
-            self.stdout.subscribe(sink);
+            self.stdout.subscribe(sink, sinks.backlog_only);
         }
         if let Some(sink) = sinks.stderr {
-            self.stderr.subscribe(sink);
+            self.stderr.subscribe(sink, sinks.backlog_only);
         }
     }
 
@@ -352,11 +355,20 @@ pub(crate) fn async_fd(fd: OwnedFd) -> ApiResult<AsyncFd<OwnedFd>> {
         .map_err(|e| ApiError::internal(format!("registering a pipe: {e}")))
 }
 
+/// A client stream attached to an output pipe.
+#[derive(Clone)]
+struct Subscriber {
+    id: u64,
+    sink: byte_stream::Client,
+    /// Backlog only: the bytes still owed before the stream ends.
+    owed: Option<usize>,
+}
+
 /// One output pipe and the client streams attached to it.
 pub struct OutputStream {
     /// The pipe, until end of file (`None` for a tty's absent stderr).
     fd: RefCell<Option<Rc<AsyncFd<OwnedFd>>>>,
-    subscribers: RefCell<Vec<(u64, byte_stream::Client)>>,
+    subscribers: RefCell<Vec<Subscriber>>,
     next_subscriber: Cell<u64>,
     /// A chunk read while streams were attached that none of them took
     /// (they all went away): the next stream to attach gets it first.
@@ -382,19 +394,30 @@ impl OutputStream {
         })
     }
 
-    fn subscribe(&self, sink: byte_stream::Client) {
+    fn subscribe(&self, sink: byte_stream::Client, backlog_only: bool) {
         // Finished, or at end of file and telling the streams: nothing more
         // will come, so end this one at once.
-        if self.finished.get() || self.fd.borrow().is_none() {
-            // Nothing more will come: end the stream at once.
-            tokio::task::spawn_local(async move {
-                let _ = sink.done_request().send().promise.await;
-            });
+        let waiting = match self.fd.borrow().as_ref() {
+            Some(fd) if !self.finished.get() => {
+                bytes_in_pipe(fd) + self.carry.borrow().as_ref().map_or(0, Vec::len)
+            }
+            _ => {
+                end_stream(sink);
+                return;
+            }
+        };
+        // Backlog only, and none: nothing is owed.
+        if backlog_only && waiting == 0 {
+            end_stream(sink);
             return;
         }
         let id = self.next_subscriber.get();
         self.next_subscriber.set(id + 1);
-        self.subscribers.borrow_mut().push((id, sink));
+        self.subscribers.borrow_mut().push(Subscriber {
+            id,
+            sink,
+            owed: backlog_only.then_some(waiting),
+        });
         self.changed.notify_waiters();
     }
 
@@ -495,7 +518,7 @@ impl OutputStream {
         join_all(
             subscribers
                 .iter()
-                .map(|(_, s)| s.done_request().send().promise),
+                .map(|s| s.sink.done_request().send().promise),
         )
         .await;
         self.busy.set(false);
@@ -507,8 +530,8 @@ impl OutputStream {
     /// whose client went away. If all went away, keep the chunk.
     async fn deliver(&self, chunk: Vec<u8>) {
         let subscribers = self.subscribers.borrow().clone();
-        let sends = subscribers.iter().map(|(_, sink)| {
-            let mut request = sink.write_request();
+        let sends = subscribers.iter().map(|s| {
+            let mut request = s.sink.write_request();
             request.get().set_data(&chunk);
             request.send()
         });
@@ -517,15 +540,31 @@ impl OutputStream {
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_err())
-            .map(|((id, _), _)| *id)
+            .map(|(s, _)| s.id)
             .collect();
-        if failed.is_empty() {
-            return;
-        }
-        self.subscribers
-            .borrow_mut()
-            .retain(|(id, _)| !failed.contains(id));
-        if failed.len() == subscribers.len() {
+        let delivered: Vec<u64> = subscribers
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| !failed.contains(id))
+            .collect();
+        // A backlog-only stream that has had what it was owed ends here;
+        // what follows stays for the next attach.
+        let mut ended = Vec::new();
+        self.subscribers.borrow_mut().retain_mut(|s| {
+            if failed.contains(&s.id) {
+                return false;
+            }
+            if let Some(owed) = s.owed.as_mut().filter(|_| delivered.contains(&s.id)) {
+                *owed = owed.saturating_sub(chunk.len());
+                if *owed == 0 {
+                    ended.push(s.sink.clone());
+                    return false;
+                }
+            }
+            true
+        });
+        ended.into_iter().for_each(end_stream);
+        if !subscribers.is_empty() && failed.len() == subscribers.len() {
             *self.carry.borrow_mut() = Some(chunk);
         }
     }
@@ -575,6 +614,13 @@ impl OutputStream {
             }
         }
     }
+}
+
+/// Tell a stream it has ended (`done`), in the background.
+fn end_stream(sink: byte_stream::Client) {
+    tokio::task::spawn_local(async move {
+        let _ = sink.done_request().send().promise.await;
+    });
 }
 
 /// Whether every writer of the pipe has closed it (end of file is pending).

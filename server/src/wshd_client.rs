@@ -29,6 +29,11 @@ impl WshdConnection {
 
     /// Send a request and read its answer with the fds attached to it.
     pub async fn call(&self, request: &Request) -> ApiResult<(Response, Vec<OwnedFd>)> {
+        self.call_answer(request).await?.map_err(from_wshd_error)
+    }
+
+    /// As `call`, with wshd's own error kept as wshd sent it.
+    async fn call_answer(&self, request: &Request) -> ApiResult<Answer> {
         self.socket
             .send(&wshd::encode(request))
             .await
@@ -55,11 +60,14 @@ impl WshdConnection {
         let response = wshd::decode::<Response>(&buffer[..info.bytes_read()])
             .map_err(|e| ApiError::internal(format!("undecodable answer from wshd: {e}")))?;
         match response {
-            Response::Error(e) => Err(from_wshd_error(e)),
-            other => Ok((other, fds)),
+            Response::Error(e) => Ok(Err(e)),
+            other => Ok(Ok((other, fds))),
         }
     }
 }
+
+/// wshd's answer: a response with its fds, or wshd's error.
+pub type Answer = Result<(Response, Vec<OwnedFd>), WshdError>;
 
 /// How long wshd may take to answer anything but `Wait`.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,7 +76,18 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// when the process exits) must be answered within ANSWER_TIMEOUT, so a
 /// container that wedges its wshd cannot hang groved.
 pub async fn call(path: &Path, request: &Request) -> ApiResult<(Response, Vec<OwnedFd>)> {
-    let exchange = async { WshdConnection::connect(path).await?.call(request).await };
+    call_answer(path, request).await?.map_err(from_wshd_error)
+}
+
+/// As `call`, with wshd's own error kept as wshd sent it (for a caller
+/// that gives one of its kinds a meaning of its own).
+pub async fn call_answer(path: &Path, request: &Request) -> ApiResult<Answer> {
+    let exchange = async {
+        WshdConnection::connect(path)
+            .await?
+            .call_answer(request)
+            .await
+    };
     if matches!(request, Request::Wait { .. }) {
         return exchange.await;
     }

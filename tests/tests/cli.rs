@@ -124,7 +124,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
     );
     let limits = ok(&["limits", "cli"]);
     for line in [
-        "memory_bytes: 67108864",
+        "memory_bytes: 64MiB",
         "cpu_shares: 256",
         "cpu_quota: 20000/100000",
         "pids_max: 40",
@@ -142,7 +142,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
         ]),
         ""
     );
-    assert!(ok(&["limits", "cli"]).contains("disk_bytes: 104857600 (exclusive)"));
+    assert!(ok(&["limits", "cli"]).contains("disk_bytes: 100MiB (exclusive)"));
     assert!(ok(&["limits", "cli"]).contains("disk_inodes: none (exclusive)"));
     // An inode limit reaches the helper, which says why btrfs cannot have
     // it; a scope on its own is refused by the CLI.
@@ -158,7 +158,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
         "{}",
         text(&out.stderr)
     );
-    assert!(ok(&["limits", "cli"]).contains("disk_bytes: 104857600 (exclusive)"));
+    assert!(ok(&["limits", "cli"]).contains("disk_bytes: 100MiB (exclusive)"));
     let metrics = ok(&["metrics", "cli"]);
     assert!(metrics.contains("disk_exclusive_bytes: "), "{metrics}");
     assert!(
@@ -166,7 +166,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
         "{metrics}"
     );
     let out = run_cli(&env, &["limit", "cli", "--cpu-shares", "1"], None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert!(
         text(&out.stderr).contains("cpu_shares"),
         "{}",
@@ -205,7 +205,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
         ),
     ] {
         let out = run_cli(&env, &args, None);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
         assert_eq!(text(&out.stderr), message, "{args:?}");
     }
     assert_eq!(ok(&["destroy", "cli"]), "");
@@ -214,7 +214,7 @@ fn every_subcommand_works_and_errors_are_one_line() {
         .args(["--socket", "/nonexistent/grove.sock", "ping"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert_eq!(
         text(&out.stderr).lines().count(),
         1,
@@ -323,7 +323,7 @@ fn create_flags_are_in_force_and_json_reports_them() {
     );
 
     let limits = ok(&["limits", "made"]);
-    for line in ["memory_bytes: 67108864", "pids_max: 20", "cpu_shares: 512"] {
+    for line in ["memory_bytes: 64MiB", "pids_max: 20", "cpu_shares: 512"] {
         assert!(limits.lines().any(|l| l == line), "{line} in {limits}");
     }
     let limits = json(&ok(&["--json", "limits", "made"]));
@@ -438,7 +438,7 @@ fn create_flags_are_in_force_and_json_reports_them() {
         &["create", "--handle", "bad", "--net-out", "tcp,port=x"],
         None,
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--net-out"));
     assert!(!ok(&["list"]).contains("bad"));
 }
@@ -480,15 +480,15 @@ fn signal_stop_kill_and_properties() {
     for (args, code, needle) in [
         (
             vec!["signal", "sig", "nope", "TERM"],
-            1,
+            125,
             "(processNotFound)",
         ),
         (
             vec!["signal", "nope", "x", "TERM"],
-            1,
+            125,
             "(containerNotFound)",
         ),
-        (vec!["signal", "sig", "bg", "STOP"], 2, "TERM"),
+        (vec!["signal", "sig", "bg", "STOP"], 125, "TERM"),
     ] {
         let out = run_cli(&env, &args, None);
         assert_eq!(out.status.code(), Some(code), "{args:?}");
@@ -512,7 +512,7 @@ fn signal_stop_kill_and_properties() {
     assert_eq!(ok(&["properties", "sig", "remove", "tier"]), "");
     assert_eq!(ok(&["properties", "sig"]), "team=b\n");
     let out = run_cli(&env, &["properties", "sig", "get", "tier"], None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stderr).contains("tier"), "{}", text(&out.stderr));
 
     // stop --kill: at once, even for a process that ignores SIGTERM
@@ -641,7 +641,7 @@ fn stream_in_and_out_with_files() {
         ],
         None,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert!(
         text(&out.stderr).contains("missing.tar"),
         "{}",
@@ -660,7 +660,7 @@ fn stream_in_and_out_with_files() {
         ],
         None,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stderr).contains("/nope"), "{}", text(&out.stderr));
     assert!(!bad.exists(), "a failed stream-out leaves no file");
 }
@@ -674,12 +674,22 @@ fn exit_codes_completions_and_help() {
     assert_eq!(code(&["run", "codes", "--", "sh", "-c", "exit 7"]), Some(7));
     assert_eq!(code(&["run", "codes", "--", "true"]), Some(0));
     let out = run_cli(&env, &["info", "no-such"], None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert_eq!(
         text(&out.stderr),
         "grove: unknown handle: no-such (containerNotFound)\n"
     );
-    assert_eq!(code(&["destroy", "no-such"]), Some(1));
+    assert_eq!(code(&["destroy", "no-such"]), Some(125));
+    // podman's 127: the executable cannot be found.
+    let out = run_cli(&env, &["run", "codes", "no-such-program"], None);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).ends_with("(executableNotFound)\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A process's own 125 or 127 is its own, as with podman.
+    assert_eq!(code(&["run", "codes", "sh", "-c", "exit 125"]), Some(125));
     for bad in [
         vec!["info", "codes", "--bogus"],
         vec!["no-such-subcommand"],
@@ -689,20 +699,38 @@ fn exit_codes_completions_and_help() {
         vec!["completions", "tcsh"],
     ] {
         let out = run_cli(&env, &bad, None);
-        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{bad:?}: {}",
+            text(&out.stderr)
+        );
         assert!(text(&out.stderr).starts_with("error: "), "{bad:?}");
     }
 
-    let bash = ok(&["completions", "bash"]);
-    assert!(
-        bash.contains("grove") && bash.contains("stream-out"),
-        "{bash}"
-    );
-    for shell in ["zsh", "fish"] {
-        assert!(ok(&["completions", shell]).contains("grove"), "{shell}");
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&["completions", shell]);
+        assert!(
+            script.contains("grove") && script.contains("GROVE_COMPLETE"),
+            "{shell}: {script}"
+        );
     }
     let help = ok(&["--help"]);
-    for needle in ["Exit status", "128+N", "--json", "completions", "signal"] {
+    for needle in [
+        "Exit status",
+        "128+N",
+        "125",
+        "127",
+        "--json",
+        "--bytes",
+        "Connection:",
+        "completions",
+        "signal",
+        "inspect",
+        "stats",
+        "[aliases: ps, ls]",
+        "[alias: exec]",
+    ] {
         assert!(help.contains(needle), "{needle} in {help}");
     }
     let help = ok(&["create", "--help"]);
@@ -815,7 +843,7 @@ fn create_image_pulls_with_progress_and_credentials() {
         ],
         None,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert!(
         text(&out.stderr).contains("spec.image.username")
             && text(&out.stderr).contains("(invalidSpec)"),
@@ -827,11 +855,342 @@ fn create_image_pulls_with_progress_and_credentials() {
         &["create", "--image", "oci:/x", "--rootfs", "/y"],
         None,
     );
-    assert_eq!(out.status.code(), Some(2), "an image or a rootfs, not both");
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "an image or a rootfs, not both"
+    );
     let mut handles: Vec<String> = run_cli_ok(&env, &["list"])
         .lines()
         .map(str::to_string)
         .collect();
     handles.sort();
     assert_eq!(handles, ["plain", "pulled"]);
+}
+
+/// The shell's candidates for the word at the end of `words` (grove's bash
+/// completion, as bash runs it on Tab).
+fn bash_completes(env: &TestEnv, words: &[&str]) -> Vec<String> {
+    let script = run_cli_ok(env, &["completions", "bash"]);
+    let mut line = vec![
+        "grove".to_string(),
+        "--socket".into(),
+        env.socket.display().to_string(),
+    ];
+    line.extend(words.iter().map(|w| w.to_string()));
+    let quoted: Vec<String> = line.iter().map(|w| format!("'{w}'")).collect();
+    let program = format!(
+        "{script}\nCOMP_WORDS=({})\nCOMP_CWORD={}\nCOMP_TYPE=9\n_clap_complete_grove grove '{}' '{}'\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        quoted.join(" "),
+        line.len() - 1,
+        line[line.len() - 1],
+        line[line.len() - 2],
+    );
+    // The script calls `grove` from PATH, as an installed one would be.
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "-c", &program])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut got: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    got.sort();
+    got
+}
+
+#[test]
+fn podman_users_find_their_commands() {
+    let env = TestEnv::start();
+    let ok = |args: &[&str]| run_cli_ok(&env, args);
+    let port = (env.ports.0 + 2).to_string();
+    let mapping = format!("{port}:80");
+    ok(&[
+        "create",
+        "--handle",
+        "pod-a",
+        "-e",
+        "FROM_CREATE=yes",
+        "--net-in",
+        &mapping,
+        "--limit-memory",
+        "64M",
+    ]);
+    ok(&["create", "--handle", "pod-b"]);
+
+    // exec, -e/-u/-w, no `--`; -e NAME takes our value.
+    let out = std::process::Command::new(bin_dir().join("grove"))
+        .arg("--socket")
+        .arg(&env.socket)
+        .args([
+            "exec",
+            "-e",
+            "X=1",
+            "-e",
+            "FROM_HOST",
+            "-u",
+            "user",
+            "-w",
+            "/tmp",
+            "pod-a",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "echo $X $FROM_HOST $FROM_CREATE $(pwd) $(id -u)",
+        ])
+        .env("FROM_HOST", "carried")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "1 carried yes /tmp 1000\n",
+        "{}",
+        text(&out.stderr)
+    );
+
+    // ps / ls / list --long: the table, and its JSON.
+    let table = ok(&["ps", "--long"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["HANDLE", "STATE", "IP", "PORTS", "PROCESSES", "AGE"]
+    );
+    let row_a = lines.iter().find(|l| l.starts_with("pod-a ")).unwrap();
+    let cells: Vec<&str> = row_a.split_whitespace().collect();
+    assert_eq!(cells[1], "active");
+    assert!(cells[2].starts_with("10."), "{row_a}");
+    assert_eq!(cells[3], format!("{port}->80"));
+    assert_eq!(cells[4], "0");
+    assert!(
+        cells[5].ends_with('s') || cells[5].ends_with('m'),
+        "{row_a}"
+    );
+    assert!(ok(&["ls"]).contains("pod-b"));
+    let long = json(&ok(&["--json", "list", "-l", "--property", "nope=x"]));
+    assert_eq!(long, serde_json::json!({ "containers": [] }));
+    let long = json(&ok(&["--json", "ls", "-la"]));
+    let a = long["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["handle"] == "pod-a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["state"], "active");
+    assert_eq!(a["mapped_ports"][0]["container_port"], 80);
+    assert!(a["age_seconds"].as_f64().unwrap() >= 0.0);
+
+    // Sizes: human by default, raw with --bytes; JSON always raw.
+    assert!(ok(&["limits", "pod-a"])
+        .lines()
+        .any(|l| l == "memory_bytes: 64MiB"));
+    assert!(ok(&["--bytes", "limits", "pod-a"])
+        .lines()
+        .any(|l| l == "memory_bytes: 67108864"));
+    let metrics = ok(&["metrics", "pod-a"]);
+    let usage = metrics
+        .lines()
+        .find(|l| l.starts_with("memory_usage: "))
+        .unwrap();
+    assert!(usage.ends_with("iB") || usage.ends_with('B'), "{usage}");
+    let raw = ok(&["metrics", "pod-a", "--bytes"]);
+    let usage = raw
+        .lines()
+        .find(|l| l.starts_with("memory_usage: "))
+        .unwrap();
+    assert!(
+        usage["memory_usage: ".len()..].parse::<u64>().is_ok(),
+        "{usage}"
+    );
+
+    // inspect: one array; a missing handle is reported after it (125).
+    let described: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", "pod-a", "pod-b"])).unwrap();
+    assert_eq!(described.as_array().unwrap().len(), 2);
+    assert_eq!(described[0]["handle"], "pod-a");
+    assert_eq!(described[0]["limits"]["memory"]["limit_in_bytes"], 64 << 20);
+    assert_eq!(described[1]["state"], "active");
+    let out = run_cli(&env, &["--json", "inspect", "pod-b", "nope"], None);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(json(&text(&out.stdout)).as_array().unwrap().len(), 1);
+    assert!(
+        text(&out.stderr).contains("(containerNotFound)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Shell completion of handles (and of subcommands).
+    // An empty word offers the flags too (clap's way); the values are the
+    // handles.
+    let offered = bash_completes(&env, &["info", ""]);
+    let values: Vec<&String> = offered.iter().filter(|c| !c.starts_with('-')).collect();
+    assert_eq!(values, ["pod-a", "pod-b"], "{offered:?}");
+    assert!(offered.contains(&"--json".to_string()), "{offered:?}");
+    assert_eq!(
+        bash_completes(&env, &["rm", "-f", "pod-"]),
+        ["pod-a", "pod-b"]
+    );
+    assert_eq!(bash_completes(&env, &["insp"]), ["inspect"]);
+
+    // rm: a container running a process needs -f (2); a missing one is 1
+    // (unless -i); the worst wins.
+    let id = ok(&["run", "-d", "pod-b", "sleep", "300"]);
+    let id = id.trim();
+    assert!(!id.is_empty());
+    ok(&["create", "--handle", "pod-c"]);
+    let out = run_cli(&env, &["rm", "pod-c", "pod-b", "nope"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "pod-c\n");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("pod-b has running processes ({id})")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown handle: nope (containerNotFound)"),
+        "{stderr}"
+    );
+    assert_eq!(run_cli(&env, &["rm", "nope"], None).status.code(), Some(1));
+    assert_eq!(ok(&["rm", "-i", "nope"]), "");
+    assert_eq!(
+        json(&ok(&["--json", "rm", "-f", "pod-b"])),
+        serde_json::json!({ "removed": ["pod-b"] })
+    );
+    ok(&["create", "--handle", "pod-d"]);
+    let mut removed: Vec<String> = ok(&["rm", "-a"]).lines().map(str::to_string).collect();
+    removed.sort();
+    assert_eq!(removed, ["pod-a", "pod-d"]);
+    assert_eq!(ok(&["list"]), "");
+}
+
+#[test]
+fn logs_top_and_stats() {
+    let env = TestEnv::start();
+    let ok = |args: &[&str]| run_cli_ok(&env, args);
+    ok(&["create", "--handle", "obs", "--limit-memory", "64M"]);
+
+    // logs: what is waiting, and no more: it returns while the process
+    // runs on, and what it printed is gone from the pipe.
+    let id = ok(&[
+        "run",
+        "-d",
+        "obs",
+        "sh",
+        "-c",
+        "echo one; echo two >&2; exec sleep 300",
+    ]);
+    let id = id.trim().to_string();
+    let (mut out, mut err) = (String::new(), String::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(out.contains("one") && err.contains("two")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logs showed {out:?} {err:?}"
+        );
+        let got = run_cli(&env, &["logs", "obs", &id], None);
+        assert_eq!(got.status.code(), Some(0), "{}", text(&got.stderr));
+        out.push_str(&text(&got.stdout));
+        err.push_str(&text(&got.stderr));
+    }
+    assert_eq!(
+        (out.as_str(), err.as_str()),
+        ("one\n", "two\n"),
+        "each line once"
+    );
+    let got = run_cli(&env, &["logs", "obs", &id], None);
+    assert_eq!((got.status.code(), got.stdout.len()), (Some(0), 0));
+    wait_running(&env, "obs", &id);
+
+    // top: every process, with the API process each belongs to, its
+    // children included; pid 1 is the container's init.
+    ok(&[
+        "run",
+        "-d",
+        "--id",
+        "tree",
+        "obs",
+        "sh",
+        "-c",
+        "sleep 301 & wait",
+    ]);
+    let mut top = serde_json::Value::Null;
+    eventually("top shows sleep 301", || {
+        top = json(&ok(&["--json", "top", "obs"]));
+        top["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["command"] == "sleep 301")
+    });
+    let processes = top["processes"].as_array().unwrap();
+    let find = |command: &str| {
+        processes
+            .iter()
+            .find(|p| p["command"] == command)
+            .unwrap_or_else(|| panic!("{command} in {top}"))
+    };
+    assert_eq!(find("sleep 300")["process_id"], id.as_str());
+    assert_eq!(find("sleep 301")["process_id"], "tree");
+    assert_eq!(find("sh -c sleep 301 & wait")["process_id"], "tree");
+    assert_eq!(
+        find("sleep 301")["parent_pid"],
+        find("sh -c sleep 301 & wait")["pid"]
+    );
+    let init = processes.iter().find(|p| p["pid"] == 1).unwrap();
+    assert_eq!(init["process_id"], "");
+    assert_eq!(find("sleep 300")["user"], "root");
+    assert_eq!(top["truncated"], false);
+    let table = ok(&["top", "obs"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["PID", "PPID", "USER", "STATE", "TIME", "ELAPSED", "RSS", "PROCESS", "COMMAND"]
+    );
+    let row = table.lines().find(|l| l.ends_with(" sleep 300")).unwrap();
+    assert!(row.contains(&format!(" {id} ")), "{row}");
+
+    // logs -f: the rest, until the process ends.
+    let id = ok(&["run", "-d", "obs", "sh", "-c", "echo a; sleep 1; echo b"]);
+    let out = run_cli(&env, &["logs", "-f", "obs", id.trim()], None);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "a\nb\n".into())
+    );
+
+    // stats: once, from bulkMetrics.
+    let stats = json(&ok(&["--json", "stats", "--no-stream", "obs"]));
+    let row = &stats["containers"][0];
+    assert_eq!(row["handle"], "obs");
+    assert_eq!(row["memory_limit"], 64 << 20);
+    assert!(row["memory_usage"].as_u64().unwrap() > 0, "{stats}");
+    assert!(row["pids"].as_u64().unwrap() >= 3, "{stats}");
+    let table = ok(&["stats", "--no-stream"]);
+    assert!(table.starts_with("HANDLE"), "{table}");
+    assert!(table.lines().nth(1).unwrap().contains("/ 64MiB"), "{table}");
+    let out = run_cli(&env, &["stats", "--no-stream", "nope"], None);
+    assert_eq!(out.status.code(), Some(125));
+    // Live without a terminal: one table after another.
+    let mut live = spawn_cli(&env, &["stats", "--interval", "1", "obs"]);
+    let mut stdout = live.stdout.take().unwrap();
+    let mut seen = String::new();
+    while seen.matches("HANDLE").count() < 2 {
+        let mut buffer = [0u8; 4096];
+        let n = std::io::Read::read(&mut stdout, &mut buffer).unwrap();
+        assert!(n > 0, "stats ended: {seen}");
+        seen.push_str(&text(&buffer[..n]));
+    }
+    live.kill().unwrap();
+    live.wait().unwrap();
+    assert!(seen.contains("\n\nHANDLE"), "{seen}");
 }

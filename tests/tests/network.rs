@@ -1764,7 +1764,12 @@ fn the_cli_maps_ports_adds_rules_and_limits_bandwidth() {
     ok(&["limit", "cli", "--bandwidth", "1M"]);
     let limits = ok(&["limits", "cli"]);
     assert!(
-        limits.lines().any(|l| l.starts_with("bandwidth: 1048576:")),
+        limits.lines().any(|l| l == "bandwidth: 1MiB:1MiB"),
+        "{limits}"
+    );
+    let limits = ok(&["--bytes", "limits", "cli"]);
+    assert!(
+        limits.lines().any(|l| l == "bandwidth: 1048576:1048576"),
         "{limits}"
     );
 

@@ -772,10 +772,10 @@ fn the_cli_round_trips() {
     assert_eq!(names, ["d", "d/exec", "d/f", "d/link", "d/sub", "d/sub/g"]);
     assert_eq!(got[2].3, b"hello\n");
 
-    // Errors: one line, exit status 1.
+    // Errors: one line, exit status 125 (Grove's error).
     let out = run_cli(&env, &["stream-out", "cli-s", "--path", "/nope"], None);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert!(out.stdout.is_empty());
     assert!(
         err.starts_with("grove: ") && err.lines().count() == 1 && err.contains("/nope"),
@@ -787,7 +787,7 @@ fn the_cli_round_trips() {
         Some(b"not a tar at all, not a tar at all"),
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(
         err.starts_with("grove: ") && err.lines().count() == 1,
         "{err}"

@@ -27,6 +27,7 @@ mod relay;
 mod seccomp;
 mod spawn;
 mod stream;
+mod top;
 mod users;
 mod wire;
 
@@ -224,6 +225,8 @@ struct State {
     /// Stream children by pid, for the reaper.
     stream_pids: HashMap<i32, u64>,
     next_stream: u64,
+    /// `Top` scan children by pid, for the reaper.
+    scan_pids: std::collections::HashSet<i32>,
     devnull: OwnedFd,
     /// The oom_score_adj of the processes wshd starts (see oom.rs).
     oom: Option<oom::ChildScore>,
@@ -275,6 +278,12 @@ fn reap(state: &Shared) {
             continue;
         };
         let mut st = state.borrow_mut();
+        if st.scan_pids.remove(&pid) {
+            if exit != ExitStatus::Code(0) {
+                log!("top scan (pid {pid}) ended: {exit:?}");
+            }
+            continue;
+        }
         if let Some(id) = st.stream_pids.remove(&pid) {
             match st.streams.get(&id) {
                 Some(s) => {
@@ -633,6 +642,18 @@ fn handle(state: &Shared, req: Request) -> Reply {
         Request::StreamIn { path, user } => do_stream(state, stream::Direction::In, path, user),
         Request::StreamOut { path, user } => do_stream(state, stream::Direction::Out, path, user),
         Request::StreamWait { id } => stream_wait(state, id),
+        Request::Top => {
+            let spawned = state.borrow().running.clone();
+            match top::start(spawned) {
+                Ok(scan) => {
+                    // Registered before the next await: the reaper cannot
+                    // miss it.
+                    state.borrow_mut().scan_pids.insert(scan.pid);
+                    Reply::Later(Box::pin(scan.answer()))
+                }
+                Err(e) => now(Response::Error(e)),
+            }
+        }
     }
 }
 
@@ -901,6 +922,7 @@ fn main() {
             streams: BTreeMap::new(),
             stream_pids: HashMap::new(),
             next_stream: 1,
+            scan_pids: Default::default(),
             devnull,
             oom,
             server_uid: args.server_uid,

@@ -625,6 +625,60 @@ fn orphans_are_reaped() {
     );
 }
 
+/// `Top`: every process of the namespace from its /proc, each with the
+/// spawned process it is or descends from; the scan child itself is not
+/// listed and leaves nothing behind.
+#[test]
+fn top_lists_the_processes_and_whose_they_are() {
+    let w = Wshd::start("top");
+    let (shell, _) = spawned(w.spawn(spec("web", "sh", &["-c", "sleep 100 & wait"])), 2);
+    let (lone, _) = spawned(w.spawn(spec("lone", "sleep", &["101"])), 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let processes = loop {
+        let processes = match w.ask(&Request::Top).0 {
+            Response::Top {
+                processes,
+                truncated,
+            } => {
+                assert!(!truncated);
+                processes
+            }
+            other => panic!("Top: {other:?}"),
+        };
+        if processes.iter().any(|p| p.command == "sleep 100") {
+            break processes;
+        }
+        assert!(Instant::now() < deadline, "{processes:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let find = |command: &str| {
+        processes
+            .iter()
+            .find(|p| p.command == command)
+            .unwrap_or_else(|| panic!("{command} in {processes:?}"))
+    };
+    let init = processes.iter().find(|p| p.pid == 1).expect("wshd itself");
+    assert!(init.command.contains("wshd"), "{init:?}");
+    assert_eq!(init.process_id, None);
+    let sh = find("sh -c sleep 100 & wait");
+    assert_eq!((sh.pid, sh.ppid), (shell, 1));
+    assert_eq!(sh.process_id.as_deref(), Some("web"));
+    let child = find("sleep 100");
+    assert_eq!(child.ppid, shell);
+    assert_eq!(child.process_id.as_deref(), Some("web"), "a descendant");
+    let sleeper = find("sleep 101");
+    assert_eq!(sleeper.pid, lone);
+    assert_eq!(sleeper.process_id.as_deref(), Some("lone"));
+    assert_eq!((sleeper.uid, sleeper.user.as_deref()), (0, Some("root")));
+    assert!(sleeper.rss_bytes > 0 && sleeper.elapsed_millis < 60_000);
+    assert!(matches!(sleeper.state, 'S' | 'R'), "{sleeper:?}");
+    // The four listed are all there is: wshd, sh and its sleep, the lone
+    // sleep; no scan child.
+    assert_eq!(processes.len(), 4, "{processes:?}");
+    assert!(!w.log_text().contains("top scan"), "{}", w.log_text());
+    assert!(!w.log_text().contains("reaped orphan"), "{}", w.log_text());
+}
+
 #[test]
 fn signal_all_and_sigterm_to_wshd() {
     let w = Wshd::start("sigall");

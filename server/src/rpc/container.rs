@@ -105,6 +105,13 @@ impl api::Server for ContainerServer {
         let params = params.get()?;
         let spec = params.get_spec()?;
         let io = params.get_io()?;
+        if io.get_backlog_only() {
+            return Err(ApiError::invalid(
+                "io.backlogOnly",
+                "is for attach (a new process has no output waiting)",
+            )
+            .into());
+        }
         let tty = if spec.get_has_tty() {
             let size = spec.get_tty()?.get_window_size()?;
             Some(window_size("spec.tty.windowSize", size)?)
@@ -450,6 +457,23 @@ impl api::Server for ContainerServer {
         self.grove.set_grace_time(&container, seconds)?;
         Ok(())
     }
+
+    async fn top(
+        self: Rc<Self>,
+        _: TopParams,
+        mut results: TopResults,
+    ) -> Result<(), capnp::Error> {
+        let container = self.container()?;
+        let (processes, truncated) = crate::rpc::top::top(&container)
+            .await
+            .map_err(|e| container.overtaken(e))?;
+        let mut list = results.get().init_processes(processes.len() as u32);
+        for (i, p) in processes.iter().enumerate() {
+            crate::rpc::top::fill(p, list.reborrow().get(i as u32));
+        }
+        results.get().set_truncated(truncated);
+        Ok(())
+    }
 }
 
 /// The client's streams from a ProcessIO (either may be null), each made a
@@ -467,6 +491,7 @@ fn sinks(container: &Rc<Container>, io: grove_schema::api_capnp::process_i_o::Re
         } else {
             None
         },
+        backlog_only: io.get_backlog_only(),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod grove;
 pub mod limits;
 pub mod net;
 pub mod process;
+pub mod top;
 
 use crate::error::{ApiError, ApiResult};
 use std::collections::BTreeMap;
