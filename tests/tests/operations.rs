@@ -1418,13 +1418,19 @@ fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_q
             tokio::task::spawn_local(async move { answer.await.map(|_| ()) })
         };
         let deadline = Instant::now() + Duration::from_secs(30);
+        // (Another request may be in flight first — the guest lane saw
+        // one before the create registered: wait for both.)
         loop {
             let m = metrics(socketr);
-            if value(&m, "grove_helper_requests_in_flight", &[]) >= 1.0 {
-                assert_eq!(value(&m, "grove_containers", &[("state", "creating")]), 1.0);
+            let in_flight = value(&m, "grove_helper_requests_in_flight", &[]);
+            let creating = value(&m, "grove_containers", &[("state", "creating")]);
+            if in_flight >= 1.0 && creating == 1.0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the create never waited");
+            assert!(
+                Instant::now() < deadline,
+                "the create never waited: {in_flight} requests in flight, {creating} creating"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         drop(stopped);
