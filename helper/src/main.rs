@@ -19,6 +19,7 @@ mod disk;
 mod fs;
 mod image;
 mod keeper;
+mod layers;
 mod limits;
 mod net;
 mod policy;
@@ -29,6 +30,7 @@ mod state;
 mod systemd;
 mod trash;
 mod userns;
+mod zstd;
 
 use nix::sys::socket::{
     bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,

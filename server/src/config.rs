@@ -51,6 +51,8 @@ pub struct Config {
     /// `wait` lasts as long as its process, and a client may wait on
     /// hundreds at once).
     pub max_calls_in_flight: usize,
+    /// Registries and the image cache (image_config.rs).
+    pub images: crate::image_config::ImageConfig,
 }
 
 /// The PEM files of `listen_tcp`'s mutual TLS (read at start-up, before
@@ -87,6 +89,7 @@ impl Default for Config {
             tls: None,
             max_connections: 4096,
             max_calls_in_flight: 1024,
+            images: Default::default(),
         }
     }
 }
@@ -189,9 +192,13 @@ impl Config {
                         Some((entry.line, path()?))
                     };
                 }
+                key if crate::image_config::KEYS.contains(&key) => {
+                    config.images.set(&entry).map_err(at)?
+                }
                 other => {
                     return Err(at(format!(
-                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time, listen_tcp, tls_cert, tls_key, tls_client_ca, max_connections, max_calls_in_flight, helper_queue_limit)"
+                        "unknown key {other:?} (known: {}, listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time, listen_tcp, tls_cert, tls_key, tls_client_ca, max_connections, max_calls_in_flight, helper_queue_limit)",
+                        crate::image_config::KEYS.join(", ")
                     )))
                 }
             }

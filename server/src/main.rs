@@ -9,6 +9,8 @@ mod connection;
 mod containers;
 mod error;
 mod helper_client;
+mod image_config;
+mod images;
 mod process;
 mod registry;
 mod remote;
@@ -346,6 +348,7 @@ async fn serve(
     tokio::task::spawn_local(notify_ready(grove.clone(), notifier.clone(), helper_up));
     // A helper that restarts later is reconciled with once it answers.
     tokio::task::spawn_local(grove.clone().watch_helper());
+    tokio::task::spawn_local(grove.clone().image_gc_loop());
     if notifier.enabled() {
         if let Some(interval) = notifier.watchdog_interval() {
             tokio::task::spawn_local(feed_watchdog(notifier.clone(), interval));
