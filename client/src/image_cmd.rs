@@ -97,7 +97,10 @@ fn auth_files(explicit: Option<PathBuf>) -> Vec<PathBuf> {
         files.push(PathBuf::from(dir).join("containers/auth.json"));
     }
     let home = var("HOME").map(PathBuf::from);
-    if let Some(config) = var("XDG_CONFIG_HOME").map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".config"))) {
+    if let Some(config) = var("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".config")))
+    {
         files.push(config.join("containers/auth.json"));
     }
     match var("DOCKER_CONFIG") {
@@ -304,7 +307,11 @@ pub async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<i32, Erro
         ImageCmd::Ls { layers } => {
             let response = images.list_request().send().promise.await?;
             let r = response.get()?;
-            let list: Vec<Value> = r.get_images()?.iter().map(info_json).collect::<Result<_, _>>()?;
+            let list: Vec<Value> = r
+                .get_images()?
+                .iter()
+                .map(info_json)
+                .collect::<Result<_, _>>()?;
             let layer_list: Vec<Value> = r
                 .get_layers()?
                 .iter()
@@ -347,7 +354,15 @@ pub async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<i32, Erro
                 }
             }
             table(
-                &["NAME", "DIGEST", "PLATFORM", "DOWNLOADED", "UNPACKED", "CONTAINERS", "LAST USED"],
+                &[
+                    "NAME",
+                    "DIGEST",
+                    "PLATFORM",
+                    "DOWNLOADED",
+                    "UNPACKED",
+                    "CONTAINERS",
+                    "LAST USED",
+                ],
                 &rows,
             );
             if layers {
@@ -364,7 +379,10 @@ pub async fn run(client: &Client, cmd: ImageCmd, json: bool) -> Result<i32, Erro
                         ]
                     })
                     .collect();
-                table(&["LAYER", "SIZE", "INODES", "CONTAINERS", "LAST USED"], &rows);
+                table(
+                    &["LAYER", "SIZE", "INODES", "CONTAINERS", "LAST USED"],
+                    &rows,
+                );
             }
         }
         ImageCmd::Inspect { image } => {
@@ -452,13 +470,22 @@ fn print_detail(v: &Value) {
         size(info["unpacked_bytes"].as_u64().unwrap_or(0))
     );
     let now = now();
-    println!("pulled: {}", ago(info["pulled_at"].as_u64().unwrap_or(0), now));
-    println!("last used: {}", ago(info["last_used"].as_u64().unwrap_or(0), now));
+    println!(
+        "pulled: {}",
+        ago(info["pulled_at"].as_u64().unwrap_or(0), now)
+    );
+    println!(
+        "last used: {}",
+        ago(info["last_used"].as_u64().unwrap_or(0), now)
+    );
     println!("containers: {}", info["containers"]);
     println!("layers:");
     for l in v["layers"].as_array().into_iter().flatten() {
         let unpacked = if l["unpacked"].as_bool().unwrap_or(false) {
-            format!("unpacked {}", size(l["unpacked_bytes"].as_u64().unwrap_or(0)))
+            format!(
+                "unpacked {}",
+                size(l["unpacked_bytes"].as_u64().unwrap_or(0))
+            )
         } else {
             "not unpacked".to_string()
         };

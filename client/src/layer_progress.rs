@@ -2,8 +2,8 @@
 //! blob (each layer and the config), redrawn in place —
 //!
 //! ```text
-//! sha256:3e5acae5a135  [##########          ]   1.1/2.2 MiB
-//! sha256:c98c92469940  cached                       4.0 KiB
+//! sha256:3e5acae5a135  [##########          ]   1.1 MiB / 2.2 MiB
+//! sha256:c98c92469940  cached                          4.0 KiB
 //! ```
 //!
 //! — and otherwise one line per blob when it is done, then a summary.
@@ -42,10 +42,6 @@ struct State {
     finished: bool,
 }
 
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
-}
-
 fn short(digest: &str) -> String {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     format!("sha256:{}", &hex[..hex.len().min(12)])
@@ -57,18 +53,20 @@ fn line(b: &Blob) -> String {
     if b.cached {
         return format!("{name}  cached {:>29}", crate::image_cmd::size(b.total));
     }
-    let filled = (b.done.min(b.total) * WIDTH).checked_div(b.total).unwrap_or(WIDTH);
+    let filled = (b.done.min(b.total) * WIDTH)
+        .checked_div(b.total)
+        .unwrap_or(WIDTH);
     let state = if b.total > 0 && b.done >= b.total {
         "done"
     } else {
         ""
     };
     format!(
-        "{name}  [{}{}] {:>6.1}/{:.1} MiB {state}",
+        "{name}  [{}{}] {:>9} / {:<9} {state}",
         "#".repeat(filled as usize),
         " ".repeat((WIDTH - filled) as usize),
-        mib(b.done),
-        mib(b.total)
+        crate::image_cmd::size(b.done),
+        crate::image_cmd::size(b.total)
     )
     .trim_end()
     .to_string()
@@ -84,7 +82,11 @@ impl LayerProgress {
 
     fn draw(&self, state: &mut State, force: bool) {
         let now = Instant::now();
-        if !force && state.last_draw.is_some_and(|t| now.duration_since(t) < EVERY) {
+        if !force
+            && state
+                .last_draw
+                .is_some_and(|t| now.duration_since(t) < EVERY)
+        {
             return;
         }
         state.last_draw = Some(now);
@@ -135,7 +137,12 @@ impl pull_progress::Server for LayerProgress {
             } else {
                 self.report(&mut state);
             }
-            let cached: u64 = state.blobs.iter().filter(|b| b.cached).map(|b| b.total).sum();
+            let cached: u64 = state
+                .blobs
+                .iter()
+                .filter(|b| b.cached)
+                .map(|b| b.total)
+                .sum();
             let _ = writeln!(
                 std::io::stderr(),
                 "pulled {} ({} downloaded, {} cached)",
@@ -193,9 +200,14 @@ mod tests {
         };
         assert_eq!(
             line(&b(1 << 20, 2 << 20, false)),
-            format!("sha256:abababababab  [{}{}]    1.0/2.0 MiB", "#".repeat(10), " ".repeat(10))
+            format!(
+                "sha256:abababababab  [{}{}]   1.0 MiB / 2.0 MiB",
+                "#".repeat(10),
+                " ".repeat(10)
+            )
         );
-        assert!(line(&b(2 << 20, 2 << 20, false)).ends_with("2.0/2.0 MiB done"));
+        assert!(line(&b(2 << 20, 2 << 20, false)).ends_with("2.0 MiB / 2.0 MiB   done"));
+        assert!(line(&b(0, 300, false)).ends_with("  0 B / 300 B"));
         assert!(line(&b(4096, 4096, true)).starts_with("sha256:abababababab  cached"));
         assert!(line(&b(4096, 4096, true)).ends_with("4.0 KiB"));
     }

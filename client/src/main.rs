@@ -675,10 +675,12 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             let password = image_password.or_else(|| from_env("GROVE_IMAGE_PASSWORD"));
             // Else the user's auth.json (image_cmd.rs).
             let (username, password) = match (username, password) {
-                (None, None) if pulling => match image_cmd::login_for(source, Default::default())? {
-                    Some(l) => (Some(l.username), Some(l.password)),
-                    None => (None, None),
-                },
+                (None, None) if pulling => {
+                    match image_cmd::login_for(source, Default::default())? {
+                        Some(l) => (Some(l.username), Some(l.password)),
+                        None => (None, None),
+                    }
+                }
                 given => given,
             };
             if image.is_some() || username.is_some() || password.is_some() {

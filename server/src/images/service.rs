@@ -151,10 +151,10 @@ impl Grove {
                         .map(|b| (b.digest.clone(), b.size))
                         .collect();
                     let total = sizes.iter().map(|(_, s)| s).sum();
-                    p.start(total, total);
                     for (digest, size) in &sizes {
                         p.blob(digest, *size, *size, true);
                     }
+                    p.start(total, total);
                     drop(p);
                     report(sink, events).await;
                 }

@@ -329,17 +329,15 @@ fn pull_from(
         .filter(|(_, d)| cached.contains(&d.digest["sha256:".len()..]))
         .filter_map(|(_, d)| d.size)
         .sum();
-    progress.start(total, already);
+    // Each blob's first event before any total: a client that takes
+    // done = total for the end has heard of every blob by then.
     for (_, d) in &wanted {
         let size = d.size.unwrap_or(0);
         let hex = &d.digest["sha256:".len()..];
-        progress.blob(
-            &d.digest,
-            if cached.contains(hex) { size } else { 0 },
-            size,
-            cached.contains(hex),
-        );
+        let cached = cached.contains(hex);
+        progress.blob(&d.digest, if cached { size } else { 0 }, size, cached);
     }
+    progress.start(total, already);
     let mut downloaded = 0;
     for (kind, d) in &wanted {
         let hex = &d.digest["sha256:".len()..];
@@ -415,8 +413,8 @@ fn download(
     let copied = copy_verified(resp.into_reader(), file, &hex, d.size, &mut |n| {
         done += n;
         PULLED_BYTES.fetch_add(n, Ordering::Relaxed);
-        progress.advance(n);
         progress.blob(&d.digest, done, size.max(done), false);
+        progress.advance(n);
     });
     match copied {
         Ok(n) => {
