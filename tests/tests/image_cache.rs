@@ -890,3 +890,104 @@ fn the_cli_pulls_lists_inspects_removes_and_prunes() {
         "{out:?}"
     );
 }
+
+/// One request to the helper on a connection of the `grove` uid (as a
+/// compromised groved would send it), and its answer.
+fn helper_call(
+    conn: &std::os::fd::OwnedFd,
+    request: &grove_schema::helper::Request,
+) -> grove_schema::helper::Response {
+    use nix::sys::socket::{recv, send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let bytes = grove_schema::helper::encode_request(request);
+    send(conn.as_raw_fd(), &bytes, MsgFlags::empty()).unwrap();
+    let mut buf = vec![0u8; grove_schema::helper::MAX_RESPONSE];
+    let n = recv(conn.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    grove_schema::helper::decode_response(&buf[..n]).unwrap()
+}
+
+#[test]
+fn the_helper_removes_no_layer_a_container_uses_whoever_asks() {
+    use grove_schema::helper::{ErrorKind, LayerId, Request, Response};
+    let layer = marker_layer("in use\n");
+    // The image in an env's images dir: its oci: URI.
+    let write = |env: &TestEnv| {
+        let base = busybox_layer(&env.rootfs);
+        let image = write_oci_raw(
+            &env.images_dir().join("used"),
+            &[
+                RawLayer {
+                    blob: gzip(&base),
+                    media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                    diff_id: sha(&base),
+                },
+                RawLayer {
+                    blob: layer.clone(),
+                    media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                    diff_id: sha(&layer),
+                },
+            ],
+            "v1",
+        );
+        format!("oci:{}:v1", image.dir.display())
+    };
+    let env = TestEnv::start();
+    let uri = write(&env);
+    env.run(|client| {
+        let uri = uri.clone();
+        async move { create_image(&client, "user", &uri).await.unwrap() }
+    });
+    let (uid, gid) = grove_user();
+    let conn = helper_connect_as(&env.helper_socket, uid, gid).unwrap();
+    let id = LayerId::new(sha(&layer)).unwrap();
+    match helper_call(&conn, &Request::ListLayers { after: None }) {
+        Response::Layers { layers, more } => {
+            assert!(!more);
+            let ours = layers.iter().find(|l| l.id == id).expect("listed");
+            assert_eq!(ours.containers, 1, "{layers:?}");
+            assert!(ours.last_used > 0 && ours.bytes > 0, "{layers:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match helper_call(&conn, &Request::RemoveLayer { id: id.clone() }) {
+        Response::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::InvalidState);
+            assert!(e.message.contains("in use by user"), "{}", e.message);
+        }
+        other => panic!("a layer in use was removed: {other:?}"),
+    }
+    let absent = LayerId::new("0".repeat(64)).unwrap();
+    match helper_call(&conn, &Request::RemoveLayer { id: absent }) {
+        Response::Error(e) => assert_eq!(e.kind, ErrorKind::NotFound),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store_entries(&env).len(), 2);
+    env.run(|client| async move { client.destroy("user").await.unwrap() });
+    match helper_call(&conn, &Request::RemoveLayer { id: id.clone() }) {
+        Response::LayerRemoved { bytes } => assert!(bytes > 0),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store_entries(&env).len(), 1, "{:?}", store_entries(&env));
+    drop(conn);
+    drop(env);
+
+    // layer_gc off: the helper removes nothing, whoever asks.
+    let env = TestEnv::start_with_policy("", "layer_gc = false");
+    let uri = write(&env);
+    env.run(|client| {
+        let uri = uri.clone();
+        async move {
+            create_image(&client, "kept", &uri).await.unwrap();
+            client.destroy("kept").await.unwrap();
+            let e = image_api::prune(&client, true).await;
+            // groved's pass asks, the helper refuses, the layers stay.
+            assert!(e.is_ok(), "{e:?}");
+        }
+    });
+    assert_eq!(store_entries(&env).len(), 2);
+    let conn = helper_connect_as(&env.helper_socket, uid, gid).unwrap();
+    match helper_call(&conn, &Request::RemoveLayer { id }) {
+        Response::Error(e) => assert_eq!(e.kind, ErrorKind::PolicyRefused, "{}", e.message),
+        other => panic!("{other:?}"),
+    }
+}
