@@ -124,7 +124,7 @@ pub fn page(
     let stamps = stamps(depot)?;
     let ids: Vec<String> = ids(depot)?
         .into_iter()
-        .filter(|id| after.map_or(true, |a| id.as_str() > a.as_str()))
+        .filter(|id| after.is_none_or(|a| id.as_str() > a.as_str()))
         .collect();
     let more = ids.len() > LAYERS_PER_PAGE;
     let layers = ids

@@ -43,7 +43,7 @@ pub fn lookup(auth_json: &[u8], reference: &Reference) -> Result<Option<Login>, 
         let matches = namespace.is_empty()
             || reference.repo == namespace
             || reference.repo.starts_with(&format!("{namespace}/"));
-        if matches && best.map_or(true, |(len, _, _)| namespace.len() > len) {
+        if matches && best.is_none_or(|(len, _, _)| namespace.len() > len) {
             best = Some((namespace.len(), entry, key));
         }
     }

@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::helper_client::HelperClient;
+use crate::images::service::Pull;
 use crate::process::{ProcessEntry, ProcessFds, Sinks};
 use crate::store::{Record, Store};
 use crate::wshd_client;
@@ -496,17 +497,9 @@ impl Grove {
         net: &NetSpec,
         isolation: &Isolation,
     ) -> ApiResult<()> {
-        let Pull {
-            uri,
-            reference,
-            login,
-            progress,
-        } = pull;
-        tracing::info!(handle = %container.handle, image = uri, "creating from a registry image");
-        self.create_from_registry(
-            container, uri, &reference, login, progress, limits, net, isolation,
-        )
-        .await
+        tracing::info!(handle = %container.handle, image = pull.uri, "creating from a registry image");
+        self.create_from_registry(container, pull, limits, net, isolation)
+            .await
     }
 
     /// What follows the helper's create: /etc/hosts and /etc/resolv.conf
@@ -1646,15 +1639,6 @@ fn merge_env(entries: Vec<String>) -> Vec<String> {
     out
 }
 
-/// A registry image to pull: the URI as the spec gave it, parsed, the
-/// login, and whom to tell how the download advances.
-struct Pull<'a> {
-    uri: &'a str,
-    reference: grove_schema::image_ref::Reference,
-    login: Option<grove_schema::auth_file::Login>,
-    progress: Option<grove_schema::api_capnp::pull_progress::Client>,
-}
-
 /// What a create starts from: a source the helper takes as it is, or a
 /// registry image to pull first.
 enum Source {
@@ -1769,6 +1753,19 @@ fn generate_process_id() -> String {
     random_hex()
 }
 
+/// Remove the image layouts an earlier groved left in the downloads dir.
+fn clean_downloads(downloads: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(downloads) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "removing a stale download");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1817,18 +1814,5 @@ mod tests {
             "nameserver 10.0.2.3\nnameserver 192.0.2.1\n"
         );
         assert_eq!(files.len(), 2);
-    }
-}
-
-/// Remove the image layouts an earlier groved left in the downloads dir.
-fn clean_downloads(downloads: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(downloads) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if let Err(e) = std::fs::remove_dir_all(&path) {
-            tracing::warn!(path = %path.display(), error = %e, "removing a stale download");
-        }
     }
 }

@@ -170,7 +170,7 @@ impl Blobs {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let meta = e.metadata().ok()?;
                 (digest_hex(&format!("sha256:{name}")).is_ok() && meta.is_file())
-                    .then(|| (name, meta.len()))
+                    .then_some((name, meta.len()))
             })
             .collect()
     }

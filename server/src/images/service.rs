@@ -19,6 +19,15 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
+/// A registry image to create from: the URI as the spec gave it, parsed,
+/// the login, and whom to tell how the download advances.
+pub struct Pull<'a> {
+    pub uri: &'a str,
+    pub reference: Reference,
+    pub login: Option<Login>,
+    pub progress: Option<pull_progress::Client>,
+}
+
 /// What a `remove` or `prune` removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Removed {
@@ -295,14 +304,18 @@ impl Grove {
     pub async fn create_from_registry(
         self: &Rc<Self>,
         container: &Container,
-        uri: &str,
-        r: &Reference,
-        login: Option<Login>,
-        progress: Option<pull_progress::Client>,
+        pull: Pull<'_>,
         limits: helper::Limits,
         net: &crate::containers::NetSpec,
         isolation: &crate::containers::Isolation,
     ) -> ApiResult<()> {
+        let Pull {
+            uri,
+            reference,
+            login,
+            progress,
+        } = pull;
+        let r = &reference;
         let (record, lease) = self
             .cached_image(uri, r, login.clone(), progress, false)
             .await?;
