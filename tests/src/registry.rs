@@ -51,21 +51,28 @@ pub struct RegistryTls {
 impl Registry {
     /// Start a registry in `dir` (which is removed on drop).
     pub fn start(dir: PathBuf) -> Registry {
-        Registry::start_with(dir, None)
+        Registry::start_with(dir, None, None)
+    }
+
+    /// Start a registry at `addr` (`127.0.0.1:PORT`), for a groved that was
+    /// configured with it before it existed (the benchmarks).
+    pub fn start_at(dir: PathBuf, addr: &str) -> Registry {
+        assert!(addr.starts_with("127.0.0.1:"), "loopback only: {addr}");
+        Registry::start_with(dir, None, Some(addr))
     }
 
     /// Start a registry serving HTTPS with `tls`.
     pub fn start_tls(dir: PathBuf, tls: &RegistryTls) -> Registry {
-        Registry::start_with(dir, Some(tls))
+        Registry::start_with(dir, Some(tls), None)
     }
 
-    fn start_with(dir: PathBuf, tls: Option<&RegistryTls>) -> Registry {
+    fn start_with(dir: PathBuf, tls: Option<&RegistryTls>, addr: Option<&str>) -> Registry {
         assert!(
             std::path::Path::new(REGISTRY_BIN).exists(),
             "no {REGISTRY_BIN} (./dev setup installs the docker-registry package)"
         );
         fs::create_dir_all(dir.join("storage")).unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = addr.map_or_else(|| format!("127.0.0.1:{}", free_port()), str::to_string);
         let mut tls_lines = String::new();
         let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30));
         if let Some(t) = tls {

@@ -98,8 +98,11 @@ impl Images {
 
     /// The lock that makes pulls of one name wait for each other.
     pub fn pull_lock(&self, name: &str) -> Rc<tokio::sync::Mutex<()>> {
-        self.pulls
-            .borrow_mut()
+        let mut pulls = self.pulls.borrow_mut();
+        // Locks nobody holds or waits for go (one per name ever pulled
+        // would pile up).
+        pulls.retain(|_, m| Rc::strong_count(m) > 1);
+        pulls
             .entry(name.to_string())
             .or_insert_with(|| Rc::new(tokio::sync::Mutex::new(())))
             .clone()
