@@ -1,7 +1,8 @@
-//! 7. A registry image's first create (pulled into groved's cache and
-//! unpacked) against its second (from the cache: nothing downloaded,
-//! layers already unpacked), through a docker-registry on 127.0.0.1.
-//! Each round prunes the cache first, so every first create pulls.
+//! Section 7: a registry image's first create (pulled into groved's
+//! cache and unpacked) against its second (from the cache: nothing
+//! downloaded, layers already unpacked), through a docker-registry on
+//! 127.0.0.1. Each round prunes the cache first, so every first create
+//! pulls.
 
 use crate::stats::{ms, Samples};
 use crate::{grove, Options, Report};
