@@ -42,6 +42,8 @@ interface Grove {
   destroy @5 (handle :Text) -> ();
   bulkInfo @6 (handles :List(Text)) -> (results :List(InfoResult));
   bulkMetrics @7 (handles :List(Text)) -> (results :List(MetricsResult));
+  # The image cache: registry pulls, listing, removal and its GC.
+  images @8 () -> (images :Images);
 }
 
 struct Capacity {
@@ -164,13 +166,90 @@ struct ContainerSpec {
 
 # How far a pull has come: bytes of blobs downloaded out of all the image's
 # blobs (config and layers). Called as downloads advance, at least once at
-# the end with bytesDone = bytesTotal.
+# the end with bytesDone = bytesTotal. Blobs already in the server's cache
+# count as done from the start.
 interface PullProgress {
   update @0 (bytesDone :UInt64, bytesTotal :UInt64) -> stream;
+  # One blob's progress (a layer's or the config's), for a display per
+  # layer: first with bytesDone 0 (or = bytesTotal and cached = true when
+  # the cache has it), last with bytesDone = bytesTotal. A client that does
+  # not implement it gets `update` alone (so it is not a streaming call: a
+  # failed one would fail every later call on the capability).
+  blob @1 (digest :Text, bytesDone :UInt64, bytesTotal :UInt64, cached :Bool) -> ();
+}
+
+# The server's image cache. Registry images (docker://) are pulled into a
+# blob cache in groved's state dir and unpacked into the depot's layer
+# store at their first create; both stay until removed here or by the GC
+# (groved's image_cache_max_bytes and image_cache_max_age). An image or
+# layer a container uses is never removed. Images are named by reference
+# (`busybox`, `127.0.0.1:5000/app:v1`, `docker://…`) or by manifest digest
+# (`sha256:…`, or 12 or more of its hex digits).
+interface Images {
+  # Pull into the cache (a tag is asked of the registry again; blobs the
+  # cache holds are not downloaded again).
+  pull @0 (image :ImageRef, progress :PullProgress) -> (image :ImageInfo);
+  # Every cached image, and every unpacked layer of the store.
+  list @1 () -> (images :List(ImageInfo), layers :List(LayerInfo));
+  inspect @2 (name :Text) -> (image :ImageDetail);
+  # Remove an image no container uses: its names, the blobs and unpacked
+  # layers no other cached image shares. invalidState while a container
+  # uses it.
+  remove @3 (name :Text) -> (removed :PruneResult);
+  # Apply the GC policy now (all = false), or remove every image and layer
+  # no container uses (all = true).
+  prune @4 (all :Bool) -> (removed :PruneResult);
+}
+
+struct ImageInfo {
+  names @0 :List(Text);        # "registry-1.docker.io/library/busybox:latest", …
+  digest @1 :Text;             # the manifest's, "sha256:…"
+  platform @2 :Text;           # "linux/amd64"
+  downloadedBytes @3 :UInt64;  # its blobs in the cache (compressed)
+  unpackedBytes @4 :UInt64;    # its layers in the depot (0 before the first create)
+  pulledAt @5 :UInt64;         # Unix seconds
+  lastUsed @6 :UInt64;         # Unix seconds: pulled, or a container made or destroyed
+  containers @7 :UInt32;       # containers created from it that exist
+}
+
+struct LayerInfo {
+  diffId @0 :Text;             # "sha256:…" of the uncompressed tar
+  bytes @1 :UInt64;            # allocated on disk (0: not measured yet)
+  inodes @2 :UInt64;
+  containers @3 :UInt32;       # containers using it
+  lastUsed @4 :UInt64;         # Unix seconds; 0: never used by a container
+}
+
+struct ImageDetail {
+  info @0 :ImageInfo;
+  mediaType @1 :Text;          # the manifest's
+  config @2 :Text;             # the config blob's digest
+  layers @3 :List(ImageLayer);
+  env @4 :List(Text);          # the config's Env, WorkingDir, User,
+  workingDir @5 :Text;         # Entrypoint and Cmd
+  user @6 :Text;
+  entrypoint @7 :List(Text);
+  cmd @8 :List(Text);
+  source @9 :Text;             # the registry or mirror it was pulled from
+}
+
+struct ImageLayer {
+  digest @0 :Text;             # the blob's
+  mediaType @1 :Text;
+  size @2 :UInt64;             # the blob's bytes
+  diffId @3 :Text;
+  unpackedBytes @4 :UInt64;
+  unpacked @5 :Bool;           # in the depot's layer store
+}
+
+struct PruneResult {
+  images @0 :List(Text);       # "digest name, name…" of each image removed
+  layers @1 :List(Text);       # diff ids of the unpacked layers removed
+  freedBytes @2 :UInt64;       # blobs and layers together
 }
 
 struct ImageRef {
-  uri @0 :Text;                 # oci:PATH[:TAG], docker-archive:PATH, docker://HOST/REPO[:TAG]
+  uri @0 :Text;                 # oci:PATH[:TAG], docker-archive:PATH, docker://[HOST/]REPO[:TAG][@DIGEST]
   username @1 :Text;
   password @2 :Text;
 }

@@ -7,6 +7,7 @@
 //! targets are reported as missed.
 
 mod grove;
+mod image_cache;
 mod memory;
 mod peers;
 mod stats;
@@ -25,8 +26,9 @@ pub const CPU_WEIGHT: u64 = 512;
 
 const USAGE: &str = "usage: grove-bench --socket PATH --rootfs DIR --cgroup-parent NAME \
 --work DIR --grove-cli PATH [--groved-pid N] [--helper-pid N] [--rounds N] \
-[--clients N] [--concurrent N] [--density N] [--stdout-bytes N] [--only a,b,...] [--no-limits]
-sections: lifecycle exec pipelined concurrency density stdout tty";
+[--clients N] [--concurrent N] [--density N] [--stdout-bytes N] [--only a,b,...] [--no-limits] \
+[--registry 127.0.0.1:PORT]
+sections: lifecycle exec pipelined concurrency density stdout tty image-cache";
 
 struct Options {
     socket: PathBuf,
@@ -44,6 +46,9 @@ struct Options {
     only: Vec<String>,
     /// Lifecycle containers without cgroup limits (to see what limits cost).
     no_limits: bool,
+    /// Where to start a docker-registry for the image-cache section
+    /// (groved's insecure_registries names it).
+    registry: Option<String>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -62,6 +67,7 @@ fn parse_options() -> Result<Options, String> {
         stdout_bytes: 2 << 30,
         only: Vec::new(),
         no_limits: false,
+        registry: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -85,6 +91,7 @@ fn parse_options() -> Result<Options, String> {
             "--stdout-bytes" => o.stdout_bytes = number(value()?)?,
             "--only" => o.only = value()?.split(',').map(str::to_string).collect(),
             "--no-limits" => o.no_limits = true,
+            "--registry" => o.registry = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
@@ -209,12 +216,15 @@ async fn bench(o: &Options) -> Result<Report, String> {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<(), String>> + 'a>,
     >;
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("lifecycle", |o, c, r| Box::pin(lifecycle(o, c, r))),
         ("exec", |o, c, r| Box::pin(exec(o, c, r))),
         ("pipelined", |o, c, r| Box::pin(pipelined(o, c, r))),
         ("stdout", |o, c, r| Box::pin(stdout(o, c, r))),
         ("tty", |o, c, r| Box::pin(tty_exit(o, c, r))),
+        ("image-cache", |o, c, r| {
+            Box::pin(image_cache::image_cache(o, c, r))
+        }),
         ("concurrency", |o, _, r| Box::pin(concurrency(o, r))),
         ("density", |o, c, r| Box::pin(density(o, c, r))),
     ];

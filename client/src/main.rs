@@ -11,6 +11,8 @@ mod cli_stream;
 mod completion;
 mod connection;
 mod human;
+mod image_cmd;
+mod layer_progress;
 mod listing;
 mod progress;
 mod remove;
@@ -87,6 +89,13 @@ pub struct Cli {
 enum Cmd {
     /// Check that groved (and grove-helper behind it) answer; prints "ok".
     Ping,
+    /// Registry images in groved's cache: pull, ls, inspect, rm, prune.
+    ///
+    /// Example: grove image pull busybox; grove image ls
+    Image {
+        #[command(subcommand)]
+        cmd: image_cmd::ImageCmd,
+    },
     /// Show the host's capacity for containers: memory, disk, most containers.
     Capacity,
     /// Create a container and print its handle.
@@ -706,6 +715,16 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             };
             let username = image_username.or_else(|| from_env("GROVE_IMAGE_USERNAME"));
             let password = image_password.or_else(|| from_env("GROVE_IMAGE_PASSWORD"));
+            // Else the user's auth.json (image_cmd.rs).
+            let (username, password) = match (username, password) {
+                (None, None) if pulling => {
+                    match image_cmd::login_for(source, Default::default())? {
+                        Some(l) => (Some(l.username), Some(l.password)),
+                        None => (None, None),
+                    }
+                }
+                given => given,
+            };
             if image.is_some() || username.is_some() || password.is_some() {
                 let mut i = spec.reborrow().init_image();
                 i.set_uri(image.as_deref().unwrap_or(""));
@@ -869,6 +888,7 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
                 print_info(&handle, info)?;
             }
         }
+        Cmd::Image { cmd } => return image_cmd::run(&client, cmd, json).await,
         Cmd::Run(args) => return run::run(&client, args, json).await,
         Cmd::Attach {
             handle,

@@ -10,7 +10,7 @@
 //! variant is added, so the seeds keep covering every one.
 
 use grove_schema::helper::{
-    self, CpuQuota, DiskLimit, DiskScope, HostPath, ImageTag, Limits, RootfsSource,
+    self, CpuQuota, DiskLimit, DiskScope, HostPath, ImageTag, LayerId, Limits, RootfsSource,
 };
 use grove_schema::net::{Bandwidth, IcmpMatch, IpRange, NetOutRule, PortRange, Protocol};
 use grove_schema::wshd::{self, ExitStatus, ProcessSummary, Rlimit, SpawnSpec, WindowSize};
@@ -65,6 +65,8 @@ fn helper_name(r: &helper::Request) -> &'static str {
         NetIn { .. } => "net-in",
         NetOut { .. } => "net-out",
         GetNetwork { .. } => "get-network",
+        ListLayers { .. } => "list-layers",
+        RemoveLayer { .. } => "remove-layer",
     }
 }
 
@@ -211,6 +213,13 @@ fn helper_requests() -> Vec<helper::Request> {
         },
         GetNetwork {
             handle: handle("a"),
+        },
+        ListLayers { after: None },
+        ListLayers {
+            after: Some(LayerId::new("f".repeat(64)).unwrap()),
+        },
+        RemoveLayer {
+            id: LayerId::new("0123456789abcdef".repeat(4)).unwrap(),
         },
     ]
 }

@@ -24,22 +24,22 @@ pub fn nanos_to_secs(ns: i64) -> u64 {
 
 /// Garden's rootfs/image URI as Grove's. Garden (Guardian) writes
 /// `docker:///repo#tag` (empty host: Docker Hub) and `docker://host/repo#tag`;
-/// Grove's image refs are `docker://HOST/REPO[:TAG]`. `raw://` and a plain
-/// path name a rootfs directory.
+/// Grove's are `docker://[HOST/]REPO[:TAG][@DIGEST]` with Docker's short
+/// names (grove_schema::image_ref), so `docker:///busybox` names
+/// `registry-1.docker.io/library/busybox:latest`. A URI the grammar takes
+/// is passed on in its canonical form; one it refuses is passed on as it
+/// is, for groved to refuse with the reason. `raw://` and a plain path name
+/// a rootfs directory.
 pub fn image_uri(uri: &str) -> Option<String> {
-    let rest = uri.strip_prefix("docker://")?;
-    let (repo, tag) = match rest.split_once('#') {
-        Some((r, t)) => (r, Some(t)),
-        None => (rest, None),
+    let rest = uri.strip_prefix("docker:")?;
+    let grove = match rest.split_once('#') {
+        Some((r, t)) if !t.is_empty() => format!("{r}:{t}"),
+        Some((r, _)) => r.to_string(),
+        None => rest.to_string(),
     };
-    let repo = match repo.strip_prefix('/') {
-        // Guardian's default registry.
-        Some(path) => format!("registry-1.docker.io/{path}"),
-        None => repo.to_string(),
-    };
-    Some(match tag {
-        Some(t) if !t.is_empty() => format!("docker://{repo}:{t}"),
-        _ => format!("docker://{repo}"),
+    Some(match grove_schema::image_ref::parse(&grove) {
+        Ok(r) => format!("docker://{}", r.name()),
+        Err(_) => format!("docker:{grove}"),
     })
 }
 
@@ -393,14 +393,35 @@ mod tests {
         assert_eq!(nanos_to_secs(0), 0);
         assert_eq!(nanos_to_secs(1), 1);
         assert_eq!(nanos_to_secs(3_000_000_000), 3);
-        assert_eq!(
-            image_uri("docker:///busybox#1.36").as_deref(),
-            Some("docker://registry-1.docker.io/busybox:1.36")
-        );
-        assert_eq!(
-            image_uri("docker://127.0.0.1:5000/x").as_deref(),
-            Some("docker://127.0.0.1:5000/x")
-        );
+        for (garden, grove) in [
+            (
+                "docker:///busybox#1.36",
+                "docker://registry-1.docker.io/library/busybox:1.36",
+            ),
+            (
+                "docker:///busybox",
+                "docker://registry-1.docker.io/library/busybox:latest",
+            ),
+            (
+                "docker://docker.io/library/busybox",
+                "docker://registry-1.docker.io/library/busybox:latest",
+            ),
+            (
+                "docker:///cloudfoundry/cflinuxfs4#1.2",
+                "docker://registry-1.docker.io/cloudfoundry/cflinuxfs4:1.2",
+            ),
+            (
+                "docker://127.0.0.1:5000/x",
+                "docker://127.0.0.1:5000/x:latest",
+            ),
+            // Refused by the grammar: passed on for groved to say why.
+            (
+                "docker://127.0.0.1:5000/UPPER#1",
+                "docker://127.0.0.1:5000/UPPER:1",
+            ),
+        ] {
+            assert_eq!(image_uri(garden).as_deref(), Some(grove), "{garden}");
+        }
         assert_eq!(image_uri("/var/rootfs"), None);
         assert_eq!(rootfs_path("raw:///var/rootfs"), "/var/rootfs");
         assert_eq!(window(None), (80, 24));

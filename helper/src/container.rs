@@ -258,6 +258,15 @@ impl Helper {
                 let (info, net_in) = self.net.network(&handle)?;
                 Ok(Response::Network { info, net_in }.into())
             }
+            Request::ListLayers { after } => {
+                let users = self.layer_users();
+                let sizes = &self.image_sizes;
+                let measured = |id: &str| sizes.get(&format!("layer:{id}")).copied();
+                let (layers, more) =
+                    crate::layers::page(self.depot.as_fd(), after.as_ref(), &users, &measured)?;
+                Ok(Response::Layers { layers, more }.into())
+            }
+            Request::RemoveLayer { id } => self.remove_layer(&id).map(Reply::from),
         }?;
         Ok(Handled::Reply(reply))
     }
@@ -634,6 +643,7 @@ impl Helper {
                 c.wshd_pid = child.pid;
                 watch_exit(&self.exits, &child.pidfd, child.pid);
                 c.pidfd = Some(child.pidfd);
+                self.stamp_layers(&layers);
                 crash_point("helper.create.done");
                 Ok(Response::Created {
                     wshd_pid: child.pid,
@@ -888,14 +898,14 @@ impl Helper {
         match result {
             Ok(()) => {
                 transition(Some(&c.state), Event::Destroyed)?;
-                let had_layers = !c.layers.is_empty();
+                let layers = std::mem::take(&mut c.layers);
                 self.containers.remove(&handle);
                 crash_point("helper.destroy.depot");
                 self.net.detach(&handle);
                 crash_point("helper.destroy.done");
-                if had_layers {
-                    self.collect_layers();
-                }
+                // The layers stay (groved's image GC removes them); their
+                // last use is now.
+                self.stamp_layers(&layers);
                 Ok(Response::Destroyed)
             }
             Err(e) => {
@@ -989,15 +999,22 @@ impl Helper {
     }
 
     /// The size of an image: the sum of its unpacked layers' sizes, each
-    /// measured once per helper run (forgotten when the layer is
-    /// collected). A file a layer replaces is counted in both, so this is
+    /// measured once (kept in the layer's stamp, and in memory until the
+    /// layer goes). A file a layer replaces is counted in both, so this is
     /// at most a little above what the container sees.
     fn layers_size(&mut self, layers: &[String]) -> Result<ImageSize, HelperError> {
         let mut total = ImageSize::default();
         for id in layers {
             let key = format!("layer:{id}");
-            let n = match self.image_sizes.get(&key) {
-                Some(n) => *n,
+            let known = self.image_sizes.get(&key).copied().or_else(|| {
+                self.stamped_size(id)
+                    .filter(|n| n.bytes > 0 || n.inodes > 0)
+            });
+            let n = match known {
+                Some(n) => {
+                    self.image_sizes.insert(key, n);
+                    n
+                }
                 None => {
                     let store = image::open_store(self.depot.as_fd())?;
                     let dir = fs::open_dir(store.as_fd(), id.as_str())
@@ -1015,9 +1032,11 @@ impl Helper {
         Ok(total)
     }
 
-    /// The layer GC, when the policy has it on: remove every unpacked
-    /// layer no container (in any state) uses. Errors are logged; a layer
-    /// left behind is removed by a later pass.
+    /// What failed creates and interrupted unpacks leave, when the policy
+    /// has `layer_gc` on: every unpacked layer no container (in any state)
+    /// uses and none has used (no stamp), and every temp dir. A layer a
+    /// container has used stays until groved's image GC removes it
+    /// (`RemoveLayer`). Errors are logged; a later pass removes what is left.
     pub fn collect_layers(&mut self) {
         if !self.policy.conf.layer_gc {
             return;
@@ -1029,21 +1048,30 @@ impl Helper {
             return;
         }
         self.gc_deferred = false;
-        let in_use: BTreeSet<String> = self
+        let stamped = match crate::layers::stamps(self.depot.as_fd()) {
+            Ok(stamps) => stamps,
+            Err(e) => {
+                log_warn!("grove-helper: layer GC: {}", e.message);
+                return;
+            }
+        };
+        let keep: BTreeSet<String> = self
             .containers
             .values()
             .flat_map(|c| c.layers.iter().cloned())
+            .chain(stamped.into_keys())
             .collect();
         self.image_sizes
             .retain(|key, _| match key.strip_prefix("layer:") {
-                Some(id) => in_use.contains(id),
+                Some(id) => keep.contains(id),
                 None => true,
             });
-        match image::collect(self.depot.as_fd(), &in_use, &self.trash) {
+        match image::collect(self.depot.as_fd(), &keep, &self.trash) {
             Ok(0) => {}
-            Ok(n) => log_info!("grove-helper: layer GC removed {n} unused layers"),
+            Ok(n) => log_info!("grove-helper: layer GC removed {n} layers no container used"),
             Err(e) => log_warn!("grove-helper: layer GC: {}", e.message),
         }
+        crate::layers::forget_orphans(self.depot.as_fd());
     }
 
     /// The lowest owner slot no container holds. There is always one: no
@@ -1070,6 +1098,74 @@ impl Helper {
                 None
             }
         }
+    }
+
+    /// How many containers (in any state) use each layer.
+    fn layer_users(&self) -> BTreeMap<String, u32> {
+        let mut users = BTreeMap::new();
+        for c in self.containers.values() {
+            for id in &c.layers {
+                *users.entry(id.clone()).or_insert(0) += 1;
+            }
+        }
+        users
+    }
+
+    /// Note that `layers` were used now (a container using them was
+    /// created or destroyed), with their sizes. Logged on failure: a
+    /// missing stamp only makes a layer look unused since its unpack.
+    fn stamp_layers(&mut self, layers: &[String]) {
+        for id in layers {
+            let size = match self.image_sizes.get(&format!("layer:{id}")) {
+                Some(n) => *n,
+                None => self.stamped_size(id).unwrap_or_default(),
+            };
+            if let Err(e) = crate::layers::stamp(self.depot.as_fd(), id, size) {
+                log_warn!("grove-helper: {}", e.message);
+            }
+        }
+    }
+
+    fn stamped_size(&self, id: &str) -> Option<ImageSize> {
+        crate::layers::stamps(self.depot.as_fd())
+            .ok()?
+            .remove(id)
+            .map(|s| s.size)
+    }
+
+    /// `RemoveLayer`: only a layer no container uses, and not while an
+    /// unpack (which may have found it in the store) is under way.
+    fn remove_layer(
+        &mut self,
+        id: &grove_schema::helper::LayerId,
+    ) -> Result<Response, HelperError> {
+        if !self.policy.conf.layer_gc {
+            return Err(HelperError::new(
+                ErrorKind::PolicyRefused,
+                "the helper's policy has layer_gc off: layers are removed by hand",
+            ));
+        }
+        if self.unpacking > 0 {
+            return Err(HelperError::new(
+                ErrorKind::InvalidState,
+                format!("layer {id}: an image is being unpacked; try again when it is done"),
+            ));
+        }
+        let users: Vec<&str> = self
+            .containers
+            .iter()
+            .filter(|(_, c)| c.layers.iter().any(|l| l == id.as_str()))
+            .map(|(h, _)| h.as_str())
+            .collect();
+        if !users.is_empty() {
+            return Err(HelperError::new(
+                ErrorKind::InvalidState,
+                format!("layer {id} is in use by {}", users.join(", ")),
+            ));
+        }
+        let bytes = crate::layers::remove(self.depot.as_fd(), id, &self.trash)?;
+        self.image_sizes.remove(&format!("layer:{id}"));
+        Ok(Response::LayerRemoved { bytes })
     }
 
     /// Rebuild the state from the depot after a start-up: a container whose

@@ -523,11 +523,66 @@ struct Descriptor {
     digest: String,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    platform: Option<PlatformJson>,
+}
+
+#[derive(Deserialize)]
+struct PlatformJson {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: String,
 }
 
 #[derive(Deserialize)]
 struct Index {
     manifests: Vec<Descriptor>,
+}
+
+/// A manifest blob that may be an index: an index lists `manifests`.
+#[derive(Deserialize)]
+struct IndexProbe {
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+}
+
+/// Most indexes one image may nest (an index of indexes of manifests is 2).
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// The entry of an index for the host's platform (the first, when several
+/// are); the error lists the platforms there are.
+fn for_this_platform<'a>(entries: &[&'a Descriptor], what: &str) -> Result<&'a Descriptor, String> {
+    let host = grove_schema::image_ref::host_platform();
+    let fits = |d: &&&Descriptor| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| host.accepts(&p.os, &p.architecture, &p.variant))
+    };
+    if let Some(d) = entries.iter().find(fits) {
+        return Ok(d);
+    }
+    let platforms: Vec<String> = entries
+        .iter()
+        .filter_map(|d| d.platform.as_ref())
+        .map(|p| {
+            if p.variant.is_empty() {
+                format!("{}/{}", p.os, p.architecture)
+            } else {
+                format!("{}/{}/{}", p.os, p.architecture, p.variant)
+            }
+        })
+        .collect();
+    Err(format!(
+        "{what} has no manifest for this host's platform {host} (platforms: {})",
+        if platforms.is_empty() {
+            "none given".to_string()
+        } else {
+            platforms.join(", ")
+        }
+    ))
 }
 
 #[derive(Deserialize)]
@@ -732,9 +787,14 @@ fn child_main(
         Source::DockerArchive => archive_plan(image)?,
     };
     // Every blob is checked before any is unpacked; decompressing for the
-    // check is a pass of its own over the bytes budget.
+    // check is a pass of its own over the bytes budget. A layer the store
+    // has needs no blob: it was checked against its diff id (which the
+    // verified config names) when it was unpacked.
     let check = Budget::new(bounds);
     for l in &layers {
+        if in_store(store, &l.diff_id)? {
+            continue;
+        }
         match &l.blob {
             Blob::File { fd, digest } => {
                 let got = sha256_of(file_of(dup(fd.as_fd())?), &l.what)?;
@@ -813,10 +873,16 @@ fn oci_plan(dir: BorrowedFd, tag: &str) -> Result<(ConfigFile, Vec<Layer>), Stri
         .iter()
         .filter(|m| m.annotations.get(REF).map(String::as_str) == Some(tag))
         .collect();
+    let untagged = index
+        .manifests
+        .iter()
+        .all(|m| !m.annotations.contains_key(REF));
     let chosen = match found.as_slice() {
         [one] => *one,
-        [] if index.manifests.len() == 1 && !index.manifests[0].annotations.contains_key(REF) => {
-            &index.manifests[0]
+        [] if untagged && index.manifests.len() == 1 => &index.manifests[0],
+        // An untagged index of one image per platform.
+        [] if untagged && !index.manifests.is_empty() => {
+            for_this_platform(&index.manifests.iter().collect::<Vec<_>>(), "index.json")?
         }
         [] => {
             let tags: Vec<&str> = index
@@ -833,11 +899,12 @@ fn oci_plan(dir: BorrowedFd, tag: &str) -> Result<(ConfigFile, Vec<Layer>), Stri
                 }
             ));
         }
+        // One tag on an image per platform.
+        several if several.iter().all(|m| m.platform.is_some()) => {
+            for_this_platform(several, "index.json")?
+        }
         _ => return Err(format!("more than one manifest is tagged {tag:?}")),
     };
-    if chosen.media_type.contains("index") || chosen.media_type.contains("manifest.list") {
-        return Err("nested image indexes (multi-platform images) are not supported yet".into());
-    }
     let read_blob = |digest: &str, what: &str| -> Result<Vec<u8>, String> {
         let h = hex_of(digest)?;
         let bytes = read_limited(
@@ -852,7 +919,25 @@ fn oci_plan(dir: BorrowedFd, tag: &str) -> Result<(ConfigFile, Vec<Layer>), Stri
         }
         Ok(bytes)
     };
-    let manifest: Manifest = parse_json(&read_blob(&chosen.digest, "manifest")?, "manifest")?;
+    // Down through nested indexes (a multi-platform image) to the manifest
+    // for this host's platform.
+    let mut digest = chosen.digest.clone();
+    let mut bytes = read_blob(&digest, "manifest")?;
+    let mut depth = 0;
+    while let Some(nested) = parse_json::<IndexProbe>(&bytes, "manifest")?.manifests {
+        depth += 1;
+        if depth > MAX_INDEX_DEPTH {
+            return Err(format!(
+                "image indexes nested deeper than {MAX_INDEX_DEPTH} levels are refused"
+            ));
+        }
+        let what = format!("index {digest}");
+        digest = for_this_platform(&nested.iter().collect::<Vec<_>>(), &what)?
+            .digest
+            .clone();
+        bytes = read_blob(&digest, "manifest")?;
+    }
+    let manifest: Manifest = parse_json(&bytes, "manifest")?;
     let config: ConfigFile = parse_json(&read_blob(&manifest.config.digest, "config")?, "config")?;
     let ids = diff_ids(&config, manifest.layers.len())?;
     let mut layers = Vec::new();
@@ -1020,12 +1105,13 @@ fn layer_reader(image: BorrowedFd, l: &Layer) -> Result<Box<dyn Read>, String> {
     }
 }
 
-/// gzip is recognised by its magic bytes; anything else is read as tar.
+/// gzip and zstd are recognised by their magic bytes; anything else is
+/// read as tar.
 fn decompressed(r: Box<dyn Read>) -> Result<Box<dyn Read>, String> {
     let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
     let head = std::io::BufRead::fill_buf(&mut r).map_err(|e| e.to_string())?;
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err("zstd layers are not supported".into());
+    if head.starts_with(&crate::zstd::MAGIC) {
+        return Ok(Box::new(crate::zstd::Decoder::new(r)));
     }
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r)))
@@ -1062,14 +1148,8 @@ impl<R: Read> Read for HashingReader<R> {
 /// Unpack one layer unless the store has it: into a temp dir, renamed into
 /// place only once complete and its diff id checked. True when it unpacked.
 fn unpack(image: BorrowedFd, store: BorrowedFd, l: &Layer, budget: &Budget) -> Result<bool, Fail> {
-    match nix::sys::stat::fstatat(
-        Some(store.as_raw_fd()),
-        l.diff_id.as_str(),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    ) {
-        Ok(_) => return Ok(false),
-        Err(Errno::ENOENT) => {}
-        Err(e) => return Err(Fail::Bad(format!("layer store: {e}"))),
+    if in_store(store, &l.diff_id)? {
+        return Ok(false);
     }
     let tmp = format!("tmp-{}-{}", l.diff_id, std::process::id());
     fs::remove_tree(store, &tmp).map_err(|e| format!("removing {tmp}: {e}"))?;
@@ -1123,6 +1203,20 @@ fn unpack(image: BorrowedFd, store: BorrowedFd, l: &Layer, budget: &Budget) -> R
             let _ = fs::remove_tree(store, &tmp);
             Err(Fail::Bad(format!("rename {tmp}: {e}")))
         }
+    }
+}
+
+/// Whether the store holds the layer (complete: a layer dir gets its name
+/// only once unpacked and verified).
+fn in_store(store: BorrowedFd, diff_id: &str) -> Result<bool, Fail> {
+    match nix::sys::stat::fstatat(
+        Some(store.as_raw_fd()),
+        diff_id,
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(Fail::Bad(format!("layer store: {e}"))),
     }
 }
 

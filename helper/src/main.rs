@@ -26,6 +26,7 @@ mod disk;
 mod fs;
 mod image;
 mod keeper;
+mod layers;
 mod limits;
 mod net;
 mod policy;
@@ -36,6 +37,7 @@ mod state;
 mod systemd;
 mod trash;
 mod userns;
+mod zstd;
 
 use nix::sys::socket::{
     bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,

@@ -30,8 +30,10 @@ pub struct PolicyConf {
     /// Directories beneath which image sources (OCI layouts, docker-archive
     /// tarballs) may lie.
     pub image_allow: Vec<HostPath>,
-    /// Remove unpacked layers no container uses after each destroy and at
-    /// start-up.
+    /// Remove what failed creates leave (layers no container ever used,
+    /// temp dirs) after failed creates, destroys and at start-up, and the
+    /// layers groved's image GC asks for (`RemoveLayer`, never one in use).
+    /// Off: the helper removes no layer.
     pub layer_gc: bool,
     /// None: the file `wshd` next to the running grove-helper.
     pub wshd: Option<HostPath>,

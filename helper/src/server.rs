@@ -439,6 +439,8 @@ fn describe(r: &grove_schema::helper::Request) -> String {
         } => format!("NetIn handle={handle} host_port={host_port} container_port={container_port}"),
         NetOut { handle, rules } => format!("NetOut handle={handle} rules={rules:?}"),
         GetNetwork { handle } => format!("GetNetwork handle={handle}"),
+        ListLayers { after } => format!("ListLayers after={after:?}"),
+        RemoveLayer { id } => format!("RemoveLayer id={id}"),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::Handle;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest datagram either side sends or accepts.
 pub const MAX_DATAGRAM: usize = 4096;
 /// Largest response datagram (a container list can exceed a request's size).
@@ -23,17 +23,22 @@ pub const MAX_RESPONSE: usize = 192 * 1024;
 pub const MAX_FDS: usize = 4;
 /// Longest path the protocol carries.
 pub const MAX_PATH: usize = 1024;
-/// The image layer media types Grove unpacks (tar, gzip-compressed or not);
-/// a manifest naming any other (zstd, Docker's foreign Windows layers,
-/// unknown types) is refused, by groved before a pull and by the helper.
-pub const LAYER_MEDIA_TYPES: [&str; 6] = [
+/// The image layer media types Grove unpacks (tar, plain or compressed
+/// with gzip or zstd); a manifest naming any other (Docker's foreign
+/// Windows layers, unknown types) is refused, by groved before a pull and
+/// by the helper.
+pub const LAYER_MEDIA_TYPES: [&str; 8] = [
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
     "application/vnd.oci.image.layer.nondistributable.v1.tar",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
     "application/vnd.docker.image.rootfs.diff.tar",
 ];
+/// Most layers one `Response::Layers` lists (the rest on the next page).
+pub const LAYERS_PER_PAGE: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -99,6 +104,68 @@ pub enum Request {
     /// checks kill permission) nor take its fds (pidfd_getfd needs ptrace
     /// access); see SECURITY.md.
     WatchExit { handle: Handle },
+    /// The unpacked layers in the depot's layer store, in id order, the
+    /// first `LAYERS_PER_PAGE` after `after` (`Response::Layers`).
+    ListLayers { after: Option<LayerId> },
+    /// Remove an unpacked layer (`Response::LayerRemoved`); refused
+    /// (`InvalidState`) while a container uses it or an image is being
+    /// unpacked, and (`PolicyRefused`) when the policy's `layer_gc` is off.
+    RemoveLayer { id: LayerId },
+}
+
+/// An unpacked layer's id: the sha256 of its uncompressed tar (its diff
+/// id), 64 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LayerId(String);
+
+impl LayerId {
+    pub fn new(s: impl Into<String>) -> Result<LayerId, String> {
+        let s = s.into();
+        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(LayerId(s))
+        } else {
+            Err(format!("layer id {s:?} is not 64 lowercase hex digits"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for LayerId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        LayerId::new(s).map_err(crate::envelope::refused)
+    }
+}
+
+impl From<LayerId> for String {
+    fn from(id: LayerId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for LayerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One unpacked layer of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub id: LayerId,
+    /// Bytes allocated on disk, and inodes (0 when not measured yet).
+    pub bytes: u64,
+    pub inodes: u64,
+    /// Containers (in any state) whose root filesystem stacks it.
+    pub containers: u32,
+    /// When a container last began or ceased to use it (Unix seconds); 0:
+    /// no container has used it yet (an unpack under way, or one whose
+    /// create failed).
+    pub last_used: u64,
 }
 
 /// Most bind mounts one container may have.
@@ -391,6 +458,15 @@ pub enum Response {
     Error(HelperError),
     /// wshd's pidfd is attached to this datagram.
     ExitWatch,
+    /// A page of the layer store; `more`: ask again after the last one.
+    Layers {
+        layers: Vec<LayerInfo>,
+        more: bool,
+    },
+    /// The layer is gone; what it had allocated.
+    LayerRemoved {
+        bytes: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -500,6 +576,13 @@ mod tests {
             image(RootfsSource::DockerArchive {
                 path: HostPath::new("/var/lib/grove/images/x.tar").unwrap(),
             }),
+            Request::ListLayers { after: None },
+            Request::ListLayers {
+                after: Some(LayerId::new("a".repeat(64)).unwrap()),
+            },
+            Request::RemoveLayer {
+                id: LayerId::new("0".repeat(64)).unwrap(),
+            },
         ] {
             assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
         }
@@ -524,6 +607,51 @@ mod tests {
             decode_response(&encode_response(&created)).unwrap(),
             created
         );
+    }
+
+    #[test]
+    fn a_full_page_of_layers_fits_a_response() {
+        let page = Response::Layers {
+            layers: (0..LAYERS_PER_PAGE)
+                .map(|i| LayerInfo {
+                    id: LayerId::new(format!("{i:064x}")).unwrap(),
+                    bytes: u64::MAX,
+                    inodes: u64::MAX,
+                    containers: u32::MAX,
+                    last_used: u64::MAX,
+                })
+                .collect(),
+            more: true,
+        };
+        let bytes = encode_response(&page);
+        assert!(bytes.len() <= MAX_RESPONSE, "{} bytes", bytes.len());
+        assert_eq!(decode_response(&bytes).unwrap(), page);
+    }
+
+    #[test]
+    fn bad_layer_ids_are_refused_while_decoding() {
+        #[derive(Serialize)]
+        enum Raw {
+            RemoveLayer { id: String },
+        }
+        // RemoveLayer's index in Request.
+        let mut bytes = postcard::to_allocvec(&Envelope {
+            version: PROTOCOL_VERSION,
+            body: Raw::RemoveLayer { id: "A".repeat(64) },
+        })
+        .unwrap();
+        let good = encode_request(&Request::RemoveLayer {
+            id: LayerId::new("a".repeat(64)).unwrap(),
+        });
+        // Same shape: only the variant index differs.
+        let at = bytes.len() - 66;
+        bytes[at] = good[at];
+        let e = decode_request(&bytes).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Malformed);
+        assert!(e.message.contains("layer id"), "{}", e.message);
+        for bad in ["", "a", &"g".repeat(64), &"a".repeat(65)] {
+            assert!(LayerId::new(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

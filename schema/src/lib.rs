@@ -5,6 +5,9 @@
 //! - `wshd`: the protocol between groved and wshd, PID 1 of each container;
 //! - `net`: network values of the helper protocol (rules, mappings, bandwidth);
 //! - `handle`: the one definition of a valid container handle;
+//! - `image_ref`: the grammar of registry image references (`docker://`),
+//!   and the host's platform;
+//! - `auth_file`: registry logins from an `auth.json` (parsing only);
 //! - `bpf`: a seccomp-program interpreter, for tests of the filters;
 //! - `fault`: crash points for the fault-injection tests (debug builds).
 //!
@@ -13,12 +16,14 @@
 
 capnp::generated_code!(pub mod api_capnp);
 
+pub mod auth_file;
 pub mod bpf;
 pub mod conf;
 pub mod envelope;
 pub mod fault;
 pub mod handle;
 pub mod helper;
+pub mod image_ref;
 pub mod net;
 pub mod wshd;
 

@@ -75,6 +75,8 @@ pub struct Config {
     /// Where Prometheus metrics are served (`metrics_listen`, default "" =
     /// nowhere): a loopback TCP address or a unix socket (metrics_http.rs).
     pub metrics_listen: Option<MetricsListen>,
+    /// Registries and the image cache (image_config.rs).
+    pub images: crate::image_config::ImageConfig,
 }
 
 /// `metrics_listen`: the metrics carry no secrets but have no
@@ -122,6 +124,7 @@ impl Default for Config {
             max_connections: 4096,
             max_calls_in_flight: 1024,
             metrics_listen: None,
+            images: Default::default(),
         }
     }
 }
@@ -227,9 +230,13 @@ impl Config {
                         Some((entry.line, path()?))
                     };
                 }
+                key if crate::image_config::KEYS.contains(&key) => {
+                    config.images.set(&entry).map_err(at)?
+                }
                 other => {
                     return Err(at(format!(
-                        "unknown key {other:?} (known: listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time, listen_tcp, tls_cert, tls_key, tls_client_ca, max_connections, max_calls_in_flight, helper_queue_limit, metrics_listen)"
+                        "unknown key {other:?} (known: {}, listen, helper_socket, wshd_socket_dir, state_dir, max_containers, insecure_registries, dns_servers, external_ip, confine, default_grace_time, listen_tcp, tls_cert, tls_key, tls_client_ca, max_connections, max_calls_in_flight, helper_queue_limit, metrics_listen)",
+                        crate::image_config::KEYS.join(", ")
                     )))
                 }
             }

@@ -5,9 +5,9 @@
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::helper_client::HelperClient;
+use crate::images::service::Pull;
 use crate::metrics::{self, Metrics, Outcome};
 use crate::process::{ProcessEntry, ProcessFds, Sinks};
-use crate::registry;
 use crate::store::{Record, Store};
 use crate::wshd_client;
 use grove_schema::fault::crash_point;
@@ -62,7 +62,7 @@ pub enum Phase {
 
 pub struct Container {
     pub handle: Handle,
-    record: RefCell<Record>,
+    pub(crate) record: RefCell<Record>,
     phase: Cell<Phase>,
     processes: RefCell<BTreeMap<String, Rc<ProcessEntry>>>,
     pub wshd_socket: PathBuf,
@@ -141,7 +141,7 @@ pub struct CreateSpec {
     /// An image URI (spec.image.uri); at most one of rootfs and image.
     pub image: String,
     /// For registry pulls (spec.image.username/password).
-    pub credentials: registry::Credentials,
+    pub login: Option<grove_schema::auth_file::Login>,
     pub env: Vec<String>,
     pub properties: BTreeMap<String, String>,
     /// In force before the first process runs.
@@ -189,7 +189,9 @@ pub struct RunSpec {
 
 pub struct Grove {
     pub config: Config,
-    helper: HelperClient,
+    pub(crate) helper: HelperClient,
+    /// The image cache (images/).
+    pub images: Rc<crate::images::Images>,
     store: Store,
     containers: RefCell<BTreeMap<String, Rc<Container>>>,
     /// One reconcile at a time: two, each with its own view of which
@@ -205,7 +207,8 @@ impl Grove {
     /// restart issue does that); the containers themselves are listed again.
     pub fn open(config: Config) -> std::io::Result<Rc<Grove>> {
         let store = Store::open(&config.state_dir)?;
-        registry::clean_downloads(&config.state_dir.join("downloads"));
+        clean_downloads(&config.state_dir.join("downloads"));
+        let images = crate::images::Images::open(&config).map_err(std::io::Error::other)?;
         let (mut records, problems) = store.load_all()?;
         for problem in problems {
             tracing::warn!(%problem, "unreadable container record skipped");
@@ -239,6 +242,7 @@ impl Grove {
         tracing::info!(containers = containers.len(), "container records loaded");
         Ok(Rc::new(Grove {
             helper: HelperClient::new(config.helper_socket.clone(), config.helper_queue_limit),
+            images: Rc::new(images),
             config,
             store,
             containers: RefCell::new(containers),
@@ -264,6 +268,11 @@ impl Grove {
             Some(c) if !matches!(c.phase(), Phase::Creating | Phase::Destroying) => Ok(c),
             _ => Err(ApiError::not_found(handle)),
         }
+    }
+
+    /// Every container groved holds, being created or destroyed too.
+    pub fn all_containers(&self) -> Vec<Rc<Container>> {
+        self.containers.borrow().values().cloned().collect()
     }
 
     /// Every container the API sees (see `get`).
@@ -309,10 +318,11 @@ impl Grove {
             ("spec.image.uri", spec.image.clone())
         };
         let rootfs = if let Some(rest) = source.strip_prefix("docker:") {
-            let reference = registry::parse(rest).map_err(|e| ApiError::invalid(field, e))?;
+            let reference =
+                grove_schema::image_ref::parse(rest).map_err(|e| ApiError::invalid(field, e))?;
             Source::Pull(reference)
         } else {
-            if !spec.credentials.username.is_empty() || !spec.credentials.password.is_empty() {
+            if spec.login.is_some() {
                 return Err(ApiError::invalid(
                     "spec.image.username",
                     "credentials apply only to docker:// images",
@@ -347,6 +357,7 @@ impl Grove {
                 spec.grace_time_seconds
             },
             destroying: false,
+            image_digest: String::new(),
         };
         // Reserve the handle first, so that a concurrent create of the same
         // handle fails at once.
@@ -392,7 +403,7 @@ impl Grove {
                 let pull = Pull {
                     uri: &source,
                     reference,
-                    credentials: spec.credentials,
+                    login: spec.login,
                     progress: spec.pull_progress,
                 };
                 self.pull_and_build(
@@ -422,7 +433,7 @@ impl Grove {
         }
     }
 
-    async fn build(
+    pub(crate) async fn build(
         &self,
         container: &Container,
         rootfs: RootfsSource,
@@ -486,95 +497,19 @@ impl Grove {
         Ok(())
     }
 
-    /// Pull a registry image into a download dir beneath the state dir
-    /// (off the runtime thread), create the container from it as an OCI
-    /// layout, and remove the download whatever happened.
+    /// Create a container from a registry image, through the image cache
+    /// (images/service.rs): pulled only when the cache lacks it.
     async fn pull_and_build(
-        &self,
+        self: &Rc<Self>,
         container: &Container,
         pull: Pull<'_>,
         limits: helper::Limits,
         net: &NetSpec,
         isolation: &Isolation,
     ) -> ApiResult<()> {
-        let Pull {
-            uri,
-            reference,
-            credentials,
-            progress,
-        } = pull;
-        let downloads = self.config.state_dir.join("downloads");
-        let insecure = self.config.insecure_registries.contains(&reference.host);
-        let owned_uri = uri.to_string();
-        tracing::info!(handle = %container.handle, image = uri, insecure, "pulling");
-        // Progress travels from the blocking download to the client's
-        // PullProgress capability (if any) through a channel.
-        let (sender, mut updates) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
-        let reporter = progress.map(|sink| {
-            tokio::task::spawn_local(async move {
-                while let Some((done, total)) = updates.recv().await {
-                    let mut request = sink.update_request();
-                    request.get().set_bytes_done(done);
-                    request.get().set_bytes_total(total);
-                    if request.send().await.is_err() {
-                        break; // the client stopped listening; the pull goes on
-                    }
-                }
-            })
-        });
-        let pulled = tokio::task::spawn_blocking(move || {
-            let progress = registry::Progress::new(Some(sender));
-            registry::pull(
-                &owned_uri,
-                &reference,
-                insecure,
-                &credentials,
-                &downloads,
-                &progress,
-            )
-        })
-        .await
-        .map_err(ApiError::internal)?;
-        if let Some(reporter) = reporter {
-            let _ = reporter.await;
-        }
-        let dir = match pulled {
-            Ok(dir) => dir,
-            Err(registry::PullError::Invalid(m)) => {
-                return Err(ApiError::new(Code::InvalidSpec, m))
-            }
-            Err(registry::PullError::Unavailable(m)) => {
-                return Err(ApiError::new(Code::ServiceUnavailable, m))
-            }
-        };
-        let rootfs = match dir.to_str().map(HostPath::new) {
-            Some(Ok(path)) => Ok(RootfsSource::OciLayout {
-                dir: path,
-                tag: helper::ImageTag::new("latest").expect("latest is a valid tag"),
-            }),
-            Some(Err(e)) => Err(ApiError::internal(format!(
-                "download dir {}: {e}",
-                dir.display()
-            ))),
-            None => Err(ApiError::internal(format!(
-                "download dir {} is not UTF-8",
-                dir.display()
-            ))),
-        };
-        let built = match rootfs {
-            Ok(rootfs) => self.build(container, rootfs, limits, net, isolation).await,
-            Err(e) => Err(e),
-        };
-        let removed = tokio::task::spawn_blocking(move || {
-            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))
-        })
-        .await;
-        match removed {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "removing a download"),
-            Err(e) => tracing::warn!(error = %e, "removing a download"),
-        }
-        built
+        tracing::info!(handle = %container.handle, image = pull.uri, "creating from a registry image");
+        self.create_from_registry(container, pull, limits, net, isolation)
+            .await
     }
 
     /// What follows the helper's create: /etc/hosts and /etc/resolv.conf
@@ -1307,10 +1242,12 @@ impl Grove {
         }
         self.containers.borrow_mut().remove(handle);
         container.idle.changed.notify_one(); // its timer ends
+        let image = container.record.borrow().image_digest.clone();
         self.store
             .remove(handle)
             .map_err(|e| ApiError::internal(format!("removing the record of {handle}: {e}")))?;
         tracing::info!(%handle, "container destroyed");
+        self.image_released(&image);
         Ok(())
     }
 
@@ -1571,7 +1508,7 @@ impl Grove {
             processes_exited: exited,
             helper_in_flight: self.helper.in_flight() as u64,
             helper_queue_limit: self.config.helper_queue_limit as u64,
-            pull_bytes: registry::PULLED_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+            pull_bytes: crate::registry::pulled_bytes(),
         };
         metrics::render(&self.metrics, &gauges)
     }
@@ -1761,20 +1698,11 @@ fn merge_env(entries: Vec<String>) -> Vec<String> {
     out
 }
 
-/// A registry image to pull: the URI as the spec gave it, parsed, the
-/// login, and whom to tell how the download advances.
-struct Pull<'a> {
-    uri: &'a str,
-    reference: registry::Reference,
-    credentials: registry::Credentials,
-    progress: Option<grove_schema::api_capnp::pull_progress::Client>,
-}
-
 /// What a create starts from: a source the helper takes as it is, or a
 /// registry image to pull first.
 enum Source {
     Ready(RootfsSource),
-    Pull(registry::Reference),
+    Pull(grove_schema::image_ref::Reference),
 }
 
 /// A rootfs or image source: "" (the default rootfs), an absolute host
@@ -1890,6 +1818,19 @@ fn generate_handle() -> Handle {
 
 fn generate_process_id() -> String {
     random_hex()
+}
+
+/// Remove the image layouts an earlier groved left in the downloads dir.
+fn clean_downloads(downloads: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(downloads) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "removing a stale download");
+        }
+    }
 }
 
 #[cfg(test)]

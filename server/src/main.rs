@@ -16,6 +16,8 @@ mod connection;
 mod containers;
 mod error;
 mod helper_client;
+mod image_config;
+mod images;
 mod logging;
 mod metrics;
 mod metrics_http;
@@ -367,6 +369,7 @@ async fn serve(
         let grove = grove.clone();
         tokio::task::spawn_local(metrics_http::serve(listener, move || grove.metrics_text()));
     }
+    tokio::task::spawn_local(grove.clone().image_gc_loop());
     if notifier.enabled() {
         if let Some(interval) = notifier.watchdog_interval() {
             tokio::task::spawn_local(feed_watchdog(notifier.clone(), interval));

@@ -341,8 +341,8 @@ mod syscall_numbers {
         SYS_getdents64 as getdents64, SYS_getpeername as getpeername, SYS_getpid as getpid,
         SYS_getrandom as getrandom, SYS_getsockname as getsockname, SYS_getsockopt as getsockopt,
         SYS_gettid as gettid, SYS_gettimeofday as gettimeofday, SYS_ioctl as ioctl,
-        SYS_lseek as lseek, SYS_madvise as madvise, SYS_mkdir as mkdir, SYS_mmap as mmap,
-        SYS_mprotect as mprotect, SYS_mremap as mremap, SYS_munmap as munmap,
+        SYS_linkat as linkat, SYS_lseek as lseek, SYS_madvise as madvise, SYS_mkdir as mkdir,
+        SYS_mmap as mmap, SYS_mprotect as mprotect, SYS_mremap as mremap, SYS_munmap as munmap,
         SYS_newfstatat as newfstatat, SYS_openat as openat, SYS_poll as poll, SYS_prctl as prctl,
         SYS_read as read, SYS_recvfrom as recvfrom, SYS_recvmsg as recvmsg, SYS_rename as rename,
         SYS_restart_syscall as restart_syscall, SYS_rmdir as rmdir, SYS_rseq as rseq,
@@ -406,7 +406,8 @@ pub const ALLOWED: &[Group] = &[
         ],
     },
     Group {
-        why: "files: records and downloads in the state dir, /etc/resolv.conf, \
+        why:
+            "files: records, the image cache and image layouts in the state dir, /etc/resolv.conf, \
               /proc/meminfo (Landlock decides which), pipes and sockets from wshd",
         syscalls: &[
             sys!(openat),
@@ -422,6 +423,8 @@ pub const ALLOWED: &[Group] = &[
             sys!(getdents64),
             sys!(mkdir),
             sys!(rename),
+            // Image layouts for the helper: hard links to cached blobs.
+            sys!(linkat),
             sys!(unlink),
             sys!(unlinkat),
             sys!(rmdir),

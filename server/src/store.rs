@@ -53,6 +53,10 @@ pub struct Record {
     /// helper gone) is finished by the next reconcile.
     #[serde(default)]
     pub destroying: bool,
+    /// The manifest digest of the registry image it was created from ("":
+    /// none), which the image cache's GC leaves while the container exists.
+    #[serde(default)]
+    pub image_digest: String,
 }
 
 /// In the records' dir; not a record (no .json).
@@ -189,6 +193,7 @@ mod tests {
             }),
             grace_time_seconds: 30,
             destroying: true,
+            image_digest: format!("sha256:{}", "d".repeat(64)),
         };
         store.save(&record).unwrap();
         record.state = "stopped".into();

@@ -30,6 +30,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 pub use grove_client;
 
 pub mod garden_client;
+pub mod image_api;
 pub mod leaks;
 pub mod oci;
 pub mod quota;

@@ -33,6 +33,11 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// One zstd frame (ruzstd's encoder, as fast as it goes).
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
 /// An image config with these diff ids and test defaults (Env FOO=bar,
 /// WorkingDir /opt/work, User user).
 pub fn config(diff_ids: &[String]) -> Vec<u8> {

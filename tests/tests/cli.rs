@@ -749,7 +749,7 @@ fn exit_codes_completions_and_help() {
 /// An image in a local registry: the busybox rootfs plus /image-marker,
 /// with FROM_IMAGE=yes in its config's Env; returns its docker:// URI.
 fn push_test_image(env: &TestEnv, reg: &grove_tests::registry::Registry) -> String {
-    use grove_tests::registry::sha;
+    use grove_tests::oci::sha;
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
     b.append_dir_all(".", &env.rootfs).unwrap();

@@ -833,3 +833,66 @@ fn garden_process_wait_ends_when_the_container_s_init_is_killed() {
     assert_eq!(info["State"], "stopped", "{info}");
     g.request("DELETE", &format!("/containers/{h}"), None).ok();
 }
+
+/// Garden's Docker Hub URIs (`docker:///busybox`, with and without a
+/// `#tag`) reach groved as Docker Hub's library repository; here Docker
+/// Hub is a mirror on 127.0.0.1 (no fallback, and groved's proxies point
+/// at a closed loopback port: nothing leaves the host).
+#[test]
+fn garden_docker_hub_uris_pull_from_a_docker_io_mirror() {
+    use grove_tests::registry::{free_port, Registry};
+    let mirror = Registry::start(
+        std::env::temp_dir().join(format!("grove-garden-mirror-{}", std::process::id())),
+    );
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let env = TestEnv::start_with_options(EnvOptions {
+        groved_extra: format!(
+            "insecure_registries = {m}\nregistry_mirrors = \"docker.io={m}\"\nregistry_fallback = false\n",
+            m = mirror.addr
+        ),
+        groved_env: vec![
+            ("HTTPS_PROXY".into(), dead.clone()),
+            ("HTTP_PROXY".into(), dead),
+            ("NO_PROXY".into(), "127.0.0.1".into()),
+        ],
+        ..EnvOptions::default()
+    });
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", &env.rootfs).unwrap();
+    let base = b.into_inner().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let text = b"from docker hub\n";
+    let mut h = grove_tests::oci::header(tar::EntryType::Regular, text.len() as u64, 0o644);
+    b.append_data(&mut h, "hub-marker", &text[..]).unwrap();
+    let top = b.into_inner().unwrap();
+    for tag in ["latest", "1.36"] {
+        mirror.push_image(
+            "library/busybox",
+            tag,
+            &[base.clone(), top.clone()],
+            "amd64",
+        );
+    }
+    let garden = GardenProcess::start(&env);
+    let g = garden.client();
+    for (handle, rootfs) in [
+        ("hub-plain", "docker:///busybox"),
+        ("hub-tagged", "docker:///busybox#1.36"),
+        ("hub-library", "docker:///library/busybox#latest"),
+    ] {
+        let h = create(&g, json!({"handle": handle, "rootfs": rootfs}));
+        let (status, out, err) = g.exec(
+            &h,
+            &json!({"path": "cat", "args": ["/hub-marker"], "user": "root"}),
+            None,
+        );
+        assert_eq!(
+            (status, String::from_utf8_lossy(&out).into_owned()),
+            (0, "from docker hub\n".to_string()),
+            "{rootfs}: {}",
+            String::from_utf8_lossy(&err)
+        );
+        g.request("DELETE", &format!("/containers/{h}"), None).ok();
+    }
+}

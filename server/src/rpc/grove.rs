@@ -136,6 +136,19 @@ impl api::Server for GroveServer {
         Ok(())
     }
 
+    async fn images(
+        self: Rc<Self>,
+        _: api::ImagesParams,
+        mut results: api::ImagesResults,
+    ) -> Result<(), capnp::Error> {
+        results
+            .get()
+            .set_images(capnp_rpc::new_client(super::images::ImagesServer {
+                grove: self.grove.clone(),
+            }));
+        Ok(())
+    }
+
     async fn bulk_metrics(
         self: Rc<Self>,
         params: api::BulkMetricsParams,
@@ -172,10 +185,10 @@ impl api::Server for GroveServer {
 fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> ApiResult<CreateSpec> {
     let image = spec.get_image()?;
     let image_uri = text("spec.image.uri", image.get_uri())?;
-    let credentials = crate::registry::Credentials {
-        username: text("spec.image.username", image.get_username())?,
-        password: text("spec.image.password", image.get_password())?,
-    };
+    let login = super::images::login(
+        text("spec.image.username", image.get_username())?,
+        text("spec.image.password", image.get_password())?,
+    );
     let network = NetSpec {
         ip: net::network_spec("spec.network", &text("spec.network", spec.get_network())?)?,
         net_in: net::port_mappings("spec.netIn", spec.get_net_in()?)?,
@@ -189,7 +202,7 @@ fn create_spec(spec: grove_schema::api_capnp::container_spec::Reader<'_>) -> Api
         },
         rootfs: text("spec.rootfs", spec.get_rootfs())?,
         image: image_uri,
-        credentials,
+        login,
         env: text_list("spec.env", spec.get_env())?,
         properties: {
             let props = properties("spec.properties", spec.get_properties())?;

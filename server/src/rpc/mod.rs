@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod grove;
+pub mod images;
 pub mod limits;
 pub mod net;
 pub mod process;
