@@ -865,7 +865,8 @@ fn the_cli_pulls_lists_inspects_removes_and_prunes() {
 
     // rm: refused while the container lives; prune keeps it too.
     let out = run_cli(&env, &["image", "rm", &name], None);
-    assert_eq!(out.status.code(), Some(1));
+    // 125: Grove's error (podman's convention; README "The CLI").
+    assert_eq!(out.status.code(), Some(125));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cli-img (invalidState)"),
         "{out:?}"
