@@ -664,12 +664,12 @@ fn no_argv_env_or_credentials_reach_the_daemons_logs() {
                 ..ContainerSpec::default()
             };
             assert!(client.create(&refused).await.is_err());
-            // A pull with credentials (a token, a redirect to a signed URL)
-            // and one with the wrong password.
+            // A pull with the wrong password, one whose storage is down, and
+            // one with credentials (a token, a redirect to a signed URL). In
+            // that order: once pulled, the image's name and blobs are in
+            // groved's cache, which serves them without asking a registry
+            // (README, Images).
             let login = (auth.user.as_str(), auth.password.as_str());
-            create_pulled(&client, "secrets-pulled", uri, Some(login))
-                .await
-                .unwrap();
             let e = create_pulled(
                 &client,
                 "secrets-denied",
@@ -680,11 +680,15 @@ fn no_argv_env_or_credentials_reach_the_daemons_logs() {
             .err()
             .expect("the wrong password is refused");
             assert!(e.message.contains("token"), "{e}");
+            // (The same blobs: before they are cached, by digest.)
             let e = create_pulled(&client, "secrets-lost", dead_uri, None)
                 .await
                 .err()
                 .expect("the storage is down");
             assert!(e.is("serviceUnavailable"), "{e}");
+            create_pulled(&client, "secrets-pulled", uri, Some(login))
+                .await
+                .unwrap();
             for handle in ["secrets", "secrets-pulled"] {
                 wshd_logs.push_str(&read(&env.depot.join(handle).join("wshd.log")));
             }
@@ -744,7 +748,9 @@ fn no_argv_env_or_credentials_reach_the_daemons_logs() {
         "POST",
         "/containers",
         &json!({"handle": "garden-pull", "image": {
-            "uri": format!("docker://{}/test/app#v1", registry.addr),
+            // A tag not in groved's cache, so the registry is asked (and
+            // refuses the password).
+            "uri": format!("docker://{}/test/app#not-cached", registry.addr),
             "username": "alice", "password": garden_password}}),
     );
     assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
