@@ -20,12 +20,12 @@ SRC=$1 RESULTS=$2
 TEST_TIMEOUT=900
 # Emulated CPUs run the tests' heaviest loads 10-20 times slower than the
 # host: the lane streams 48 MiB instead of 1 GiB (stream.rs) and 100 MiB
-# (garden.rs), and the soak (soak.rs) runs its first default seed with 600
+# (garden.rs), and the soak (soak.rs) runs its first default seed with 400
 # operations instead of six seeds of 2,000 (12,000 took over 15 minutes);
 # the checks are the same. lane.conf may set other values.
 BIG_STREAM_MIB=48
 SOAK_SEED=0x5eed0001
-SOAK_OPS=600
+SOAK_OPS=400
 # shellcheck source=/dev/null
 [[ -f $RESULTS/lane.conf ]] && . "$RESULTS/lane.conf"
 
