@@ -57,6 +57,54 @@ pub const KEEP: [(u32, &str); 20] = [
 /// The highest capability number this code knows (CAP_CHECKPOINT_RESTORE).
 const LAST_CAP: u32 = 40;
 
+/// One word of the calling thread's capability sets (linux/capability.h,
+/// version 3): `capget` and `capset` take two, capabilities 0–31 and 32–63.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapData {
+    pub effective: u32,
+    pub permitted: u32,
+    pub inheritable: u32,
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn cap_header() -> CapHeader {
+    CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0, // the calling thread
+    }
+}
+
+/// The calling thread's capability sets.
+pub fn capget() -> Result<[CapData; 2], nix::errno::Errno> {
+    let mut header = cap_header();
+    let mut sets = [CapData::default(); 2];
+    // SAFETY: capget writes two CapData entries into `sets`, which has room
+    // for exactly two; the header is a live struct.
+    nix::errno::Errno::result(unsafe {
+        libc::syscall(libc::SYS_capget, &mut header, sets.as_mut_ptr())
+    })?;
+    Ok(sets)
+}
+
+/// Set the calling thread's capability sets.
+pub fn capset(sets: &[CapData; 2]) -> Result<(), nix::errno::Errno> {
+    let mut header = cap_header();
+    // SAFETY: capset reads the header and two CapData entries, both live
+    // for the call.
+    nix::errno::Errno::result(unsafe {
+        libc::syscall(libc::SYS_capset, &mut header, sets.as_ptr())
+    })
+    .map(drop)
+}
+
 /// Drop every capability not in KEEP from the bounding set, and from the
 /// effective, permitted and inheritable sets. Capabilities the running
 /// kernel does not know are skipped (EINVAL).
@@ -76,41 +124,13 @@ pub fn drop_capabilities() -> Result<(), String> {
     for (cap, _) in KEEP {
         mask[(cap / 32) as usize] |= 1 << (cap % 32);
     }
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut current = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    let mut header = Header {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    // SAFETY: capget writes two Data entries into `current`, which has room
-    // for exactly two; the header is a live struct.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut header, current.as_mut_ptr()) } != 0 {
-        return Err(format!("capget: {}", std::io::Error::last_os_error()));
-    }
+    let mut current = capget().map_err(|e| format!("capget: {e}"))?;
     for (i, d) in current.iter_mut().enumerate() {
         d.effective &= mask[i];
         d.permitted &= mask[i];
         d.inheritable = 0;
     }
-    // SAFETY: capset reads the header and two Data entries.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut header, current.as_ptr()) } != 0 {
-        return Err(format!("capset: {}", std::io::Error::last_os_error()));
-    }
+    capset(&current).map_err(|e| format!("capset: {e}"))?;
     Ok(())
 }
 

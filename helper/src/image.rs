@@ -25,6 +25,7 @@
 //! except relative to its dirfds, one component at a time, never following
 //! a symlink (see SECURITY.md for what this does and does not stop).
 
+use crate::confine::CapData;
 use crate::fs;
 use crate::trash::Trash;
 use grove_schema::helper::{ErrorKind, HelperError, ImageDefaults, LAYER_MEDIA_TYPES};
@@ -418,20 +419,6 @@ const KEEP_CAPS: [u32; 6] = [
     27, // CAP_MKNOD
 ];
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
 /// Move `fds` to 3, 4, 5, close every other fd above 2, and drop
 /// capabilities and privileges. Returns the new fd numbers.
 fn confine(fds: [RawFd; 3], bounds: Bounds) -> Result<[RawFd; 3], String> {
@@ -484,32 +471,15 @@ fn confine(fds: [RawFd; 3], bounds: Bounds) -> Result<[RawFd; 3], String> {
         )
     };
     let mask = KEEP_CAPS.iter().fold(0u32, |m, c| m | (1 << c));
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
     let data = [
         CapData {
             effective: mask,
             permitted: mask,
             inheritable: 0,
         },
-        CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        },
+        CapData::default(),
     ];
-    // SAFETY: capset reads a v3 header and two data structs of the layout
-    // linux/capability.h defines, both live for the call.
-    Errno::result(unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    })
-    .map_err(|e| format!("capset: {e}"))?;
+    crate::confine::capset(&data).map_err(|e| format!("capset: {e}"))?;
     // SAFETY: prctl with integer arguments only.
     Errno::result(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
         .map_err(|e| format!("no_new_privs: {e}"))?;

@@ -128,35 +128,11 @@ fn act_as_owner(owner: u32) -> Result<(), Errno> {
 
 /// Effective capabilities := permitted ones.
 fn raise_effective_capabilities() -> Result<(), Errno> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let mut sets = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capget writes two Data entries into `sets`, which has room
-    // for exactly two; the header is a live struct.
-    Errno::result(unsafe { libc::syscall(libc::SYS_capget, &mut header, sets.as_mut_ptr()) })?;
+    let mut sets = crate::confine::capget()?;
     for d in sets.iter_mut() {
         d.effective = d.permitted;
     }
-    // SAFETY: capset reads the header and two Data entries.
-    Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut header, sets.as_ptr()) }).map(drop)
+    crate::confine::capset(&sets)
 }
 
 pub fn make_namespaces(base: u32, owner: u32) -> Result<Namespaces, String> {
