@@ -1187,6 +1187,26 @@ pub fn escape_binary() -> PathBuf {
     path
 }
 
+/// Stream grove-escape into `dir` of a container: one root-owned 0755
+/// file `grove-escape` (the seccomp and budget tests run it there).
+pub async fn stream_in_escape(
+    container: &api::container::Client,
+    dir: &str,
+) -> Result<(), grove_client::Error> {
+    let binary = fs::read(escape_binary()).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o755);
+    h.set_size(binary.len() as u64);
+    h.set_mtime(1_600_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
+    tar.append_data(&mut h, "grove-escape", &binary[..])
+        .unwrap();
+    stream_in_tar(container, dir, "", &tar.into_inner().unwrap()).await
+}
+
 /// A 64-bit ELF with no PT_INTERP program header needs no dynamic loader.
 pub fn is_static_elf(data: &[u8]) -> bool {
     if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 {

@@ -25,21 +25,8 @@ async fn container_with_budget_tool(
     client: &grove_client::Client,
     handle: &str,
 ) -> api::container::Client {
-    let binary = std::fs::read(escape_binary()).unwrap();
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o755);
-    h.set_size(binary.len() as u64);
-    h.set_mtime(1_600_000_000);
-    h.set_uid(0);
-    h.set_gid(0);
-    tar.append_data(&mut h, "grove-escape", &binary[..])
-        .unwrap();
     let (container, _) = create(client, handle, "").await.unwrap();
-    stream_in_tar(&container, DIR, "", &tar.into_inner().unwrap())
-        .await
-        .unwrap();
+    stream_in_escape(&container, DIR).await.unwrap();
     container
 }
 

@@ -18,19 +18,7 @@ async fn container_with_probe(
     handle: &str,
 ) -> api::container::Client {
     let (container, _) = create(client, handle, "").await.unwrap();
-    let binary = std::fs::read(escape_binary()).unwrap();
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o755);
-    h.set_size(binary.len() as u64);
-    h.set_mtime(1_600_000_000);
-    h.set_uid(0);
-    h.set_gid(0);
-    b.append_data(&mut h, "grove-escape", &binary[..]).unwrap();
-    stream_in_tar(&container, DIR, "", &b.into_inner().unwrap())
-        .await
-        .unwrap();
+    stream_in_escape(&container, DIR).await.unwrap();
     let (status, out, err) = exec(&container, "chmod", &["755", DIR]).await;
     assert_eq!(status, 0, "{out}{err}");
     container
