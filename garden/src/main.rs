@@ -156,6 +156,13 @@ async fn serve(
     activated: Option<std::os::fd::OwnedFd>,
     notifier: systemd::Notifier,
 ) -> Result<(), String> {
+    // Before the socket exists: a stop as soon as a client can connect
+    // must reach the loop below (which removes the socket it made), not
+    // the default action that kills grove-garden and leaves its socket.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("SIGINT handler: {e}"))?;
     let ctx = Rc::new(server::Ctx {
         grove: grove::Grove::new(config.grove_socket.clone()),
         streams: RefCell::new(streams::Streams::default()),
@@ -224,13 +231,11 @@ async fn serve(
             }
         }
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("SIGTERM handler: {e}"))?;
     tokio::select! {
         _ = accept_unix => {}
         _ = accept_tcp => {}
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
     }
     notifier.notify(&[systemd::NotifyState::Stopping]);
     if remove_on_exit {

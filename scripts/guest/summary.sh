@@ -72,6 +72,15 @@ for f in "$RESULTS"/tests/*.failed; do
     [[ -s $f ]] || continue
     printf '    failed in %s:\n' "$(basename "$f" .failed)"
     sed 's/^/        /' "$f"
+    # CI shows only what this prints: each failure's own report (libtest's
+    # "---- name stdout ----" sections), bounded, so a flaky failure can be
+    # diagnosed from CI's output without the results directory.
+    log=${f%.failed}.log
+    if [[ -f $log ]]; then
+        printf '    its output (%s, first 60 lines of the failures):\n' "$log"
+        awk '/^---- .* stdout ----$/ { on = 1 } /^failures:$/ && on { exit } on' "$log" |
+            head -n 60 | sed 's/^/        | /'
+    fi
 done
 if [[ -n ${GROVE_LANE_START:-} ]]; then
     printf '==> lane total: %ss\n' "$(awk -v a="$GROVE_LANE_START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')"

@@ -275,6 +275,14 @@ async fn serve(
     activated: Option<OwnedFd>,
     notifier: Notifier,
 ) -> Result<(), String> {
+    // First: a SIGTERM from here on waits for the serve loop, which
+    // removes the socket it made. Installed after the bind, a stop right
+    // after a client could first connect killed groved there and left its
+    // socket behind.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("SIGINT handler: {e}"))?;
     let listen = config.listen.clone();
     let listen_tcp = config.listen_tcp;
     let connections =
@@ -343,10 +351,6 @@ async fn serve(
             grove: grove.clone(),
         });
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("SIGTERM handler: {e}"))?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| format!("SIGINT handler: {e}"))?;
     // Up: from here on groved only serves. Confine it to what serving needs.
     if grove.config.confine {
         let report = sandbox::Sandbox::for_config(&grove.config)

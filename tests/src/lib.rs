@@ -507,9 +507,13 @@ impl TestEnv {
 
     /// Stop groved (SIGTERM, by pid; SIGKILL after 5 s).
     pub fn stop_groved(&mut self) {
-        if let Some(child) = self.groved.take() {
-            stop_child(child);
-        }
+        self.stop_groved_status();
+    }
+
+    /// Stop groved with SIGTERM (SIGKILL after 30 s) and return how it
+    /// ended; None when none ran.
+    pub fn stop_groved_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.groved.take().map(stop_child)
     }
 
     /// Make `child` this env's groved (one the test started itself),
@@ -898,7 +902,8 @@ fn reap_if_exited(slot: &mut Option<Child>) -> Option<ExitStatus> {
     Some(status)
 }
 
-fn stop_child(mut child: Child) {
+/// SIGTERM `child`, SIGKILL after 30 s; how it ended.
+pub fn stop_child(mut child: Child) -> std::process::ExitStatus {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     // A guard against a hang, not a timing check: under the guest lane's
@@ -906,14 +911,14 @@ fn stop_child(mut child: Child) {
     // clean exit (which removes its socket).
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("harness: pid {pid} did not exit within 30 s of SIGTERM; killing it");
     let _ = child.kill();
-    let _ = child.wait();
+    child.wait().expect("reaping a killed daemon")
 }
 
 /// Kill what is in the cgroup `dir` and every cgroup below it, then

@@ -617,3 +617,71 @@ fn the_containers_keeper_stops_its_units_processes_quickly() {
     drop(guard);
     assert!(!unit.exists());
 }
+
+/// A service manager may stop a daemon the moment it has started. groved
+/// and grove-garden stopped right after their socket first accepts a
+/// connection exit cleanly (status 0, not killed by SIGTERM's default
+/// action) and remove the socket they made. Their signal handlers were once
+/// installed after the bind, and the guest lane caught groved dying there.
+#[test]
+fn daemons_stopped_as_soon_as_they_answer_exit_cleanly_and_remove_their_sockets() {
+    let mut env = TestEnv::start();
+    // This test starts groved itself, on the env's config and socket.
+    env.stop_groved();
+    let (uid, gid) = grove_user();
+    let garden_socket = env.run_dir.join("garden-stop.sock");
+    let log = env.root.join("stop-race.log");
+    let daemons: [(&str, Vec<std::ffi::OsString>, &Path); 2] = [
+        (
+            "groved",
+            vec!["--config".into(), env.root.join("groved.conf").into()],
+            &env.socket,
+        ),
+        (
+            "grove-garden",
+            vec![
+                "--listen".into(),
+                garden_socket.clone().into(),
+                "--grove-socket".into(),
+                env.socket.clone().into(),
+            ],
+            &garden_socket,
+        ),
+    ];
+    // groved is needed by grove-garden only to answer later, not to start.
+    for (name, args, socket) in &daemons {
+        // Each round retries the race; with the handlers installed first
+        // there is no race left to lose.
+        for round in 0..20 {
+            let out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            let mut cmd = Command::new(bin_dir().join(name));
+            cmd.args(args)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out);
+            as_user(&mut cmd, uid, gid);
+            let mut child = cmd.spawn().expect("starting the daemon");
+            // Connect as fast as possible: the first moment it answers.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::os::unix::net::UnixStream::connect(socket).is_err() {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "{name} exited:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                assert!(Instant::now() < deadline, "{name} did not listen");
+            }
+            let status = stop_child(child);
+            assert!(
+                status.success(),
+                "round {round}: {name} stopped right after it answered: {status}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            assert!(!socket.exists(), "round {round}: {name} left its socket");
+        }
+    }
+}
