@@ -14,6 +14,7 @@ mod human;
 mod image_cmd;
 mod layer_progress;
 mod listing;
+mod manpages;
 mod progress;
 mod remove;
 mod run;
@@ -385,6 +386,10 @@ enum Cmd {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Write man pages (grove.1, grove-create.1, ...) into DIR: what
+    /// `./dev package` ships.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -656,6 +661,12 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             .map_err(|e| cli_stream::local(format!("completions for {shell}: {e}")))?;
         // A closed pipe (`| head`) is not worth a complaint.
         let _ = std::io::stdout().write_all(&script);
+        return Ok(0);
+    }
+    if let Cmd::Manpages { dir } = &cli.command {
+        let pages = manpages::write_all(dir)
+            .map_err(|e| cli_stream::local(format!("man pages in {}: {e}", dir.display())))?;
+        eprintln!("{} man pages in {}", pages.len(), dir.display());
         return Ok(0);
     }
     check_usage(&cli.command);
@@ -969,7 +980,9 @@ async fn execute(cli: Cli) -> Result<i32, Error> {
             let result = request.send().promise.await;
             output.finish(result.map(drop).map_err(Error::from))?;
         }
-        Cmd::Completions { .. } => unreachable!("handled before connecting"),
+        Cmd::Completions { .. } | Cmd::Manpages { .. } => {
+            unreachable!("handled before connecting")
+        }
     }
     Ok(0)
 }

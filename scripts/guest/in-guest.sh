@@ -47,11 +47,12 @@ step() {
     return "$rc"
 }
 
-# The operator's install: README "systemd units": ./dev install from the
-# checkout (it installs what is built, needs no cargo), then enable the sockets.
+# The operator's install: README "Debian package": the .deb the host built
+# (lane.conf's DEB) on this fresh Debian 12, then enable the sockets.
 install_grove() {
     set -x
-    "$SRC/dev" install &&
+    [[ -n ${DEB:-} && -f $DEB ]] || { echo "no package (lane.conf's DEB='${DEB:-}')"; return 1; }
+    DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB" &&
         systemctl enable --now grove-helper.socket groved.socket grove-garden.socket &&
         systemctl --no-pager status grove-helper.socket groved.socket grove-garden.socket
 }
@@ -147,6 +148,8 @@ main() {
         say "rebooted (uptime $(cut -d' ' -f1 /proc/uptime) s)"
         echo done >"$RESULTS/phase"
         step walk-systemd-after-reboot walk systemd after-reboot
+        # Last: it removes the package.
+        step walk-package bash "$SRC/scripts/guest/walk-package.sh" "$RESULTS" "$DEB"
         collect ""
         touch "$RESULTS/finished"
         say "done; powering off"

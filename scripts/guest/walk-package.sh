@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# An operator's walk through the Debian package's life on the guest, after
+# everything else (run by in-guest.sh on the second boot; Grove installed
+# from the .deb, its sockets enabled): an upgrade (the same .deb again)
+# keeps an edited conffile and a running container; removal stops the
+# units and leaves configuration and user; a reinstall finds both; purge
+# removes the configuration.
+#
+#   walk-package.sh RESULTS DEB
+#
+# Each check is timed and appended to RESULTS/steps.tsv as "package: NAME";
+# exit status 1 when any failed.
+set -uo pipefail
+RESULTS=$1 DEB=$2
+STEPS=$RESULTS/steps.tsv
+failed=0
+MARK='# edited by the operator (walk-package.sh)'
+
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+check() {
+    local name=$1 start=$EPOCHREALTIME rc
+    shift
+    echo "=== package: $name"
+    (set -ex; "$@")
+    rc=$?
+    printf 'package: %s\t%s\t%s\n' "$name" "$(since "$start")" \
+        "$([[ $rc -eq 0 ]] && echo ok || echo "failed($rc)")" >>"$STEPS"
+    [[ $rc -eq 0 ]] || { echo "=== package: $name FAILED ($rc)"; failed=1; }
+}
+fail() { echo "package: $*" >&2; return 1; }
+edited() { grep -qxF "$MARK" /etc/grove/groved.conf; }
+
+upgrade_keeps_config_and_containers() {
+    dpkg -s grove | grep -q '^Status: install ok installed'
+    grove create --handle pkg1
+    echo "$MARK" >>/etc/grove/groved.conf
+    # The same version again: dpkg runs the upgrade scripts (prerm upgrade,
+    # postinst configure with the old version: try-restart of the daemons).
+    DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB"
+    edited || fail "the upgrade replaced the edited groved.conf"
+    timeout 60 grove ping
+    grove list | grep -qw pkg1 || fail "the container did not survive the upgrade"
+    [[ $(grove run pkg1 -- /bin/echo alive) == alive ]]
+    grove destroy pkg1
+}
+
+remove_stops_and_keeps_config() {
+    dpkg -r grove
+    for unit in groved.socket grove-helper.socket grove-garden.socket groved.service \
+        grove-helper.service grove-containers.service; do
+        ! systemctl is-active --quiet "$unit" || fail "$unit is still active after dpkg -r"
+    done
+    [[ ! -e /usr/libexec/grove/groved && ! -e /usr/bin/grove && ! -e /lib/systemd/system/groved.service ]] ||
+        fail "dpkg -r left binaries or units"
+    edited || fail "dpkg -r removed the edited groved.conf"
+    getent passwd grove >/dev/null || fail "dpkg -r removed the user grove"
+    dpkg -s grove | grep -q '^Status: deinstall ok config-files'
+}
+
+reinstall_finds_config() {
+    DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB"
+    edited || fail "the reinstall replaced the edited groved.conf"
+    # The operator's enable links outlived the removal; the sockets start
+    # at the next boot, or now.
+    systemctl start grove-helper.socket groved.socket
+    timeout 60 grove ping
+}
+
+purge_removes_config() {
+    dpkg --purge grove
+    [[ ! -e /etc/grove ]] || fail "dpkg --purge left /etc/grove: $(ls -A /etc/grove)"
+    ! dpkg -s grove >/dev/null 2>&1 || fail "dpkg still knows grove after --purge"
+}
+
+check "upgrade keeps an edited conffile and a container" upgrade_keeps_config_and_containers
+check "remove stops the units, keeps config and user" remove_stops_and_keeps_config
+check "reinstall finds the edited config, serves" reinstall_finds_config
+check "purge removes the configuration" purge_removes_config
+exit "$failed"
