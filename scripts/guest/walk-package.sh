@@ -2,7 +2,8 @@
 # An operator's walk through the Debian package's life on the guest, after
 # everything else (run by in-guest.sh on the second boot; Grove installed
 # from the .deb, its sockets enabled): an upgrade (the same .deb again)
-# keeps an edited conffile and a running container; removal stops the
+# keeps an edited conffile and a running container and restarts groved;
+# removal stops the
 # units and leaves configuration and user; a reinstall finds both; purge
 # removes the configuration.
 #
@@ -33,11 +34,17 @@ edited() { grep -qxF "$MARK" /etc/grove/groved.conf; }
 upgrade_keeps_config_and_containers() {
     dpkg -s grove | grep -q '^Status: install ok installed'
     grove create --handle pkg1
+    local before after
+    before=$(systemctl show -P MainPID groved.service)
+    [[ $before -gt 0 ]] || fail "groved does not run before the upgrade"
     echo "$MARK" >>/etc/grove/groved.conf
     # The same version again: dpkg runs the upgrade scripts (prerm upgrade,
     # postinst configure with the old version: try-restart of the daemons).
     DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB"
     edited || fail "the upgrade replaced the edited groved.conf"
+    # postinst's try-restart: the running groved is a new process.
+    after=$(systemctl show -P MainPID groved.service)
+    [[ $after -gt 0 && $after != "$before" ]] || fail "groved was not restarted by the upgrade ($before -> $after)"
     timeout 60 grove ping
     grove list | grep -qw pkg1 || fail "the container did not survive the upgrade"
     [[ $(grove run pkg1 -- /bin/echo alive) == alive ]]
