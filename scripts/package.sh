@@ -5,7 +5,8 @@
 #   scripts/package.sh RELEASE_DIR OUT_DIR
 #
 # RELEASE_DIR holds grove-helper, groved, grove-garden, grove and the static
-# wshd. Writes OUT_DIR/grove_<version>_<arch>.deb and prints its path last.
+# wshd. Writes OUT_DIR/grove_<version>_<arch>.deb; prints its path on stdout
+# (and nothing else there: what it says goes to stderr).
 # Paths in the package (Debian's, not ./dev install's /usr/local ones):
 #   /usr/libexec/grove/{grove-helper,groved,grove-garden,wshd,build-rootfs}
 #   /usr/bin/grove, /usr/share/man/man1/grove*.1.gz, bash completion
@@ -15,7 +16,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [[ $# -eq 2 ]] || { echo "usage: $0 RELEASE_DIR OUT_DIR" >&2; exit 2; }
 release=$1 out=$2
-log() { printf '    %s\n' "$*"; }
+log() { printf '    %s\n' "$*" >&2; }
 die() { printf 'package: error: %s\n' "$*" >&2; exit 1; }
 
 for b in grove-helper groved grove-garden grove wshd; do
@@ -62,7 +63,7 @@ gzip -9n "$stage$doc/README.md"
 install -d "$stage$doc"
 gzip -9nc "$ROOT/packaging/debian/changelog" >"$stage$doc/changelog.gz"
 chmod 0644 "$stage$doc/changelog.gz"
-"$release/grove" manpages "$stage/usr/share/man/man1" 2>/dev/null
+"$release/grove" manpages "$stage/usr/share/man/man1" >&2
 chmod 0644 "$stage"/usr/share/man/man1/*.1
 gzip -9n "$stage"/usr/share/man/man1/*.1
 install -d "$stage/usr/share/bash-completion/completions"
