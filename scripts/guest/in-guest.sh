@@ -52,8 +52,16 @@ step() {
 install_grove() {
     set -x
     [[ -n ${DEB:-} && -f $DEB ]] || { echo "no package (lane.conf's DEB='${DEB:-}')"; return 1; }
-    DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB" &&
-        systemctl enable --now grove-helper.socket groved.socket grove-garden.socket &&
+    DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB" || return 1
+    # The package enables and starts nothing by itself.
+    local unit
+    for unit in grove-helper.socket groved.socket grove-garden.socket grove-containers.service; do
+        if systemctl is-enabled --quiet "$unit" || systemctl is-active --quiet "$unit"; then
+            echo "the package enabled or started $unit"
+            return 1
+        fi
+    done
+    systemctl enable --now grove-helper.socket groved.socket grove-garden.socket &&
         systemctl --no-pager status grove-helper.socket groved.socket grove-garden.socket
 }
 
