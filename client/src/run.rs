@@ -196,6 +196,31 @@ pub async fn attach(
     signals: SigProxy,
 ) -> Result<i32, Error> {
     let container = client.lookup(handle).await?;
+    let (request, done) = attach_to_stdio(&container, process_id, false);
+    let process = request.send().pipeline.get_process();
+    let id = ProcessId::known(handle, process_id);
+    let ended = follow(&process, signals.proxy).await;
+    finish(ended, &id, done).await
+}
+
+/// Both ends of reading a process's output to this process's stdout and
+/// stderr: an attach request (of the waiting output only, with
+/// `backlog_only`), and the signals that each stream has been written out.
+type OutputDone = (
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
+fn attach_to_stdio(
+    container: &api::container::Client,
+    process_id: &str,
+    backlog_only: bool,
+) -> (
+    capnp::capability::Request<
+        api::container::attach_params::Owned,
+        api::container::attach_results::Owned,
+    >,
+    OutputDone,
+) {
     let (stdout, stdout_done) = writer_sink(std::io::stdout());
     let (stderr, stderr_done) = writer_sink(std::io::stderr());
     let mut request = container.attach_request();
@@ -203,10 +228,8 @@ pub async fn attach(
     let mut io = request.get().init_io();
     io.set_stdout(stdout);
     io.set_stderr(stderr);
-    let process = request.send().pipeline.get_process();
-    let id = ProcessId::known(handle, process_id);
-    let ended = follow(&process, signals.proxy).await;
-    finish(ended, &id, (stdout_done, stderr_done)).await
+    io.set_backlog_only(backlog_only);
+    (request, (stdout_done, stderr_done))
 }
 
 /// `grove logs`: the output waiting for a reader; with `follow`, then
@@ -219,14 +242,7 @@ pub async fn logs(
     follow: bool,
 ) -> Result<i32, Error> {
     let container = client.lookup(handle).await?;
-    let (stdout, stdout_done) = writer_sink(std::io::stdout());
-    let (stderr, stderr_done) = writer_sink(std::io::stderr());
-    let mut request = container.attach_request();
-    request.get().set_process_id(process_id);
-    let mut io = request.get().init_io();
-    io.set_stdout(stdout);
-    io.set_stderr(stderr);
-    io.set_backlog_only(!follow);
+    let (request, (stdout_done, stderr_done)) = attach_to_stdio(&container, process_id, !follow);
     if follow {
         let process = request.send().pipeline.get_process();
         process.wait_request().send().promise.await?;

@@ -19,6 +19,7 @@ capnp::generated_code!(pub mod api_capnp);
 pub mod auth_file;
 pub mod bpf;
 pub mod conf;
+pub mod conf_file;
 pub mod envelope;
 pub mod fault;
 pub mod handle;

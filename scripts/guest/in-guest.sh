@@ -53,10 +53,12 @@ install_grove() {
     set -x
     [[ -n ${DEB:-} && -f $DEB ]] || { echo "no package (lane.conf's DEB='${DEB:-}')"; return 1; }
     DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB" || return 1
-    # The package enables and starts nothing by itself.
+    # The package enables and starts nothing by itself. (is-enabled's
+    # status is 0 for "static" too, grove-containers.service's state: the
+    # word is what counts.)
     local unit
     for unit in grove-helper.socket groved.socket grove-garden.socket grove-containers.service; do
-        if systemctl is-enabled --quiet "$unit" || systemctl is-active --quiet "$unit"; then
+        if [[ $(systemctl is-enabled "$unit") == enabled ]] || systemctl is-active --quiet "$unit"; then
             echo "the package enabled or started $unit"
             return 1
         fi

@@ -78,7 +78,9 @@ for f in "$RESULTS"/tests/*.failed; do
     log=${f%.failed}.log
     if [[ -f $log ]]; then
         printf '    its output (%s, first 60 lines of the failures):\n' "$log"
-        awk '/^---- .* stdout ----$/ { on = 1 } /^failures:$/ && on { exit } on' "$log" |
+        # (Backtrace frames left out: the panic's place and message say it.)
+        awk '/^---- .* stdout ----$/ { on = 1 } /^failures:$/ && on { exit }
+             /^ +[0-9]+: |^ +at |^stack backtrace:|^note: Some details/ { next } on' "$log" |
             head -n 60 | sed 's/^/        | /'
     fi
 done

@@ -12,19 +12,8 @@ pub const DEFAULT_PATH: &str = "/etc/grove/groved.conf";
 
 /// The configuration in `explicit`, else in `default` when that exists,
 /// else the embedded defaults; with a line for the log saying which.
-/// Errors name the file.
 pub fn load(explicit: Option<&Path>, default: &Path) -> Result<(Config, String), String> {
-    let path = explicit.unwrap_or(default);
-    match std::fs::read_to_string(path) {
-        Ok(text) => Config::parse(&text)
-            .map(|config| (config, format!("configuration from {}", path.display())))
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => Ok((
-            Config::default(),
-            format!("no {}: the embedded defaults", path.display()),
-        )),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
+    grove_schema::conf_file::load(explicit, default, Config::parse)
 }
 
 #[derive(Debug, Clone)]

@@ -1322,7 +1322,18 @@ fn metrics_move_with_creates_destroys_processes_oom_kills_pulls_and_the_helper_q
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "group grove may scrape, others not");
 
-    let first = metrics(&socket);
+    // groved's start-up work asks the helper too (the image GC's first
+    // round lists the layers): the baseline is taken once that is done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let scraped = metrics(&socket);
+        if value(&scraped, "grove_helper_requests_in_flight", &[]) == 0.0
+            || Instant::now() > deadline
+        {
+            break scraped;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     for state in ["creating", "active", "stopping", "stopped", "destroying"] {
         assert_eq!(value(&first, "grove_containers", &[("state", state)]), 0.0);
     }
