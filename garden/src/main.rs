@@ -10,14 +10,9 @@
 //! bodies), `grove` (the connection to groved), `streams`, `sink`,
 //! `config`.
 
-// How log lines look (shared with grove-helper and groved); first: its
-// macros serve systemd.rs below.
-#[path = "../../helper/src/logline.rs"]
-#[macro_use]
-#[allow(dead_code)]
-mod logline;
-#[path = "../../server/src/logging.rs"]
-mod logging;
+// What the three daemons share (systemd, log lines, the API socket):
+// crate::logline, crate::systemd and so on below name grove-daemon's.
+use grove_daemon::{api_socket, logging, logline, systemd};
 
 mod api;
 mod config;
@@ -33,14 +28,6 @@ mod streams;
 mod translate;
 mod wire;
 
-// Socket activation and sd_notify, shared with grove-helper and groved.
-#[path = "../../helper/src/systemd.rs"]
-#[allow(dead_code)]
-mod systemd;
-
-// The API socket (bound, or passed by systemd), shared with groved.
-#[path = "../../server/src/api_socket.rs"]
-mod api_socket;
 
 use config::Config;
 use std::cell::{Cell, RefCell};

@@ -12,9 +12,11 @@
 //! It logs to stderr (logline.rs), at most the level GROVE_HELPER_LOG names
 //! (error, warn, info, debug; default info).
 
-// First: its macros are used by every module below.
+// The log macros (log_info! and the rest) for every module below, and the
+// modules the three daemons share (crate::logline, crate::systemd).
 #[macro_use]
-mod logline;
+extern crate grove_daemon;
+use grove_daemon::{logline, systemd};
 
 mod boot;
 mod cgroup;
@@ -34,7 +36,6 @@ mod server;
 mod spawn;
 mod spawner;
 mod state;
-mod systemd;
 mod trash;
 mod userns;
 mod zstd;

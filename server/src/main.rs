@@ -4,12 +4,9 @@
 //! privileged step and wshd for every process, and keeps container records
 //! on disk. It never makes a privileged system call itself.
 
-// How log lines look (shared with grove-helper and grove-garden); first:
-// its macros serve systemd.rs below.
-#[path = "../../helper/src/logline.rs"]
-#[macro_use]
-#[allow(dead_code)]
-mod logline;
+// What the three daemons share (systemd, log lines, the API socket):
+// crate::logline, crate::systemd and so on below name grove-daemon's.
+use grove_daemon::{api_socket, logging, logline, systemd};
 
 mod config;
 mod connection;
@@ -18,7 +15,6 @@ mod error;
 mod helper_client;
 mod image_config;
 mod images;
-mod logging;
 mod metrics;
 mod metrics_http;
 mod process;
@@ -29,11 +25,7 @@ mod sandbox;
 mod seqpacket;
 mod store;
 mod stream;
-// Socket activation and sd_notify, shared with grove-helper.
-#[path = "../../helper/src/systemd.rs"]
-mod systemd;
 
-mod api_socket;
 mod wshd_client;
 
 use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};

@@ -1,8 +1,7 @@
 //! The unix socket a daemon serves its API on: the one systemd passed
 //! (socket activation), or one bound here, group-accessible (0660) so that
 //! members of the daemon's group may connect. groved and grove-garden both
-//! serve this way; grove-garden compiles this file in by path, as both do
-//! with helper/src/systemd.rs (which this uses as `crate::systemd`).
+//! serve this way.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,6 @@
 //! Running under systemd: socket activation (sd_listen_fds(3)) and
 //! readiness, status and watchdog notifications (sd_notify(3), formatted by
-//! the `sd-notify` crate). Shared by grove-helper and groved (groved
-//! includes this file with `#[path]`); neither needs systemd.
+//! the `sd-notify` crate), for all three daemons; none needs systemd.
 //!
 //! Both daemons read what systemd passed them once, at the very start, and
 //! take it out of their environment (`capture`), so nothing they start

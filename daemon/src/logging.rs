@@ -1,5 +1,4 @@
-//! groved's and grove-garden's log (grove-garden includes this file by
-//! path): `tracing` events on stderr, in the style logline.rs picks for
+//! groved's and grove-garden's log: `tracing` events on stderr, in the style logline.rs picks for
 //! it — `<N>` priorities for journald, a timestamp and a level otherwise,
 //! colour only on a terminal. `GROVED_LOG` (`GROVE_GARDEN_LOG`) is an
 //! EnvFilter (`debug`, `info,groved::containers=debug`); default `info`.

@@ -1,7 +1,7 @@
 //! How the daemons' log lines look, wherever stderr goes. Shared by
 //! grove-helper (whose whole logger this is), groved and grove-garden
-//! (which include this file with `#[path]` and format through `tracing`,
-//! using the style chosen here; see server/src/logging.rs).
+//! (which format through `tracing`, using the style chosen here; see
+//! logging.rs).
 //!
 //! - **journald** (systemd connected stderr to the journal: JOURNAL_STREAM
 //!   names the device and inode of fd 2): each line starts with its
