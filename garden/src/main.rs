@@ -11,8 +11,8 @@
 //! `config`.
 
 // What the three daemons share (systemd, log lines, the API socket):
-// crate::logline, crate::systemd and so on below name grove-daemon's.
-use grove_daemon::{api_socket, logging, logline, systemd};
+// crate::systemd and the others below name grove-daemon's.
+use grove_daemon::{api_socket, logging, systemd};
 
 mod api;
 mod config;
@@ -27,7 +27,6 @@ mod sink;
 mod streams;
 mod translate;
 mod wire;
-
 
 use config::Config;
 use std::cell::{Cell, RefCell};

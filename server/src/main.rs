@@ -5,8 +5,8 @@
 //! on disk. It never makes a privileged system call itself.
 
 // What the three daemons share (systemd, log lines, the API socket):
-// crate::logline, crate::systemd and so on below name grove-daemon's.
-use grove_daemon::{api_socket, logging, logline, systemd};
+// crate::systemd and the others below name grove-daemon's.
+use grove_daemon::{api_socket, logging, systemd};
 
 mod config;
 mod connection;
