@@ -1,6 +1,6 @@
 //! `grove-helper --keep-containers`: the main process of
 //! grove-containers.service, the unit whose delegated cgroup holds every
-//! container (cgroup_v2.rs). It holds the unit up and does nothing else
+//! container (cgroup/v2.rs). It holds the unit up and does nothing else
 //! until the unit stops:
 //!
 //! - start: move itself into the leaf <unit>/supervisor (a cgroup that
@@ -15,8 +15,8 @@
 //! /proc/self/cgroup (and refuses to run in any cgroup not named
 //! grove-containers.service); it reads no request and no policy.
 
+use crate::cgroup::v2::{own_cgroup, CONTAINERS_UNIT, SUPERVISOR};
 use crate::cgroup::{read_pids, signal_listed, walk, write_cg, ROOT};
-use crate::cgroup_v2::{own_cgroup, CONTAINERS_UNIT, SUPERVISOR};
 use crate::fs;
 use crate::systemd::{Notifier, NotifyState};
 use nix::errno::Errno;

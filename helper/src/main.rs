@@ -20,7 +20,6 @@ use grove_daemon::{logline, systemd};
 
 mod boot;
 mod cgroup;
-mod cgroup_v2;
 mod confine;
 mod container;
 mod devices;

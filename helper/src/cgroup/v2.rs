@@ -18,10 +18,11 @@
 //! same allowlist as v1's devices.allow. `enter` attaches it, in the
 //! spawner, before the container's first process joins the cgroup.
 
-use crate::cgroup::{err, kill_listed, read_max, read_pids, read_u64, walk, write_cg, Cgroups};
+use super::driver::{system, Cgroups};
+use super::tree::{err, kill_listed, read_max, read_pids, read_u64, walk, write_cg};
 use crate::fs;
 use crate::limits::{self, Current, Write};
-use grove_schema::helper::{CpuQuota, ErrorKind, HelperError, Limits, Stats};
+use grove_schema::helper::{CpuQuota, HelperError, Limits, Stats};
 use grove_schema::Handle;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -45,10 +46,6 @@ pub struct V2 {
     parent: OwnedFd,
     /// Whether cpuset is enabled for the containers.
     cpuset: bool,
-}
-
-fn system(msg: String) -> HelperError {
-    HelperError::new(ErrorKind::System, msg)
 }
 
 /// The unit the helper runs as under systemd, and the unit its containers
@@ -434,6 +431,7 @@ impl Cgroups for V2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use grove_schema::helper::ErrorKind;
     use std::path::{Path, PathBuf};
 
     struct Tree {

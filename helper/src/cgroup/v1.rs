@@ -1,98 +1,23 @@
-//! Cgroups: one trait over the drivers, detection from statfs, and the v1
-//! driver (hybrid and legacy hosts). The v2 driver (unified hosts) is in
-//! cgroup_v2.rs.
-//!
-//! Each controller's parent cgroup (<root>/<controller>/<cgroup_parent>) is
-//! opened once at start-up; per-container work is relative to that dirfd
-//! with the validated handle as the only request-derived component, and the
-//! file names are constants of this crate: the helper writes cgroup files
-//! only under its own cgroup_parent.
+//! The v1 driver (hybrid and legacy hosts): one cgroup per mounted
+//! controller hierarchy, each under <root>/<controller>/<cgroup_parent>.
 
+use super::driver::{system, Cgroups, DEVICE_ALLOWLIST, ROOT};
+use super::tree::{err, kill_listed, read_max, read_pids, read_u64, walk, write_cg};
 use crate::fs;
 use crate::limits::{self, Current, Write};
-use crate::spawn;
-use grove_schema::helper::{CpuQuota, ErrorKind, HelperError, Limits, Stats};
+use grove_schema::helper::{CpuQuota, HelperError, Limits, Stats};
 use grove_schema::Handle;
-use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, TMPFS_MAGIC};
+use nix::sys::statfs::{statfs, CGROUP_SUPER_MAGIC};
 use nix::unistd::UnlinkatFlags;
-use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-pub trait Cgroups {
-    /// Driver name for logs ("v1").
-    fn name(&self) -> &'static str;
-    /// Create the container's cgroups; on failure nothing is left behind.
-    fn create(&self, handle: &Handle) -> Result<(), String>;
-    /// Move `pid` into every one of the container's cgroups.
-    fn enter(&self, handle: &Handle, pid: i32) -> Result<(), String>;
-    /// The processes in the container's cgroup and every cgroup below it.
-    fn procs(&self, handle: &Handle) -> Result<Vec<i32>, String>;
-    /// Freeze the cgroup, SIGKILL every process in it and below it, thaw it.
-    fn kill_all(&self, handle: &Handle) -> Result<(), String>;
-    /// Remove the container's cgroups and any below them (absent ones are fine).
-    fn remove(&self, handle: &Handle) -> Result<(), String>;
-    /// Validate `limits` (each field on its own, then against current usage
-    /// and the parent's cpuset) and write them: all of them or none.
-    fn set_limits(&self, handle: &Handle, limits: &Limits) -> Result<(), HelperError>;
-    /// The limits in force (None: no limit). `recorded_shares`: the
-    /// cpu_shares last set, which v2 reports while cpu.weight still
-    /// matches it (v2 keeps a weight, and many shares give one weight).
-    fn get_limits(&self, handle: &Handle, recorded_shares: Option<u64>) -> Result<Limits, String>;
-    /// Resource usage.
-    fn stats(&self, handle: &Handle) -> Result<Stats, String>;
-    /// An fd that becomes ready when the kernel OOM-kills in the container
-    /// (v1: an eventfd, readable; v2: memory.events, POLLPRI).
-    fn oom_watch(&self, handle: &Handle) -> Result<OwnedFd, String>;
-    /// Restrict the container to the devices its minimal /dev holds. Called
-    /// at create, before wshd starts.
-    fn apply_device_allowlist(&self, handle: &Handle) -> Result<(), String>;
-}
-
-/// The devices a container may open or mknod (v1 devices cgroup): the
-/// nodes of its minimal /dev and its own devpts instance.
-pub const DEVICE_ALLOWLIST: [&str; 8] = [
-    "c 1:3 rwm",   // null
-    "c 1:5 rwm",   // zero
-    "c 1:7 rwm",   // full
-    "c 1:8 rwm",   // random
-    "c 1:9 rwm",   // urandom
-    "c 5:0 rwm",   // tty
-    "c 5:2 rwm",   // ptmx
-    "c 136:* rwm", // pts
-];
-
-pub const ROOT: &str = "/sys/fs/cgroup";
 /// The v1 controllers a container gets, when the host mounts them.
 pub const V1_CONTROLLERS: [&str; 8] = [
     "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio",
 ];
-
-/// Look at how the host mounts cgroups and build the matching driver.
-/// `total_pids` becomes the parent cgroup's pids.max: all containers
-/// together can have no more processes.
-pub fn detect(parent: &str, total_pids: u64) -> Result<Box<dyn Cgroups>, String> {
-    use crate::cgroup_v2::{choose, is_delegated, own_cgroup, V2};
-    let st = statfs(ROOT).map_err(|e| format!("statfs {ROOT}: {e}"))?;
-    let t = st.filesystem_type();
-    if t == CGROUP2_SUPER_MAGIC {
-        let text = std::fs::read_to_string("/proc/self/cgroup")
-            .map_err(|e| format!("/proc/self/cgroup: {e}"))?;
-        let home = choose(&own_cgroup(&text)?, &|p| {
-            is_delegated(&format!("{ROOT}{p}"))
-        })?;
-        return Ok(Box::new(V2::open(ROOT, &home, parent, total_pids)?));
-    }
-    if t != TMPFS_MAGIC {
-        return Err(format!(
-            "{ROOT} is neither cgroup2 nor a tmpfs of v1 hierarchies"
-        ));
-    }
-    Ok(Box::new(V1::open(parent, total_pids)?))
-}
 
 struct Controller {
     name: &'static str,
@@ -107,14 +32,10 @@ pub struct V1 {
     controllers: Vec<Controller>,
 }
 
-pub(crate) fn err(what: &str, e: Errno) -> String {
-    format!("{what}: {e}")
-}
-
 impl V1 {
     /// Open every mounted v1 controller and make sure our parent cgroup
     /// exists in each (cpuset needs cpus and mems before it takes tasks).
-    fn open(parent: &str, total_pids: u64) -> Result<V1, String> {
+    pub(super) fn open(parent: &str, total_pids: u64) -> Result<V1, String> {
         let root = fs::openat(None, ROOT, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
             .map_err(|e| err(ROOT, e))?;
         let mut controllers = Vec::new();
@@ -193,183 +114,6 @@ fn copy_cpuset(from: std::os::fd::BorrowedFd, to: std::os::fd::BorrowedFd) -> Re
     Ok(())
 }
 
-pub(crate) use limits::write_cg;
-
-/// Deepest nesting below a container's cgroup that kill and removal follow
-/// (one open directory per level). Container root can mount cgroupfs in
-/// its cgroup namespace and nest deeper; destroy then fails with an error
-/// that says so, rather than missing processes or spinning on EBUSY.
-const MAX_NESTING: usize = 32;
-
-/// Call `visit` on the cgroup `top` and on every cgroup below it, parents
-/// before children; with `remove`, rmdir every cgroup below `top` once its
-/// own subtree is done, so deepest first (v1 refuses to rmdir a cgroup with
-/// children or tasks). Every directory is opened beneath the one above it
-/// (O_NOFOLLOW|O_DIRECTORY, from a name readdir returned), never by path;
-/// one directory stream is kept per level, so a wide tree is read once.
-pub(crate) fn walk(
-    top: BorrowedFd,
-    remove: Option<Instant>,
-    visit: &mut dyn FnMut(BorrowedFd) -> Result<(), String>,
-) -> Result<(), String> {
-    visit(top)?;
-    let own = fs::open_dir(top, ".").map_err(|e| err("open cgroup", e))?;
-    let first = Dir::from(own).map_err(|e| err("open cgroup", e))?;
-    let mut stack: Vec<(nix::dir::OwningIter, CString)> =
-        vec![(first.into_iter(), CString::default())];
-    while let Some((entries, _)) = stack.last_mut() {
-        let dir_fd = entries.as_raw_fd();
-        match entries.next() {
-            Some(entry) => {
-                let entry = entry.map_err(|e| err("reading a cgroup directory", e))?;
-                let name = entry.file_name();
-                // Child cgroups are the only directories in cgroupfs.
-                if entry.file_type() != Some(Type::Directory) || name == c"." || name == c".." {
-                    continue;
-                }
-                if stack.len() > MAX_NESTING {
-                    return Err(format!(
-                        "cgroups are nested more than {MAX_NESTING} levels deep below the container's"
-                    ));
-                }
-                let name = name.to_owned();
-                // SAFETY: dir_fd belongs to the stream on top of the stack,
-                // which stays open (and unmoved) until this borrow ends.
-                let above = unsafe { BorrowedFd::borrow_raw(dir_fd) };
-                let dir = match fs::open_dir(above, name.as_c_str()) {
-                    Ok(d) => d,
-                    Err(Errno::ENOENT) => continue, // removed meanwhile
-                    Err(e) => return Err(err("open nested cgroup", e)),
-                };
-                visit(dir.as_fd())?;
-                let d = Dir::from(dir).map_err(|e| err("open nested cgroup", e))?;
-                stack.push((d.into_iter(), name));
-            }
-            None => {
-                let Some((done, name)) = stack.pop() else {
-                    break;
-                };
-                drop(done);
-                if let (Some(deadline), Some((above, _))) = (remove, stack.last()) {
-                    rmdir_wait(above.as_raw_fd(), &name, deadline)
-                        .map_err(|e| format!("rmdir nested cgroup {name:?}: {e}"))?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// rmdir a cgroup, waiting while its last tasks are still leaving it.
-pub(crate) fn rmdir_wait(dir: RawFd, name: &CStr, deadline: Instant) -> Result<(), Errno> {
-    loop {
-        match nix::unistd::unlinkat(Some(dir), name, UnlinkatFlags::RemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => return Ok(()),
-            Err(Errno::EBUSY) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The pids listed in one cgroup's cgroup.procs (tgids; v1 lists only the
-/// cgroup's own tasks, not its descendants'). Streamed, without a size cap:
-/// the list is bounded by pid_max.
-pub(crate) fn read_pids(dir: BorrowedFd) -> Result<Vec<i32>, Errno> {
-    let fd = fs::openat(
-        Some(dir),
-        "cgroup.procs",
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
-        0,
-    )?;
-    let mut pids = Vec::new();
-    let mut partial: Option<i32> = None;
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-        };
-        for &b in &buf[..n] {
-            match b {
-                b'0'..=b'9' => {
-                    let v = partial.unwrap_or(0);
-                    let v = v
-                        .checked_mul(10)
-                        .and_then(|v| v.checked_add(i32::from(b - b'0')))
-                        .ok_or(Errno::ERANGE)?;
-                    partial = Some(v);
-                }
-                b'\n' => pids.extend(partial.take()),
-                _ => return Err(Errno::EINVAL),
-            }
-        }
-    }
-    pids.extend(partial);
-    Ok(pids)
-}
-
-/// SIGKILL the processes listed in one cgroup (see `signal_listed`).
-pub(crate) fn kill_listed(dir: BorrowedFd) -> Result<(), Errno> {
-    signal_listed(dir, libc::SIGKILL)
-}
-
-/// Send `signal` to the processes listed in one cgroup without ever signalling a
-/// recycled pid: open a pidfd for each listed pid, then read the list again
-/// and signal only pidfds whose pid is still listed. A pidfd names one
-/// process for good; if its pid is listed after the pidfd was opened, then
-/// either that process is in this cgroup, or it has exited and the signal
-/// goes nowhere. In batches, to stay well below the fd limit.
-pub(crate) fn signal_listed(dir: BorrowedFd, signal: libc::c_int) -> Result<(), Errno> {
-    let pids = match read_pids(dir) {
-        Err(Errno::ENOENT) => return Ok(()),
-        r => r?,
-    };
-    for batch in pids.chunks(256) {
-        let fds: Vec<(i32, OwnedFd)> = batch
-            .iter()
-            .filter_map(|&p| spawn::pidfd_open(p).ok().map(|fd| (p, fd)))
-            .collect();
-        if fds.is_empty() {
-            continue;
-        }
-        let mut still = match read_pids(dir) {
-            Err(Errno::ENOENT) => return Ok(()), // the cgroup is gone
-            r => r?,
-        };
-        still.sort_unstable();
-        for (pid, fd) in fds {
-            if still.binary_search(&pid).is_ok() {
-                let _ = spawn::pidfd_signal(fd.as_fd(), signal);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Read a small cgroup file and parse it as one number.
-pub(crate) fn read_u64(dir: BorrowedFd, file: &str) -> Result<u64, String> {
-    let text = fs::read_file_at(dir, file).map_err(|e| err(file, e))?;
-    text.trim()
-        .parse()
-        .map_err(|_| format!("{file}: {:?} is not a number", text.trim()))
-}
-
-/// pids.max: "max" is no limit.
-pub(crate) fn read_max(dir: BorrowedFd, file: &str) -> Result<Option<u64>, String> {
-    let text = fs::read_file_at(dir, file).map_err(|e| err(file, e))?;
-    match text.trim() {
-        "max" => Ok(None),
-        t => t
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{file}: {t:?} is neither a number nor \"max\"")),
-    }
-}
-
 /// Nanoseconds per USER_HZ tick (v1 cpuacct.stat counts ticks).
 fn ns_per_tick() -> u64 {
     // SAFETY: sysconf only reads a constant of the C library.
@@ -379,10 +123,6 @@ fn ns_per_tick() -> u64 {
     } else {
         10_000_000 // USER_HZ is 100 on every Linux architecture
     }
-}
-
-fn system(msg: String) -> HelperError {
-    HelperError::new(ErrorKind::System, msg)
 }
 
 impl V1 {
