@@ -266,11 +266,15 @@ fn activated(
         });
     }
     let child = cmd.spawn().expect("starting systemd-socket-activate");
+    // Listening, not merely bound: systemd-socket-activate binds, then
+    // listens, and a connection between the two is refused and so starts
+    // nothing (the guest lane once saw a test wait 20 s for a daemon that
+    // was never started). Connecting to check would start the daemon.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
+    while !listening(socket) {
         assert!(
             Instant::now() < deadline,
-            "{} never appeared",
+            "{} never listened",
             socket.display()
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -279,6 +283,17 @@ fn activated(
     std::os::unix::fs::chown(socket, Some(0), Some(grove_user().1)).unwrap();
     std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o660)).unwrap();
     child
+}
+
+/// Whether a unix socket is bound at `path` and listening: /proc/net/unix
+/// lists it with the __SO_ACCEPTCON flag (00010000) once listen(2) ran.
+fn listening(path: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let path = path.to_string_lossy();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8 && fields[7] == path && fields[3] == "00010000"
+    })
 }
 
 /// Wait up to 20 s for `child` to exit; its status.
