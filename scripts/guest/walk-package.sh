@@ -14,21 +14,10 @@
 set -uo pipefail
 RESULTS=$1 DEB=$2
 STEPS=$RESULTS/steps.tsv
-failed=0
+WALK_PREFIX=package
+# shellcheck source=scripts/guest/walk-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/walk-lib.sh"
 MARK='# edited by the operator (walk-package.sh)'
-
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
-check() {
-    local name=$1 start=$EPOCHREALTIME rc
-    shift
-    echo "=== package: $name"
-    (set -ex; "$@")
-    rc=$?
-    printf 'package: %s\t%s\t%s\n' "$name" "$(since "$start")" \
-        "$([[ $rc -eq 0 ]] && echo ok || echo "failed($rc)")" >>"$STEPS"
-    [[ $rc -eq 0 ]] || { echo "=== package: $name FAILED ($rc)"; failed=1; }
-}
-fail() { echo "package: $*" >&2; return 1; }
 edited() { grep -qxF "$MARK" /etc/grove/groved.conf; }
 
 upgrade_keeps_config_and_containers() {

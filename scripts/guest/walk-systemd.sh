@@ -18,21 +18,9 @@ set -uo pipefail
 MODE=$1 RESULTS=$2
 STEPS=$RESULTS/steps.tsv
 UNIT=grove-containers.service
-failed=0
-
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
-# check NAME FUNCTION [ARGS]: one timed check, in a subshell with -e and -x.
-check() {
-    local name=$1 start=$EPOCHREALTIME rc
-    shift
-    echo "=== walk: $name"
-    (set -ex; "$@")
-    rc=$?
-    printf 'walk: %s\t%s\t%s\n' "$name" "$(since "$start")" \
-        "$([[ $rc -eq 0 ]] && echo ok || echo "failed($rc)")" >>"$STEPS"
-    [[ $rc -eq 0 ]] || { echo "=== walk: $name FAILED ($rc)"; failed=1; }
-}
-fail() { echo "walk: $*" >&2; return 1; }
+WALK_PREFIX=walk
+# shellcheck source=scripts/guest/walk-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/walk-lib.sh"
 
 # The containers' cgroup parent: <the unit's cgroup>/grove (cgroup_parent).
 parent() { echo "/sys/fs/cgroup$(systemctl show -P ControlGroup "$UNIT")/grove"; }
